@@ -1,0 +1,70 @@
+"""Does the harness add anything over the training it runs?
+
+The same client work — 25 noise-prediction steps of fedavg's UNet on digits, batch 32 —
+timed twice: through fedfuse's ClientApp (cell lookup, partition view, Flower Message in
+and out, ArrayRecord conversions) and as a plain torch loop written without fedfuse.
+"""
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from conftest import MEANS
+from fedfuse.bench.flower import CellClientApp
+from fedfuse.bench.services import RUN_CONFIG_KEY
+from fedfuse.bench.suite import expand, load_suite
+from fedfuse.datasets.digits import load_digits
+from fedfuse.plugins.manager import registry
+from fedfuse.protocols.fedavg import task
+
+CELL = expand(load_suite("smoke"), registry())[0]
+CFG = CELL.config
+ROUNDS = 5
+
+
+def _global_model():
+    return task.build_model((1, 8, 8), CFG["width"], seed=0)
+
+
+def test_harness_client_train(benchmark):
+    TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = 1  # as run_simulation sets them
+    app = CellClientApp({RUN_CONFIG_KEY: CELL.to_json()})
+    context = Context(run_id=1, node_id=1, node_config={"partition-id": 0, "num-partitions": CELL.clients},
+                      state=RecordDict(), run_config={})
+    arrays = ArrayRecord(_global_model().state_dict())
+
+    def one_round():
+        content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})})
+        return app(Message(content, dst_node_id=1, message_type="train"), context)
+
+    one_round()  # warm-up: the first call decodes the dataset and builds the partition
+    benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+    MEANS["harness_client_train"] = benchmark.stats.stats.mean
+
+
+def test_plain_torch_train(benchmark):
+    data = load_digits()
+    images = data.train_images[: len(data.train_images) // 2]
+    scheduler = DDPMScheduler(num_train_timesteps=CFG["timesteps"])
+    state = _global_model().state_dict()
+
+    def one_round():
+        model = task.build_model((1, 8, 8), CFG["width"], seed=0)
+        model.load_state_dict(state)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=CFG["lr"])
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(CFG["local_steps"]):
+            batch = images[torch.randint(len(images), (CFG["batch_size"],), generator=gen)]
+            t = torch.randint(CFG["timesteps"], (len(batch),), generator=gen)
+            noise = torch.randn(batch.shape, generator=gen)
+            loss = F.mse_loss(model(scheduler.add_noise(batch, noise, t), t).sample, noise)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    one_round()
+    benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+    MEANS["plain_torch_train"] = benchmark.stats.stats.mean

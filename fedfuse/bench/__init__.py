@@ -1,0 +1,1 @@
+"""The harness: suites, the runner on Flower, services handed to protocols, the CLI."""

@@ -1,0 +1,138 @@
+"""The ``fedfuse`` command line.
+
+Exit codes: 0 success; 1 a cell failed (the others ran and are stored); 2 bad input
+(suite, --set, unknown plugin name) — reported before anything runs or is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fedfuse.bench.config import ConfigError
+from fedfuse.plugins.manager import PluginError, registry
+
+DEFAULT_OUT = "fedfuse-out"
+LISTABLE = ("protocols", "datasets", "partitioners", "metrics", "suites")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedfuse", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a suite (a shipped name or a TOML path)")
+    run.add_argument("suite")
+    run.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default ./{DEFAULT_OUT})")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override: rounds=3, seeds=[0], <protocol>.<config key>=value")
+    run.add_argument("--only", metavar="PATTERN", help="run only cells whose name matches (glob or substring)")
+    run.add_argument("--rerun", action="store_true", help="run cells again even if already ok")
+    lst = sub.add_parser("list", help="list what the plugins provide")
+    lst.add_argument("what", choices=LISTABLE)
+    sub.add_parser("plugins", help="registered plugins and where each comes from")
+    res = sub.add_parser("results", help="one record per cell")
+    res.add_argument("--out", default=DEFAULT_OUT)
+    res.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, PluginError) as err:
+        print(f"fedfuse: error: {err}", file=sys.stderr)
+        return 2
+
+
+def cmd_run(args) -> int:
+    from fedfuse.bench.progress import ProgressDisplay
+    from fedfuse.bench.runner import SuiteRunner, select
+    from fedfuse.bench.suite import expand, load_suite
+    from fedfuse.leaderboard.tables import rich_table
+
+    reg = registry()
+    suite = load_suite(args.suite, args.set)
+    cells = select(expand(suite, reg), args.only)  # every check happens before anything is written
+    if not cells:
+        raise ConfigError(f"--only {args.only!r} matches no cell of suite '{suite.header.name}'")
+    runner = SuiteRunner(reg, Path(args.out), suite.digest, rerun=args.rerun)
+    with ProgressDisplay(len(cells)) as display:
+        reg.pm.register(display, name="fedfuse-progress")
+        try:
+            outcomes = [_run_or_skip(runner, display, cell) for cell in cells]
+        finally:
+            reg.pm.unregister(display)
+    Console().print(rich_table(runner.store.records([c.cell_id for c in cells])))
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def _run_or_skip(runner, display, cell):
+    outcome = runner.run_one(cell)
+    if outcome.status == "skipped":
+        display.skipped(cell.name)
+    return outcome
+
+
+def cmd_list(args) -> int:
+    if args.what == "suites":
+        return _list_suites()
+    reg = registry()
+    table = Table(title=f"fedfuse {args.what}")
+    columns = {"protocols": ("version", "summary"), "datasets": ("version", "image_shape", "num_classes", "license"),
+               "partitioners": ("args", "summary"), "metrics": ("unit", "higher_is_better", "aggregate")}[args.what]
+    for header in ("name", *columns, "plugin"):
+        table.add_column(header)
+    for name, entry in sorted(reg.entries(args.what).items()):
+        table.add_row(name, *(str(getattr(entry.spec, c)) for c in columns), entry.plugin)
+    Console().print(table)
+    return 0
+
+
+def _list_suites() -> int:
+    import tomllib
+
+    from fedfuse.bench.suite import shipped_suites
+
+    table = Table(title="fedfuse suites (shipped)")
+    for header in ("name", "version", "description", "path"):
+        table.add_column(header)
+    for name, path in sorted(shipped_suites().items()):
+        header = tomllib.loads(path.read_text()).get("suite", {})
+        table.add_row(name, str(header.get("version", "")), header.get("description", ""), str(path))
+    Console().print(table)
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    table = Table(title="fedfuse plugins")
+    table.add_column("plugin")
+    table.add_column("source")
+    for name, source in registry().plugins():
+        table.add_row(name, source)
+    Console().print(table)
+    return 0
+
+
+def cmd_results(args) -> int:
+    from fedfuse.leaderboard.store import ResultStore
+    from fedfuse.leaderboard.tables import rich_table, to_csv, to_json
+
+    path = Path(args.out) / "results.sqlite"
+    if not path.is_file():
+        raise ConfigError(f"no results in {args.out}/ (expected {path}); run a suite first: fedfuse run smoke")
+    records = ResultStore(path).records()
+    if args.format == "table":
+        Console().print(rich_table(records))
+    else:
+        sys.stdout.write(to_json(records) + "\n" if args.format == "json" else to_csv(records))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "results": cmd_results}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Build a config dataclass from a mapping, with errors that name the key and where it came from."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad user input (suite file, --set, config key). The message is meant for the user."""
+
+
+def describe_fields(cls: type) -> str:
+    return ", ".join(f"{f.name} ({type_name(f.type)})" for f in dataclasses.fields(cls))
+
+
+def type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def build_config(cls: type, values: dict[str, Any], where: str) -> Any:
+    """``cls(**values)`` after checking every key and type; ``where`` locates the values."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    checked = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key '{key}'; allowed keys: {describe_fields(cls)}")
+        checked[key] = coerce(value, hints[key], f"{where}: key '{key}'")
+    try:
+        return cls(**checked)
+    except (TypeError, ValueError) as err:  # __post_init__ checks of the dataclass itself
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; widen int to float, list to tuple."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is typing.Any:
+        return value
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where} is {value!r}; allowed values: {type_name(tp)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(value, args, where)
+    if origin in (tuple, list):
+        return _coerce_sequence(value, origin, args, where)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(tp, type) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{where} must be {type_name(tp)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _coerce_union(value: Any, args: tuple, where: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    for arg in (a for a in args if a is not type(None)):
+        try:
+            return coerce(value, arg, where)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{where} must be one of {', '.join(type_name(a) for a in args)}, got {value!r}")
+
+
+def _coerce_sequence(value: Any, origin: type, args: tuple, where: str) -> Any:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where} must be a list, got {type(value).__name__} {value!r}")
+    item = args[0] if args else typing.Any
+    items = [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    return origin(items)

@@ -1,0 +1,86 @@
+"""Flower wiring shared by every protocol: the cell-aware ClientApp and a strategy loop."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.clientapp import ClientApp
+
+from fedfuse.bench.cells import CellSpec
+from fedfuse.bench.services import RUN_CONFIG_KEY
+
+
+log = logging.getLogger("flwr")
+
+
+def last_line(text: str) -> str:
+    """The exception line at the end of a traceback, with Ray's wrapping stripped."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    last = lines[-1] if lines else text
+    return last.removeprefix("Exception ClientAppException occurred. Message: ").strip("'<>")
+
+
+class ClientFailure(RuntimeError):
+    """A ClientApp raised; the message carries the client's own error."""
+
+
+class CellClientApp(ClientApp):
+    """Serves any cell: finds the cell in the run config, and its protocol's ClientApp.
+
+    Under ``flwr run`` (deployment) the cell arrives as run config; the simulation passes
+    ``run_config`` here because ``run_simulation`` has no run config of its own.
+    """
+
+    def __init__(self, run_config: dict | None = None):
+        super().__init__()
+        self._run_config = dict(run_config or {})
+
+    def __call__(self, message: Message, context: Context) -> Message:
+        if self._run_config:  # Flower forbids editing run_config; share `state` so it persists
+            context = Context(run_id=context.run_id, node_id=context.node_id, node_config=context.node_config,
+                              state=context.state, run_config={**context.run_config, **self._run_config})
+        return protocol_client_app(context.run_config[RUN_CONFIG_KEY])(message, context)
+
+
+@functools.lru_cache(maxsize=8)
+def protocol_client_app(cell_json: str) -> ClientApp:
+    from fedfuse.plugins.manager import registry
+
+    protocol = CellSpec.from_json(cell_json).protocol
+    return registry().get("protocols", protocol).load_client_app()
+
+
+def check_replies(replies: Iterable[Message], expected: int) -> list[Message]:
+    """All replies, or an error naming the client that failed (or went missing)."""
+    replies = list(replies)
+    for reply in replies:
+        if reply.has_error():
+            reason = reply.error.reason or f"error code {reply.error.code}"
+            log.error("client node %s failed:\n%s", reply.metadata.src_node_id, reason)  # full trace: cell.log
+            raise ClientFailure(f"client node {reply.metadata.src_node_id} failed: {last_line(reason)}")
+    if len(replies) < expected:
+        raise ClientFailure(f"only {len(replies)} of {expected} clients replied before the timeout")
+    return replies
+
+
+def strategy_rounds(grid, run, strategy, arrays: ArrayRecord, train_config: ConfigRecord | None = None,
+                    evaluate_fn=None, timeout: float = 3600) -> ArrayRecord:
+    """Run ``run.cell.rounds`` rounds of a Flower strategy's train step (FedAvg, FedProx, ...).
+
+    The same calls as ``Strategy.start``, but it stops on a failed client and reports
+    each round to the harness. ``evaluate_fn(round, arrays) -> dict`` adds server-side
+    figures to the round record. Returns the final arrays.
+    """
+    train_config = train_config or ConfigRecord()
+    for rnd in range(1, run.cell.rounds + 1):
+        messages = list(strategy.configure_train(rnd, arrays, train_config, grid))
+        replies = check_replies(grid.send_and_receive(messages, timeout=timeout), len(messages))
+        arrays, metrics = strategy.aggregate_train(rnd, replies)
+        figures = dict(metrics or {})
+        if evaluate_fn is not None:
+            figures.update(evaluate_fn(rnd, arrays))
+        run.round_end(rnd, **figures)
+    return arrays

@@ -1,0 +1,134 @@
+"""Run a suite's cells one after another, on Flower, into a results store.
+
+A cell that raises is recorded as failed with its error and the suite goes on; a cell
+already ``ok`` in the store is skipped unless ``rerun``. Ctrl-C marks the running cell
+``interrupted`` and stops; every finished cell stays as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+
+from fedfuse.bench.cells import CellSpec
+from fedfuse.bench.envinfo import environment
+from fedfuse.bench.services import ServerRun, load_protocol_config
+from fedfuse.leaderboard.store import ResultStore
+from fedfuse.plugins.manager import Registry
+
+SUMMED = ("bytes_up", "bytes_down", "messages")
+
+
+@dataclass
+class CellOutcome:
+    cell: CellSpec
+    status: str  # ok | failed | skipped
+    error: str | None = None
+
+
+def select(cells: list[CellSpec], pattern: str | None) -> list[CellSpec]:
+    """``--only``: a glob on the cell name (``fedavg/*/seed0``), or a substring of it."""
+    if not pattern:
+        return cells
+    return [c for c in cells if fnmatch(c.name, pattern) or pattern in c.name]
+
+
+class SuiteRunner:
+    def __init__(self, registry: Registry, out_dir: Path, suite_digest: str, rerun: bool = False):
+        self.registry, self.hook = registry, registry.pm.hook
+        self.out_dir, self.suite_digest, self.rerun = Path(out_dir), suite_digest, rerun
+        self.store = ResultStore(self.out_dir / "results.sqlite")
+
+    def run(self, cells: list[CellSpec]) -> list[CellOutcome]:
+        return [self.run_one(cell) for cell in cells]
+
+    def run_one(self, cell: CellSpec) -> CellOutcome:
+        if not self.rerun and self.store.status(cell.cell_id) == "ok":
+            return CellOutcome(cell, "skipped")
+        run = self._prepare(cell)
+        self.hook.fedfuse_run_start(run=run)
+        started = time.time()
+        status, error, metrics = "failed", None, {}
+        try:
+            with cell_log(run.run_dir / "cell.log"):
+                metrics = self._execute(run)
+            status = "ok"
+        except KeyboardInterrupt:
+            self.store.finish(cell.cell_id, "interrupted", {}, "interrupted by the user")
+            raise
+        except Exception as err:  # noqa: BLE001 — any failure of a cell is recorded, the suite goes on
+            error = f"{type(err).__name__}: {err}"
+            (run.run_dir / "error.txt").write_text(traceback.format_exc())
+        metrics = {**totals(run.rounds), **metrics, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb()}
+        self.store.finish(cell.cell_id, status, metrics, error)
+        self.hook.fedfuse_run_end(run=run, result={"status": status, "error": error, "metrics": metrics})
+        return CellOutcome(cell, status, error)
+
+    def _prepare(self, cell: CellSpec) -> ServerRun:
+        run_dir = self.out_dir / "runs" / cell.cell_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "cell.json").write_text(cell.to_json())
+        (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+        self.store.start(cell, self.suite_digest, run_dir)
+        run = ServerRun(cell=cell, config=load_protocol_config(cell, self.registry), run_dir=run_dir)
+        run.on_round = lambda record: self._round_end(run, record)
+        return run
+
+    def _round_end(self, run: ServerRun, record: dict) -> None:
+        self.store.add_round(run.cell.cell_id, record)
+        self.hook.fedfuse_round_end(run=run, round=record["round"], record=record)
+
+    def _execute(self, run: ServerRun) -> dict:
+        from fedfuse.bench.simulation import run_cell  # imports flwr's simulation engine (Ray)
+
+        server_loop = self.registry.get("protocols", run.cell.protocol).load_server()
+        metrics = run_cell(run, server_loop)
+        check_finite(metrics)
+        return metrics
+
+
+def totals(rounds: list[dict]) -> dict:
+    return {key: sum(r.get(key, 0) for r in rounds) for key in SUMMED}
+
+
+def check_finite(metrics: dict) -> None:
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"metric(s) {', '.join(bad)} not finite: {[metrics[k] for k in bad]}")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (the server side; Ray workers not included)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def cell_log(path: Path):
+    """Flower's log lines go to the cell's log file, not the console: a client's error is
+    recorded with the cell (status, error) and in full in the log."""
+    import flwr.common.logger  # noqa: F401 — creates Flower's console handler before we look for it
+
+    flwr_logger = logging.getLogger("flwr")
+    console = list(flwr_logger.handlers)
+    levels = [h.level for h in console]
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for h in console:
+        h.setLevel(logging.CRITICAL)
+    flwr_logger.setLevel(logging.INFO)
+    flwr_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        flwr_logger.removeHandler(handler)
+        handler.close()
+        for h, level in zip(console, levels):
+            h.setLevel(level)

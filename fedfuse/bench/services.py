@@ -1,0 +1,110 @@
+"""What the harness hands a protocol: ``ServerRun`` to its server loop, ``ClientRun`` to its clients."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from fedfuse.bench.cells import CellSpec
+from fedfuse.datasets import ClientData, ImageData
+
+#: Key of the Flower run config that carries the cell (as JSON) to ServerApp and ClientApps.
+RUN_CONFIG_KEY = "fedfuse-cell"
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers: one independent stream per (cell seed, client, round, ...)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def load_protocol_config(cell: CellSpec, reg=None) -> Any:
+    """The cell's protocol config as its dataclass (JSON lists become tuples where declared)."""
+    from fedfuse.bench.config import build_config
+    from fedfuse.plugins.manager import registry
+
+    spec = (reg or registry()).get("protocols", cell.protocol)
+    return build_config(spec.config, cell.config, f"cell {cell.name}")
+
+
+@functools.lru_cache(maxsize=4)
+def load_dataset(name: str) -> ImageData:
+    from fedfuse.plugins.manager import registry
+
+    return registry().get("datasets", name).load()
+
+
+@dataclass
+class ServerRun:
+    """The server loop's view of a cell.
+
+    ``grid`` counts every message; call ``round_end(r, train_loss=...)`` once per round —
+    the harness adds the round's traffic, stores the record and notifies observers.
+    """
+
+    cell: CellSpec
+    config: Any
+    run_dir: Path
+    on_round: Callable[[dict], None] = lambda record: None
+    grid: Any = None
+    rounds: list[dict] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(derive_seed(self.cell.seed, 0xC0FFEE))
+
+    def torch_generator(self, *salt: int) -> torch.Generator:
+        return torch.Generator().manual_seed(derive_seed(self.cell.seed, 0x5E, *salt))
+
+    @property
+    def data(self) -> ImageData:
+        """The dataset, for server-side evaluation on ``eval_*`` (never for training)."""
+        return load_dataset(self.cell.dataset)
+
+    def round_end(self, round: int, **figures: float) -> dict:
+        traffic = self.grid.meter.take_round() if self.grid is not None else {}
+        record = {"round": round, "elapsed_s": time.time() - self.started, **figures, **traffic}
+        self.rounds.append(record)
+        self.on_round(record)
+        return record
+
+
+@dataclass
+class ClientRun:
+    """A client's view of a cell: its partition, the protocol config, seeds."""
+
+    cell: CellSpec
+    config: Any
+    partition_id: int
+    num_partitions: int
+    data: ClientData
+
+    def torch_generator(self, *salt: int) -> torch.Generator:
+        """Seeded by (cell seed, partition id, *salt): pass the round so rounds differ."""
+        return torch.Generator().manual_seed(derive_seed(self.cell.seed, self.partition_id, *salt))
+
+
+def client_run(context) -> ClientRun:
+    """Build (once per process and cell) the ClientRun for a Flower ``Context``."""
+    node = context.node_config
+    return _client_run(context.run_config[RUN_CONFIG_KEY], int(node["partition-id"]), int(node["num-partitions"]))
+
+
+@functools.lru_cache(maxsize=8)
+def _client_run(cell_json: str, partition_id: int, num_partitions: int) -> ClientRun:
+    from fedfuse.datasets.partition import cached_partition
+
+    cell = CellSpec.from_json(cell_json)
+    data = load_dataset(cell.dataset)
+    args = json.dumps(cell.partitioner_args, sort_keys=True)
+    parts = cached_partition(cell.dataset, cell.partitioner, args, num_partitions, cell.seed)
+    view = ClientData(data.train_images, data.train_labels, torch.from_numpy(parts[partition_id]))
+    return ClientRun(cell, load_protocol_config(cell), partition_id, num_partitions, view)
+

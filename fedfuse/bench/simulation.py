@@ -1,0 +1,48 @@
+"""Run one cell on Flower's simulation engine (Ray), in this process."""
+
+from __future__ import annotations
+
+import os
+
+from flwr.serverapp import ServerApp
+from flwr.simulation import run_simulation
+
+from fedfuse.bench.accounting import CountingGrid, TrafficMeter
+from fedfuse.bench.flower import CellClientApp
+from fedfuse.bench.services import RUN_CONFIG_KEY, ServerRun
+
+
+def backend_config(clients: int) -> dict:
+    cpus = os.cpu_count() or 1
+    return {
+        # One CPU per ClientApp: torch inside an actor uses that many threads.
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {"num_cpus": cpus, "logging_level": "error", "log_to_driver": False},
+    }
+
+
+def quiet_environment() -> None:
+    """No telemetry (Flower reports usage over the network unless told not to) and no
+    Ray notice about GPU env vars on every start."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+def run_cell(run: ServerRun, server_loop) -> dict:
+    """Run ``server_loop(grid, run)`` as the ServerApp, the protocol's ClientApp on
+    ``cell.clients`` virtual SuperNodes. Returns the loop's final metrics; raises its error."""
+    quiet_environment()
+    outcome: dict = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid, context):
+        run.grid = CountingGrid(grid, TrafficMeter())
+        outcome["metrics"] = server_loop(run.grid, run)
+
+    client_app = CellClientApp({RUN_CONFIG_KEY: run.cell.to_json()})
+    run_simulation(server_app, client_app, num_supernodes=run.cell.clients,
+                   backend_config=backend_config(run.cell.clients))
+    if "metrics" not in outcome:
+        raise RuntimeError("the server loop did not finish (see the cell's log)")
+    return outcome["metrics"]

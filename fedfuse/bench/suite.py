@@ -1,0 +1,238 @@
+"""Suites: declarative TOML files that expand into a matrix of cells.
+
+Format 1::
+
+    format = 1
+    [suite]
+    name = "smoke"
+    version = "1"
+    [matrix]
+    datasets = ["digits"]
+    partitioners = ["iid"]          # or [{ name = "dirichlet", alpha = 0.3 }]
+    seeds = [0, 1]
+    clients = 2
+    rounds = 2
+    [[protocols]]
+    name = "fedavg"                 # label = "..." names a second entry of one protocol
+    config = { local_steps = 20 }
+
+Every key is checked before anything runs; errors name the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fedfuse.bench.cells import CellSpec, stable_hash
+from fedfuse.bench.config import ConfigError, build_config
+from fedfuse.plugins.manager import PluginError, Registry
+
+FORMAT = 1
+
+
+@dataclass
+class SuiteHeader:
+    name: str
+    version: str
+    description: str = ""
+
+
+@dataclass
+class Matrix:
+    datasets: list[str]
+    seeds: list[int]
+    partitioners: list[Any] = field(default_factory=lambda: ["iid"])
+    clients: int = 2
+    rounds: int = 1
+
+    def __post_init__(self):
+        if self.clients < 1 or self.rounds < 1:
+            raise ValueError("clients and rounds must be >= 1")
+        if not self.datasets or not self.seeds:
+            raise ValueError("datasets and seeds must not be empty")
+
+
+@dataclass
+class ProtocolEntry:
+    name: str
+    label: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Suite:
+    path: Path
+    header: SuiteHeader
+    matrix: Matrix
+    protocols: list[ProtocolEntry]
+    text: str
+
+    @property
+    def digest(self) -> str:
+        """Hash of the file as shipped: a closed track is a shipped suite run unmodified."""
+        return stable_hash(self.text)
+
+
+def shipped_suites() -> dict[str, Path]:
+    folder = resources.files("fedfuse.bench") / "suites"
+    return {p.name.removesuffix(".toml"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def resolve_suite_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = shipped_suites()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    raise ConfigError(
+        f"no suite file '{name_or_path}' and no shipped suite of that name; "
+        f"shipped suites: {', '.join(sorted(shipped))}"
+    )
+
+
+def load_suite(name_or_path: str, overrides: list[str] = ()) -> Suite:
+    path = resolve_suite_path(name_or_path)
+    text = path.read_text()
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    doc = apply_overrides(doc, overrides)
+    return parse_suite(doc, path, text)
+
+
+def parse_suite(doc: dict, path: Path, text: str) -> Suite:
+    unknown = set(doc) - {"format", "suite", "matrix", "protocols"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"{where(path, text, key)}: unknown top-level key '{key}'; "
+                          "allowed: format, suite, matrix, protocols")
+    if doc.get("format") != FORMAT:
+        raise ConfigError(f"{where(path, text, 'format')}: 'format' must be {FORMAT}, got {doc.get('format')!r}")
+    header = build_config(SuiteHeader, doc.get("suite", {}), f"{where(path, text, '[suite]')} [suite]")
+    matrix = build_config(Matrix, doc.get("matrix", {}), f"{where(path, text, '[matrix]')} [matrix]")
+    protocols = [
+        build_config(ProtocolEntry, entry, f"{where(path, text, '[[protocols]]', i)} protocols[{i}]")
+        for i, entry in enumerate(doc.get("protocols", []))
+    ]
+    if not protocols:
+        raise ConfigError(f"{path}: the suite lists no [[protocols]]")
+    return Suite(path, header, matrix, protocols, text)
+
+
+def where(path: Path, text: str, key: str, occurrence: int = 0) -> str:
+    """'file:line' of the ``occurrence``-th line that defines ``key`` (a table header or ``key =``)."""
+    pattern = re.escape(key) if key.startswith("[") else rf"{re.escape(key)}\s*="
+    hits = [n for n, line in enumerate(text.splitlines(), 1) if re.match(rf"\s*{pattern}", line)]
+    return f"{path}:{hits[occurrence]}" if occurrence < len(hits) else str(path)
+
+
+# --- --set KEY=VALUE ---------------------------------------------------------------------
+
+MATRIX_KEYS = {f.name for f in dataclasses.fields(Matrix)}
+
+
+def apply_overrides(doc: dict, overrides: list[str]) -> dict:
+    """``rounds=3`` sets a matrix key; ``<protocol name or label>.<key>=v`` a config key."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE")
+        value = parse_value(raw)
+        if key in MATRIX_KEYS:
+            doc.setdefault("matrix", {})[key] = value
+        else:
+            _override_protocol(doc, key, value, item)
+    return doc
+
+
+def parse_value(raw: str) -> Any:
+    """A TOML value (``3``, ``0.1``, ``[0, 1]``, ``true``); anything else is a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _override_protocol(doc: dict, key: str, value: Any, item: str) -> None:
+    target, _, field_name = key.partition(".")
+    entries = [e for e in doc.get("protocols", []) if target in (e.get("name"), e.get("label"))]
+    if not field_name or not entries:
+        raise ConfigError(
+            f"--set {item}: unknown key '{key}'; use one of {', '.join(sorted(MATRIX_KEYS))} "
+            "or <protocol>.<config key>"
+        )
+    for entry in entries:
+        entry.setdefault("config", {})[field_name] = value
+
+
+# --- expansion ---------------------------------------------------------------------------
+
+def partitioner_entries(matrix: Matrix) -> list[tuple[str, dict]]:
+    out = []
+    for item in matrix.partitioners:
+        if isinstance(item, str):
+            out.append((item, {}))
+        elif isinstance(item, dict) and isinstance(item.get("name"), str):
+            out.append((item["name"], {k: v for k, v in item.items() if k != "name"}))
+        else:
+            raise ConfigError(f"[matrix] partitioners: expected a name or {{ name = ..., arg = ... }}, got {item!r}")
+    return out
+
+
+def expand(suite: Suite, registry: Registry) -> list[CellSpec]:
+    """The suite's cells, every name and config checked against the registered plugins."""
+    cells = []
+    for i, entry in enumerate(suite.protocols):
+        spec = _lookup(registry, "protocols", entry.name, suite, f"protocols[{i}] name")
+        at = f"{where(suite.path, suite.text, '[[protocols]]', i)} protocols[{i}] ('{entry.name}') config"
+        config = dataclasses.asdict(build_config(spec.config, dict(entry.config), at))
+        cells += _cells_for(suite, registry, entry, spec, config)
+    configs_by_label: dict[str, str] = {}
+    for cell in cells:
+        if configs_by_label.setdefault(cell.label, cell.config_hash) != cell.config_hash:
+            raise ConfigError(f"{suite.path}: two protocol entries are labelled '{cell.label}' with "
+                              "different configs; give each a distinct 'label'")
+    return list({c.cell_id: c for c in cells}.values())  # an entry listed twice runs once
+
+
+def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
+    m = suite.matrix
+    parts = [_check_partitioner(registry, suite, name, args) for name, args in partitioner_entries(m)]
+    for dataset in m.datasets:
+        _lookup(registry, "datasets", dataset, suite, "datasets")
+    return [
+        CellSpec(
+            suite=suite.header.name, suite_version=suite.header.version,
+            label=entry.label or entry.name, protocol=spec.name, protocol_version=spec.version,
+            config=config, dataset=dataset, partitioner=pname, partitioner_args=pargs,
+            clients=m.clients, rounds=m.rounds, seed=seed,
+        )
+        for dataset, (pname, pargs), seed in itertools.product(m.datasets, parts, m.seeds)
+    ]
+
+
+def _check_partitioner(registry, suite, name, args) -> tuple[str, dict]:
+    spec = _lookup(registry, "partitioners", name, suite, "partitioners")
+    for key in args:
+        if key not in spec.args:
+            raise ConfigError(
+                f"{where(suite.path, suite.text, 'partitioners')}: partitioner '{name}' has no argument "
+                f"'{key}'; allowed: {', '.join(spec.args) or 'none'}"
+            )
+    return name, {**spec.args, **args}
+
+
+def _lookup(registry, kind, name, suite, key):
+    try:
+        return registry.get(kind, name)
+    except PluginError as err:
+        raise ConfigError(f"{where(suite.path, suite.text, key.split()[0])}: {err}") from None

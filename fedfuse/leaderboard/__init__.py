@@ -1,0 +1,1 @@
+"""Results store, result tables and (later) ranking and publishing."""

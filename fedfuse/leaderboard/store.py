@@ -1,0 +1,97 @@
+"""The results store: one SQLite file per output directory.
+
+One row per cell (``cells``) and one per round of a cell (``rounds``). Every write is a
+transaction, and SQLite's journal makes a crash roll back the write in flight only: a
+finished cell is never lost or half-written. Schema and JSON keys: docs/results-schema.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from fedfuse.bench.cells import CellSpec
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cells (
+    cell_id TEXT PRIMARY KEY, name TEXT NOT NULL, suite TEXT NOT NULL, suite_version TEXT NOT NULL,
+    suite_digest TEXT NOT NULL, label TEXT NOT NULL, protocol TEXT NOT NULL, protocol_version TEXT NOT NULL,
+    config_hash TEXT NOT NULL, spec TEXT NOT NULL, dataset TEXT NOT NULL, partitioner TEXT NOT NULL,
+    seed INTEGER NOT NULL, status TEXT NOT NULL, error TEXT, started REAL, ended REAL,
+    metrics TEXT NOT NULL DEFAULT '{}', run_dir TEXT
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    cell_id TEXT NOT NULL REFERENCES cells(cell_id) ON DELETE CASCADE,
+    round INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (cell_id, round)
+);
+"""
+STATUSES = ("running", "ok", "failed", "interrupted")
+
+
+class ResultStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        with self.db:
+            self.db.executescript(SCHEMA)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def status(self, cell_id: str) -> str | None:
+        row = self.db.execute("SELECT status FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()
+        return row[0] if row else None
+
+    def start(self, cell: CellSpec, suite_digest: str, run_dir: Path) -> None:
+        """(Re)start a cell: its old row and rounds are replaced in one transaction."""
+        with self.db:
+            self.db.execute("DELETE FROM cells WHERE cell_id = ?", (cell.cell_id,))
+            self.db.execute(
+                "INSERT INTO cells (cell_id, name, suite, suite_version, suite_digest, label, protocol,"
+                " protocol_version, config_hash, spec, dataset, partitioner, seed, status, started, run_dir)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'running',?,?)",
+                (cell.cell_id, cell.name, cell.suite, cell.suite_version, suite_digest, cell.label,
+                 cell.protocol, cell.protocol_version, cell.config_hash, cell.to_json(), cell.dataset,
+                 cell.partition_name, cell.seed, time.time(), str(run_dir)),
+            )
+
+    def add_round(self, cell_id: str, record: dict) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO rounds VALUES (?,?,?)",
+                            (cell_id, int(record["round"]), json.dumps(record)))
+
+    def finish(self, cell_id: str, status: str, metrics: dict, error: str | None = None) -> None:
+        assert status in STATUSES, status
+        with self.db:
+            self.db.execute("UPDATE cells SET status=?, error=?, ended=?, metrics=? WHERE cell_id=?",
+                            (status, error, time.time(), json.dumps(metrics), cell_id))
+
+    def records(self, cell_ids: list[str] | None = None) -> list[dict]:
+        """One dict per cell, in the results-schema's shape, oldest first."""
+        rows = self.db.execute("SELECT * FROM cells ORDER BY started").fetchall()
+        names = [d[0] for d in self.db.execute("SELECT * FROM cells LIMIT 0").description]
+        out = [self._record(dict(zip(names, row))) for row in rows]
+        return [r for r in out if cell_ids is None or r["cell"] in cell_ids]
+
+    def _record(self, row: dict) -> dict:
+        spec = json.loads(row["spec"])
+        rounds = self.db.execute("SELECT record FROM rounds WHERE cell_id=? ORDER BY round", (row["cell_id"],))
+        return {
+            "suite": row["suite"], "suite_version": row["suite_version"], "suite_digest": row["suite_digest"],
+            "cell": row["cell_id"], "name": row["name"], "label": row["label"],
+            "protocol": row["protocol"], "protocol_version": row["protocol_version"],
+            "config_hash": row["config_hash"], "config": spec["config"],
+            "dataset": row["dataset"], "partitioner": row["partitioner"], "profile": None,
+            "clients": spec["clients"], "rounds_planned": spec["rounds"], "seed": row["seed"],
+            "status": row["status"], "error": row["error"], "started": row["started"], "ended": row["ended"],
+            "metrics": json.loads(row["metrics"]), "rounds": [json.loads(r[0]) for r in rounds],
+            "run_dir": row["run_dir"],
+        }

@@ -1,0 +1,60 @@
+"""Render result records (the store's dicts) as a table, JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from rich.table import Table
+
+COLUMNS = [  # (header, how to get it from a record)
+    ("cell", lambda r: r["name"]),
+    ("status", lambda r: r["status"]),
+    ("rounds", lambda r: len(r["rounds"])),
+    ("loss", lambda r: r["metrics"].get("train_loss")),
+    ("eval", lambda r: r["metrics"].get("eval_loss")),
+    ("MB up", lambda r: _mb(r["metrics"].get("bytes_up"))),
+    ("MB down", lambda r: _mb(r["metrics"].get("bytes_down"))),
+    ("wall s", lambda r: r["metrics"].get("wall_s")),
+]
+
+
+def _mb(value):
+    return None if value is None else value / 1e6
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def rich_table(records: list[dict]) -> Table:
+    table = Table(title="fedfuse results")
+    for header, _ in COLUMNS:
+        if header == "cell":
+            table.add_column(header, overflow="fold", min_width=14)
+        else:
+            table.add_column(header, justify="left" if header == "status" else "right", no_wrap=True)
+    for record in records:
+        table.add_row(*(_fmt(get(record)) for _, get in COLUMNS))
+    return table
+
+
+def to_json(records: list[dict]) -> str:
+    return json.dumps(records, indent=2)
+
+
+def to_csv(records: list[dict]) -> str:
+    """Flat rows: the cell's keys, then one column per metric (``metrics.<name>``)."""
+    metric_names = sorted({k for r in records for k in r["metrics"]})
+    base = ["suite", "cell", "name", "protocol", "dataset", "partitioner", "profile", "seed", "status", "error"]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(base + [f"metrics.{m}" for m in metric_names])
+    for r in records:
+        writer.writerow([r[k] for k in base] + [r["metrics"].get(m) for m in metric_names])
+    return buf.getvalue()

@@ -1,0 +1,88 @@
+"""The records plugins return from the ``fedfuse_add_*`` hooks.
+
+They are plain frozen dataclasses so that a plugin author can read every field here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import importlib
+from typing import Any, Callable
+
+
+def load_ref(ref: Any) -> Any:
+    """Resolve a ``"package.module:attribute"`` string; other values pass through."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, attr = ref.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split(".") if attr else []:
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """A collaborative-training protocol.
+
+    ``server(grid, run)`` owns the server loop: it is handed a Flower ``Grid`` (wrapped by
+    the harness so every message is counted) and a :class:`fedfuse.bench.services.ServerRun`
+    with the parsed config, the cell, a seeded RNG, data access and ``run.round_end(...)``.
+    It returns the cell's final metrics as a dict of floats.
+
+    ``client_app`` is the protocol's Flower ``ClientApp``. Its handlers call
+    :func:`fedfuse.bench.services.client_run` to get their partition, config and seeds.
+    """
+
+    name: str
+    version: str
+    config: type  # a dataclass; suite keys are checked against its fields
+    server: Callable[..., dict[str, float]] | str  # or "module:attr", imported when a cell runs
+    client_app: Any  # a flwr ClientApp, or "module:attr" (keeps `fedfuse list` light)
+    summary: str = ""
+
+    def load_server(self) -> Callable[..., dict[str, float]]:
+        return load_ref(self.server)
+
+    def load_client_app(self) -> Any:
+        return load_ref(self.client_app)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """An image dataset. ``load()`` returns a :class:`fedfuse.datasets.ImageData`."""
+
+    name: str
+    version: str
+    load: Callable[[], Any]
+    image_shape: tuple[int, int, int]  # (channels, height, width)
+    num_classes: int
+    license: str
+    source: str
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class PartitionerSpec:
+    """A way to split a dataset's training part across clients.
+
+    ``build(num_partitions, seed, **args)`` returns a flwr-datasets ``Partitioner``.
+    The harness hands it a ``datasets.Dataset`` with columns ``idx`` and ``label``.
+    ``args`` maps each accepted argument to its default value.
+    """
+
+    name: str
+    build: Callable[..., Any]
+    args: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric a cell reports: its unit, direction and how it aggregates."""
+
+    name: str
+    unit: str
+    higher_is_better: bool
+    aggregate: str = "mean"  # over rounds ("last", "sum", "mean") and seeds ("mean")
+    summary: str = ""

@@ -1,0 +1,37 @@
+"""Bad input: one line on stderr, exit code 2, nothing written."""
+
+import pytest
+
+from conftest import write_suite
+
+
+@pytest.mark.parametrize("protocols, extra, message", [
+    ('[[protocols]]\nname = "fedavg"\nconfig = { lr_rate = 0.1 }\n', [], "unknown key 'lr_rate'; allowed keys: local_steps (int)"),
+    ('[[protocols]]\nname = "fedavg"\nconfig = { local_steps = "ten" }\n', [], "key 'local_steps' must be int, got str 'ten'"),
+    ('[[protocols]]\nname = "fedavgg"\n', [], "unknown protocol 'fedavgg'; available: fedavg"),
+    ('[[protocols]]\nname = "fedavg"\n', ["--set", "fedavg.width=wide"], "key 'width' must be int, got str 'wide'"),
+    ('[[protocols]]\nname = "fedavg"\n', ["--only", "nothing-matches"], "--only 'nothing-matches' matches no cell"),
+])
+def test_config_errors_exit_2_with_one_line_and_write_nothing(cli, tmp_path, protocols, extra, message):
+    suite = write_suite(tmp_path / "suite.toml", protocols)
+    out = tmp_path / "out"
+    done = cli("run", str(suite), "--out", str(out), *extra)
+    assert done.returncode == 2
+    assert done.stderr.startswith("fedfuse: error: ") and message in done.stderr
+    assert done.stderr.strip().count("\n") == 0
+    assert not out.exists()
+
+
+def test_unknown_suite_and_missing_results(cli, tmp_path):
+    done = cli("run", "no-such-suite")
+    assert done.returncode == 2 and "no shipped suite of that name; shipped suites: smoke" in done.stderr
+    done = cli("results", "--out", str(tmp_path / "empty"))
+    assert done.returncode == 2 and "run a suite first" in done.stderr
+
+
+def test_list_and_plugins(cli):
+    done = cli("list", "protocols")
+    assert done.returncode == 0 and "fedavg" in done.stdout and "fedfuse-fedavg" in done.stdout
+    done = cli("list", "suites")
+    assert "smoke" in done.stdout
+    assert "fedfuse-datasets" in cli("plugins").stdout

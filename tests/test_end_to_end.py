@@ -1,0 +1,62 @@
+"""Real suites on Flower's simulation engine, through the CLI."""
+
+import math
+
+import pytest
+
+from conftest import write_suite
+
+pytestmark = pytest.mark.slow
+
+
+def test_smoke_suite_runs_records_and_resumes(cli, tmp_path):
+    out = tmp_path / "out"
+    done = cli("run", "smoke", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fedfuse results" in done.stdout
+    records = cli.results(out)
+    assert len(records) == 2 and {r["status"] for r in records} == {"ok"}
+    keys = {"suite", "cell", "protocol", "dataset", "partitioner", "profile", "seed", "status", "error",
+            "metrics", "rounds"}
+    for r in records:
+        assert keys <= set(r)
+        assert r["suite"] == "smoke" and r["error"] is None
+        assert [x["round"] for x in r["rounds"]] == [1, 2]
+        losses = [x["train_loss"] for x in r["rounds"]]
+        assert all(math.isfinite(x) for x in losses)
+        assert losses[1] < losses[0], losses  # learning happens on a fixed seed
+        assert r["rounds"][1]["eval_loss"] < r["rounds"][0]["eval_loss"]
+        assert r["metrics"]["bytes_up"] > 4 * r["metrics"]["model_params"] * 2 * 2  # >= payload both rounds
+    assert (out / "runs" / records[0]["cell"] / "environment.json").is_file()
+
+    again = cli("run", "smoke", "--out", str(out))
+    assert again.returncode == 0
+    assert again.stderr.count("already ok") == 2
+    assert [r["started"] for r in cli.results(out)] == [r["started"] for r in records]
+
+    csv = cli("results", "--out", str(out), "--format", "csv").stdout.splitlines()
+    assert csv[0].startswith("suite,cell,name") and len(csv) == 3
+
+
+def test_third_party_plugin_is_listed_and_runs(plugin_cli, tmp_path):
+    listed = plugin_cli("list", "protocols")
+    assert "mean-image" in listed.stdout and "fedfuse-meanimage" in listed.stdout
+    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "mean-image"\n', rounds="2")
+    done = plugin_cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = plugin_cli.results(tmp_path / "out")
+    assert record["status"] == "ok" and record["protocol"] == "mean-image"
+    assert record["metrics"]["mean_image_mse"] < 0.02  # the federated estimate is near the true mean
+    assert record["rounds"][1]["train_loss"] < record["rounds"][0]["train_loss"]
+
+
+def test_a_failing_cell_is_recorded_and_the_others_complete(plugin_cli, tmp_path):
+    protocols = '[[protocols]]\nname = "always-fails"\n[[protocols]]\nname = "mean-image"\n'
+    suite = write_suite(tmp_path / "s.toml", protocols)
+    done = plugin_cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    by_protocol = {r["protocol"]: r for r in plugin_cli.results(tmp_path / "out")}
+    failed, ok = by_protocol["always-fails"], by_protocol["mean-image"]
+    assert failed["status"] == "failed" and "injected client failure" in failed["error"]
+    assert ok["status"] == "ok" and ok["rounds"]
+    assert (tmp_path / "out" / "runs" / failed["cell"] / "error.txt").is_file()
