@@ -35,3 +35,16 @@ def test_list_and_plugins(cli):
     done = cli("list", "suites")
     assert "smoke" in done.stdout
     assert "fedfuse-datasets" in cli("plugins").stdout
+
+
+def test_data_show_prints_the_partition_and_plots(cli, tmp_path):
+    png = tmp_path / "heat.png"
+    done = cli("data", "show", "digits", "--partitioner", "dirichlet", "--clients", "3", "--arg", "alpha=0.3",
+               "--plot", str(png))
+    assert done.returncode == 0, done.stderr
+    assert "dirichlet(alpha=0.3,min_partition_size=10)" in done.stdout and "mean total-variation" in done.stdout
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    bad = cli("data", "show", "digits", "--arg", "alpha=0.3")
+    assert bad.returncode == 2 and "unknown argument 'alpha'; allowed: none" in bad.stderr
+    missing = cli("data", "show", "image-folder", "--data-arg", f"path={tmp_path / 'nowhere'}")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -27,6 +27,8 @@ def test_smoke_suite_runs_records_and_resumes(cli, tmp_path):
         assert losses[1] < losses[0], losses  # learning happens on a fixed seed
         assert r["rounds"][1]["eval_loss"] < r["rounds"][0]["eval_loss"]
         assert r["metrics"]["bytes_up"] > 4 * r["metrics"]["model_params"] * 2 * 2  # >= payload both rounds
+        assert r["dataset"] == "fashion-mnist"
+        assert sum(r["partition_summary"]["sizes"]) == 60000 and r["partition_summary"]["mean_tv_distance"] < 0.05
     assert (out / "runs" / records[0]["cell"] / "environment.json").is_file()
 
     again = cli("run", "smoke", "--out", str(out))

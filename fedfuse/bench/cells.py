@@ -14,6 +14,12 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
+def with_args(name: str, args: dict) -> str:
+    """``dirichlet(alpha=0.3,min_partition_size=10)``; just the name without arguments."""
+    text = ",".join(f"{k}={v}" for k, v in sorted(args.items()))
+    return f"{name}({text})" if text else name
+
+
 @dataclass(frozen=True)
 class CellSpec:
     """Everything that defines a run; the same values give the same ``cell_id``."""
@@ -25,6 +31,7 @@ class CellSpec:
     protocol_version: str
     config: dict[str, Any]
     dataset: str
+    dataset_args: dict[str, Any]
     partitioner: str
     partitioner_args: dict[str, Any] = field(default_factory=dict)
     clients: int = 2
@@ -41,12 +48,15 @@ class CellSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.label}/{self.dataset}/{self.partition_name}/seed{self.seed}"
+        return f"{self.label}/{self.dataset_name}/{self.partition_name}/seed{self.seed}"
 
     @property
     def partition_name(self) -> str:
-        args = ",".join(f"{k}={v}" for k, v in sorted(self.partitioner_args.items()))
-        return f"{self.partitioner}({args})" if args else self.partitioner
+        return with_args(self.partitioner, self.partitioner_args)
+
+    @property
+    def dataset_name(self) -> str:
+        return with_args(self.dataset, self.dataset_args)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -54,3 +64,8 @@ class CellSpec:
     @classmethod
     def from_json(cls, text: str) -> "CellSpec":
         return cls(**json.loads(text))
+
+    def partition_key(self) -> tuple:
+        """What a partition is a pure function of, JSON-encoded for caching."""
+        return (self.dataset, json.dumps(self.dataset_args, sort_keys=True), self.partitioner,
+                json.dumps(self.partitioner_args, sort_keys=True), self.clients, self.seed)

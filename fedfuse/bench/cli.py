@@ -14,9 +14,17 @@ from rich.console import Console
 from rich.table import Table
 
 from fedfuse.bench.config import ConfigError
+from fedfuse.datasets import DatasetError
 from fedfuse.plugins.manager import PluginError, registry
 
 DEFAULT_OUT = "fedfuse-out"
+
+
+def console() -> Console:
+    """Rich draws 80 columns when output is not a terminal; tables need a little more."""
+    import shutil
+
+    return Console(width=max(shutil.get_terminal_size((120, 24)).columns, 120))
 LISTABLE = ("protocols", "datasets", "partitioners", "metrics", "suites")
 
 
@@ -33,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list what the plugins provide")
     lst.add_argument("what", choices=LISTABLE)
     sub.add_parser("plugins", help="registered plugins and where each comes from")
+    data = sub.add_parser("data", help="inspect datasets and partitions")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    show = data_sub.add_parser("show", help="a partition's per-client class counts and heterogeneity")
+    show.add_argument("dataset")
+    show.add_argument("--partitioner", default="iid")
+    show.add_argument("--clients", type=int, default=10)
+    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--arg", action="append", default=[], metavar="K=V", help="partitioner argument")
+    show.add_argument("--data-arg", action="append", default=[], metavar="K=V", help="dataset argument")
+    show.add_argument("--plot", metavar="PNG", nargs="?", const="partition.png", help="also save a heatmap")
     res = sub.add_parser("results", help="one record per cell")
     res.add_argument("--out", default=DEFAULT_OUT)
     res.add_argument("--format", choices=("table", "json", "csv"), default="table")
@@ -43,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, PluginError) as err:
+    except (ConfigError, PluginError, DatasetError) as err:
         print(f"fedfuse: error: {err}", file=sys.stderr)
         return 2
 
@@ -66,7 +84,7 @@ def cmd_run(args) -> int:
             outcomes = [_run_or_skip(runner, display, cell) for cell in cells]
         finally:
             reg.pm.unregister(display)
-    Console().print(rich_table(runner.store.records([c.cell_id for c in cells])))
+    console().print(rich_table(runner.store.records([c.cell_id for c in cells])))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
@@ -82,13 +100,13 @@ def cmd_list(args) -> int:
         return _list_suites()
     reg = registry()
     table = Table(title=f"fedfuse {args.what}")
-    columns = {"protocols": ("version", "summary"), "datasets": ("version", "image_shape", "num_classes", "license"),
+    columns = {"protocols": ("version", "summary"), "datasets": ("image_shape", "num_classes", "license", "source", "summary"),
                "partitioners": ("args", "summary"), "metrics": ("unit", "higher_is_better", "aggregate")}[args.what]
     for header in ("name", *columns, "plugin"):
         table.add_column(header)
     for name, entry in sorted(reg.entries(args.what).items()):
         table.add_row(name, *(str(getattr(entry.spec, c)) for c in columns), entry.plugin)
-    Console().print(table)
+    console().print(table)
     return 0
 
 
@@ -103,7 +121,7 @@ def _list_suites() -> int:
     for name, path in sorted(shipped_suites().items()):
         header = tomllib.loads(path.read_text()).get("suite", {})
         table.add_row(name, str(header.get("version", "")), header.get("description", ""), str(path))
-    Console().print(table)
+    console().print(table)
     return 0
 
 
@@ -113,7 +131,14 @@ def cmd_plugins(args) -> int:
     table.add_column("source")
     for name, source in registry().plugins():
         table.add_row(name, source)
-    Console().print(table)
+    console().print(table)
+    return 0
+
+
+def cmd_data(args) -> int:
+    from fedfuse.bench.datashow import show_partition
+
+    show_partition(args, console())
     return 0
 
 
@@ -126,13 +151,13 @@ def cmd_results(args) -> int:
         raise ConfigError(f"no results in {args.out}/ (expected {path}); run a suite first: fedfuse run smoke")
     records = ResultStore(path).records()
     if args.format == "table":
-        Console().print(rich_table(records))
+        console().print(rich_table(records))
     else:
         sys.stdout.write(to_json(records) + "\n" if args.format == "json" else to_csv(records))
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "results": cmd_results}
+COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "results": cmd_results, "data": cmd_data}
 
 if __name__ == "__main__":
     sys.exit(main())

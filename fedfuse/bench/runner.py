@@ -20,7 +20,8 @@ from pathlib import Path
 
 from fedfuse.bench.cells import CellSpec
 from fedfuse.bench.envinfo import environment
-from fedfuse.bench.services import ServerRun, load_protocol_config
+from fedfuse.bench.services import ServerRun, cell_partitions, load_protocol_config
+from fedfuse.datasets.partition import summarize
 from fedfuse.leaderboard.store import ResultStore
 from fedfuse.plugins.manager import Registry
 
@@ -82,6 +83,15 @@ class SuiteRunner:
         run.on_round = lambda record: self._round_end(run, record)
         return run
 
+    def _record_data(self, run: ServerRun) -> None:
+        """Load the data and partition it here first: a data problem fails the cell before
+        Flower starts, and the partition's summary is stored with the cell."""
+        data = run.data
+        partition = summarize(cell_partitions(run.cell), data.train_labels.numpy(), len(data.class_names))
+        facts = {"partition": partition, "warnings": list(data.warnings)}
+        (run.run_dir / "partition.json").write_text(json.dumps(facts, indent=1))
+        self.store.set_data(run.cell.cell_id, facts)
+
     def _round_end(self, run: ServerRun, record: dict) -> None:
         self.store.add_round(run.cell.cell_id, record)
         self.hook.fedfuse_round_end(run=run, round=record["round"], record=record)
@@ -89,6 +99,7 @@ class SuiteRunner:
     def _execute(self, run: ServerRun) -> dict:
         from fedfuse.bench.simulation import run_cell  # imports flwr's simulation engine (Ray)
 
+        self._record_data(run)
         server_loop = self.registry.get("protocols", run.cell.protocol).load_server()
         metrics = run_cell(run, server_loop)
         check_finite(metrics)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,9 @@ import torch
 
 from fedfuse.bench.cells import CellSpec
 from fedfuse.datasets import ClientData, ImageData
+from fedfuse.datasets.loading import load
+
+EVAL_SUBSET_SEED = 7
 
 #: Key of the Flower run config that carries the cell (as JSON) to ServerApp and ClientApps.
 RUN_CONFIG_KEY = "fedfuse-cell"
@@ -33,11 +35,11 @@ def load_protocol_config(cell: CellSpec, reg=None) -> Any:
     return build_config(spec.config, cell.config, f"cell {cell.name}")
 
 
-@functools.lru_cache(maxsize=4)
-def load_dataset(name: str) -> ImageData:
-    from fedfuse.plugins.manager import registry
+def cell_partitions(cell: CellSpec) -> list[np.ndarray]:
+    """The cell's client partitions (index arrays into the training images), cached per process."""
+    from fedfuse.datasets.partition import cached_partition
 
-    return registry().get("datasets", name).load()
+    return cached_partition(*cell.partition_key())
 
 
 @dataclass
@@ -65,8 +67,16 @@ class ServerRun:
 
     @property
     def data(self) -> ImageData:
-        """The dataset, for server-side evaluation on ``eval_*`` (never for training)."""
-        return load_dataset(self.cell.dataset)
+        """The dataset: ``eval_*`` for server-side evaluation, ``public`` for what any party may
+        use. Training on the clients' private images happens on the clients."""
+        return load(self.cell.dataset, self.cell.dataset_args)
+
+    def eval_subset(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` held-out images and labels, the same for every cell of this dataset (a fixed
+        random subset: never the first n, since some test sets are ordered)."""
+        data = self.data
+        pick = np.random.default_rng(EVAL_SUBSET_SEED).permutation(len(data.eval_labels))[:n]
+        return data.eval_images[pick], data.eval_labels[pick]
 
     def round_end(self, round: int, **figures: float) -> dict:
         traffic = self.grid.meter.take_round() if self.grid is not None else {}
@@ -99,12 +109,10 @@ def client_run(context) -> ClientRun:
 
 @functools.lru_cache(maxsize=8)
 def _client_run(cell_json: str, partition_id: int, num_partitions: int) -> ClientRun:
-    from fedfuse.datasets.partition import cached_partition
-
     cell = CellSpec.from_json(cell_json)
-    data = load_dataset(cell.dataset)
-    args = json.dumps(cell.partitioner_args, sort_keys=True)
-    parts = cached_partition(cell.dataset, cell.partitioner, args, num_partitions, cell.seed)
-    view = ClientData(data.train_images, data.train_labels, torch.from_numpy(parts[partition_id]))
+    if num_partitions != cell.clients:
+        raise RuntimeError(f"this SuperNode is one of {num_partitions} partitions, the cell has {cell.clients} clients")
+    data = load(cell.dataset, cell.dataset_args)
+    view = ClientData(data.train_images, data.train_labels, torch.from_numpy(cell_partitions(cell)[partition_id]))
     return ClientRun(cell, load_protocol_config(cell), partition_id, num_partitions, view)
 

@@ -7,7 +7,7 @@ Format 1::
     name = "smoke"
     version = "1"
     [matrix]
-    datasets = ["digits"]
+    datasets = ["digits"]           # or [{ name = "image-folder", path = "...", size = 32 }]
     partitioners = ["iid"]          # or [{ name = "dirichlet", alpha = 0.3 }]
     seeds = [0, 1]
     clients = 2
@@ -46,7 +46,7 @@ class SuiteHeader:
 
 @dataclass
 class Matrix:
-    datasets: list[str]
+    datasets: list[Any]
     seeds: list[int]
     partitioners: list[Any] = field(default_factory=lambda: ["iid"])
     clients: int = 2
@@ -176,15 +176,16 @@ def _override_protocol(doc: dict, key: str, value: Any, item: str) -> None:
 
 # --- expansion ---------------------------------------------------------------------------
 
-def partitioner_entries(matrix: Matrix) -> list[tuple[str, dict]]:
+def named_entries(items: list, key: str) -> list[tuple[str, dict]]:
+    """Matrix entries are a name, or a table ``{ name = ..., arg = value, ... }``."""
     out = []
-    for item in matrix.partitioners:
+    for item in items:
         if isinstance(item, str):
             out.append((item, {}))
         elif isinstance(item, dict) and isinstance(item.get("name"), str):
             out.append((item["name"], {k: v for k, v in item.items() if k != "name"}))
         else:
-            raise ConfigError(f"[matrix] partitioners: expected a name or {{ name = ..., arg = ... }}, got {item!r}")
+            raise ConfigError(f"[matrix] {key}: expected a name or {{ name = ..., arg = ... }}, got {item!r}")
     return out
 
 
@@ -206,29 +207,34 @@ def expand(suite: Suite, registry: Registry) -> list[CellSpec]:
 
 def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
     m = suite.matrix
-    parts = [_check_partitioner(registry, suite, name, args) for name, args in partitioner_entries(m)]
-    for dataset in m.datasets:
-        _lookup(registry, "datasets", dataset, suite, "datasets")
+    datasets = [_check_args(registry, suite, "datasets", n, a) for n, a in named_entries(m.datasets, "datasets")]
+    parts = [_check_args(registry, suite, "partitioners", n, a) for n, a in named_entries(m.partitioners, "partitioners")]
     return [
         CellSpec(
             suite=suite.header.name, suite_version=suite.header.version,
             label=entry.label or entry.name, protocol=spec.name, protocol_version=spec.version,
-            config=config, dataset=dataset, partitioner=pname, partitioner_args=pargs,
+            config=config, dataset=dname, dataset_args=dargs, partitioner=pname, partitioner_args=pargs,
             clients=m.clients, rounds=m.rounds, seed=seed,
         )
-        for dataset, (pname, pargs), seed in itertools.product(m.datasets, parts, m.seeds)
+        for (dname, dargs), (pname, pargs), seed in itertools.product(datasets, parts, m.seeds)
     ]
 
 
-def _check_partitioner(registry, suite, name, args) -> tuple[str, dict]:
-    spec = _lookup(registry, "partitioners", name, suite, "partitioners")
+def _check_args(registry, suite, kind, name, args) -> tuple[str, dict]:
+    """A dataset's or partitioner's arguments: known keys only, required ones present.
+    Datasets keep only the arguments given (their defaults stay the loader's)."""
+    from fedfuse.datasets.loading import allowed_args
+
+    spec = _lookup(registry, kind, name, suite, kind)
+    allowed = allowed_args(spec) if kind == "datasets" else spec.args
+    at = where(suite.path, suite.text, kind)
     for key in args:
-        if key not in spec.args:
-            raise ConfigError(
-                f"{where(suite.path, suite.text, 'partitioners')}: partitioner '{name}' has no argument "
-                f"'{key}'; allowed: {', '.join(spec.args) or 'none'}"
-            )
-    return name, {**spec.args, **args}
+        if key not in allowed:
+            raise ConfigError(f"{at}: {kind[:-1]} '{name}' has no argument '{key}'; allowed: {', '.join(allowed) or 'none'}")
+    missing = [k for k, v in allowed.items() if v is None and k not in args]
+    if missing:
+        raise ConfigError(f"{at}: {kind[:-1]} '{name}' needs argument(s) {', '.join(missing)}")
+    return name, (dict(args) if kind == "datasets" else {**spec.args, **args})
 
 
 def _lookup(registry, kind, name, suite, key):

@@ -1,9 +1,9 @@
-"""Partition a dataset's training part with flwr-datasets partitioners.
+"""Partition a dataset's private training images with flwr-datasets partitioners.
 
-The partitioners see a small table (``idx``, ``label``) rather than the images, so a
-partition is a list of indices into the decoded images: clients get views, not copies.
-The table is shuffled with the cell's seed first, which makes every partition a pure
-function of (dataset, partitioner, args, seed) — also for partitioners that take no seed.
+The partitioners see a small table (``idx``, ``label`` and any attributes) rather than the
+images, so a partition is a list of indices into the decoded images: clients get views,
+not copies. The table is shuffled with the cell's seed first, which makes every partition a
+pure function of (dataset, partitioner, args, seed) — also for partitioners without a seed.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 
+from fedfuse.datasets import DatasetError
 from fedfuse.plugins.specs import PartitionerSpec
 
 # flwr-datasets and HF datasets are imported inside the builders: listing plugins stays fast.
@@ -27,45 +28,115 @@ def build_iid(num_partitions: int, seed: int):
 def build_dirichlet(num_partitions: int, seed: int, alpha: float, min_partition_size: int):
     from flwr_datasets.partitioner import DirichletPartitioner
 
-    return DirichletPartitioner(
-        num_partitions=num_partitions, partition_by="label", alpha=alpha,
-        min_partition_size=min_partition_size, self_balancing=True, seed=seed,
-    )
+    return DirichletPartitioner(num_partitions=num_partitions, partition_by="label", alpha=alpha,
+                                min_partition_size=min_partition_size, self_balancing=True, seed=seed)
+
+
+def build_pathological(num_partitions: int, seed: int, classes_per_client: int):
+    from flwr_datasets.partitioner import PathologicalPartitioner
+
+    return PathologicalPartitioner(num_partitions=num_partitions, partition_by="label",
+                                   num_classes_per_partition=classes_per_client,
+                                   class_assignment_mode="random", seed=seed)
+
+
+def build_shard(num_partitions: int, seed: int, shards_per_client: int):
+    from flwr_datasets.partitioner import ShardPartitioner
+
+    return ShardPartitioner(num_partitions=num_partitions, partition_by="label",
+                            num_shards_per_partition=shards_per_client, seed=seed)
+
+
+def build_size_skew(num_partitions: int, seed: int, growth: str):
+    from flwr_datasets import partitioner as p
+
+    kinds = {"linear": p.LinearPartitioner, "square": p.SquarePartitioner, "exponential": p.ExponentialPartitioner}
+    if growth not in kinds:
+        raise DatasetError(f"size-skew growth must be one of {', '.join(kinds)}, got '{growth}'")
+    return kinds[growth](num_partitions=num_partitions)
+
+
+def build_groups(num_partitions: int, seed: int, by: str):
+    """Disjoint groups: client i holds the i-th block of classes (``by="label"``), or the
+    images whose attribute ``by`` has its i-th value (as CollaFuse splits CelebA)."""
+    from flwr_datasets.partitioner import NaturalIdPartitioner
+
+    return NaturalIdPartitioner(partition_by="group" if by == "label" else by)
 
 
 PARTITIONERS = [
     PartitionerSpec("iid", build_iid, {}, "uniformly random, equal sizes"),
     PartitionerSpec("dirichlet", build_dirichlet, {"alpha": 0.5, "min_partition_size": 10},
-                    "label skew: class proportions per client ~ Dirichlet(alpha)"),
+                    "label skew: each class spread over clients ~ Dirichlet(alpha)"),
+    PartitionerSpec("pathological", build_pathological, {"classes_per_client": 2},
+                    "each client holds only k randomly chosen classes"),
+    PartitionerSpec("shard", build_shard, {"shards_per_client": 2},
+                    "label-sorted shards, k per client (McMahan et al. 2017)"),
+    PartitionerSpec("size-skew", build_size_skew, {"growth": "linear"},
+                    "client i holds a share growing with i: linear, square or exponential"),
+    PartitionerSpec("groups", build_groups, {"by": "label"},
+                    "disjoint class blocks (by=label) or attribute values (by=<attribute>) per client"),
 ]
 
 
-def partition_indices(labels: np.ndarray, spec: PartitionerSpec, args: dict,
-                      num_partitions: int, seed: int) -> list[np.ndarray]:
+def index_table(labels: np.ndarray, attributes: dict[str, np.ndarray], private: np.ndarray,
+                num_partitions: int, args: dict):
     from datasets import Dataset
 
-    table = Dataset.from_dict({"idx": np.arange(len(labels)), "label": labels}).shuffle(seed=seed)
+    columns = {"idx": private, "label": labels[private], **{k: v[private] for k, v in attributes.items()}}
+    if args.get("by") == "label":
+        columns["group"] = label_groups(labels[private], num_partitions)
+    elif "by" in args:
+        check_attribute_groups(attributes, private, args["by"], num_partitions)
+    return Dataset.from_dict(columns)
+
+
+def label_groups(labels: np.ndarray, num_partitions: int) -> np.ndarray:
+    """Client of each image when the classes are cut into ``num_partitions`` contiguous blocks."""
+    classes = np.unique(labels)
+    if len(classes) < num_partitions:
+        raise DatasetError(f"groups by label: {len(classes)} classes cannot make {num_partitions} disjoint groups")
+    block = {c: i for i, part in enumerate(np.array_split(classes, num_partitions)) for c in part}
+    return np.array([block[c] for c in labels])
+
+
+def check_attribute_groups(attributes, private, by, num_partitions) -> None:
+    if by not in attributes:
+        raise DatasetError(f"groups: this dataset has no attribute '{by}'; attributes: "
+                           f"{', '.join(attributes) or 'none (use by=label)'}")
+    values = np.unique(attributes[by][private])
+    if len(values) != num_partitions:
+        raise DatasetError(f"groups by '{by}': {len(values)} distinct values need {len(values)} clients, "
+                           f"not {num_partitions}")
+
+
+def partition_indices(data, spec: PartitionerSpec, args: dict, num_partitions: int, seed: int) -> list[np.ndarray]:
+    table = index_table(data.train_labels.numpy(), data.attributes, data.private, num_partitions, args)
     partitioner = spec.build(num_partitions=num_partitions, seed=seed, **args)
-    partitioner.dataset = table
-    return [np.sort(np.asarray(partitioner.load_partition(i)["idx"])) for i in range(num_partitions)]
+    partitioner.dataset = table.shuffle(seed=seed)
+    parts = [np.sort(np.asarray(partitioner.load_partition(i)["idx"], dtype=np.int64)) for i in range(num_partitions)]
+    empty = [i for i, p in enumerate(parts) if len(p) == 0]
+    if empty:
+        raise DatasetError(f"partitioner '{spec.name}' left client(s) {empty} without data")
+    return parts
 
 
 @functools.lru_cache(maxsize=16)
-def cached_partition(dataset: str, partitioner: str, args_json: str, num_partitions: int, seed: int):
-    """Partitions of a registered dataset, computed once per process."""
+def cached_partition(dataset: str, dataset_args: str, partitioner: str, args: str, num_partitions: int, seed: int):
+    """Partitions of a registered dataset, computed once per process (JSON-encoded args)."""
+    from fedfuse.datasets.loading import load
     from fedfuse.plugins.manager import registry
 
-    reg = registry()
-    data = reg.get("datasets", dataset).load()
-    spec = reg.get("partitioners", partitioner)
-    return partition_indices(data.train_labels.numpy(), spec, json.loads(args_json), num_partitions, seed)
+    spec = registry().get("partitioners", partitioner)
+    return partition_indices(load(dataset, json.loads(dataset_args)), spec, json.loads(args), num_partitions, seed)
 
 
 def summarize(parts: list[np.ndarray], labels: np.ndarray, num_classes: int) -> dict:
-    """Per-client counts per class, and the mean total-variation distance of each client's
-    label distribution to the global one (0 = IID, 1 = disjoint)."""
+    """Per-client counts per class, and the mean total-variation distance of the clients'
+    label distributions to the pooled one (0 = identical, 1 = disjoint)."""
     counts = np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts])
-    glob = np.bincount(labels, minlength=num_classes) / len(labels)
+    pooled = counts.sum(0) / counts.sum()
     local = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    tv = 0.5 * np.abs(local - glob).sum(1)
-    return {"counts": counts.tolist(), "mean_tv_distance": float(tv.mean())}
+    tv = 0.5 * np.abs(local - pooled).sum(1)
+    return {"sizes": counts.sum(1).tolist(), "counts": counts.tolist(), "tv_distance": tv.round(4).tolist(),
+            "mean_tv_distance": float(tv.mean())}

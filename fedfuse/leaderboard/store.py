@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS cells (
     suite_digest TEXT NOT NULL, label TEXT NOT NULL, protocol TEXT NOT NULL, protocol_version TEXT NOT NULL,
     config_hash TEXT NOT NULL, spec TEXT NOT NULL, dataset TEXT NOT NULL, partitioner TEXT NOT NULL,
     seed INTEGER NOT NULL, status TEXT NOT NULL, error TEXT, started REAL, ended REAL,
-    metrics TEXT NOT NULL DEFAULT '{}', run_dir TEXT
+    metrics TEXT NOT NULL DEFAULT '{}', data TEXT NOT NULL DEFAULT '{}', run_dir TEXT
 );
 CREATE TABLE IF NOT EXISTS rounds (
     cell_id TEXT NOT NULL REFERENCES cells(cell_id) ON DELETE CASCADE,
@@ -63,6 +63,11 @@ class ResultStore:
                  cell.partition_name, cell.seed, time.time(), str(run_dir)),
             )
 
+    def set_data(self, cell_id: str, data: dict) -> None:
+        """The cell's data facts: partition summary, dataset warnings."""
+        with self.db:
+            self.db.execute("UPDATE cells SET data=? WHERE cell_id=?", (json.dumps(data), cell_id))
+
     def add_round(self, cell_id: str, record: dict) -> None:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO rounds VALUES (?,?,?)",
@@ -82,14 +87,16 @@ class ResultStore:
         return [r for r in out if cell_ids is None or r["cell"] in cell_ids]
 
     def _record(self, row: dict) -> dict:
-        spec = json.loads(row["spec"])
+        spec, data = json.loads(row["spec"]), json.loads(row["data"])
         rounds = self.db.execute("SELECT record FROM rounds WHERE cell_id=? ORDER BY round", (row["cell_id"],))
         return {
             "suite": row["suite"], "suite_version": row["suite_version"], "suite_digest": row["suite_digest"],
             "cell": row["cell_id"], "name": row["name"], "label": row["label"],
             "protocol": row["protocol"], "protocol_version": row["protocol_version"],
             "config_hash": row["config_hash"], "config": spec["config"],
-            "dataset": row["dataset"], "partitioner": row["partitioner"], "profile": None,
+            "dataset": row["dataset"], "dataset_args": spec["dataset_args"], "partitioner": row["partitioner"],
+            "partition_summary": data.get("partition"), "dataset_warnings": data.get("warnings", []),
+            "profile": None,
             "clients": spec["clients"], "rounds_planned": spec["rounds"], "seed": row["seed"],
             "status": row["status"], "error": row["error"], "started": row["started"], "ended": row["ended"],
             "metrics": json.loads(row["metrics"]), "rounds": [json.loads(r[0]) for r in rounds],

@@ -50,16 +50,22 @@ class ProtocolSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """An image dataset. ``load()`` returns a :class:`fedfuse.datasets.ImageData`."""
+    """An image dataset. ``load(**args)`` returns a :class:`fedfuse.datasets.ImageData`.
+
+    ``args`` maps each argument ``load`` accepts to its default (``None``: required); a suite
+    passes them as ``{ name = "image-folder", path = "...", size = 32 }``. ``image_shape``
+    and ``num_classes`` are ``None`` where they depend on the arguments.
+    """
 
     name: str
     version: str
-    load: Callable[[], Any]
-    image_shape: tuple[int, int, int]  # (channels, height, width)
-    num_classes: int
+    load: Callable[..., Any]
+    image_shape: tuple[int, int, int] | None  # (channels, height, width)
+    num_classes: int | None
     license: str
     source: str
     summary: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ class FedAvgConfig:
     lr: float = 2e-3
     width: int = 32  # channels of the UNet's first level (the second has twice as many)
     timesteps: int = 200  # diffusion length T of the DDPM noise schedule
+    eval_samples: int = 512  # held-out images for the server's eval_loss each round
 
     def __post_init__(self):
-        for name in ("local_steps", "batch_size", "width", "timesteps"):
+        for name in ("local_steps", "batch_size", "width", "timesteps", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:

@@ -14,7 +14,7 @@ def server(grid, run) -> dict:
     cfg, n = run.config, run.cell.clients
     model = task.build_model(run.data.image_shape, cfg.width, seed=derive_seed(run.cell.seed, 1))
     scheduler = task.build_scheduler(cfg.timesteps)
-    held_out = run.data.eval_images
+    held_out, _ = run.eval_subset(cfg.eval_samples)
 
     def evaluate(rnd, arrays):
         model.load_state_dict(arrays.to_torch_state_dict())
