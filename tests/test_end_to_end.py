@@ -62,3 +62,29 @@ def test_a_failing_cell_is_recorded_and_the_others_complete(plugin_cli, tmp_path
     assert failed["status"] == "failed" and "injected client failure" in failed["error"]
     assert ok["status"] == "ok" and ok["rounds"]
     assert (tmp_path / "out" / "runs" / failed["cell"] / "error.txt").is_file()
+
+
+def test_accounting_of_a_fedavg_round(cli, tmp_path):
+    """P float32 parameters: 4P bytes of payload each way per client per round; the wire adds
+    Flower's framing (~330 B per tensor), a few percent for this model; FLOPs > 0 for every client."""
+    protocols = '[[protocols]]\nname = "fedavg"\nconfig = { width = 32, local_steps = 2 }\n'
+    profiles = ('[[profiles]]\nname = "pi-and-laptop"\ndevice = ["raspberry-pi-4", "laptop-cpu"]\n'
+                'network = "wifi"\n')
+    suite = write_suite(tmp_path / "s.toml", protocols + profiles, datasets='["digits"]')
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = cli.results(tmp_path / "out")
+    params = record["metrics"]["model_params"]
+    (rnd,) = record["rounds"]
+    assert record["profile"] == "pi-and-laptop" and [h["device"] for h in record["hardware"]] == ["raspberry-pi-4", "laptop-cpu"]
+    for client in rnd["per_client"].values():
+        assert client["payload_up"] == client["payload_down"] == 4 * params
+        assert 4 * params < client["bytes_up"] < 1.05 * 4 * params
+        assert client["flops_train"] > 0
+    pi, laptop = rnd["per_client"]["0"], rnd["per_client"]["1"]
+    assert pi["flops_train"] == laptop["flops_train"] and pi["t_cmp_s"] > 5 * laptop["t_cmp_s"]
+    assert rnd["latency_s"] == pytest.approx(max(pi["latency_s"], laptop["latency_s"]))
+    for key in ("bytes_up", "bytes_down", "client_flops", "server_flops", "latency_s", "energy_j", "wall_s",
+                "peak_rss_mb"):
+        assert key in record["metrics"]
+    assert record["metrics"]["energy_j"] == pytest.approx(pi["energy_j"] + laptop["energy_j"])

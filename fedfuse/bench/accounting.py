@@ -1,8 +1,11 @@
 """Bytes on the wire, counted where messages cross: a Grid wrapper every protocol is handed.
 
-The size of a message is what Flower pushes for it: the serialized ("deflated") bytes of
-the message and every object nested in it (records, arrays, array chunks). A protocol
-never counts its own traffic, so none can count in its own favour.
+The wire size of a message is what Flower pushes for it: the serialized ("deflated") bytes
+of the message and every object nested in it (records, arrays, array chunks). The logical
+payload is the tensor data it carries (elements x item size), or the size a protocol
+declares for a packed format (``MetricRecord({"logical_bytes": n})`` under ``PAYLOAD_KEY``).
+Clients' FLOPs arrive in the harness's record ``COST_KEY`` on each reply (see flower.py).
+A protocol never counts its own traffic, so none can count in its own favour.
 """
 
 from __future__ import annotations
@@ -10,42 +13,64 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+import numpy as np
 from flwr.app import Message
 from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+PAYLOAD_KEY = "fedfuse.payload"
+COST_KEY = "fedfuse.cost"
+FIELDS = ("bytes_down", "bytes_up", "payload_down", "payload_up", "flops_train", "flops_sample")
 
 
 def wire_bytes(message: Message) -> int:
     return sum(len(obj.deflate()) for obj in get_all_nested_objects(message).values())
 
 
-class TrafficMeter:
-    """Per-client byte and message counters for the round in progress."""
+def payload_bytes(message: Message) -> int:
+    if not message.has_content():
+        return 0
+    content = message.content
+    if PAYLOAD_KEY in content:
+        return int(content[PAYLOAD_KEY]["logical_bytes"])
+    return sum(int(np.prod(arr.shape)) * np.dtype(arr.dtype).itemsize
+               for record in content.array_records.values() for arr in record.values())
 
-    def __init__(self):
-        self._down: dict[int, int] = defaultdict(int)
-        self._up: dict[int, int] = defaultdict(int)
-        self._messages = 0
+
+class TrafficMeter:
+    """Per-client (partition id) bytes, payload and reported FLOPs for the round in progress."""
+
+    def __init__(self, partition_of: dict[int, int] | None = None):
+        self.partition_of = partition_of or {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.clients: dict[int, dict[str, float]] = defaultdict(lambda: dict.fromkeys(FIELDS, 0))
+        self.messages = 0
+
+    def _client(self, node_id: int) -> dict:
+        return self.clients[self.partition_of.get(node_id, node_id)]
 
     def sent(self, message: Message) -> None:
-        self._down[message.metadata.dst_node_id] += wire_bytes(message)
-        self._messages += 1
+        client = self._client(message.metadata.dst_node_id)
+        client["bytes_down"] += wire_bytes(message)
+        client["payload_down"] += payload_bytes(message)
+        self.messages += 1
 
     def received(self, message: Message) -> None:
-        self._up[message.metadata.src_node_id] += wire_bytes(message)
-        self._messages += 1
+        client = self._client(message.metadata.src_node_id)
+        client["bytes_up"] += wire_bytes(message)
+        client["payload_up"] += payload_bytes(message)
+        if message.has_content() and COST_KEY in message.content:
+            for key, value in message.content[COST_KEY].items():
+                client[key] = client.get(key, 0) + value
+        self.messages += 1
 
-    def take_round(self) -> dict:
-        """The figures since the last call, then reset: the round's traffic."""
-        nodes = sorted(set(self._down) | set(self._up))
-        figures = {
-            "bytes_down": sum(self._down.values()),
-            "bytes_up": sum(self._up.values()),
-            "messages": self._messages,
-            "per_client": {str(n): {"bytes_down": self._down[n], "bytes_up": self._up[n]} for n in nodes},
-        }
-        self.__init__()
-        return figures
+    def take_round(self) -> tuple[dict[int, dict], int]:
+        """({partition id: figures}, messages) since the last call, then reset."""
+        out = ({k: dict(v) for k, v in sorted(self.clients.items())}, self.messages)
+        self.reset()
+        return out
 
 
 class CountingGrid(Grid):

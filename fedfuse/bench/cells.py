@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fedfuse.bench.hardware import DEFAULT_ASSIGNMENT
+
 
 def stable_hash(obj: Any, length: int = 12) -> str:
     """Hash of a JSON-able object that does not depend on key order."""
@@ -34,6 +36,7 @@ class CellSpec:
     dataset_args: dict[str, Any]
     partitioner: str
     partitioner_args: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ASSIGNMENT))  # who runs on what
     clients: int = 2
     rounds: int = 1
     seed: int = 0

@@ -25,7 +25,7 @@ def console() -> Console:
     import shutil
 
     return Console(width=max(shutil.get_terminal_size((120, 24)).columns, 120))
-LISTABLE = ("protocols", "datasets", "partitioners", "metrics", "suites")
+LISTABLE = ("protocols", "datasets", "partitioners", "metrics", "profiles", "suites")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,13 +101,22 @@ def cmd_list(args) -> int:
     reg = registry()
     table = Table(title=f"fedfuse {args.what}")
     columns = {"protocols": ("version", "summary"), "datasets": ("image_shape", "num_classes", "license", "source", "summary"),
-               "partitioners": ("args", "summary"), "metrics": ("unit", "higher_is_better", "aggregate")}[args.what]
+               "partitioners": ("args", "summary"), "metrics": ("unit", "higher_is_better", "aggregate"),
+               "profiles": ("kind", "figures", "description")}[args.what]
     for header in ("name", *columns, "plugin"):
         table.add_column(header)
-    for name, entry in sorted(reg.entries(args.what).items()):
-        table.add_row(name, *(str(getattr(entry.spec, c)) for c in columns), entry.plugin)
+    for name, entry in sorted(reg.entries(args.what).items(), key=lambda kv: (getattr(kv[1].spec, "kind", ""), kv[0])):
+        table.add_row(name, *(_cell(entry.spec, c) for c in columns), entry.plugin)
     console().print(table)
     return 0
+
+
+def _cell(spec, column: str) -> str:
+    if column == "figures":
+        from fedfuse.bench.hardware import key_figures
+
+        return key_figures(spec)
+    return str(getattr(spec, column))
 
 
 def _list_suites() -> int:

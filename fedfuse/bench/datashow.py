@@ -30,7 +30,7 @@ def show_partition(args, console) -> dict:
     data_args = parse_pairs(args.data_arg, "--data-arg", allowed_args(dspec))
     part_args = {**pspec.args, **parse_pairs(args.arg, "--arg", pspec.args)}
     cell = CellSpec("-", "-", "-", "-", "-", {}, args.dataset, data_args, args.partitioner, part_args,
-                    args.clients, 1, args.seed)
+                    clients=args.clients, rounds=1, seed=args.seed)
     data = load(args.dataset, data_args)
     summary = summarize(cached_partition(*cell.partition_key()), data.train_labels.numpy(), len(data.class_names))
     console.print(partition_table(cell, data.class_names, summary))

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Iterable
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedfuse.bench.accounting import COST_KEY
 from fedfuse.bench.cells import CellSpec
-from fedfuse.bench.services import RUN_CONFIG_KEY
+from fedfuse.bench.services import RUN_CONFIG_KEY, client_run
+
+IDENTIFY = "query.fedfuse_identify"
 
 
 log = logging.getLogger("flwr")
@@ -42,7 +46,15 @@ class CellClientApp(ClientApp):
         if self._run_config:  # Flower forbids editing run_config; share `state` so it persists
             context = Context(run_id=context.run_id, node_id=context.node_id, node_config=context.node_config,
                               state=context.state, run_config={**context.run_config, **self._run_config})
-        return protocol_client_app(context.run_config[RUN_CONFIG_KEY])(message, context)
+        if message.metadata.message_type == IDENTIFY:
+            return Message(RecordDict({"fedfuse": ConfigRecord(
+                {"partition-id": int(context.node_config["partition-id"])})}), reply_to=message)
+        run = client_run(context)
+        run.flops.take()  # start this message's count from zero
+        reply = protocol_client_app(context.run_config[RUN_CONFIG_KEY])(message, context)
+        if reply.has_content():  # the harness's cost record: the FLOPs measured for this message
+            reply.content[COST_KEY] = ConfigRecord(run.flops.take())  # not a MetricRecord: strategies expect one
+        return reply
 
 
 @functools.lru_cache(maxsize=8)
@@ -51,6 +63,19 @@ def protocol_client_app(cell_json: str) -> ClientApp:
 
     protocol = CellSpec.from_json(cell_json).protocol
     return registry().get("protocols", protocol).load_client_app()
+
+
+def identify_nodes(grid, expected: int, timeout: float = 300) -> dict[int, int]:
+    """Ask every SuperNode for its partition id (harness control traffic, not counted as the
+    protocol's). Waits until ``expected`` nodes are connected."""
+    deadline = time.time() + timeout
+    while len(node_ids := list(grid.get_node_ids())) < expected:
+        if time.time() > deadline:
+            raise ClientFailure(f"only {len(node_ids)} of {expected} SuperNodes connected within {timeout:.0f} s")
+        time.sleep(0.2)
+    messages = [Message(RecordDict(), dst_node_id=n, message_type=IDENTIFY) for n in node_ids]
+    replies = check_replies(grid.send_and_receive(messages, timeout=timeout), len(messages))
+    return {r.metadata.src_node_id: int(r.content["fedfuse"]["partition-id"]) for r in replies}
 
 
 def check_replies(replies: Iterable[Message], expected: int) -> list[Message]:

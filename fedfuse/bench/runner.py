@@ -19,13 +19,15 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from fedfuse.bench.cells import CellSpec
+from fedfuse.bench.costing import CellHardware
 from fedfuse.bench.envinfo import environment
 from fedfuse.bench.services import ServerRun, cell_partitions, load_protocol_config
 from fedfuse.datasets.partition import summarize
 from fedfuse.leaderboard.store import ResultStore
 from fedfuse.plugins.manager import Registry
 
-SUMMED = ("bytes_up", "bytes_down", "messages")
+SUMMED = ("bytes_up", "bytes_down", "payload_up", "payload_down", "messages", "client_flops", "server_flops",
+          "latency_s", "energy_j")
 
 
 @dataclass
@@ -79,7 +81,10 @@ class SuiteRunner:
         (run_dir / "cell.json").write_text(cell.to_json())
         (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
         self.store.start(cell, self.suite_digest, run_dir)
-        run = ServerRun(cell=cell, config=load_protocol_config(cell, self.registry), run_dir=run_dir)
+        hardware = CellHardware.for_cell(cell, self.registry)
+        (run_dir / "clients.json").write_text(json.dumps(hardware.describe(), indent=1))
+        run = ServerRun(cell=cell, config=load_protocol_config(cell, self.registry), run_dir=run_dir,
+                        hardware=hardware)
         run.on_round = lambda record: self._round_end(run, record)
         return run
 
@@ -88,7 +93,7 @@ class SuiteRunner:
         Flower starts, and the partition's summary is stored with the cell."""
         data = run.data
         partition = summarize(cell_partitions(run.cell), data.train_labels.numpy(), len(data.class_names))
-        facts = {"partition": partition, "warnings": list(data.warnings)}
+        facts = {"partition": partition, "warnings": list(data.warnings), "hardware": run.hardware.describe()}
         (run.run_dir / "partition.json").write_text(json.dumps(facts, indent=1))
         self.store.set_data(run.cell.cell_id, facts)
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from fedfuse.bench.cells import CellSpec
+from fedfuse.bench.flops import FlopMeter
 from fedfuse.datasets import ClientData, ImageData
 from fedfuse.datasets.loading import load
 
@@ -46,17 +47,27 @@ def cell_partitions(cell: CellSpec) -> list[np.ndarray]:
 class ServerRun:
     """The server loop's view of a cell.
 
-    ``grid`` counts every message; call ``round_end(r, train_loss=...)`` once per round —
-    the harness adds the round's traffic, stores the record and notifies observers.
+    ``grid`` counts every message; ``flops`` measures the server's own training and sampling
+    steps (``with run.flops.step("train", key): ...``). Call ``round_end(r, train_loss=...)``
+    once per round: the harness adds the round's traffic, FLOPs, simulated latency and energy,
+    stores the record and notifies observers. A protocol that chooses clients' CPU frequency
+    or transmit power calls ``set_operating_point`` before ``round_end``.
     """
 
     cell: CellSpec
     config: Any
     run_dir: Path
+    hardware: Any = None  # fedfuse.bench.costing.CellHardware
     on_round: Callable[[dict], None] = lambda record: None
     grid: Any = None
     rounds: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    flops: FlopMeter = field(default_factory=FlopMeter)
+    _points: dict = field(default_factory=dict)
+
+    def set_operating_point(self, client: int, cpu_freq_hz: float | None = None, tx_power_w: float | None = None):
+        """Client ``client`` (partition id) runs this round at this frequency and power."""
+        self._points[client] = (cpu_freq_hz, tx_power_w)
 
     @property
     def rng(self) -> np.random.Generator:
@@ -79,8 +90,11 @@ class ServerRun:
         return data.eval_images[pick], data.eval_labels[pick]
 
     def round_end(self, round: int, **figures: float) -> dict:
-        traffic = self.grid.meter.take_round() if self.grid is not None else {}
-        record = {"round": round, "elapsed_s": time.time() - self.started, **figures, **traffic}
+        traffic, messages = self.grid.meter.take_round()
+        server_flops = sum(self.flops.take().values())
+        costs = self.hardware.round_figures(traffic, server_flops, self._points)
+        self._points = {}
+        record = {"round": round, "elapsed_s": time.time() - self.started, **figures, **costs, "messages": messages}
         self.rounds.append(record)
         self.on_round(record)
         return record
@@ -95,6 +109,7 @@ class ClientRun:
     partition_id: int
     num_partitions: int
     data: ClientData
+    flops: FlopMeter = field(default_factory=FlopMeter)  # wrap training/sampling steps in flops.step(...)
 
     def torch_generator(self, *salt: int) -> torch.Generator:
         """Seeded by (cell seed, partition id, *salt): pass the round so rounds differ."""

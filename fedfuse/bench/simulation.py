@@ -8,7 +8,7 @@ from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
 from fedfuse.bench.accounting import CountingGrid, TrafficMeter
-from fedfuse.bench.flower import CellClientApp
+from fedfuse.bench.flower import CellClientApp, identify_nodes
 from fedfuse.bench.services import RUN_CONFIG_KEY, ServerRun
 
 
@@ -37,7 +37,7 @@ def run_cell(run: ServerRun, server_loop) -> dict:
 
     @server_app.main()
     def _main(grid, context):
-        run.grid = CountingGrid(grid, TrafficMeter())
+        run.grid = CountingGrid(grid, TrafficMeter(identify_nodes(grid, run.cell.clients)))
         outcome["metrics"] = server_loop(run.grid, run)
 
     client_app = CellClientApp({RUN_CONFIG_KEY: run.cell.to_json()})

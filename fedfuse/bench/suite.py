@@ -32,9 +32,11 @@ from typing import Any
 
 from fedfuse.bench.cells import CellSpec, stable_hash
 from fedfuse.bench.config import ConfigError, build_config
+from fedfuse.bench.hardware import DEFAULT_ASSIGNMENT
 from fedfuse.plugins.manager import PluginError, Registry
 
 FORMAT = 1
+TOP_LEVEL = {"format", "suite", "matrix", "protocols", "profiles", "devices", "networks"}
 
 
 @dataclass
@@ -60,6 +62,17 @@ class Matrix:
 
 
 @dataclass
+class ProfileEntry:
+    """Who runs on what: ``device``/``network`` is one profile name for all clients, a mix
+    ``{ name = share }`` (drawn with the seed), or a per-client list."""
+
+    name: str
+    device: Any
+    network: Any
+    server: str = DEFAULT_ASSIGNMENT["server"]
+
+
+@dataclass
 class ProtocolEntry:
     name: str
     label: str = ""
@@ -73,6 +86,7 @@ class Suite:
     matrix: Matrix
     protocols: list[ProtocolEntry]
     text: str
+    profiles: list[dict] = field(default_factory=lambda: [dict(DEFAULT_ASSIGNMENT)])
 
     @property
     def digest(self) -> str:
@@ -110,11 +124,11 @@ def load_suite(name_or_path: str, overrides: list[str] = ()) -> Suite:
 
 
 def parse_suite(doc: dict, path: Path, text: str) -> Suite:
-    unknown = set(doc) - {"format", "suite", "matrix", "protocols"}
+    unknown = set(doc) - TOP_LEVEL
     if unknown:
         key = sorted(unknown)[0]
         raise ConfigError(f"{where(path, text, key)}: unknown top-level key '{key}'; "
-                          "allowed: format, suite, matrix, protocols")
+                          f"allowed: {', '.join(sorted(TOP_LEVEL))}")
     if doc.get("format") != FORMAT:
         raise ConfigError(f"{where(path, text, 'format')}: 'format' must be {FORMAT}, got {doc.get('format')!r}")
     header = build_config(SuiteHeader, doc.get("suite", {}), f"{where(path, text, '[suite]')} [suite]")
@@ -125,7 +139,25 @@ def parse_suite(doc: dict, path: Path, text: str) -> Suite:
     ]
     if not protocols:
         raise ConfigError(f"{path}: the suite lists no [[protocols]]")
-    return Suite(path, header, matrix, protocols, text)
+    profiles = [
+        dataclasses.asdict(build_config(ProfileEntry, entry, f"{where(path, text, '[[profiles]]', i)} profiles[{i}]"))
+        for i, entry in enumerate(doc.get("profiles", []))
+    ]
+    inline = {kind: doc[kind] for kind in ("devices", "networks") if kind in doc}
+    profiles = [with_inline(p, inline) for p in profiles] or [dict(DEFAULT_ASSIGNMENT)]
+    return Suite(path, header, matrix, protocols, text, profiles)
+
+
+def with_inline(assignment: dict, inline: dict) -> dict:
+    """The assignment plus the suite's inline profiles it names (so a cell is self-contained)."""
+    names = {*_names(assignment["device"]), *_names(assignment["network"]), assignment["server"]}
+    used = {kind: {n: v for n, v in table.items() if n in names} for kind, table in inline.items()}
+    used = {kind: table for kind, table in used.items() if table}
+    return {**assignment, "inline": used} if used else assignment
+
+
+def _names(choice) -> list[str]:
+    return [choice] if isinstance(choice, str) else list(choice)
 
 
 def where(path: Path, text: str, key: str, occurrence: int = 0) -> str:
@@ -208,16 +240,30 @@ def expand(suite: Suite, registry: Registry) -> list[CellSpec]:
 def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
     m = suite.matrix
     datasets = [_check_args(registry, suite, "datasets", n, a) for n, a in named_entries(m.datasets, "datasets")]
+    for i, profile in enumerate(suite.profiles):
+        _check_profile(registry, suite, profile, i, m.clients)
     parts = [_check_args(registry, suite, "partitioners", n, a) for n, a in named_entries(m.partitioners, "partitioners")]
     return [
         CellSpec(
             suite=suite.header.name, suite_version=suite.header.version,
             label=entry.label or entry.name, protocol=spec.name, protocol_version=spec.version,
             config=config, dataset=dname, dataset_args=dargs, partitioner=pname, partitioner_args=pargs,
-            clients=m.clients, rounds=m.rounds, seed=seed,
+            profile=profile, clients=m.clients, rounds=m.rounds, seed=seed,
         )
-        for (dname, dargs), (pname, pargs), seed in itertools.product(datasets, parts, m.seeds)
+        for (dname, dargs), (pname, pargs), profile, seed
+        in itertools.product(datasets, parts, suite.profiles, m.seeds)
     ]
+
+
+def _check_profile(registry, suite, profile: dict, i: int, clients: int) -> None:
+    """Every profile named exists and the assignment fits the number of clients."""
+    from fedfuse.bench.costing import CellHardware
+
+    probe = CellSpec("-", "-", "-", "-", "-", {}, "-", {}, "-", {}, profile, clients, 1, 0)
+    try:
+        CellHardware.for_cell(probe, registry)
+    except (ConfigError, ValueError) as err:
+        raise ConfigError(f"{where(suite.path, suite.text, '[[profiles]]', i)} profiles[{i}]: {err}") from None
 
 
 def _check_args(registry, suite, kind, name, args) -> tuple[str, dict]:

@@ -96,7 +96,7 @@ class ResultStore:
             "config_hash": row["config_hash"], "config": spec["config"],
             "dataset": row["dataset"], "dataset_args": spec["dataset_args"], "partitioner": row["partitioner"],
             "partition_summary": data.get("partition"), "dataset_warnings": data.get("warnings", []),
-            "profile": None,
+            "profile": spec["profile"]["name"], "hardware": data.get("hardware"),
             "clients": spec["clients"], "rounds_planned": spec["rounds"], "seed": row["seed"],
             "status": row["status"], "error": row["error"], "started": row["started"], "ended": row["ended"],
             "metrics": json.loads(row["metrics"]), "rounds": [json.loads(r[0]) for r in rounds],

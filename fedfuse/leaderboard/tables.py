@@ -14,14 +14,17 @@ COLUMNS = [  # (header, how to get it from a record)
     ("rounds", lambda r: len(r["rounds"])),
     ("loss", lambda r: r["metrics"].get("train_loss")),
     ("eval", lambda r: r["metrics"].get("eval_loss")),
-    ("MB up", lambda r: _mb(r["metrics"].get("bytes_up"))),
-    ("MB down", lambda r: _mb(r["metrics"].get("bytes_down"))),
+    ("MB up", lambda r: _scaled(r["metrics"].get("bytes_up"), 1e6)),
+    ("MB down", lambda r: _scaled(r["metrics"].get("bytes_down"), 1e6)),
+    ("client GFLOP", lambda r: _scaled(r["metrics"].get("client_flops"), 1e9)),
+    ("sim s", lambda r: r["metrics"].get("latency_s")),
+    ("energy J", lambda r: r["metrics"].get("energy_j")),
     ("wall s", lambda r: r["metrics"].get("wall_s")),
 ]
 
 
-def _mb(value):
-    return None if value is None else value / 1e6
+def _scaled(value, unit: float):
+    return None if value is None else value / unit
 
 
 def _fmt(value) -> str:

@@ -63,6 +63,18 @@ def fedfuse_add_partitioners():
 
 
 @hookspec
+def fedfuse_add_profiles():
+    """Return a list of :class:`fedfuse.bench.hardware.DeviceProfile` and
+    :class:`~fedfuse.bench.hardware.NetworkProfile`.
+
+    Every number of a profile should carry its source (a datasheet, a 3GPP report, a published
+    paper's simulation settings) in a comment next to it; see ``fedfuse/bench/profiles/``.
+    Suites assign them to clients; the cost model (:mod:`fedfuse.bench.costmodel`) maps each
+    client's measured FLOPs and bytes through them to time and energy.
+    """
+
+
+@hookspec
 def fedfuse_add_metrics():
     """Return a list of :class:`~fedfuse.plugins.specs.MetricSpec`.
 

@@ -16,6 +16,7 @@ KINDS = {
     "datasets": "fedfuse_add_datasets",
     "partitioners": "fedfuse_add_partitioners",
     "metrics": "fedfuse_add_metrics",
+    "profiles": "fedfuse_add_profiles",
 }
 
 

@@ -17,6 +17,6 @@ def train(msg: Message, context) -> Message:
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     rnd = int(msg.content["config"]["server-round"])
     loss = task.train(model, task.build_scheduler(cfg.timesteps), run.data, cfg.local_steps,
-                      cfg.batch_size, cfg.lr, run.torch_generator(rnd))
+                      cfg.batch_size, cfg.lr, run.torch_generator(rnd), run.flops)
     metrics = MetricRecord({"train_loss": loss, "num-examples": len(run.data)})
     return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}), reply_to=msg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -34,18 +35,21 @@ def diffusion_loss(model, scheduler, images: torch.Tensor, generator: torch.Gene
     return F.mse_loss(model(noisy, t).sample, noise)
 
 
-def train(model, scheduler, data, steps: int, batch_size: int, lr: float, generator: torch.Generator) -> float:
-    """``steps`` AdamW steps on batches drawn from ``data``; returns the mean loss."""
+def train(model, scheduler, data, steps: int, batch_size: int, lr: float, generator: torch.Generator,
+          flops=None) -> float:
+    """``steps`` AdamW steps on batches drawn from ``data``; returns the mean loss.
+    ``flops`` (a harness FlopMeter, optional) counts each step's forward and backward."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     total = 0.0
     for _ in range(steps):
         images, _ = data.sample_batch(batch_size, generator)
-        loss = diffusion_loss(model, scheduler, images, generator)
+        with flops.step("train", tuple(images.shape)) if flops else contextlib.nullcontext():
+            loss = diffusion_loss(model, scheduler, images, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"training loss became {loss.item()}; lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         optimizer.step()
         total += loss.item()
     return total / steps

@@ -1,0 +1,63 @@
+"""Turn a round's measured traffic and FLOPs into the round record, through the cell's profiles."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from fedfuse.bench import costmodel
+from fedfuse.bench.config import ConfigError, build_config
+from fedfuse.bench.hardware import ClientHardware, DeviceProfile, NetworkProfile, draw_clients
+
+SUMS = ("bytes_down", "bytes_up", "payload_down", "payload_up")
+
+
+def resolve_profile(name: str, kind: str, inline: dict, registry) -> DeviceProfile | NetworkProfile:
+    """A device or network by name: the suite's inline definitions first, then the plugins'."""
+    cls = DeviceProfile if kind == "device" else NetworkProfile
+    if name in inline.get(f"{kind}s", {}):
+        return build_config(cls, {"name": name, **inline[f"{kind}s"][name]}, f"inline {kind} '{name}'")
+    entries = registry.entries("profiles")
+    if name not in entries or entries[name].spec.kind != kind:
+        known = sorted(n for n, e in entries.items() if e.spec.kind == kind) + sorted(inline.get(f"{kind}s", {}))
+        raise ConfigError(f"unknown {kind} profile '{name}'; available: {', '.join(known)}")
+    return entries[name].spec
+
+
+@dataclass
+class CellHardware:
+    """Which device and link each client has (drawn once per cell with its seed), and the server's."""
+
+    clients: list[ClientHardware]
+    devices: dict[str, DeviceProfile]
+    networks: dict[str, NetworkProfile]
+    server: DeviceProfile
+
+    @classmethod
+    def for_cell(cls, cell, registry) -> "CellHardware":
+        assignment, inline = cell.profile, cell.profile.get("inline", {})
+        network = lambda name: resolve_profile(name, "network", inline, registry)  # noqa: E731
+        clients = draw_clients(assignment, cell.clients, cell.seed, network)
+        devices = {c.device: resolve_profile(c.device, "device", inline, registry) for c in clients}
+        networks = {c.network: network(c.network) for c in clients}
+        return cls(clients, devices, networks, resolve_profile(assignment["server"], "device", inline, registry))
+
+    def describe(self) -> list[dict]:
+        return [dataclasses.asdict(c) for c in self.clients]
+
+    def round_figures(self, traffic: dict[int, dict], server_flops: float, points: dict) -> dict:
+        """The round's totals and per-client detail. ``points`` = {client: (f, power_w)} chosen
+        by the protocol this round (the profile's maxima otherwise)."""
+        per_client = {}
+        for pid, t in traffic.items():
+            hw, (f, p) = self.clients[pid], points.get(pid, (None, None))
+            flops = t["flops_train"] + t["flops_sample"]
+            cost = costmodel.client_cost(flops, t["bytes_up"], t["bytes_down"], self.devices[hw.device],
+                                         self.networks[hw.network], hw.distance_m, f, p)
+            per_client[str(pid)] = {**t, **cost, "cpu_freq_hz": f or self.devices[hw.device].cpu_freq_max_hz,
+                                    "tx_power_w": p or self.networks[hw.network].tx_power_w}
+        summary = costmodel.round_cost(per_client, server_flops, self.server)
+        totals = {k: sum(c[k] for c in traffic.values()) for k in SUMS}
+        client_flops = sum(c["flops_train"] + c["flops_sample"] for c in traffic.values())
+        return {**totals, "client_flops": client_flops, "server_flops": server_flops, **summary,
+                "per_client": per_client}

@@ -1,0 +1,70 @@
+"""The cost model: FLOPs and bits mapped to time and energy through a hardware profile.
+
+Every protocol is costed by these functions and no other (DESIGN.md section 5):
+
+* compute time      T_cmp = FLOPs / (flops_per_cycle * f)                        [s]
+* compute energy    E_cmp = kappa * (FLOPs / flops_per_cycle) * f^2              [J]
+* channel gain      g = 10^(-PL/10),  PL = pl_ref_db + 10 * pl_exponent * log10(d / 1 km)
+* link rate         r = B * log2(1 + p * g / (N0 * B))                            [bit/s]
+* transfer time     T = bits / r;  uplink energy E_up = p_client * T_up          [s], [J]
+* round latency     max over the round's clients of (T_down + T_cmp + T_up), plus the server's
+                    compute time (a synchronous round)
+* round energy      sum over clients of (E_cmp + E_up): what the edge devices spend.
+                    Downlink reception and server energy are not part of it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fedfuse.bench.hardware import DeviceProfile, NetworkProfile
+
+
+def compute_time(flops: float, device: DeviceProfile, f: float | None = None) -> float:
+    return flops / (device.flops_per_cycle * (f or device.cpu_freq_max_hz))
+
+
+def compute_energy(flops: float, device: DeviceProfile, f: float | None = None) -> float:
+    f = f or device.cpu_freq_max_hz
+    return device.kappa * (flops / device.flops_per_cycle) * f**2
+
+
+def path_gain(network: NetworkProfile, distance_m: float) -> float:
+    path_loss_db = network.pl_ref_db + 10 * network.pl_exponent * math.log10(distance_m / 1000.0)
+    return 10 ** (-path_loss_db / 10)
+
+
+def link_rate(bandwidth_hz: float, power_w: float, gain: float, noise_psd: float) -> float:
+    """Shannon rate of an AWGN link."""
+    return bandwidth_hz * math.log2(1 + power_w * gain / (noise_psd * bandwidth_hz))
+
+
+def uplink_rate(network: NetworkProfile, distance_m: float, power_w: float | None = None) -> float:
+    p = power_w or network.tx_power_w
+    return link_rate(network.bandwidth_hz, p, path_gain(network, distance_m), network.noise_psd_w_per_hz)
+
+
+def downlink_rate(network: NetworkProfile, distance_m: float) -> float:
+    return link_rate(network.bandwidth_hz, network.server_tx_power_w, path_gain(network, distance_m),
+                     network.noise_psd_w_per_hz)
+
+
+def client_cost(flops: float, bytes_up: float, bytes_down: float, device: DeviceProfile,
+                network: NetworkProfile, distance_m: float, f: float | None = None,
+                power_w: float | None = None) -> dict:
+    """One client's round: times and energies, at frequency ``f`` and power ``power_w``
+    (the profile's maxima when not given)."""
+    p = power_w or network.tx_power_w
+    t_up = 8 * bytes_up / uplink_rate(network, distance_m, p)
+    t_down = 8 * bytes_down / downlink_rate(network, distance_m)
+    t_cmp, e_cmp = compute_time(flops, device, f), compute_energy(flops, device, f)
+    return {"t_down_s": t_down, "t_cmp_s": t_cmp, "t_up_s": t_up, "latency_s": t_down + t_cmp + t_up,
+            "e_cmp_j": e_cmp, "e_up_j": p * t_up, "energy_j": e_cmp + p * t_up}
+
+
+def round_cost(clients: dict, server_flops: float, server: DeviceProfile) -> dict:
+    """``clients``: {client: client_cost(...)} of those that took part in the round."""
+    slowest = max((c["latency_s"] for c in clients.values()), default=0.0)
+    t_server = compute_time(server_flops, server)
+    return {"latency_s": slowest + t_server, "server_time_s": t_server,
+            "energy_j": sum(c["energy_j"] for c in clients.values())}

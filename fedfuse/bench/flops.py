@@ -1,0 +1,43 @@
+"""FLOPs from torch's own counter, measured once per distinct step and multiplied by the count.
+
+Wrap each step of work in ``meter.step(kind, key)``: the first step with a given
+(kind, key) runs under ``torch.utils.flop_counter.FlopCounterMode`` and its FLOPs are kept;
+later ones only add that number, so counting costs (almost) nothing after the first step.
+``key`` must change whenever the work does (batch shape, model); ``kind`` is "train" (forward
+and backward inside the block) or "sample". Optimizer updates are elementwise and not counted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import contextmanager
+
+from torch.utils.flop_counter import FlopCounterMode
+
+KINDS = ("train", "sample")
+
+
+class FlopMeter:
+    def __init__(self):
+        self.per_step: dict[tuple, int] = {}
+        self._totals: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def step(self, kind: str, key=()):
+        if kind not in KINDS:
+            raise ValueError(f"FLOP kind must be one of {KINDS}, got {kind!r}")
+        known = self.per_step.get((kind, key))
+        if known is not None:
+            yield
+            self._totals[kind] += known
+            return
+        with FlopCounterMode(display=False) as counter:
+            yield
+        self.per_step[(kind, key)] = counter.get_total_flops()
+        self._totals[kind] += self.per_step[(kind, key)]
+
+    def take(self) -> dict[str, float]:
+        """FLOPs per kind since the last call (``flops_train``, ``flops_sample``), then reset."""
+        out = {f"flops_{k}": float(self._totals.get(k, 0.0)) for k in KINDS}
+        self._totals.clear()
+        return out
