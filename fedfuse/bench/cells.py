@@ -9,6 +9,9 @@ from typing import Any
 
 from fedfuse.bench.hardware import DEFAULT_ASSIGNMENT
 
+#: generated images scored per cell, sampler steps and kind, and the feature space of FID & co.
+DEFAULT_EVALUATION = {"samples": 256, "sample_steps": 50, "sampler": "ddim", "feature_space": "featnet"}
+
 
 def stable_hash(obj: Any, length: int = 12) -> str:
     """Hash of a JSON-able object that does not depend on key order."""
@@ -37,6 +40,7 @@ class CellSpec:
     partitioner: str
     partitioner_args: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ASSIGNMENT))  # who runs on what
+    evaluation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_EVALUATION))  # how quality is measured
     clients: int = 2
     rounds: int = 1
     seed: int = 0

@@ -27,6 +27,26 @@ HARNESS_METRICS = [
                summary="simulated client energy: compute + uplink transmission"),
     MetricSpec("wall_s", "s", higher_is_better=False, aggregate="sum",
                summary="real wall-clock time of the cell on this machine"),
+    # Quality, in the cell's feature space (named by its `feature_space`): computed once, at the end.
+    MetricSpec("fid", "", higher_is_better=False, aggregate="last",
+               summary="Frechet distance of generated vs held-out features (ranking metric)"),
+    MetricSpec("kid", "", higher_is_better=False, aggregate="last",
+               summary="kernel (MMD) distance, unbiased, mean over subsets (ranking metric)"),
+    MetricSpec("kid_std", "", higher_is_better=False, aggregate="last", summary="KID's std over subsets"),
+    MetricSpec("recall", "", higher_is_better=True, aggregate="last",
+               summary="k-NN recall: share of real features covered by generated manifolds (ranking metric)"),
+    MetricSpec("coverage", "", higher_is_better=True, aggregate="last",
+               summary="k-NN coverage: share of real neighbourhoods with a generated sample (ranking metric)"),
+    MetricSpec("precision", "", higher_is_better=True, aggregate="last",
+               summary="k-NN precision; rises under blur and noise at these sizes: not for ranking"),
+    MetricSpec("density", "", higher_is_better=True, aggregate="last", summary="k-NN density; not for ranking"),
+    # Disclosure of what clients share (higher MSE / lower SSIM / higher KID = less disclosed).
+    MetricSpec("nn_mse", "", higher_is_better=True, aggregate="last",
+               summary="mean MSE of shared tensors to their nearest private image (higher = less disclosed)"),
+    MetricSpec("nn_ssim", "", higher_is_better=False, aggregate="last",
+               summary="mean SSIM of shared tensors to their nearest private image (lower = less disclosed)"),
+    MetricSpec("kid_to_private", "", higher_is_better=True, aggregate="last",
+               summary="KID between shared tensors and private images (higher = less disclosed)"),
 ]
 
 

@@ -41,6 +41,10 @@ class ProgressDisplay:
         self.progress.update(self.rounds, completed=round, note=note)
 
     @hookimpl
+    def fedfuse_status(self, run, message):
+        self.progress.update(self.rounds, note=message)
+
+    @hookimpl
     def fedfuse_run_end(self, run, result):
         status = result["status"]
         mark = "[green]ok[/]" if status == "ok" else f"[red]{status}[/] {result['error']}"

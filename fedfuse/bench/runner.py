@@ -86,6 +86,7 @@ class SuiteRunner:
         run = ServerRun(cell=cell, config=load_protocol_config(cell, self.registry), run_dir=run_dir,
                         hardware=hardware)
         run.on_round = lambda record: self._round_end(run, record)
+        run.on_status = lambda message: self.hook.fedfuse_status(run=run, message=message)
         return run
 
     def _record_data(self, run: ServerRun) -> None:

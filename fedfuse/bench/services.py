@@ -59,6 +59,7 @@ class ServerRun:
     run_dir: Path
     hardware: Any = None  # fedfuse.bench.costing.CellHardware
     on_round: Callable[[dict], None] = lambda record: None
+    on_status: Callable[[str], None] = lambda message: None
     grid: Any = None
     rounds: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.time)
@@ -82,12 +83,43 @@ class ServerRun:
         use. Training on the clients' private images happens on the clients."""
         return load(self.cell.dataset, self.cell.dataset_args)
 
-    def eval_subset(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` held-out images and labels, the same for every cell of this dataset (a fixed
-        random subset: never the first n, since some test sets are ordered)."""
+    def eval_subset(self, n: int, classes: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` held-out images and labels (of ``classes`` only, if given), the same for every
+        cell of this dataset: a fixed random subset, never the first n (test sets may be ordered)."""
         data = self.data
-        pick = np.random.default_rng(EVAL_SUBSET_SEED).permutation(len(data.eval_labels))[:n]
-        return data.eval_images[pick], data.eval_labels[pick]
+        pick = np.random.default_rng(EVAL_SUBSET_SEED).permutation(len(data.eval_labels))
+        if classes is not None:
+            pick = pick[np.isin(data.eval_labels.numpy()[pick], classes)]
+        return data.eval_images[pick[:n]], data.eval_labels[pick[:n]]
+
+    def status(self, message: str) -> None:
+        """A line for the progress display (e.g. during a long pre-training)."""
+        self.on_status(message)
+
+    def feature_space(self):
+        """(feature network, card) that quality and disclosure are measured in for this cell."""
+        from fedfuse.bench.metrics import spaces
+
+        return spaces.for_cell(self.cell, self.data)
+
+    def score_samples(self, images: torch.Tensor, classes: list[int] | None = None,
+                      grid_name: str = "samples.png") -> dict:
+        """FID, KID (± std), precision, recall, density and coverage of generated ``images``
+        against the held-out split (its ``classes`` only, if given), in the cell's feature
+        space; saves a sample grid PNG in the run directory."""
+        from fedfuse.bench.metrics.quality import save_grid, score
+
+        net, card = self.feature_space()
+        real, _ = self.eval_subset(self.cell.evaluation["samples"], classes)
+        save_grid(images, self.run_dir / grid_name)
+        return {**score(net, real, images), "feature_space": card["feature_space"],
+                "featnet_accuracy": card.get("test_accuracy")}
+
+    def disclosure(self, shared: torch.Tensor, private: torch.Tensor) -> dict:
+        """How close ``shared`` tensors (or reconstructions from them) are to ``private`` images."""
+        from fedfuse.bench.metrics.disclosure import disclosure
+
+        return disclosure(shared, private, self.feature_space()[0])
 
     def round_end(self, round: int, **figures: float) -> dict:
         traffic, messages = self.grid.meter.take_round()

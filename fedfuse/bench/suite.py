@@ -28,9 +28,9 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from fedfuse.bench.cells import CellSpec, stable_hash
+from fedfuse.bench.cells import DEFAULT_EVALUATION, CellSpec, stable_hash
 from fedfuse.bench.config import ConfigError, build_config
 from fedfuse.bench.hardware import DEFAULT_ASSIGNMENT
 from fedfuse.plugins.manager import PluginError, Registry
@@ -53,10 +53,16 @@ class Matrix:
     partitioners: list[Any] = field(default_factory=lambda: ["iid"])
     clients: int = 2
     rounds: int = 1
+    samples: int = DEFAULT_EVALUATION["samples"]  # generated images per cell for FID & co.
+    sample_steps: int = DEFAULT_EVALUATION["sample_steps"]
+    sampler: Literal["ddim", "ddpm"] = DEFAULT_EVALUATION["sampler"]
+    feature_space: Literal["featnet", "inception"] = DEFAULT_EVALUATION["feature_space"]
 
     def __post_init__(self):
         if self.clients < 1 or self.rounds < 1:
             raise ValueError("clients and rounds must be >= 1")
+        if self.samples < 16 or self.sample_steps < 1:
+            raise ValueError("samples must be >= 16 and sample_steps >= 1")
         if not self.datasets or not self.seeds:
             raise ValueError("datasets and seeds must not be empty")
 
@@ -249,6 +255,7 @@ def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
             label=entry.label or entry.name, protocol=spec.name, protocol_version=spec.version,
             config=config, dataset=dname, dataset_args=dargs, partitioner=pname, partitioner_args=pargs,
             profile=profile, clients=m.clients, rounds=m.rounds, seed=seed,
+            evaluation={k: getattr(m, k) for k in DEFAULT_EVALUATION},
         )
         for (dname, dargs), (pname, pargs), profile, seed
         in itertools.product(datasets, parts, suite.profiles, m.seeds)
@@ -259,7 +266,7 @@ def _check_profile(registry, suite, profile: dict, i: int, clients: int) -> None
     """Every profile named exists and the assignment fits the number of clients."""
     from fedfuse.bench.costing import CellHardware
 
-    probe = CellSpec("-", "-", "-", "-", "-", {}, "-", {}, "-", {}, profile, clients, 1, 0)
+    probe = CellSpec("-", "-", "-", "-", "-", {}, "-", {}, "-", profile=profile, clients=clients, rounds=1, seed=0)
     try:
         CellHardware.for_cell(probe, registry)
     except (ConfigError, ValueError) as err:

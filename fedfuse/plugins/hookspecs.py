@@ -94,5 +94,10 @@ def fedfuse_round_end(run, round, record):
 
 
 @hookspec
+def fedfuse_status(run, message):
+    """A protocol reports what it is doing (``run.status("pre-training 300/600")``)."""
+
+
+@hookspec
 def fedfuse_run_end(run, result):
     """A cell ended. ``result`` is a dict: ``status`` ("ok"/"failed"), ``error``, ``metrics``."""

@@ -4,6 +4,7 @@ from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAvg
 
 from fedfuse.bench.flower import strategy_rounds
+from fedfuse.bench.metrics.sampling import sample
 from fedfuse.bench.services import derive_seed
 from fedfuse.protocols.fedavg import task
 
@@ -23,7 +24,16 @@ def server(grid, run) -> dict:
                                            run.torch_generator(EVAL_SEED_SALT))}
 
     strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
-    strategy_rounds(grid, run, strategy, ArrayRecord(model.state_dict()), evaluate_fn=evaluate)
+    final = strategy_rounds(grid, run, strategy, ArrayRecord(model.state_dict()), evaluate_fn=evaluate)
+    model.load_state_dict(final.to_torch_state_dict())
     last = run.rounds[-1]
     return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
-            "model_params": sum(p.numel() for p in model.parameters())}
+            "model_params": sum(p.numel() for p in model.parameters()), **generate_and_score(run, model)}
+
+
+def generate_and_score(run, model) -> dict:
+    """Quality of the global model's samples (evaluation: its FLOPs are not the protocol's cost)."""
+    ev = run.cell.evaluation
+    images = sample(model, ev["samples"], run.data.image_shape, run.config.timesteps, ev["sample_steps"],
+                    ev["sampler"], seed=derive_seed(run.cell.seed, 0x5A))
+    return run.score_samples(images)

@@ -1,0 +1,1 @@
+"""Generation quality (FID/KID/precision-recall in a named feature space) and disclosure."""

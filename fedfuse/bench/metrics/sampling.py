@@ -1,0 +1,50 @@
+"""The sampler service: generate images with a trained denoiser and a diffusers scheduler.
+
+``sample`` runs the whole reverse process; ``denoise`` runs part of it, from a given ``x_t``
+over given timesteps — how split protocols hand a trajectory from server to client. Seeded,
+batched, and every denoiser call is counted by the FLOP meter when one is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+SCHEDULERS = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}
+
+
+def make_scheduler(kind: str, train_timesteps: int, steps: int):
+    """A sampling scheduler with the training schedule's betas, set to ``steps`` steps."""
+    if kind not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got '{kind}'")
+    scheduler = SCHEDULERS[kind](num_train_timesteps=train_timesteps)
+    scheduler.set_timesteps(min(steps, train_timesteps))
+    return scheduler
+
+
+@torch.no_grad()
+def denoise(model, scheduler, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
+            flops=None, **model_kwargs) -> torch.Tensor:
+    """Run ``scheduler.step`` for each of ``timesteps`` (descending) starting from ``x``."""
+    model.eval()
+    for t in timesteps:
+        with flops.step("sample", (tuple(x.shape), id(model))) if flops else contextlib.nullcontext():
+            eps = model(x, t, **model_kwargs).sample
+        x = scheduler.step(eps, t, x, generator=generator).prev_sample
+    return x
+
+
+def sample(model, n: int, shape: tuple[int, int, int], train_timesteps: int, steps: int = 50,
+           kind: str = "ddim", seed: int = 0, batch_size: int = 256, flops=None, **model_kwargs) -> torch.Tensor:
+    """``n`` images in [-1, 1]: pure noise denoised over ``steps`` steps of a ``kind`` scheduler."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, n, batch_size):
+        size = min(batch_size, n - start)
+        scheduler = make_scheduler(kind, train_timesteps, steps)
+        x = torch.randn((size, *shape), generator=generator)
+        kwargs = {k: v[start:start + size] for k, v in model_kwargs.items()}
+        out.append(denoise(model, scheduler, x, scheduler.timesteps, generator, flops, **kwargs))
+    return torch.cat(out).clamp(-1, 1)

@@ -1,0 +1,48 @@
+"""Flower ClientApp for fedavg-lora / fedavg-full-finetune: fine-tune what the config says
+is trainable, on the client's private images, and send only that back."""
+
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedfuse.bench.diffusion import build_scheduler, train
+from fedfuse.bench.services import client_run
+from fedfuse.datasets.loading import load
+from fedfuse.protocols.fedavg_lora import task
+
+app = ClientApp()
+_MODELS: dict = {}  # per process: (cell, partition) -> the model being fine-tuned (base loaded once)
+
+
+@app.query("receive_base")
+def receive_base(msg: Message, context) -> Message:
+    """The server sends the base once when clients are not assumed to have it."""
+    context.state["base"] = msg.content["base"]
+    return Message(RecordDict(), reply_to=msg)
+
+
+@app.train()
+def fine_tune(msg: Message, context) -> Message:
+    run = client_run(context)
+    cfg = run.config
+    model = client_model(run, context)
+    task.load_trainable_state(model, msg.content["arrays"].to_torch_state_dict(), cfg.mode)
+    rnd = int(msg.content["config"]["server-round"])
+    loss = train(model, build_scheduler(cfg.timesteps), run.data, cfg.local_steps, cfg.batch_size, cfg.lr,
+                 run.torch_generator(rnd), run.flops, conditional=True)
+    reply = RecordDict({"arrays": ArrayRecord(task.trainable_state(model, cfg.mode)),
+                        "metrics": MetricRecord({"train_loss": loss, "num-examples": len(run.data)})})
+    return Message(reply, reply_to=msg)
+
+
+def client_model(run, context):
+    key = (run.cell.cell_id, run.partition_id)
+    if key not in _MODELS:
+        _MODELS[key] = task.fine_tune_model(client_base(run, context), run.config)
+    return _MODELS[key]
+
+
+def client_base(run, context):
+    if "base" in context.state:
+        data = load(run.cell.dataset, run.cell.dataset_args)
+        return task.base_from_state(data, run.config, context.state["base"].to_torch_state_dict())
+    return task.cached_base(run.cell.dataset, run.cell.dataset_args, run.config)

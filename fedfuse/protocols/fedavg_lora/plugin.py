@@ -1,0 +1,56 @@
+"""Registers fedavg-lora and its baseline fedavg-full-finetune (same start, same data, all weights)."""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from fedfuse.plugins import ProtocolSpec, hookimpl
+
+
+@dataclass
+class FineTuneConfig:
+    local_steps: int = 20  # optimizer steps per client per round
+    batch_size: int = 32
+    width: int = 32  # channels of the base UNet's first level
+    timesteps: int = 200  # diffusion length T
+    pretrain_steps: int = 600  # central pre-training of the base on public images (cached)
+    pretrain_lr: float = 2e-3
+    pretrain_seed: int = 0
+    base_on_clients: bool = True  # False: the server sends the base once before round 1 (counted)
+    eval_samples: int = 512  # held-out images of the clients' classes for eval_loss
+
+    def __post_init__(self):
+        for name in ("local_steps", "batch_size", "width", "timesteps", "pretrain_steps", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class LoraFineTuneConfig(FineTuneConfig):
+    mode: ClassVar[str] = "lora"
+    lr: float = 5e-3  # adapters start at zero (LoRA's B): a larger step than full fine-tuning's
+    rank: int = 4
+    alpha: float = 4.0
+    targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.rank < 1:
+            raise ValueError(f"'rank' must be >= 1, got {self.rank}")
+
+
+@dataclass
+class FullFineTuneConfig(FineTuneConfig):
+    mode: ClassVar[str] = "full"
+    lr: float = 5e-4
+
+
+@hookimpl
+def fedfuse_add_protocols():
+    apps = {"server": "fedfuse.protocols.fedavg_lora.server_app:server",
+            "client_app": "fedfuse.protocols.fedavg_lora.client_app:app"}
+    return [
+        ProtocolSpec(name="fedavg-lora", version="1", config=LoraFineTuneConfig, **apps,
+                     summary="FedAvg of LoRA adapters (peft) on a base pre-trained on public data"),
+        ProtocolSpec(name="fedavg-full-finetune", version="1", config=FullFineTuneConfig, **apps,
+                     summary="baseline: the same start and data, every weight fine-tuned and averaged"),
+    ]

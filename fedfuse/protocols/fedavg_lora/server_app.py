@@ -1,0 +1,65 @@
+"""Server loop of fedavg-lora / fedavg-full-finetune: pre-train (or load) the base on public
+images, measure it, then FedAvg the trainable part over the clients' private images."""
+
+import torch
+from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.serverapp.strategy import FedAvg
+
+from fedfuse.bench.diffusion import build_scheduler, evaluate
+from fedfuse.bench.flower import check_replies, strategy_rounds
+from fedfuse.bench.metrics.sampling import sample
+from fedfuse.bench.services import derive_seed
+from fedfuse.datasets import ClientData
+from fedfuse.protocols.fedavg_lora import task
+
+
+def server(grid, run) -> dict:
+    cfg, data = run.config, run.data
+    base, card = pretrained_base(run)
+    classes = sorted(set(data.train_labels[data.private].tolist()))  # what the clients hold
+    before = score(run, base, classes, "base_")
+    model = task.fine_tune_model(base, cfg)
+    if not cfg.base_on_clients:
+        send_base(grid, base)
+    scheduler, (held, held_labels) = build_scheduler(cfg.timesteps), run.eval_subset(cfg.eval_samples, classes)
+
+    def held_out_loss(rnd, arrays):
+        task.load_trainable_state(model, arrays.to_torch_state_dict(), cfg.mode)
+        return {"eval_loss": evaluate(model, scheduler, held, cfg.batch_size, run.torch_generator(7), held_labels)}
+
+    n = run.cell.clients
+    strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
+    start = ArrayRecord(task.trainable_state(model, cfg.mode))
+    final = strategy_rounds(grid, run, strategy, start, evaluate_fn=held_out_loss)
+    task.load_trainable_state(model, final.to_torch_state_dict(), cfg.mode)
+    sent = sum(v.numel() for v in task.trainable_state(model, cfg.mode).values())
+    return {"train_loss": run.rounds[-1]["train_loss"], "eval_loss": run.rounds[-1]["eval_loss"],
+            "trained_params": sent, "model_params": sum(p.numel() for p in base.parameters()),
+            **{k: card[k] for k in ("pretrain_flops", "pretrain_s")}, **before, **score(run, model, classes)}
+
+
+def pretrained_base(run):
+    data = run.data
+    if len(data.public) == 0:
+        raise ValueError("fine-tuning needs public images to pre-train the base: give the dataset "
+                         "public_classes = [...] or public_fraction = ...")
+    public = ClientData(data.train_images, data.train_labels, torch.from_numpy(data.public))
+    return task.pretrained_base(run.cell.dataset, run.cell.dataset_args, data, public, run.config, run.status)
+
+
+def send_base(grid, base) -> None:
+    """Clients are not assumed to have the base: it travels once, before round 1 (counted)."""
+    nodes = list(grid.get_node_ids())
+    messages = [Message(RecordDict({"base": ArrayRecord(base.state_dict())}), dst_node_id=node,
+                        message_type="query.receive_base") for node in nodes]
+    check_replies(grid.send_and_receive(messages), len(messages))
+
+
+def score(run, model, classes: list[int], prefix: str = "") -> dict:
+    """Quality of class-conditional samples of the clients' classes vs held-out images of them."""
+    ev = run.cell.evaluation
+    labels = torch.tensor(classes).repeat(ev["samples"] // len(classes) + 1)[: ev["samples"]]
+    images = sample(model, ev["samples"], run.data.image_shape, run.config.timesteps, ev["sample_steps"],
+                    ev["sampler"], seed=derive_seed(run.cell.seed, 0x5A), class_labels=labels)
+    metrics = run.score_samples(images, classes=classes, grid_name=f"{prefix or 'final_'}samples.png")
+    return {f"{prefix}{k}": v for k, v in metrics.items() if not (prefix and k in ("feature_space", "featnet_accuracy"))}

@@ -1,0 +1,93 @@
+"""fedavg-lora: only adapters travel, the base never changes, FedAvg of adapters is exact."""
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore.task_identity import TaskIdentity
+
+from conftest import write_suite
+from fedfuse.bench.flower import CellClientApp
+from fedfuse.bench.services import RUN_CONFIG_KEY, ServerRun
+from fedfuse.bench.suite import expand, load_suite
+from fedfuse.plugins.manager import registry
+from fedfuse.protocols.fedavg_lora import task
+from fedfuse.protocols.fedavg_lora.server_app import pretrained_base
+
+PROTOCOLS = ('[[protocols]]\nname = "fedavg-lora"\nconfig = { pretrain_steps = 30, local_steps = 3, width = 16 }\n'
+             '[[protocols]]\nname = "fedavg-full-finetune"\nconfig = { pretrain_steps = 30, local_steps = 3, width = 16 }\n')
+DATASET = '[{ name = "digits", public_classes = [0, 1, 2, 3, 4] }]'
+
+
+@pytest.fixture
+def cells(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDFUSE_CACHE", str(tmp_path / "cache"))
+    return expand(load_suite(str(write_suite(tmp_path / "s.toml", PROTOCOLS, datasets=DATASET))), registry())
+
+
+def client_round(cell, partition: int, arrays: ArrayRecord) -> Message:
+    """One real client round through fedfuse's ClientApp (as Flower's engine would call it)."""
+    TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = 1
+    context = Context(run_id=1, node_id=partition + 1, state=RecordDict(), run_config={},
+                      node_config={"partition-id": partition, "num-partitions": cell.clients})
+    message = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}),
+                      dst_node_id=partition + 1, message_type="train")
+    return CellClientApp({RUN_CONFIG_KEY: cell.to_json()})(message, context)
+
+
+def test_adapter_only_averaging(cells, tmp_path):
+    cell = cells[0]
+    run = ServerRun(cell=cell, config=registry().get("protocols", cell.protocol).config(**cell.config), run_dir=tmp_path)
+    base, _ = pretrained_base(run)
+    start_base = {k: v.clone() for k, v in base.state_dict().items()}
+    model = task.fine_tune_model(base, run.config)
+    start = ArrayRecord(task.trainable_state(model, "lora"))
+    replies = [client_round(cell, p, start) for p in range(cell.clients)]
+    sent = [r.content["arrays"].to_torch_state_dict() for r in replies]
+    assert set(sent[0]) == set(task.trainable_state(model, "lora"))
+    assert all("lora_" in k or k.startswith("class_embedding") for k in sent[0])
+    n = [r.content["metrics"]["num-examples"] for r in replies]
+    aggregated, _ = FedAvg().aggregate_train(1, replies)
+    for key, value in aggregated.to_torch_state_dict().items():
+        expected = (n[0] * sent[0][key] + n[1] * sent[1][key]) / (n[0] + n[1])
+        assert torch.allclose(value, expected, atol=1e-6), key
+    assert not torch.equal(sent[0]["class_embedding.weight"], start.to_torch_state_dict()["class_embedding.weight"])
+    from fedfuse.protocols.fedavg_lora.client_app import _MODELS
+
+    client_model = _MODELS[(cell.cell_id, 0)]
+    task.load_trainable_state(client_model, aggregated.to_torch_state_dict(), "lora")
+    frozen = {k.replace(".base_layer", ""): v for k, v in client_model.state_dict().items()
+              if "lora_" not in k and not k.startswith("class_embedding")}
+    for key, value in start_base.items():  # the base is bit-identical after a round
+        if not key.startswith("class_embedding"):
+            assert torch.equal(frozen[key], value), key
+
+
+def framing_bound(tensors: int) -> int:
+    """Flower's framing as measured: 300-500 B per tensor (its key, npy header, object ids), plus the
+    message's own records (config, metrics, the harness's cost record)."""
+    return 500 * tensors + 4096
+
+
+@pytest.mark.slow
+def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, tmp_path):
+    suite = write_suite(tmp_path / "s.toml", PROTOCOLS, datasets=DATASET, samples="64", sample_steps="5")
+    cli.cwd = tmp_path
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    by_protocol = {r["protocol"]: r for r in cli.results(tmp_path / "out")}
+    lora, full = by_protocol["fedavg-lora"], by_protocol["fedavg-full-finetune"]
+    cfg = registry().get("protocols", "fedavg-lora").config(width=16)
+    model = task.build_base((1, 8, 8), 10, 16, 0)
+    tensors = {"fedavg-full-finetune": len(model.state_dict()),
+               "fedavg-lora": len(task.trainable_state(task.add_adapters(model, cfg), "lora"))}
+    for record in (lora, full):
+        (rnd,) = record["rounds"]
+        for client in rnd["per_client"].values():
+            assert client["payload_up"] == 4 * record["metrics"]["trained_params"]
+            bound = framing_bound(tensors[record["protocol"]])
+            assert client["payload_up"] < client["bytes_up"] < client["payload_up"] + bound
+    assert lora["metrics"]["trained_params"] < 0.05 * full["metrics"]["trained_params"]
+    assert lora["metrics"]["payload_up"] < 0.05 * full["metrics"]["payload_up"]
+    assert lora["metrics"]["pretrain_flops"] == full["metrics"]["pretrain_flops"] > 0  # one cached base
+    assert "base_fid" in lora["metrics"] and lora["metrics"]["feature_space"] == "digits-featnet-v1"
