@@ -54,7 +54,7 @@ def test_adapter_only_averaging(cells, tmp_path):
     assert not torch.equal(sent[0]["class_embedding.weight"], start.to_torch_state_dict()["class_embedding.weight"])
     from fedfuse.protocols.fedavg_lora.client_app import _MODELS
 
-    client_model = _MODELS[(cell.cell_id, 0)]
+    client_model, _ = _MODELS[(cell.cell_id, 0)]
     task.load_trainable_state(client_model, aggregated.to_torch_state_dict(), "lora")
     frozen = {k.replace(".base_layer", ""): v for k, v in client_model.state_dict().items()
               if "lora_" not in k and not k.startswith("class_embedding")}
@@ -91,3 +91,28 @@ def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, tmp_path):
     assert lora["metrics"]["payload_up"] < 0.05 * full["metrics"]["payload_up"]
     assert lora["metrics"]["pretrain_flops"] == full["metrics"]["pretrain_flops"] > 0  # one cached base
     assert "base_fid" in lora["metrics"] and lora["metrics"]["feature_space"] == "digits-featnet-v1"
+
+
+@pytest.mark.slow
+def test_a_saved_stable_diffusion_directory_runs_a_round(cli, tmp_path):
+    from tiny_sd import make_tiny_sd
+
+    model_dir = make_tiny_sd(tmp_path / "tiny-sd")
+    protocols = f'[[protocols]]\nname = "fedavg-lora"\nconfig = {{ model_path = "{model_dir}", local_steps = 2, batch_size = 8 }}\n'
+    suite = write_suite(tmp_path / "s.toml", protocols, samples="16", sample_steps="2")
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = cli.results(tmp_path / "out")
+    assert record["status"] == "ok", record["error"]
+    (rnd,) = record["rounds"]
+    adapters = record["metrics"]["trained_params"]
+    assert 0 < adapters < 0.2 * record["metrics"]["model_params"]
+    assert all(c["payload_up"] == 4 * adapters and c["flops_train"] > 0 for c in rnd["per_client"].values())
+    assert record["metrics"]["pretrain_flops"] == 0 and "fid" in record["metrics"]
+
+
+def test_a_missing_stable_diffusion_directory_is_a_clear_error(tmp_path):
+    from fedfuse.protocols.fedavg_lora.sd import check_dir
+
+    with pytest.raises(FileNotFoundError, match="not a local diffusers Stable Diffusion directory.*loads nothing from a hub"):
+        check_dir(str(tmp_path / "runwayml-sd"))

@@ -20,11 +20,18 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 PAYLOAD_KEY = "fedfuse.payload"
 COST_KEY = "fedfuse.cost"
+#: results handed to the harness only for scoring (e.g. generated images that in a deployment
+#: would stay on the client): not the protocol's traffic, so neither wire nor payload counts them.
+EVAL_KEY = "fedfuse.eval"
 FIELDS = ("bytes_down", "bytes_up", "payload_down", "payload_up", "flops_train", "flops_sample")
 
 
 def wire_bytes(message: Message) -> int:
-    return sum(len(obj.deflate()) for obj in get_all_nested_objects(message).values())
+    objects = get_all_nested_objects(message)
+    if message.has_content() and EVAL_KEY in message.content:
+        for object_id in get_all_nested_objects(message.content[EVAL_KEY]):
+            objects.pop(object_id, None)
+    return sum(len(obj.deflate()) for obj in objects.values())
 
 
 def payload_bytes(message: Message) -> int:
@@ -34,7 +41,7 @@ def payload_bytes(message: Message) -> int:
     if PAYLOAD_KEY in content:
         return int(content[PAYLOAD_KEY]["logical_bytes"])
     return sum(int(np.prod(arr.shape)) * np.dtype(arr.dtype).itemsize
-               for record in content.array_records.values() for arr in record.values())
+               for key, record in content.array_records.items() if key != EVAL_KEY for arr in record.values())
 
 
 class TrafficMeter:

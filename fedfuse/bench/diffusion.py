@@ -10,11 +10,24 @@ import math
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, UNet2DModel
 
 
 def build_scheduler(timesteps: int) -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=timesteps)
+
+
+def build_unet(image_shape: tuple[int, int, int], width: int, seed: int) -> UNet2DModel:
+    """A two-level unconditional UNet (e.g. 28x28 -> 14x14) whose weights depend only on ``seed``."""
+    channels, height, _ = image_shape
+    with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
+        torch.manual_seed(seed)
+        return UNet2DModel(
+            sample_size=height, in_channels=channels, out_channels=channels,
+            block_out_channels=(width, 2 * width), layers_per_block=1,
+            down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+            norm_num_groups=min(8, width),
+        )
 
 
 def diffusion_loss(model, scheduler, images: torch.Tensor, generator: torch.Generator,
@@ -30,16 +43,17 @@ def diffusion_loss(model, scheduler, images: torch.Tensor, generator: torch.Gene
 
 
 def train(model, scheduler, data, steps: int, batch_size: int, lr: float, generator: torch.Generator,
-          flops=None, conditional: bool = False) -> float:
+          flops=None, conditional: bool = False, t_range: tuple[int, int] | None = None) -> float:
     """``steps`` AdamW steps over the parameters that require grad, on batches drawn from
-    ``data``; returns the mean loss. ``flops`` (a harness FlopMeter) counts each step."""
+    ``data`` (at timesteps in ``t_range``, default all); returns the mean loss. ``flops``
+    (a harness FlopMeter) counts each step."""
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     total = 0.0
     for _ in range(steps):
         images, labels = data.sample_batch(batch_size, generator)
         with flops.step("train", tuple(images.shape)) if flops else contextlib.nullcontext():
-            loss = diffusion_loss(model, scheduler, images, generator, labels if conditional else None)
+            loss = diffusion_loss(model, scheduler, images, generator, labels if conditional else None, t_range)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
         if not math.isfinite(loss.item()):

@@ -22,10 +22,13 @@ def backend_config(clients: int) -> dict:
 
 
 def quiet_environment() -> None:
-    """No telemetry (Flower reports usage over the network unless told not to) and no
-    Ray notice about GPU env vars on every start."""
+    """No telemetry (Flower reports usage over the network unless told not to), no hub
+    look-ups, and no progress bars or notices from Ray and transformers in the display."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from local directories only
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def run_cell(run: ServerRun, server_loop) -> dict:

@@ -1,11 +1,13 @@
 """Flower ClientApp for fedavg-lora / fedavg-full-finetune: fine-tune what the config says
 is trainable, on the client's private images, and send only that back."""
 
+import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedfuse.bench.diffusion import build_scheduler, train
 from fedfuse.bench.services import client_run
+from fedfuse.datasets import ClientData
 from fedfuse.datasets.loading import load
 from fedfuse.protocols.fedavg_lora import task
 
@@ -24,20 +26,27 @@ def receive_base(msg: Message, context) -> Message:
 def fine_tune(msg: Message, context) -> Message:
     run = client_run(context)
     cfg = run.config
-    model = client_model(run, context)
+    model, data = client_model(run, context)
     task.load_trainable_state(model, msg.content["arrays"].to_torch_state_dict(), cfg.mode)
     rnd = int(msg.content["config"]["server-round"])
-    loss = train(model, build_scheduler(cfg.timesteps), run.data, cfg.local_steps, cfg.batch_size, cfg.lr,
+    loss = train(model, build_scheduler(cfg.timesteps), data, cfg.local_steps, cfg.batch_size, cfg.lr,
                  run.torch_generator(rnd), run.flops, conditional=True)
     reply = RecordDict({"arrays": ArrayRecord(task.trainable_state(model, cfg.mode)),
-                        "metrics": MetricRecord({"train_loss": loss, "num-examples": len(run.data)})})
+                        "metrics": MetricRecord({"train_loss": loss, "num-examples": len(data)})})
     return Message(reply, reply_to=msg)
 
 
 def client_model(run, context):
+    """(model being fine-tuned, the client's training data in the model's input space)."""
     key = (run.cell.cell_id, run.partition_id)
     if key not in _MODELS:
-        _MODELS[key] = task.fine_tune_model(client_base(run, context), run.config)
+        if run.config.model_path:  # Stable Diffusion: train on VAE latents of the client's images
+            backbone = task.stable_diffusion_backbone(run.config, load(run.cell.dataset, run.cell.dataset_args))
+            images, labels = run.data.images[run.data.indices], run.data.labels[run.data.indices]
+            data = ClientData(backbone.encode(images), labels, torch.arange(len(labels)))
+            _MODELS[key] = (task.fine_tune_model(backbone.denoiser, run.config), data)
+        else:
+            _MODELS[key] = (task.fine_tune_model(client_base(run, context), run.config), run.data)
     return _MODELS[key]
 
 

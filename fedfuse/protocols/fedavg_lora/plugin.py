@@ -17,6 +17,7 @@ class FineTuneConfig:
     pretrain_seed: int = 0
     base_on_clients: bool = True  # False: the server sends the base once before round 1 (counted)
     eval_samples: int = 512  # held-out images of the clients' classes for eval_loss
+    model_path: str = ""  # a local diffusers Stable Diffusion directory to fine-tune instead of the small base
 
     def __post_init__(self):
         for name in ("local_steps", "batch_size", "width", "timesteps", "pretrain_steps", "eval_samples"):

@@ -1,6 +1,8 @@
 """Server loop of fedavg-lora / fedavg-full-finetune: pre-train (or load) the base on public
 images, measure it, then FedAvg the trainable part over the clients' private images."""
 
+import json
+
 import torch
 from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg
@@ -15,13 +17,15 @@ from fedfuse.protocols.fedavg_lora import task
 
 def server(grid, run) -> dict:
     cfg, data = run.config, run.data
-    base, card = pretrained_base(run)
+    backbone = server_backbone(run)
+    base, card = backbone.denoiser, backbone.card
     classes = sorted(set(data.train_labels[data.private].tolist()))  # what the clients hold
-    before = score(run, base, classes, "base_")
+    before = base_score(run, backbone, classes)
     model = task.fine_tune_model(base, cfg)
     if not cfg.base_on_clients:
         send_base(grid, base)
     scheduler, (held, held_labels) = build_scheduler(cfg.timesteps), run.eval_subset(cfg.eval_samples, classes)
+    held = backbone.encode(held)
 
     def held_out_loss(rnd, arrays):
         task.load_trainable_state(model, arrays.to_torch_state_dict(), cfg.mode)
@@ -35,7 +39,15 @@ def server(grid, run) -> dict:
     sent = sum(v.numel() for v in task.trainable_state(model, cfg.mode).values())
     return {"train_loss": run.rounds[-1]["train_loss"], "eval_loss": run.rounds[-1]["eval_loss"],
             "trained_params": sent, "model_params": sum(p.numel() for p in base.parameters()),
-            **{k: card[k] for k in ("pretrain_flops", "pretrain_s")}, **before, **score(run, model, classes)}
+            **{k: card[k] for k in ("pretrain_flops", "pretrain_s")}, **before,
+            **score(run, backbone, model, classes)}
+
+
+def server_backbone(run) -> task.Backbone:
+    if run.config.model_path:
+        return task.stable_diffusion_backbone(run.config, run.data)
+    base, card = pretrained_base(run)
+    return task.Backbone(base, run.data.image_shape, card=card)
 
 
 def pretrained_base(run):
@@ -55,11 +67,23 @@ def send_base(grid, base) -> None:
     check_replies(grid.send_and_receive(messages), len(messages))
 
 
-def score(run, model, classes: list[int], prefix: str = "") -> dict:
+_BASE_SCORES: dict = {}  # the base's quality depends only on (base, seed, evaluation): once per process
+
+
+def base_score(run, backbone, classes) -> dict:
+    cfg, cell = run.config, run.cell
+    key = (cfg.model_path or task.base_key(cell.dataset, cell.dataset_args, cfg), cell.seed,
+           json.dumps(cell.evaluation, sort_keys=True), tuple(classes))
+    if key not in _BASE_SCORES:
+        _BASE_SCORES[key] = score(run, backbone, backbone.denoiser, classes, "base_")
+    return _BASE_SCORES[key]
+
+
+def score(run, backbone, model, classes: list[int], prefix: str = "") -> dict:
     """Quality of class-conditional samples of the clients' classes vs held-out images of them."""
     ev = run.cell.evaluation
     labels = torch.tensor(classes).repeat(ev["samples"] // len(classes) + 1)[: ev["samples"]]
-    images = sample(model, ev["samples"], run.data.image_shape, run.config.timesteps, ev["sample_steps"],
-                    ev["sampler"], seed=derive_seed(run.cell.seed, 0x5A), class_labels=labels)
+    images = backbone.decode(sample(model, ev["samples"], backbone.shape, run.config.timesteps, ev["sample_steps"],
+                                    ev["sampler"], seed=derive_seed(run.cell.seed, 0x5A), class_labels=labels))
     metrics = run.score_samples(images, classes=classes, grid_name=f"{prefix or 'final_'}samples.png")
     return {f"{prefix}{k}": v for k, v in metrics.items() if not (prefix and k in ("feature_space", "featnet_accuracy"))}

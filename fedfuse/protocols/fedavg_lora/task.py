@@ -140,3 +140,22 @@ def fine_tune_model(base: UNet2DModel, cfg) -> UNet2DModel:
     if cfg.mode == "lora":
         return add_adapters(model, cfg)
     return model.requires_grad_(True)
+
+
+# --- the two bases: fedfuse's small conditional UNet, or a user's Stable Diffusion ------------
+
+class Backbone:
+    """What fine-tuning works on: a class-conditional ``denoiser`` over inputs of ``shape``;
+    ``encode`` maps dataset images to those inputs (identity, or VAE latents) and ``decode``
+    back to images of the dataset's shape. ``card`` is the base's pre-training cost."""
+
+    def __init__(self, denoiser, shape, encode=lambda x: x, decode=lambda x: x, card=None):
+        self.denoiser, self.shape, self.encode, self.decode = denoiser, shape, encode, decode
+        self.card = card or {"pretrain_flops": 0.0, "pretrain_s": 0.0}
+
+
+def stable_diffusion_backbone(cfg, data) -> Backbone:
+    from fedfuse.protocols.fedavg_lora.sd import StableDiffusionBase
+
+    sd = StableDiffusionBase(cfg.model_path, data.class_names)
+    return Backbone(sd.denoiser, sd.latent_shape, sd.encode, lambda x: sd.decode(x, data.image_shape))

@@ -1,0 +1,62 @@
+"""Registers split-diffusion (CollaFuse) and its baselines local-only and centralized."""
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from fedfuse.plugins import ProtocolSpec, hookimpl
+
+
+@dataclass
+class SplitCommon:
+    local_steps: int = 20  # a client's optimizer steps per round on its own denoiser
+    server_steps: int = 20  # the server's optimizer steps per round on the shared x_cut pool
+    share_size: int = 64  # images a client noises to the cut and sends per round
+    batch_size: int = 32
+    lr: float = 2e-3
+    client_width: int = 16  # clients' UNets (the cheap, low-noise part)
+    server_width: int = 32  # the server's UNet (the costly, high-noise part)
+    timesteps: int = 200  # diffusion length T
+
+    def __post_init__(self):
+        for name in ("local_steps", "server_steps", "share_size", "batch_size", "client_width", "server_width",
+                     "timesteps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class SplitConfig(SplitCommon):
+    cut_ratio: float = 0.4  # the server's share of the timeline: t_c = round((1 - c) * T)
+    marginal: Literal["exact", "reference"] = "exact"  # how the server noises x_cut further (see task.py)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.cut_ratio <= 1.0:
+            raise ValueError(f"'cut_ratio' must be in [0, 1], got {self.cut_ratio}")
+
+
+@dataclass
+class LocalOnlyConfig(SplitCommon):
+    cut_ratio: ClassVar[float] = 0.0  # each client alone, the whole timeline; nothing shared
+    marginal: ClassVar[str] = "exact"
+
+
+@dataclass
+class CentralizedConfig(SplitCommon):
+    pass
+
+
+@hookimpl
+def fedfuse_add_protocols():
+    split = {"server": "fedfuse.protocols.split_diffusion.server_app:server",
+             "client_app": "fedfuse.protocols.split_diffusion.client_app:app"}
+    return [
+        ProtocolSpec(name="split-diffusion", version="1", config=SplitConfig, **split,
+                     summary="CollaFuse: clients keep data and low-noise steps; the server trains and runs the rest"),
+        ProtocolSpec(name="local-only", version="1", config=LocalOnlyConfig, **split,
+                     summary="baseline: each client trains and samples alone (split diffusion at cut ratio 0)"),
+        ProtocolSpec(name="centralized", version="1", config=CentralizedConfig,
+                     server="fedfuse.protocols.split_diffusion.server_app:centralized",
+                     client_app="fedfuse.protocols.split_diffusion.client_app:app",
+                     summary="baseline: all clients' images uploaded once; one model trained on the server"),
+    ]

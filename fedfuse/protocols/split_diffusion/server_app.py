@@ -1,0 +1,119 @@
+"""Server loops: split diffusion (CollaFuse) and its centralized baseline. The local-only
+baseline is split diffusion at cut ratio 0."""
+
+import math
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+
+from fedfuse.bench.accounting import EVAL_KEY
+from fedfuse.bench.diffusion import build_unet, train
+from fedfuse.bench.flower import check_replies
+from fedfuse.bench.services import derive_seed
+from fedfuse.datasets import ClientData
+from fedfuse.protocols.split_diffusion import task
+
+
+def send(grid, nodes, message_type: str, contents: dict) -> dict:
+    """One message per node (``contents[node]``); the replies, by node."""
+    messages = [Message(contents[n], dst_node_id=n, message_type=message_type) for n in nodes]
+    return {r.metadata.src_node_id: r for r in check_replies(grid.send_and_receive(messages), len(messages))}
+
+
+def server(grid, run) -> dict:
+    cfg, nodes = run.config, sorted(grid.get_node_ids())
+    t_c = task.cut_index(cfg.cut_ratio, cfg.timesteps)
+    model = build_unet(run.data.image_shape, cfg.server_width, derive_seed(run.cell.seed, 3))
+    schedule, offset, t_range = task.server_schedule(cfg.timesteps, t_c, cfg.marginal)
+    shared = {}
+    for rnd in range(1, run.cell.rounds + 1):
+        config = {n: RecordDict({"config": ConfigRecord({"round": rnd})}) for n in nodes}
+        replies = send(grid, nodes, "train.local_and_cut", config)
+        shared = {n: torch.from_numpy(r.content["shared"]["x_cut"].numpy()) for n, r in replies.items()
+                  if "shared" in r.content}
+        figures = client_losses(replies)
+        if shared:  # the server trains its denoiser on the pooled x_cut of the round
+            figures["server_loss"] = task.train_server(model, schedule, offset, t_range, torch.cat(list(shared.values())),
+                                                       cfg.server_steps, cfg.batch_size, cfg.lr,
+                                                       run.torch_generator(rnd), run.flops)
+        run.round_end(rnd, **figures)
+    quality = split_sampling(grid, run, model, nodes, t_c)
+    return {"cut_ratio": cfg.cut_ratio, "t_c": t_c, "marginal": cfg.marginal, **last_losses(run),
+            **quality, **disclosure(run, shared, t_c)}
+
+
+def client_losses(replies) -> dict:
+    losses = [r.content["metrics"]["train_loss"] for r in replies.values() if "train_loss" in r.content["metrics"]]
+    return {"train_loss": float(np.mean(losses))} if losses else {}
+
+
+def last_losses(run) -> dict:
+    last = [r for r in run.rounds if r.get("phase") != "sampling"][-1]
+    return {k: last[k] for k in ("train_loss", "server_loss") if k in last}
+
+
+def split_sampling(grid, run, model, nodes, t_c: int) -> dict:
+    """Server: noise -> x_cut; each client: x_cut -> x_0 with its own model; each client's
+    samples scored against held-out images of its classes; the mean over clients. Counted as a
+    last round (``phase: sampling``): its bytes and FLOPs are the protocol's."""
+    cfg, ev = run.config, run.cell.evaluation
+    server_steps, client_steps = task.split_steps(ev["sample_steps"], t_c, cfg.timesteps)
+    contents = {}
+    for n in nodes:
+        seed = derive_seed(run.cell.seed, 0x5A, run.partition_of(n))
+        content = RecordDict({"config": ConfigRecord({"n": ev["samples"], "seed": seed, "client_steps": client_steps})})
+        if server_steps:
+            x_cut = task.server_sample(model, cfg.timesteps, t_c, cfg.marginal, ev["samples"], run.data.image_shape,
+                                       server_steps, torch.Generator().manual_seed(seed), run.flops)
+            content["shared"] = ArrayRecord({"x_cut": Array(x_cut.numpy())})
+        contents[n] = content
+    replies = send(grid, nodes, "query.finish_sampling", contents)
+    images = {n: torch.from_numpy(r.content[EVAL_KEY]["x0"].numpy()) for n, r in replies.items()}
+    run.round_end(run.cell.rounds + 1, phase="sampling")
+    return mean_quality(run, {run.partition_of(n): x for n, x in images.items()})
+
+
+def mean_quality(run, images: dict) -> dict:
+    scores = []
+    for client, x in sorted(images.items()):
+        _, classes = run.client_private(client)
+        scores.append(run.score_samples(x, classes=classes, grid_name=f"samples_client{client}.png"))
+    numeric = [k for k, v in scores[0].items() if isinstance(v, float)]
+    return {**scores[0], **{k: float(np.mean([s[k] for s in scores])) for k in numeric}}
+
+
+def disclosure(run, shared: dict, t_c: int) -> dict:
+    """What the server received in the last round (x_cut), and its naive reconstruction of
+    x_0 from it, against each client's private images; the mean over clients."""
+    if not shared:
+        return {}
+    rows = []
+    for node, x_cut in shared.items():
+        private, _ = run.client_private(run.partition_of(node))
+        recon = task.naive_reconstruction(x_cut, run.config.timesteps, t_c)
+        d_shared, d_recon = run.disclosure(x_cut, private), run.disclosure(recon, private)
+        rows.append({**d_shared, **{f"recon_{k}": v for k, v in d_recon.items()}})
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if all(math.isfinite(r[k]) for r in rows)}
+
+
+def centralized(grid, run) -> dict:
+    """Baseline: every client uploads all its images once (counted); the server trains one model."""
+    cfg, nodes = run.config, sorted(grid.get_node_ids())
+    replies = send(grid, nodes, "query.upload_data", {n: RecordDict() for n in nodes})
+    pooled = torch.cat([torch.from_numpy(r.content["data"]["images"].numpy()) for r in replies.values()])
+    data = ClientData(pooled, torch.zeros(len(pooled), dtype=torch.long), torch.arange(len(pooled)))
+    model = build_unet(run.data.image_shape, cfg.server_width, derive_seed(run.cell.seed, 3))
+    for rnd in range(1, run.cell.rounds + 1):
+        loss = train(model, task.full_schedule(cfg.timesteps), data, cfg.server_steps, cfg.batch_size, cfg.lr,
+                     run.torch_generator(rnd), run.flops)
+        run.round_end(rnd, train_loss=loss, server_loss=loss)
+    ev = run.cell.evaluation
+    images = {}
+    for n in nodes:
+        client = run.partition_of(n)
+        images[client] = task.server_sample(model, cfg.timesteps, 0, "exact", ev["samples"], run.data.image_shape,
+                                            ev["sample_steps"], torch.Generator().manual_seed(
+                                                derive_seed(run.cell.seed, 0x5A, client)), run.flops)
+    run.round_end(run.cell.rounds + 1, phase="sampling")
+    return {"cut_ratio": 1.0, **last_losses(run), **mean_quality(run, images)}

@@ -1,0 +1,131 @@
+"""Split diffusion (CollaFuse): the diffusion timeline cut between a client and the server.
+No flwr here.
+
+Timesteps 0..T-1 (diffusers' indexing). With cut ratio c — the server's share — the cut is
+``t_c = round((1 - c) * T)``: each client owns the low-noise steps ``t < t_c`` with a private
+denoiser; the server owns ``t >= t_c`` with one shared denoiser. c = 0: all on the client,
+nothing shared; c = 1: all on the server, clients share clean images.
+
+What a client shares is ``x_cut = q(x_{t_c - 1} | x_0)``, its images noised to the cut. The
+server's denoiser is a diffusion model whose data are these ``x_cut``, with the remaining betas
+``beta[t_c:]``: noising ``x_cut`` with them gives exactly the marginal ``q(x_t | x_0)`` (the
+``exact`` mode, default). The reference code instead re-noises ``x_cut`` with fresh noise as if
+it were clean (``reference`` mode), which over-noises it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+from torch import nn
+
+
+def cut_index(cut_ratio: float, timesteps: int) -> int:
+    """The first timestep the server owns (the client owns t < t_c)."""
+    if not 0.0 <= cut_ratio <= 1.0:
+        raise ValueError(f"cut ratio must be in [0, 1], got {cut_ratio}")
+    return round((1.0 - cut_ratio) * timesteps)
+
+
+class Offset(nn.Module):
+    """A denoiser called with local timesteps s of a sub-schedule, embedded as absolute t = s + offset."""
+
+    def __init__(self, model: nn.Module, offset: int):
+        super().__init__()
+        self.model, self.offset = model, offset
+
+    def forward(self, x, t, **kwargs):
+        return self.model(x, t + self.offset, **kwargs)
+
+
+def full_schedule(timesteps: int) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=timesteps)
+
+
+def server_schedule(timesteps: int, t_c: int, marginal: str) -> tuple[DDPMScheduler, int, tuple[int, int]]:
+    """(schedule, timestep offset, range of its timesteps) the server trains and samples with."""
+    if marginal == "exact":
+        betas = full_schedule(timesteps).betas[t_c:]
+        return DDPMScheduler(num_train_timesteps=len(betas), trained_betas=betas.tolist()), t_c, (0, len(betas))
+    return full_schedule(timesteps), 0, (t_c, timesteps)
+
+
+def noise_to_cut(x0: torch.Tensor, timesteps: int, t_c: int, generator: torch.Generator) -> torch.Tensor:
+    """x_cut = q(x_{t_c - 1} | x_0); the clean images when the server owns everything (t_c = 0)."""
+    if t_c == 0:
+        return x0.clone()
+    noise = torch.randn(x0.shape, generator=generator)
+    return full_schedule(timesteps).add_noise(x0, noise, torch.full((len(x0),), t_c - 1))
+
+
+def server_loss(model, schedule, offset, t_range, x_cut, generator) -> torch.Tensor:
+    t = torch.randint(*t_range, (len(x_cut),), generator=generator)
+    noise = torch.randn(x_cut.shape, generator=generator)
+    return F.mse_loss(model(schedule.add_noise(x_cut, noise, t), t + offset).sample, noise)
+
+
+def train_server(model, schedule, offset, t_range, pool: torch.Tensor, steps: int, batch_size: int, lr: float,
+                 generator: torch.Generator, flops=None) -> float:
+    """The server's denoiser, trained on the shared ``x_cut`` pool."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    total = 0.0
+    for _ in range(steps):
+        batch = pool[torch.randint(len(pool), (batch_size,), generator=generator)]
+        with flops.step("train", tuple(batch.shape)) if flops else contextlib.nullcontext():
+            loss = server_loss(model, schedule, offset, t_range, batch, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / steps
+
+
+def ddim_over(betas: torch.Tensor, steps: int) -> DDIMScheduler:
+    """DDIM over a (sub-)schedule, starting at its last timestep and ending at its clean end."""
+    scheduler = DDIMScheduler(num_train_timesteps=len(betas), trained_betas=betas.tolist(),
+                              timestep_spacing="trailing", set_alpha_to_one=True)
+    scheduler.set_timesteps(max(1, min(steps, len(betas))))
+    return scheduler
+
+
+def split_steps(total: int, t_c: int, timesteps: int) -> tuple[int, int]:
+    """Sampling steps (server, client), in proportion to the part of the timeline each owns."""
+    server = 0 if t_c == timesteps else max(1, round(total * (timesteps - t_c) / timesteps))
+    client = 0 if t_c == 0 else max(1, total - server)
+    return server, client
+
+
+def server_sample(model, timesteps: int, t_c: int, marginal: str, n: int, shape, steps: int,
+                  generator: torch.Generator, flops=None) -> torch.Tensor:
+    """The server's part of sampling: pure noise down to the cut (x_cut)."""
+    from fedfuse.bench.metrics.sampling import denoise
+
+    x = torch.randn((n, *shape), generator=generator)
+    betas = full_schedule(timesteps).betas
+    if marginal == "exact":
+        scheduler = ddim_over(betas[t_c:], steps)
+        return denoise(Offset(model, t_c), scheduler, x, scheduler.timesteps, generator, flops)
+    scheduler = ddim_over(betas, round(steps * timesteps / max(1, timesteps - t_c)))
+    return denoise(model, scheduler, x, [t for t in scheduler.timesteps if t >= t_c], generator, flops)
+
+
+def client_sample(model, timesteps: int, t_c: int, x_cut: torch.Tensor, steps: int,
+                  generator: torch.Generator, flops=None) -> torch.Tensor:
+    """The client's part: from the cut (or from pure noise when it owns everything) to x_0."""
+    from fedfuse.bench.metrics.sampling import denoise
+
+    scheduler = ddim_over(full_schedule(timesteps).betas[:t_c], steps)
+    return denoise(model, scheduler, x_cut, scheduler.timesteps, generator, flops).clamp(-1, 1)
+
+
+def naive_reconstruction(x_cut: torch.Tensor, timesteps: int, t_c: int) -> torch.Tensor:
+    """What the server can read off a shared x_cut without a model for t < t_c: its mean
+    rescaled, E[x_0] under q(x_cut | x_0) = N(sqrt(abar) x_0, (1 - abar) I)."""
+    if t_c == 0:
+        return x_cut
+    abar = full_schedule(timesteps).alphas_cumprod[t_c - 1]
+    return (x_cut / abar.sqrt()).clamp(-1, 1)
