@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 from fedfuse.bench import costmodel
 from fedfuse.bench.config import ConfigError, build_config
 from fedfuse.bench.hardware import ClientHardware, DeviceProfile, NetworkProfile, draw_clients
@@ -41,6 +43,13 @@ class CellHardware:
         devices = {c.device: resolve_profile(c.device, "device", inline, registry) for c in clients}
         networks = {c.network: network(c.network) for c in clients}
         return cls(clients, devices, networks, resolve_profile(assignment["server"], "device", inline, registry))
+
+    def redraw(self, round: int, seed: int) -> None:
+        """New distances for every client (a moving device, a changed channel) for this round."""
+        rng = np.random.default_rng([seed, round, 0x4A2D])
+        self.clients = [dataclasses.replace(c, distance_m=float(rng.uniform(self.networks[c.network].distance_min_m,
+                                                                              self.networks[c.network].distance_max_m)))
+                        for c in self.clients]
 
     def describe(self) -> list[dict]:
         return [dataclasses.asdict(c) for c in self.clients]

@@ -127,6 +127,16 @@ class ServerRun:
         return {**score(net, real, images), "feature_space": card["feature_space"],
                 "featnet_accuracy": card.get("test_accuracy")}
 
+    def sample_and_score(self, model, train_timesteps: int) -> dict:
+        """Generate the cell's evaluation samples with an unconditional ``model`` (sampler
+        service) and score them. Evaluation: its FLOPs are not counted as the protocol's."""
+        from fedfuse.bench.metrics.sampling import sample
+
+        ev = self.cell.evaluation
+        images = sample(model, ev["samples"], self.data.image_shape, train_timesteps, ev["sample_steps"],
+                        ev["sampler"], seed=derive_seed(self.cell.seed, 0x5A))
+        return self.score_samples(images)
+
     def disclosure(self, shared: torch.Tensor, private: torch.Tensor) -> dict:
         """How close ``shared`` tensors (or reconstructions from them) are to ``private`` images."""
         from fedfuse.bench.metrics.disclosure import disclosure

@@ -4,7 +4,6 @@ from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAvg
 
 from fedfuse.bench.flower import strategy_rounds
-from fedfuse.bench.metrics.sampling import sample
 from fedfuse.bench.services import derive_seed
 from fedfuse.protocols.fedavg import task
 
@@ -28,12 +27,5 @@ def server(grid, run) -> dict:
     model.load_state_dict(final.to_torch_state_dict())
     last = run.rounds[-1]
     return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
-            "model_params": sum(p.numel() for p in model.parameters()), **generate_and_score(run, model)}
+            "model_params": sum(p.numel() for p in model.parameters()), **run.sample_and_score(model, cfg.timesteps)}
 
-
-def generate_and_score(run, model) -> dict:
-    """Quality of the global model's samples (evaluation: its FLOPs are not the protocol's cost)."""
-    ev = run.cell.evaluation
-    images = sample(model, ev["samples"], run.data.image_shape, run.config.timesteps, ev["sample_steps"],
-                    ev["sampler"], seed=derive_seed(run.cell.seed, 0x5A))
-    return run.score_samples(images)
