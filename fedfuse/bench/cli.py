@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--arg", action="append", default=[], metavar="K=V", help="partitioner argument")
     show.add_argument("--data-arg", action="append", default=[], metavar="K=V", help="dataset argument")
     show.add_argument("--plot", metavar="PNG", nargs="?", const="partition.png", help="also save a heatmap")
+    board = sub.add_parser("leaderboard", help="configurations ranked per track, mean ± std over seeds")
+    board.add_argument("--out", default=DEFAULT_OUT)
+    board.add_argument("--format", choices=("md", "json"), default="md")
+    board.add_argument("--dest", help="write to this file instead of stdout")
+    board.add_argument("--plot", nargs=2, metavar=("X", "Y"), help="also save a trade-off plot of metric Y vs X")
     res = sub.add_parser("results", help="one record per cell")
     res.add_argument("--out", default=DEFAULT_OUT)
     res.add_argument("--format", choices=("table", "json", "csv"), default="table")
@@ -151,6 +156,38 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_leaderboard(args) -> int:
+    import tomllib
+
+    from fedfuse.bench.suite import shipped_suites
+    from fedfuse.leaderboard import ranking, render
+    from fedfuse.leaderboard.store import ResultStore
+
+    path = Path(args.out) / "results.sqlite"
+    if not path.is_file():
+        raise ConfigError(f"no results in {args.out}/ (expected {path}); run a suite first: fedfuse run smoke")
+    shipped = {name: load_digest(p) for name, p in shipped_suites().items()}
+    seeds = {name: len(tomllib.loads(p.read_text())["matrix"]["seeds"]) for name, p in shipped_suites().items()}
+    specs = {name: e.spec for name, e in registry().entries("metrics").items()}
+    rows = ranking.rank(ranking.group(ResultStore(path).records(), shipped, seeds), specs)
+    ranking.mark_fronts(rows, specs)
+    text = render.markdown(rows) if args.format == "md" else render.to_json(rows)
+    if args.dest:
+        Path(args.dest).write_text(text + "\n")
+    else:
+        print(text)
+    if args.plot:
+        target = Path(args.dest or "leaderboard").with_suffix(".png")
+        render.tradeoff_plot(rows, args.plot[0], args.plot[1], target, f"{args.plot[1]} vs {args.plot[0]}")
+    return 0
+
+
+def load_digest(path) -> str:
+    from fedfuse.bench.cells import stable_hash
+
+    return stable_hash(path.read_text())
+
+
 def cmd_results(args) -> int:
     from fedfuse.leaderboard.store import ResultStore
     from fedfuse.leaderboard.tables import rich_table, to_csv, to_json
@@ -166,7 +203,8 @@ def cmd_results(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "results": cmd_results, "data": cmd_data}
+COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "results": cmd_results, "data": cmd_data,
+            "leaderboard": cmd_leaderboard}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -98,6 +98,7 @@ class ResultStore:
             "partition_summary": data.get("partition"), "dataset_warnings": data.get("warnings", []),
             "profile": spec["profile"]["name"], "hardware": data.get("hardware"),
             "clients": spec["clients"], "rounds_planned": spec["rounds"], "seed": row["seed"],
+            "evaluation": spec.get("evaluation", {}),
             "status": row["status"], "error": row["error"], "started": row["started"], "ended": row["ended"],
             "metrics": json.loads(row["metrics"]), "rounds": [json.loads(r[0]) for r in rounds],
             "run_dir": row["run_dir"],

@@ -1,0 +1,92 @@
+"""Leaderboard: cells grouped into configurations (same suite, protocol entry, data, partition
+and profile; seeds pooled), mean ± std over seeds, ranked by the track's primary metric in the
+direction its MetricSpec declares, with Pareto fronts of quality against costs.
+
+A track is *closed* when its suite is a shipped suite run unmodified (same file digest),
+*open* otherwise. Feature spaces are never mixed: the track key includes it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PRIMARY = "fid"
+COSTS = ("bytes_up", "bytes_down", "client_flops", "latency_s", "energy_j")
+FRONTS = (("bytes_up", "bytes"), ("energy_j", "energy"), ("client_flops", "client FLOPs"))
+
+
+@dataclass
+class Row:
+    track: str
+    label: str
+    data: str
+    profile: str
+    seeds: list[int] = field(default_factory=list)
+    failed: int = 0
+    planned: int = 0
+    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    pareto: list[str] = field(default_factory=list)
+
+    def mean(self, metric: str) -> float:
+        v = self.values.get(metric)
+        return float(np.mean(v)) if v else math.nan
+
+    def std(self, metric: str) -> float:
+        v = self.values.get(metric)
+        return float(np.std(v, ddof=1)) if v and len(v) > 1 else 0.0
+
+    @property
+    def incomplete(self) -> bool:
+        return self.failed > 0 or len(self.seeds) < self.planned
+
+
+def track_of(record: dict, shipped_digests: dict[str, str]) -> str:
+    closed = shipped_digests.get(record["suite"]) == record["suite_digest"]
+    space = record["evaluation"].get("feature_space", "featnet")
+    return f"{record['suite']} v{record['suite_version']} ({'closed' if closed else 'open'}, {space})"
+
+
+def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: dict[str, int] | None = None) -> list[Row]:
+    rows: dict[tuple, Row] = {}
+    for r in records:
+        if r["status"] == "running":  # in progress (or killed): not a result yet
+            continue
+        key = (track_of(r, shipped_digests), r["label"], f"{r['dataset']}/{r['partitioner']}", r["profile"])
+        row = rows.setdefault(key, Row(*key))
+        row.planned = (planned_seeds or {}).get(r["suite"], 0)
+        if r["status"] != "ok":
+            row.failed += 1
+            continue
+        row.seeds.append(r["seed"])
+        for name, value in r["metrics"].items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                row.values[name].append(float(value))
+    return list(rows.values())
+
+
+def rank(rows: list[Row], specs: dict) -> list[Row]:
+    """Best first by the primary metric, in its spec's direction; rows without it last."""
+    sign = -1 if specs[PRIMARY].higher_is_better else 1
+    return sorted(rows, key=lambda r: (r.track, math.isnan(r.mean(PRIMARY)), sign * np.nan_to_num(r.mean(PRIMARY))))
+
+
+def pareto_front(points: list[tuple[float, float]], quality_higher_better: bool, cost_higher_better: bool) -> list[int]:
+    """Indices of the non-dominated points (quality, cost): none is at least as good in both
+    and better in one."""
+    q = [(p[0] if quality_higher_better else -p[0], p[1] if cost_higher_better else -p[1]) for p in points]
+    return [i for i, a in enumerate(q)
+            if not any(b[0] >= a[0] and b[1] >= a[1] and (b[0] > a[0] or b[1] > a[1]) for j, b in enumerate(q) if j != i)]
+
+
+def mark_fronts(rows: list[Row], specs: dict) -> None:
+    for track in {r.track for r in rows}:
+        members = [r for r in rows if r.track == track and not math.isnan(r.mean(PRIMARY))]
+        for cost, name in FRONTS:
+            scored = [r for r in members if not math.isnan(r.mean(cost))]
+            points = [(r.mean(PRIMARY), r.mean(cost)) for r in scored]
+            for i in pareto_front(points, specs[PRIMARY].higher_is_better, specs[cost].higher_is_better):
+                scored[i].pareto.append(name)
