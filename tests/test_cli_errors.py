@@ -8,7 +8,7 @@ from conftest import write_suite
 @pytest.mark.parametrize("protocols, extra, message", [
     ('[[protocols]]\nname = "fedavg"\nconfig = { lr_rate = 0.1 }\n', [], "unknown key 'lr_rate'; allowed keys: local_steps (int)"),
     ('[[protocols]]\nname = "fedavg"\nconfig = { local_steps = "ten" }\n', [], "key 'local_steps' must be int, got str 'ten'"),
-    ('[[protocols]]\nname = "fedavgg"\n', [], "unknown protocol 'fedavgg'; available: fedavg"),
+    ('[[protocols]]\nname = "fedavgg"\n', [], "unknown protocol 'fedavgg'; available: centralized, fedavg, "),
     ('[[protocols]]\nname = "fedavg"\n', ["--set", "fedavg.width=wide"], "key 'width' must be int, got str 'wide'"),
     ('[[protocols]]\nname = "fedavg"\n', ["--only", "nothing-matches"], "--only 'nothing-matches' matches no cell"),
 ])
@@ -24,7 +24,8 @@ def test_config_errors_exit_2_with_one_line_and_write_nothing(cli, tmp_path, pro
 
 def test_unknown_suite_and_missing_results(cli, tmp_path):
     done = cli("run", "no-such-suite")
-    assert done.returncode == 2 and "no shipped suite of that name; shipped suites: smoke" in done.stderr
+    assert done.returncode == 2 and "no shipped suite of that name; shipped suites: seed-fedavg-lora" in done.stderr
+    assert "smoke" in done.stderr
     done = cli("results", "--out", str(tmp_path / "empty"))
     assert done.returncode == 2 and "run a suite first" in done.stderr
 

@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--format", choices=("md", "json"), default="md")
     board.add_argument("--dest", help="write to this file instead of stdout")
     board.add_argument("--plot", nargs=2, metavar=("X", "Y"), help="also save a trade-off plot of metric Y vs X")
+    pub = sub.add_parser("publish", help="publish results to a target (wandb, or one a plugin adds)")
+    pub.add_argument("target")
+    pub.add_argument("--out", default=DEFAULT_OUT)
+    pub.add_argument("--project", default="fedfuse")
+    pub.add_argument("--entity")
+    pub.add_argument("--mode", choices=("offline", "online"), default="offline")
     res = sub.add_parser("results", help="one record per cell")
     res.add_argument("--out", default=DEFAULT_OUT)
     res.add_argument("--format", choices=("table", "json", "csv"), default="table")
@@ -157,20 +163,13 @@ def cmd_data(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    import tomllib
-
-    from fedfuse.bench.suite import shipped_suites
-    from fedfuse.leaderboard import ranking, render
+    from fedfuse.leaderboard import render
     from fedfuse.leaderboard.store import ResultStore
 
     path = Path(args.out) / "results.sqlite"
     if not path.is_file():
         raise ConfigError(f"no results in {args.out}/ (expected {path}); run a suite first: fedfuse run smoke")
-    shipped = {name: load_digest(p) for name, p in shipped_suites().items()}
-    seeds = {name: len(tomllib.loads(p.read_text())["matrix"]["seeds"]) for name, p in shipped_suites().items()}
-    specs = {name: e.spec for name, e in registry().entries("metrics").items()}
-    rows = ranking.rank(ranking.group(ResultStore(path).records(), shipped, seeds), specs)
-    ranking.mark_fronts(rows, specs)
+    rows = ranked_rows(ResultStore(path).records())
     text = render.markdown(rows) if args.format == "md" else render.to_json(rows)
     if args.dest:
         Path(args.dest).write_text(text + "\n")
@@ -179,6 +178,36 @@ def cmd_leaderboard(args) -> int:
     if args.plot:
         target = Path(args.dest or "leaderboard").with_suffix(".png")
         render.tradeoff_plot(rows, args.plot[0], args.plot[1], target, f"{args.plot[1]} vs {args.plot[0]}")
+    return 0
+
+
+def ranked_rows(records: list[dict]):
+    import tomllib
+
+    from fedfuse.bench.suite import shipped_suites
+    from fedfuse.leaderboard import ranking
+
+    shipped = {name: load_digest(p) for name, p in shipped_suites().items()}
+    seeds = {name: len(tomllib.loads(p.read_text())["matrix"]["seeds"]) for name, p in shipped_suites().items()}
+    specs = {name: e.spec for name, e in registry().entries("metrics").items()}
+    rows = ranking.rank(ranking.group(records, shipped, seeds), specs)
+    ranking.mark_fronts(rows, specs)
+    return rows
+
+
+def cmd_publish(args) -> int:
+    from fedfuse.leaderboard.store import ResultStore
+
+    path = Path(args.out) / "results.sqlite"
+    if not path.is_file():
+        raise ConfigError(f"no results in {args.out}/ (expected {path}); run a suite first: fedfuse run smoke")
+    records = ResultStore(path).records()
+    options = {"project": args.project, "entity": args.entity, "mode": args.mode, "out": args.out,
+               "dir": str(Path(args.out).resolve()), "rows": ranked_rows(records)}
+    answer = registry().pm.hook.fedfuse_publish(results=records, target=args.target, options=options)
+    if answer is None:
+        raise PluginError(f"no plugin publishes to '{args.target}' (built in: wandb)")
+    print(f"published {answer}")
     return 0
 
 
@@ -204,7 +233,7 @@ def cmd_results(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "results": cmd_results, "data": cmd_data,
-            "leaderboard": cmd_leaderboard}
+            "leaderboard": cmd_leaderboard, "publish": cmd_publish}
 
 if __name__ == "__main__":
     sys.exit(main())

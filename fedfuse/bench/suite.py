@@ -93,11 +93,13 @@ class Suite:
     protocols: list[ProtocolEntry]
     text: str
     profiles: list[dict] = field(default_factory=lambda: [dict(DEFAULT_ASSIGNMENT)])
+    overrides: tuple[str, ...] = ()
 
     @property
     def digest(self) -> str:
-        """Hash of the file as shipped: a closed track is a shipped suite run unmodified."""
-        return stable_hash(self.text)
+        """Hash of the file and any --set overrides: a closed track is a shipped suite run
+        unmodified (--only selects cells and keeps it closed; --set opens it)."""
+        return stable_hash(self.text) if not self.overrides else stable_hash([self.text, *self.overrides])
 
 
 def shipped_suites() -> dict[str, Path]:
@@ -126,7 +128,9 @@ def load_suite(name_or_path: str, overrides: list[str] = ()) -> Suite:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     doc = apply_overrides(doc, overrides)
-    return parse_suite(doc, path, text)
+    suite = parse_suite(doc, path, text)
+    suite.overrides = tuple(overrides)
+    return suite
 
 
 def parse_suite(doc: dict, path: Path, text: str) -> Suite:

@@ -83,6 +83,17 @@ def fedfuse_add_metrics():
     """
 
 
+@hookspec(firstresult=True)
+def fedfuse_publish(results, target, options):
+    """Publish ``results`` (the results-schema records of an output directory, plus the ranked
+    leaderboard rows under ``options["rows"]``) to the named ``target`` ("wandb", ...).
+
+    Return a short description of what was published if ``target`` is yours, else None: the
+    first plugin that answers wins. ``options`` carries the CLI's ``--project``, ``--entity``,
+    ``--mode`` and ``out`` (the output directory).
+    """
+
+
 @hookspec
 def fedfuse_run_start(run):
     """A cell starts. ``run`` is the :class:`fedfuse.bench.services.ServerRun`."""

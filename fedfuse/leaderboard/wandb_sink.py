@@ -1,0 +1,75 @@
+"""Publishing to Weights & Biases, as a plugin on ``fedfuse_publish``.
+
+One W&B run per cell — its id is the cell's id, so publishing again updates the same runs
+instead of adding new ones: config = the cell's full spec (protocol config, dataset, partition,
+profiles, seed, versions), history = the rounds (``step = round``), summary = the final metrics,
+and the sample grid as a ``wandb.Image``. One more run holds the ranked leaderboard as a
+``wandb.Table``. Offline by default (``WANDB_MODE=offline``): runs land in ``<out>/wandb/`` and
+``wandb sync <out>/wandb/offline-run-*`` uploads them later from a machine with network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fedfuse.plugins import hookimpl
+
+SCALARS = (int, float, str, bool)
+
+
+def flat(record: dict, prefix: str = "") -> dict:
+    """Nested dicts as 'a.b' keys (W&B charts scalars only)."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        elif isinstance(value, SCALARS):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def publish_cell(wandb, record: dict, options: dict) -> None:
+    config = {k: record[k] for k in ("suite", "suite_version", "label", "protocol", "protocol_version", "config",
+                                     "dataset", "dataset_args", "partitioner", "profile", "hardware", "clients",
+                                     "rounds_planned", "seed", "evaluation")}
+    run = wandb.init(project=options["project"], entity=options.get("entity"), id=record["cell"], name=record["name"],
+                     group=record["suite"], job_type=record["protocol"], config=config, resume="allow",
+                     mode=options["mode"], dir=options["dir"], reinit="finish_previous")
+    for rnd in record["rounds"]:
+        run.log(flat({k: v for k, v in rnd.items() if k != "round"}), step=int(rnd["round"]))
+    run.summary.update({**flat(record["metrics"]), "status": record["status"], "error": record["error"] or ""})
+    grid = Path(record["run_dir"]) / "samples.png"
+    if grid.is_file():
+        run.log({"samples": wandb.Image(str(grid))}, step=len(record["rounds"]))
+    run.finish()
+
+
+def publish_board(wandb, rows, options: dict) -> None:
+    from fedfuse.leaderboard.ranking import COSTS, PRIMARY
+
+    columns = ["track", "configuration", "data", "profile", "n", PRIMARY, f"{PRIMARY}_std", *COSTS, "pareto"]
+    table = wandb.Table(columns=columns)
+    for r in rows:
+        table.add_data(r.track, r.label, r.data, r.profile, len(r.seeds), r.mean(PRIMARY), r.std(PRIMARY),
+                       *(r.mean(c) for c in COSTS), ", ".join(r.pareto))
+    run = wandb.init(project=options["project"], entity=options.get("entity"), id="fedfuse-leaderboard",
+                     name="leaderboard", resume="allow", mode=options["mode"], dir=options["dir"],
+                     reinit="finish_previous")
+    run.log({"leaderboard": table})
+    run.finish()
+
+
+@hookimpl
+def fedfuse_publish(results, target, options):
+    if target != "wandb":
+        return None
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    Path(options["dir"]).mkdir(parents=True, exist_ok=True)
+    for record in results:
+        if record["status"] in ("ok", "failed"):
+            publish_cell(wandb, record, options)
+    publish_board(wandb, options.get("rows", []), options)
+    return f"{len(results)} cell run(s) and the leaderboard to W&B ({options['mode']}) in {options['dir']}"

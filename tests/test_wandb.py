@@ -1,0 +1,66 @@
+"""W&B offline publishing: read the offline run files back and check config, history, summary."""
+
+import glob
+import json
+import struct
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def wandb_records(path: str) -> list:
+    """The protobuf records of an offline .wandb file (LevelDB-style log blocks of 32 KiB)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = open(path, "rb").read()
+    assert data[:4] == b":W&B"
+    pos, block, buf, out = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if length == 0 and kind == 0:
+            break
+        buf, pos = buf + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = pb.Record()
+            record.ParseFromString(buf)
+            out.append(record)
+            buf = b""
+    return out
+
+
+def key(item) -> str:
+    return ".".join(item.nested_key) or item.key
+
+
+def test_offline_runs_hold_config_history_summary_and_keep_their_ids(cli, tmp_path):
+    from conftest import write_suite
+
+    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\nconfig = { local_steps = 2, width = 8 }\n',
+                        rounds="2", samples="16", sample_steps="2")
+    out = tmp_path / "out"
+    assert cli("run", str(suite), "--out", str(out)).returncode == 0
+    (record,) = cli.results(out)
+    for _ in range(2):  # publishing twice must not add runs: the ids come from the cell hash
+        done = cli("publish", "wandb", "--out", str(out))
+        assert done.returncode == 0 and "published 1 cell run(s)" in done.stdout, done.stderr[-2000:]
+    files = sorted(glob.glob(str(out / "wandb" / f"offline-run-*-{record['cell']}" / "*.wandb")))
+    assert len(files) == 2 and len(glob.glob(str(out / "wandb" / "offline-run-*-fedfuse-leaderboard"))) == 2
+    records = wandb_records(files[-1])
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert run.run_id == record["cell"]
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    value = lambda v: v["value"] if isinstance(v, dict) and "value" in v else v  # noqa: E731  (both layouts)
+    assert value(config["protocol"]) == "fedavg" and value(config["seed"]) == 0
+    assert value(config["config"])["local_steps"] == 2
+    steps = [r.history.step.num for r in records if r.WhichOneof("record_type") == "history"]
+    assert steps[:2] == [1, 2]
+    history = [r.history for r in records if r.WhichOneof("record_type") == "history"][0]
+    assert {"train_loss", "bytes_up", "per_client.0.bytes_up"} <= {key(i) for i in history.item}
+    summary = {key(i): i.value_json for r in records if r.WhichOneof("record_type") == "summary" for i in r.summary.update}
+    assert float(summary["fid"]) == pytest.approx(record["metrics"]["fid"]) and summary["status"] == '"ok"'
+    done = cli("publish", "nowhere", "--out", str(out))
+    assert done.returncode == 2 and "no plugin publishes to 'nowhere'" in done.stderr
