@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--plot", metavar="PNG", nargs="?", const="partition.png", help="also save a heatmap")
     board = sub.add_parser("leaderboard", help="configurations ranked per track, mean ± std over seeds")
     board.add_argument("--out", default=DEFAULT_OUT)
-    board.add_argument("--format", choices=("md", "json"), default="md")
+    board.add_argument("--format", choices=("md", "html", "json"), default="md")
     board.add_argument("--dest", help="write to this file instead of stdout")
     board.add_argument("--plot", nargs=2, metavar=("X", "Y"), help="also save a trade-off plot of metric Y vs X")
     pub = sub.add_parser("publish", help="publish results to a target (wandb, or one a plugin adds)")
@@ -169,8 +169,14 @@ def cmd_leaderboard(args) -> int:
     path = Path(args.out) / "results.sqlite"
     if not path.is_file():
         raise ConfigError(f"no results in {args.out}/ (expected {path}); run a suite first: fedfuse run smoke")
-    rows = ranked_rows(ResultStore(path).records())
-    text = render.markdown(rows) if args.format == "md" else render.to_json(rows)
+    records = ResultStore(path).records()
+    rows = ranked_rows(records)
+    if args.format == "html":
+        from fedfuse.leaderboard.html import page
+
+        text = page(rows, records, Path(args.dest or "leaderboard.html").resolve())
+    else:
+        text = render.markdown(rows) if args.format == "md" else render.to_json(rows)
     if args.dest:
         Path(args.dest).write_text(text + "\n")
     else:
