@@ -42,13 +42,14 @@ def test_offline_runs_hold_config_history_summary_and_keep_their_ids(cli, tmp_pa
     suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\nconfig = { local_steps = 2, width = 8 }\n',
                         rounds="2", samples="16", sample_steps="2")
     out = tmp_path / "out"
-    assert cli("run", str(suite), "--out", str(out)).returncode == 0
+    assert cli("run", str(suite), "--out", str(out), "--wandb").returncode == 0  # published live, once
     (record,) = cli.results(out)
+    assert len(glob.glob(str(out / "wandb" / f"offline-run-*-{record['cell']}"))) == 1
     for _ in range(2):  # publishing twice must not add runs: the ids come from the cell hash
         done = cli("publish", "wandb", "--out", str(out))
         assert done.returncode == 0 and "published 1 cell run(s)" in done.stdout, done.stderr[-2000:]
     files = sorted(glob.glob(str(out / "wandb" / f"offline-run-*-{record['cell']}" / "*.wandb")))
-    assert len(files) == 2 and len(glob.glob(str(out / "wandb" / "offline-run-*-fedfuse-leaderboard"))) == 2
+    assert len(files) == 3 and len(glob.glob(str(out / "wandb" / "offline-run-*-fedfuse-leaderboard"))) == 2
     records = wandb_records(files[-1])
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert run.run_id == record["cell"]

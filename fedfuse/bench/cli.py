@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override: rounds=3, seeds=[0], <protocol>.<config key>=value")
     run.add_argument("--only", metavar="PATTERN", help="run only cells whose name matches (glob or substring)")
     run.add_argument("--rerun", action="store_true", help="run cells again even if already ok")
+    run.add_argument("--wandb", action="store_true", help="publish each cell to W&B (offline) as it finishes")
     lst = sub.add_parser("list", help="list what the plugins provide")
     lst.add_argument("what", choices=LISTABLE)
     sub.add_parser("plugins", help="registered plugins and where each comes from")
@@ -89,12 +90,20 @@ def cmd_run(args) -> int:
     if not cells:
         raise ConfigError(f"--only {args.only!r} matches no cell of suite '{suite.header.name}'")
     runner = SuiteRunner(reg, Path(args.out), suite.digest, rerun=args.rerun)
-    with ProgressDisplay(len(cells)) as display:
-        reg.pm.register(display, name="fedfuse-progress")
+    observers = {"fedfuse-progress": ProgressDisplay(len(cells))}
+    if args.wandb:
+        from fedfuse.leaderboard.wandb_sink import LivePublisher
+
+        options = {"project": "fedfuse", "mode": "offline", "dir": str(Path(args.out).resolve())}
+        observers["fedfuse-wandb-live"] = LivePublisher(runner.store, options)
+    with observers["fedfuse-progress"] as display:
+        for name, plugin in observers.items():
+            reg.pm.register(plugin, name=name)
         try:
             outcomes = [_run_or_skip(runner, display, cell) for cell in cells]
         finally:
-            reg.pm.unregister(display)
+            for plugin in observers.values():
+                reg.pm.unregister(plugin)
     console().print(rich_table(runner.store.records([c.cell_id for c in cells])))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 

@@ -73,3 +73,19 @@ def fedfuse_publish(results, target, options):
             publish_cell(wandb, record, options)
     publish_board(wandb, options.get("rows", []), options)
     return f"{len(results)} cell run(s) and the leaderboard to W&B ({options['mode']}) in {options['dir']}"
+
+
+class LivePublisher:
+    """``fedfuse run --wandb``: each cell is published as it finishes (an observer plugin)."""
+
+    def __init__(self, store, options: dict):
+        self.store, self.options = store, options
+
+    @hookimpl
+    def fedfuse_run_end(self, run, result):
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        Path(self.options["dir"]).mkdir(parents=True, exist_ok=True)
+        (record,) = self.store.records([run.cell.cell_id])
+        publish_cell(wandb, record, self.options)
