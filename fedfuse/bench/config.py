@@ -12,6 +12,13 @@ class ConfigError(ValueError):
     """Bad user input (suite file, --set, config key). The message is meant for the user."""
 
 
+def require_positive(config, *names: str) -> None:
+    """For a config's ``__post_init__``: each named field must be >= 1."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"'{name}' must be >= 1, got {getattr(config, name)}")
+
+
 def describe_fields(cls: type) -> str:
     return ", ".join(f"{f.name} ({type_name(f.type)})" for f in dataclasses.fields(cls))
 

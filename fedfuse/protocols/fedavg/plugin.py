@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from fedfuse.bench.config import require_positive
 from fedfuse.plugins import ProtocolSpec, hookimpl
 
 
@@ -15,9 +16,7 @@ class FedAvgConfig:
     eval_samples: int = 512  # held-out images for the server's eval_loss each round
 
     def __post_init__(self):
-        for name in ("local_steps", "batch_size", "width", "timesteps", "eval_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "local_steps", "batch_size", "width", "timesteps", "eval_samples")
         if not self.lr > 0:
             raise ValueError(f"'lr' must be > 0, got {self.lr}")
 

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+from fedfuse.bench.config import require_positive
 from fedfuse.plugins import ProtocolSpec, hookimpl
 
 
@@ -20,9 +21,7 @@ class FineTuneConfig:
     model_path: str = ""  # a local diffusers Stable Diffusion directory to fine-tune instead of the small base
 
     def __post_init__(self):
-        for name in ("local_steps", "batch_size", "width", "timesteps", "pretrain_steps", "eval_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "local_steps", "batch_size", "width", "timesteps", "pretrain_steps", "eval_samples")
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+from fedfuse.bench.config import require_positive
 from fedfuse.plugins import ProtocolSpec, hookimpl
 
 
@@ -17,9 +18,7 @@ class QuantCommon:
     redraw_channel: bool = False  # draw clients' distances anew every round
 
     def __post_init__(self):
-        for name in ("local_steps", "batch_size", "width", "timesteps", "block"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "local_steps", "batch_size", "width", "timesteps", "block")
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from fedfuse.bench.config import require_positive
 from fedfuse.plugins import ProtocolSpec, hookimpl
 
 
@@ -18,10 +19,8 @@ class SplitCommon:
     timesteps: int = 200  # diffusion length T
 
     def __post_init__(self):
-        for name in ("local_steps", "server_steps", "share_size", "batch_size", "client_width", "server_width",
-                     "timesteps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "local_steps", "server_steps", "share_size", "batch_size", "client_width",
+                         "server_width", "timesteps")
 
 
 @dataclass
