@@ -37,8 +37,9 @@ class ProgressDisplay:
     @hookimpl
     def fedfuse_round_end(self, run, round, record):
         loss = record.get("train_loss")
-        note = f"round {round}" + (f" loss {loss:.4f}" if isinstance(loss, float) else "")
-        self.progress.update(self.rounds, completed=round, note=note)
+        note = record.get("phase") or f"round {round}" + (f" loss {loss:.4f}" if isinstance(loss, float) else "")
+        total = max(run.cell.rounds, round)  # a protocol may record a last phase (e.g. sampling) as a round
+        self.progress.update(self.rounds, completed=round, total=total, note=note)
 
     @hookimpl
     def fedfuse_status(self, run, message):

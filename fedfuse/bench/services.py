@@ -70,8 +70,9 @@ class ServerRun:
         """Client ``client`` (partition id) runs this round at this frequency and power."""
         self._points[client] = (cpu_freq_hz, tx_power_w)
 
-    @property
+    @functools.cached_property
     def rng(self) -> np.random.Generator:
+        """The cell's seeded generator for the server loop's own draws (one stream per cell)."""
         return np.random.default_rng(derive_seed(self.cell.seed, 0xC0FFEE))
 
     def torch_generator(self, *salt: int) -> torch.Generator:
