@@ -35,7 +35,7 @@ def test_exact_marginal_has_the_right_mean_and_variance():
 
 SWEEP = "".join(f'[[protocols]]\nname = "split-diffusion"\nlabel = "c{c}"\n'
                 f'config = {{ cut_ratio = {c}, local_steps = 4, server_steps = 4, share_size = 32 }}\n'
-                for c in (0.0, 0.2, 0.6))
+                for c in (0.0, 0.2, 0.6, 1.0))
 
 
 @pytest.mark.slow
@@ -59,6 +59,8 @@ def test_what_crosses_and_who_computes(cli, tmp_path):
     c2, c6 = cells["c0.2"]["metrics"], cells["c0.6"]["metrics"]
     assert c6["client_flops"] < c2["client_flops"] and c6["server_flops"] > c2["server_flops"]
     assert c6["nn_mse"] < c2["nn_mse"]
+    assert cells["c1.0"]["metrics"]["nn_mse"] == pytest.approx(0.0, abs=1e-6)  # at c = 1 clients share x_0
+    assert cells["c1.0"]["metrics"]["client_flops"] < c6["client_flops"]
     for r in cells.values():
         sampling = r["rounds"][-1]
         assert sampling["phase"] == "sampling" and r["metrics"]["fid"] > 0

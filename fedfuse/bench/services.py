@@ -97,13 +97,12 @@ class ServerRun:
         """The client (partition id) a Flower node serves, as the harness's handshake found it."""
         return self.grid.meter.partition_of[node_id]
 
-    def client_private(self, client: int, limit: int = 2000) -> tuple[torch.Tensor, list[int]]:
-        """For evaluation only (the harness, not the protocol, sees it): up to ``limit`` of a
-        client's private images and the classes it holds — to score its own samples against
-        its classes and to measure what it discloses."""
+    def client_private(self, client: int) -> tuple[torch.Tensor, list[int]]:
+        """For evaluation only (the harness, not the protocol, sees it): all of a client's
+        private images and the classes it holds — to score its own samples against its
+        classes and to measure what it discloses."""
         data, idx = self.data, cell_partitions(self.cell)[client]
-        pick = np.random.default_rng(EVAL_SUBSET_SEED).permutation(idx)[:limit]
-        return data.train_images[pick], sorted(set(data.train_labels[idx].tolist()))
+        return data.train_images[idx], sorted(set(data.train_labels[idx].tolist()))
 
     def status(self, message: str) -> None:
         """A line for the progress display (e.g. during a long pre-training)."""

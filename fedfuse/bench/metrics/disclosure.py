@@ -34,12 +34,14 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                                                reduction="none")
 
 
-def disclosure(shared: torch.Tensor, private: torch.Tensor, net=None) -> dict:
-    """Disclosure figures of ``shared`` (N, C, H, W) against ``private`` (M, C, H, W), both in [-1, 1]."""
+def disclosure(shared: torch.Tensor, private: torch.Tensor, net=None, kid_sample: int = 2000) -> dict:
+    """Disclosure figures of ``shared`` (N, C, H, W) against all ``private`` images (M, C, H, W),
+    both in [-1, 1]; KID against a fixed random ``kid_sample`` of them."""
     mse, idx = nearest(shared.float(), private.float())
     out = {"nn_mse": float(mse.mean()), "nn_ssim": float(ssim(shared.float(), private[idx].float()).mean())}
     if net is not None and len(shared) >= 4 and len(private) >= 4:
         from fedfuse.bench.metrics.quality import embed, fid_kid
 
-        out["kid_to_private"] = fid_kid(embed(net, private), embed(net, shared.clamp(-1, 1)), kid_subsets=20)["kid"]
+        pick = torch.randperm(len(private), generator=torch.Generator().manual_seed(0))[:kid_sample]
+        out["kid_to_private"] = fid_kid(embed(net, private[pick]), embed(net, shared.clamp(-1, 1)), kid_subsets=20)["kid"]
     return out
