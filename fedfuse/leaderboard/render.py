@@ -24,7 +24,7 @@ def markdown(rows: list[Row], extra: tuple[str, ...] = ()) -> str:
     for track in dict.fromkeys(r.track for r in rows):
         out += [f"### {track}", "", "| # | configuration | data | profile | n | "
                 + " | ".join([f"{PRIMARY} ↓", "kid", "recall ↑", "coverage ↑", *(UNITS[c][0] for c in COSTS), *extra])
-                + " | Pareto |", "|" + "---|" * (9 + len(COSTS) + len(extra))]
+                + " | Pareto |", "|" + "---|" * (10 + len(COSTS) + len(extra))]
         for i, r in enumerate([r for r in rows if r.track == track], 1):
             n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
             values = [cell(r, PRIMARY), cell(r, "kid"), cell(r, "recall"), cell(r, "coverage"),
