@@ -79,8 +79,8 @@ def exchange(grid, run, nodes, model, plan, rnd: int) -> dict:
 
 def apply_updates(model, replies, run, plan, shapes, block, weights) -> None:
     updates, w = [], []
-    for node, reply in replies.items():
-        client = run.partition_of(node)
+    for node in sorted(replies, key=run.partition_of):  # a fixed summation order: reproducible averages
+        reply, client = replies[node], run.partition_of(node)
         arrays = {k: v.numpy() for k, v in reply.content["update"].items()}
         updates.append(task.decode_update(arrays, shapes, plan[client].bits, block))
         w.append(weights[client])

@@ -30,8 +30,9 @@ def server(grid, run) -> dict:
     for rnd in range(1, run.cell.rounds + 1):
         config = {n: RecordDict({"config": ConfigRecord({"round": rnd})}) for n in nodes}
         replies = send(grid, nodes, "train.local_and_cut", config)
-        shared = {n: torch.from_numpy(r.content["shared"]["x_cut"].numpy()) for n, r in replies.items()
-                  if "shared" in r.content}
+        # Pool in client order: replies arrive in any order and node ids differ from run to run.
+        shared = {n: torch.from_numpy(replies[n].content["shared"]["x_cut"].numpy())
+                  for n in sorted(replies, key=run.partition_of) if "shared" in replies[n].content}
         figures = client_losses(replies)
         if shared:  # the server trains its denoiser on the pooled x_cut of the round
             figures["server_loss"] = task.train_server(model, schedule, offset, t_range, torch.cat(list(shared.values())),
@@ -101,7 +102,8 @@ def centralized(grid, run) -> dict:
     """Baseline: every client uploads all its images once (counted); the server trains one model."""
     cfg, nodes = run.config, sorted(grid.get_node_ids())
     replies = send(grid, nodes, "query.upload_data", {n: RecordDict() for n in nodes})
-    pooled = torch.cat([torch.from_numpy(r.content["data"]["images"].numpy()) for r in replies.values()])
+    pooled = torch.cat([torch.from_numpy(replies[n].content["data"]["images"].numpy())
+                        for n in sorted(replies, key=run.partition_of)])
     data = ClientData(pooled, torch.zeros(len(pooled), dtype=torch.long), torch.arange(len(pooled)))
     model = build_unet(run.data.image_shape, cfg.server_width, derive_seed(run.cell.seed, 3))
     for rnd in range(1, run.cell.rounds + 1):
