@@ -16,26 +16,56 @@ def test_cut_ends_and_step_split():
 
 
 def test_exact_marginal_has_the_right_mean_and_variance():
-    """x_0 -> x_cut (client) -> x_t (server, exact mode) must be distributed as q(x_t | x_0)."""
-    T, t_c, n = 200, 80, 200_000
+    """x_0 -> x_cut (client) -> x_t (server, exact mode) must be distributed as q(x_t | x_0),
+    for every element's own cut (clients may cut at different points)."""
+    T, n = 200, 200_000
     x0 = torch.full((n, 1, 1, 1), 0.7)
     gen = torch.Generator().manual_seed(0)
+    for t_c in (0, 80, 150):
+        x_cut = task.noise_to_cut(x0, T, t_c, gen)
+        cuts = torch.full((n,), t_c)
+        for t in (t_c, t_c + 40, T - 1):
+            noise = torch.randn(x_cut.shape, generator=gen)
+            x_t = task.noise_from_cut(x_cut, cuts, torch.full((n,), t), T, "exact", noise)
+            abar = task.full_schedule(T).alphas_cumprod[t]
+            assert x_t.mean().item() == pytest.approx(abar.sqrt().item() * 0.7, abs=0.01)
+            assert x_t.var().item() == pytest.approx(1 - abar.item(), rel=0.02)
+    t_c, t = 80, 120
     x_cut = task.noise_to_cut(x0, T, t_c, gen)
-    schedule, offset, (low, high) = task.server_schedule(T, t_c, "exact")
-    for s in (0, 40, high - 1):
-        x_t = schedule.add_noise(x_cut, torch.randn(x_cut.shape, generator=gen), torch.full((n,), s))
-        abar = task.full_schedule(T).alphas_cumprod[s + offset]
-        assert x_t.mean().item() == pytest.approx(abar.sqrt().item() * 0.7, abs=0.01)
-        assert x_t.var().item() == pytest.approx(1 - abar.item(), rel=0.02)
-    reference, _, _ = task.server_schedule(T, t_c, "reference")
-    t = t_c + 40
-    over = reference.add_noise(x_cut, torch.randn(x_cut.shape, generator=gen), torch.full((n,), t))
+    over = task.noise_from_cut(x_cut, torch.full((n,), t_c), torch.full((n,), t), T, "reference",
+                               torch.randn(x_cut.shape, generator=gen))
     assert over.var().item() > 1.01 * (1 - task.full_schedule(T).alphas_cumprod[t].item())  # reference over-noises
+
+
+def test_mixed_cuts_condition_the_server_in_exact_mode_only():
+    assert task.shared_cuts([120, 40, 200, 120], 200) == [40, 120]  # t_c = T hands nothing over
+    assert task.needs_cut_labels("exact", [40, 120]) and not task.needs_cut_labels("exact", [120])
+    assert not task.needs_cut_labels("reference", [40, 120])
+    from fedfuse.bench.diffusion import build_unet
+
+    model, gen = build_unet((1, 8, 8), 8, 0, classes=2), torch.Generator().manual_seed(0)
+    x_cut, cuts = torch.randn(6, 1, 8, 8), torch.tensor([40, 40, 40, 120, 120, 120])
+    loss = task.server_loss(model, x_cut, cuts, torch.tensor([0, 0, 0, 1, 1, 1]), 200, "exact", gen)
+    assert torch.isfinite(loss) and loss.item() > 0
+    x = task.server_sample(model, 200, 120, "exact", 3, (1, 8, 8), 4, gen, label=1)
+    assert x.shape == (3, 1, 8, 8) and torch.isfinite(x).all()
+
+
+def test_cut_ratios_must_match_the_clients(cli, tmp_path):
+    entry = '[[protocols]]\nname = "split-diffusion"\nconfig = { cut_ratios = [0.2, 0.6, 0.8] }\n'
+    done = cli("run", str(write_suite(tmp_path / "s.toml", entry)), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "'cut_ratios' has 3 entries for 2 clients" in done.stderr
+    assert not (tmp_path / "out").exists()
+    entry = '[[protocols]]\nname = "split-diffusion"\nconfig = { cut_ratios = [0.2, 1.6] }\n'
+    done = cli("run", str(write_suite(tmp_path / "t.toml", entry)), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "'cut_ratios[1]' must be in [0, 1]" in done.stderr
 
 
 SWEEP = "".join(f'[[protocols]]\nname = "split-diffusion"\nlabel = "c{c}"\n'
                 f'config = {{ cut_ratio = {c}, local_steps = 4, server_steps = 4, share_size = 32 }}\n'
-                for c in (0.0, 0.2, 0.6, 1.0))
+                for c in (0.0, 0.2, 0.6, 1.0)) + (
+    '[[protocols]]\nname = "split-diffusion"\nlabel = "mixed"\n'
+    'config = { cut_ratios = [0.2, 0.6], local_steps = 4, server_steps = 4, share_size = 32 }\n')
 
 
 @pytest.mark.slow
@@ -61,6 +91,15 @@ def test_what_crosses_and_who_computes(cli, tmp_path):
     assert c6["nn_mse"] < c2["nn_mse"]
     assert cells["c1.0"]["metrics"]["nn_mse"] == pytest.approx(0.0, abs=1e-6)  # at c = 1 clients share x_0
     assert cells["c1.0"]["metrics"]["client_flops"] < c6["client_flops"]
+    # Per-client cuts: both clients send share_size images and train as many steps (a step costs
+    # the same at any t); the client that cuts later (c = 0.6) samples fewer steps itself.
+    mixed = cells["mixed"]
+    assert mixed["metrics"]["cut_ratio"] == pytest.approx(0.4) and "t_c" not in mixed["metrics"]
+    *training, sampling = mixed["rounds"]
+    for rnd in training:
+        low, high = rnd["per_client"]["0"], rnd["per_client"]["1"]  # cut ratios 0.2 and 0.6
+        assert low["payload_up"] == high["payload_up"] == 32 * 64 * 4 and low["flops_train"] == high["flops_train"]
+    assert 0 < sampling["per_client"]["1"]["flops_sample"] < sampling["per_client"]["0"]["flops_sample"]
     for r in cells.values():
         sampling = r["rounds"][-1]
         assert sampling["phase"] == "sampling" and r["metrics"]["fid"] > 0

@@ -17,8 +17,9 @@ def build_scheduler(timesteps: int) -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=timesteps)
 
 
-def build_unet(image_shape: tuple[int, int, int], width: int, seed: int) -> UNet2DModel:
-    """A two-level unconditional UNet (e.g. 28x28 -> 14x14) whose weights depend only on ``seed``."""
+def build_unet(image_shape: tuple[int, int, int], width: int, seed: int, classes: int | None = None) -> UNet2DModel:
+    """A two-level UNet (e.g. 28x28 -> 14x14) whose weights depend only on ``seed``;
+    unconditional, or conditioned on ``classes`` labels (``class_labels=`` when called)."""
     channels, height, _ = image_shape
     with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
         torch.manual_seed(seed)
@@ -26,7 +27,7 @@ def build_unet(image_shape: tuple[int, int, int], width: int, seed: int) -> UNet
             sample_size=height, in_channels=channels, out_channels=channels,
             block_out_channels=(width, 2 * width), layers_per_block=1,
             down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-            norm_num_groups=min(8, width),
+            norm_num_groups=min(8, width), num_class_embeds=classes,
         )
 
 

@@ -237,14 +237,24 @@ def expand(suite: Suite, registry: Registry) -> list[CellSpec]:
     for i, entry in enumerate(suite.protocols):
         spec = _lookup(registry, "protocols", entry.name, suite, f"protocols[{i}] name")
         at = f"{where(suite.path, suite.text, '[[protocols]]', i)} protocols[{i}] ('{entry.name}') config"
-        config = dataclasses.asdict(build_config(spec.config, dict(entry.config), at))
-        cells += _cells_for(suite, registry, entry, spec, config)
+        config = build_config(spec.config, dict(entry.config), at)
+        check_clients(config, suite.matrix.clients, at)
+        cells += _cells_for(suite, registry, entry, spec, dataclasses.asdict(config))
     configs_by_label: dict[str, str] = {}
     for cell in cells:
         if configs_by_label.setdefault(cell.label, cell.config_hash) != cell.config_hash:
             raise ConfigError(f"{suite.path}: two protocol entries are labelled '{cell.label}' with "
                               "different configs; give each a distinct 'label'")
     return list({c.cell_id: c for c in cells}.values())  # an entry listed twice runs once
+
+
+def check_clients(config, clients: int, at: str) -> None:
+    """A protocol config may define ``check_clients(n)`` for what depends on the number of
+    clients (e.g. one value per client); its ValueError becomes the user's error."""
+    try:
+        getattr(config, "check_clients", lambda n: None)(clients)
+    except ValueError as err:
+        raise ConfigError(f"{at}: {err}") from None
 
 
 def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:

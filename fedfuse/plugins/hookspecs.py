@@ -32,7 +32,10 @@ def fedfuse_add_protocols():
     A protocol is a pair: a server loop ``server(grid, run) -> dict`` that owns the whole
     exchange (FedAvg rounds, split-learning activations, anything expressible as Flower
     ``Message``\\ s), and a Flower ``ClientApp``. The config is a dataclass: suite keys are
-    validated against its fields and types before anything runs.
+    validated against its fields and types before anything runs (``__post_init__`` may raise
+    ``ValueError`` for its own checks; a method ``check_clients(n)`` checks what depends on the
+    number of clients, e.g. one value per client). Either error becomes the user's, with the
+    suite file's line.
 
     Example::
 

@@ -25,7 +25,7 @@ def private_model(run, context):
 @app.train("local_and_cut")
 def local_and_cut(msg: Message, context) -> Message:
     run = client_run(context)
-    cfg, t_c = run.config, task.cut_index(run.config.cut_ratio, run.config.timesteps)
+    cfg, t_c = run.config, task.cut_index(run.config.cut_of(run.partition_id), run.config.timesteps)
     generator = run.torch_generator(int(msg.content["config"]["round"]))
     metrics = {"num-examples": len(run.data)}
     if t_c > 0:  # the client owns the low-noise steps [0, t_c)
@@ -44,7 +44,7 @@ def local_and_cut(msg: Message, context) -> Message:
 def finish_sampling(msg: Message, context) -> Message:
     """Denoise the server's x_cut (or pure noise, if the client owns the whole timeline) to x_0."""
     run = client_run(context)
-    cfg, t_c = run.config, task.cut_index(run.config.cut_ratio, run.config.timesteps)
+    cfg, t_c = run.config, task.cut_index(run.config.cut_of(run.partition_id), run.config.timesteps)
     conf = msg.content["config"]
     generator = torch.Generator().manual_seed(int(conf["seed"]))
     if "shared" in msg.content:

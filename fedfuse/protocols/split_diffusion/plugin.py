@@ -22,21 +22,33 @@ class SplitCommon:
         require_positive(self, "local_steps", "server_steps", "share_size", "batch_size", "client_width",
                          "server_width", "timesteps")
 
+    def cut_of(self, client: int) -> float:
+        """The cut ratio of client (partition) ``client``."""
+        return self.cut_ratios[client] if self.cut_ratios else self.cut_ratio
+
 
 @dataclass
 class SplitConfig(SplitCommon):
     cut_ratio: float = 0.4  # the server's share of the timeline: t_c = round((1 - c) * T)
+    cut_ratios: tuple[float, ...] = ()  # one per client (by partition id), overriding cut_ratio
     marginal: Literal["exact", "reference"] = "exact"  # how the server noises x_cut further (see task.py)
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= self.cut_ratio <= 1.0:
-            raise ValueError(f"'cut_ratio' must be in [0, 1], got {self.cut_ratio}")
+        for name, c in [("cut_ratio", self.cut_ratio)] + [(f"cut_ratios[{i}]", c) for i, c in enumerate(self.cut_ratios)]:
+            if not 0.0 <= c <= 1.0:
+                raise ValueError(f"'{name}' must be in [0, 1], got {c}")
+
+    def check_clients(self, clients: int) -> None:
+        if self.cut_ratios and len(self.cut_ratios) != clients:
+            raise ValueError(f"'cut_ratios' has {len(self.cut_ratios)} entries for {clients} clients; "
+                             "give one per client, or a single 'cut_ratio'")
 
 
 @dataclass
 class LocalOnlyConfig(SplitCommon):
     cut_ratio: ClassVar[float] = 0.0  # each client alone, the whole timeline; nothing shared
+    cut_ratios: ClassVar[tuple] = ()
     marginal: ClassVar[str] = "exact"
 
 

@@ -23,9 +23,10 @@ def send(grid, nodes, message_type: str, contents: dict) -> dict:
 
 def server(grid, run) -> dict:
     cfg, nodes = run.config, sorted(grid.get_node_ids())
-    t_c = task.cut_index(cfg.cut_ratio, cfg.timesteps)
-    model = build_unet(run.data.image_shape, cfg.server_width, derive_seed(run.cell.seed, 3))
-    schedule, offset, t_range = task.server_schedule(cfg.timesteps, t_c, cfg.marginal)
+    cuts = {n: task.cut_index(cfg.cut_of(run.partition_of(n)), cfg.timesteps) for n in nodes}
+    labels = cut_labels(cfg.marginal, cuts.values(), cfg.timesteps)
+    model = build_unet(run.data.image_shape, cfg.server_width, derive_seed(run.cell.seed, 3),
+                       classes=len(labels) if labels else None)
     shared = {}
     for rnd in range(1, run.cell.rounds + 1):
         config = {n: RecordDict({"config": ConfigRecord({"round": rnd})}) for n in nodes}
@@ -35,13 +36,37 @@ def server(grid, run) -> dict:
                   for n in sorted(replies, key=run.partition_of) if "shared" in replies[n].content}
         figures = client_losses(replies)
         if shared:  # the server trains its denoiser on the pooled x_cut of the round
-            figures["server_loss"] = task.train_server(model, schedule, offset, t_range, torch.cat(list(shared.values())),
+            figures["server_loss"] = task.train_server(model, pool(shared, cuts, labels), cfg.timesteps, cfg.marginal,
                                                        cfg.server_steps, cfg.batch_size, cfg.lr,
                                                        run.torch_generator(rnd), run.flops)
         run.round_end(rnd, **figures)
-    quality = split_sampling(grid, run, model, nodes, t_c)
-    return {"cut_ratio": cfg.cut_ratio, "t_c": t_c, "marginal": cfg.marginal, **last_losses(run),
-            **quality, **disclosure(run, shared, t_c)}
+    quality = split_sampling(grid, run, model, nodes, cuts, labels)
+    return {**cut_figures(cfg, run, cuts), "marginal": cfg.marginal, **last_losses(run),
+            **quality, **disclosure(run, shared, cuts)}
+
+
+def cut_labels(marginal: str, cuts, timesteps: int) -> dict[int, int]:
+    """{t_c: label} when the server's model is conditioned on the cut, else {}."""
+    distinct = task.shared_cuts(cuts, timesteps)
+    return {t_c: i for i, t_c in enumerate(distinct)} if task.needs_cut_labels(marginal, distinct) else {}
+
+
+def pool(shared: dict, cuts: dict, labels: dict) -> dict:
+    """The round's x_cut of every client, with each image's cut (and its label)."""
+    per_image = [torch.full((len(x),), cuts[n]) for n, x in shared.items()]
+    out = {"x_cut": torch.cat(list(shared.values())), "cut": torch.cat(per_image)}
+    if labels:
+        out["label"] = torch.cat([torch.full((len(x),), labels[cuts[n]]) for n, x in shared.items()])
+    return out
+
+
+def cut_figures(cfg, run, cuts: dict) -> dict:
+    """The cut ratio (mean over clients when they differ) and t_c when all clients share it."""
+    ratios = [cfg.cut_of(run.partition_of(n)) for n in cuts]
+    figures = {"cut_ratio": float(np.mean(ratios))}
+    if len(set(cuts.values())) == 1:
+        figures["t_c"] = next(iter(cuts.values()))
+    return figures
 
 
 def client_losses(replies) -> dict:
@@ -54,19 +79,19 @@ def last_losses(run) -> dict:
     return {k: last[k] for k in ("train_loss", "server_loss") if k in last}
 
 
-def split_sampling(grid, run, model, nodes, t_c: int) -> dict:
+def split_sampling(grid, run, model, nodes, cuts: dict, labels: dict) -> dict:
     """Server: noise -> x_cut; each client: x_cut -> x_0 with its own model; each client's
     samples scored against held-out images of its classes; the mean over clients. Counted as a
     last round (``phase: sampling``): its bytes and FLOPs are the protocol's."""
     cfg, ev = run.config, run.cell.evaluation
-    server_steps, client_steps = task.split_steps(ev["sample_steps"], t_c, cfg.timesteps)
     contents = {}
     for n in nodes:
-        seed = derive_seed(run.cell.seed, 0x5A, run.partition_of(n))
+        t_c, seed = cuts[n], derive_seed(run.cell.seed, 0x5A, run.partition_of(n))
+        server_steps, client_steps = task.split_steps(ev["sample_steps"], t_c, cfg.timesteps)
         content = RecordDict({"config": ConfigRecord({"n": ev["samples"], "seed": seed, "client_steps": client_steps})})
         if server_steps:
             x_cut = task.server_sample(model, cfg.timesteps, t_c, cfg.marginal, ev["samples"], run.data.image_shape,
-                                       server_steps, torch.Generator().manual_seed(seed), run.flops)
+                                       server_steps, torch.Generator().manual_seed(seed), run.flops, labels.get(t_c))
             content["shared"] = ArrayRecord({"x_cut": Array(x_cut.numpy())})
         contents[n] = content
     replies = send(grid, nodes, "query.finish_sampling", contents)
@@ -84,7 +109,7 @@ def mean_quality(run, images: dict) -> dict:
     return {**scores[0], **{k: float(np.mean([s[k] for s in scores])) for k in numeric}}
 
 
-def disclosure(run, shared: dict, t_c: int) -> dict:
+def disclosure(run, shared: dict, cuts: dict) -> dict:
     """What the server received in the last round (x_cut), and its naive reconstruction of
     x_0 from it, against each client's private images; the mean over clients."""
     if not shared:
@@ -92,7 +117,7 @@ def disclosure(run, shared: dict, t_c: int) -> dict:
     rows = []
     for node, x_cut in shared.items():
         private, _ = run.client_private(run.partition_of(node))
-        recon = task.naive_reconstruction(x_cut, run.config.timesteps, t_c)
+        recon = task.naive_reconstruction(x_cut, run.config.timesteps, cuts[node])
         d_shared, d_recon = run.disclosure(x_cut, private), run.disclosure(recon, private)
         rows.append({**d_shared, **{f"recon_{k}": v for k, v in d_recon.items()}})
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if all(math.isfinite(r[k]) for r in rows)}

@@ -10,7 +10,8 @@ What a client shares is ``x_cut = q(x_{t_c - 1} | x_0)``, its images noised to t
 server's denoiser is a diffusion model whose data are these ``x_cut``, with the remaining betas
 ``beta[t_c:]``: noising ``x_cut`` with them gives exactly the marginal ``q(x_t | x_0)`` (the
 ``exact`` mode, default). The reference code instead re-noises ``x_cut`` with fresh noise as if
-it were clean (``reference`` mode), which over-noises it.
+it were clean (``reference`` mode), which over-noises it. Clients may cut at different points;
+then, in exact mode, the server's one denoiser is conditioned on the cut (``needs_cut_labels``).
 """
 
 from __future__ import annotations
@@ -45,14 +46,6 @@ def full_schedule(timesteps: int) -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=timesteps)
 
 
-def server_schedule(timesteps: int, t_c: int, marginal: str) -> tuple[DDPMScheduler, int, tuple[int, int]]:
-    """(schedule, timestep offset, range of its timesteps) the server trains and samples with."""
-    if marginal == "exact":
-        betas = full_schedule(timesteps).betas[t_c:]
-        return DDPMScheduler(num_train_timesteps=len(betas), trained_betas=betas.tolist()), t_c, (0, len(betas))
-    return full_schedule(timesteps), 0, (t_c, timesteps)
-
-
 def noise_to_cut(x0: torch.Tensor, timesteps: int, t_c: int, generator: torch.Generator) -> torch.Tensor:
     """x_cut = q(x_{t_c - 1} | x_0); the clean images when the server owns everything (t_c = 0)."""
     if t_c == 0:
@@ -61,22 +54,52 @@ def noise_to_cut(x0: torch.Tensor, timesteps: int, t_c: int, generator: torch.Ge
     return full_schedule(timesteps).add_noise(x0, noise, torch.full((len(x0),), t_c - 1))
 
 
-def server_loss(model, schedule, offset, t_range, x_cut, generator) -> torch.Tensor:
-    t = torch.randint(*t_range, (len(x_cut),), generator=generator)
+def shared_cuts(cuts, timesteps: int) -> list[int]:
+    """The distinct cuts at which clients hand over to the server (a client with t_c = T hands
+    over nothing). Sorted: a cut's position is its label for a cut-conditioned server model."""
+    return sorted({int(t_c) for t_c in cuts if t_c < timesteps})
+
+
+def needs_cut_labels(marginal: str, cuts: list[int]) -> bool:
+    """In exact mode the server's target at (x_t, t) is the noise added since the cut, which
+    depends on the cut: with clients at different cuts its one denoiser is conditioned on it.
+    The reference mode, like the reference code, trains one unconditioned model."""
+    return marginal == "exact" and len(cuts) > 1
+
+
+def noise_from_cut(x_cut: torch.Tensor, cuts: torch.Tensor, t: torch.Tensor, timesteps: int, marginal: str,
+                   noise: torch.Tensor) -> torch.Tensor:
+    """x_t for each element's t >= its cut. Exact: q(x_t | x_{t_c - 1}), whose marginal is
+    q(x_t | x_0). Reference: x_cut noised as if it were clean, q(x_t | x_0 := x_cut)."""
+    abar = full_schedule(timesteps).alphas_cumprod
+    if marginal == "exact":  # abar_t / abar_{t_c - 1}, and abar_t when x_cut is x_0 (t_c = 0)
+        abar_t = abar[t] / torch.where(cuts > 0, abar[(cuts - 1).clamp(min=0)], torch.ones(()))
+    else:
+        abar_t = abar[t]
+    scale = abar_t.view(-1, *[1] * (x_cut.dim() - 1))
+    return scale.sqrt() * x_cut + (1 - scale).sqrt() * noise
+
+
+def server_loss(model, x_cut, cuts, labels, timesteps: int, marginal: str, generator) -> torch.Tensor:
+    """Noise prediction at t drawn uniformly from each element's own [t_c, T)."""
+    t = cuts + (torch.rand(len(cuts), generator=generator) * (timesteps - cuts)).long()
     noise = torch.randn(x_cut.shape, generator=generator)
-    return F.mse_loss(model(schedule.add_noise(x_cut, noise, t), t + offset).sample, noise)
+    kwargs = {} if labels is None else {"class_labels": labels}
+    return F.mse_loss(model(noise_from_cut(x_cut, cuts, t, timesteps, marginal, noise), t, **kwargs).sample, noise)
 
 
-def train_server(model, schedule, offset, t_range, pool: torch.Tensor, steps: int, batch_size: int, lr: float,
+def train_server(model, pool: dict, timesteps: int, marginal: str, steps: int, batch_size: int, lr: float,
                  generator: torch.Generator, flops=None) -> float:
-    """The server's denoiser, trained on the shared ``x_cut`` pool."""
+    """The server's denoiser, trained on the shared pool: ``x_cut`` with each image's ``cut``
+    and, when the model is cut-conditioned, ``label``."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     total = 0.0
     for _ in range(steps):
-        batch = pool[torch.randint(len(pool), (batch_size,), generator=generator)]
-        with flops.step("train", tuple(batch.shape)) if flops else contextlib.nullcontext():
-            loss = server_loss(model, schedule, offset, t_range, batch, generator)
+        pick = torch.randint(len(pool["x_cut"]), (batch_size,), generator=generator)
+        labels = None if pool.get("label") is None else pool["label"][pick]
+        with flops.step("train", (batch_size, *pool["x_cut"].shape[1:])) if flops else contextlib.nullcontext():
+            loss = server_loss(model, pool["x_cut"][pick], pool["cut"][pick], labels, timesteps, marginal, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
         optimizer.step()
@@ -100,17 +123,19 @@ def split_steps(total: int, t_c: int, timesteps: int) -> tuple[int, int]:
 
 
 def server_sample(model, timesteps: int, t_c: int, marginal: str, n: int, shape, steps: int,
-                  generator: torch.Generator, flops=None) -> torch.Tensor:
-    """The server's part of sampling: pure noise down to the cut (x_cut)."""
+                  generator: torch.Generator, flops=None, label: int | None = None) -> torch.Tensor:
+    """The server's part of sampling: pure noise down to the cut (x_cut); ``label`` is the
+    cut's label when the model is cut-conditioned."""
     from fedfuse.bench.metrics.sampling import denoise
 
     x = torch.randn((n, *shape), generator=generator)
+    kwargs = {} if label is None else {"class_labels": torch.full((n,), label)}
     betas = full_schedule(timesteps).betas
     if marginal == "exact":
         scheduler = ddim_over(betas[t_c:], steps)
-        return denoise(Offset(model, t_c), scheduler, x, scheduler.timesteps, generator, flops)
+        return denoise(Offset(model, t_c), scheduler, x, scheduler.timesteps, generator, flops, **kwargs)
     scheduler = ddim_over(betas, round(steps * timesteps / max(1, timesteps - t_c)))
-    return denoise(model, scheduler, x, [t for t in scheduler.timesteps if t >= t_c], generator, flops)
+    return denoise(model, scheduler, x, [t for t in scheduler.timesteps if t >= t_c], generator, flops, **kwargs)
 
 
 def client_sample(model, timesteps: int, t_c: int, x_cut: torch.Tensor, steps: int,
