@@ -10,6 +10,7 @@ A protocol never counts its own traffic, so none can count in its own favour.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -49,23 +50,35 @@ class TrafficMeter:
 
     def __init__(self, partition_of: dict[int, int] | None = None):
         self.partition_of = partition_of or {}
+        self.sent_to: dict[str, int] = {}  # message id -> destination node, to place error replies
         self.reset()
 
     def reset(self) -> None:
         self.clients: dict[int, dict[str, float]] = defaultdict(lambda: dict.fromkeys(FIELDS, 0))
         self.messages = 0
+        self.exchanges, self.exchange_s = 0, 0.0  # send_and_receive calls and their wall time
 
     def _client(self, node_id: int) -> dict:
         return self.clients[self.partition_of.get(node_id, node_id)]
 
+    def node_of(self, reply: Message) -> int:
+        """The client node a reply concerns: its sender, or, for an error the SuperLink
+        issued in a node's place (e.g. node unavailable), the node the request went to."""
+        return self.sent_to.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+
+    def client_of(self, reply: Message) -> str:
+        node = self.node_of(reply)
+        return f"client {self.partition_of[node]} (node {node})" if node in self.partition_of else f"node {node}"
+
     def sent(self, message: Message) -> None:
+        self.sent_to[message.metadata.message_id] = message.metadata.dst_node_id
         client = self._client(message.metadata.dst_node_id)
         client["bytes_down"] += wire_bytes(message)
         client["payload_down"] += payload_bytes(message)
         self.messages += 1
 
     def received(self, message: Message) -> None:
-        client = self._client(message.metadata.src_node_id)
+        client = self._client(self.node_of(message))
         client["bytes_up"] += wire_bytes(message)
         client["payload_up"] += payload_bytes(message)
         if message.has_content() and COST_KEY in message.content:
@@ -73,9 +86,10 @@ class TrafficMeter:
                 client[key] = client.get(key, 0) + value
         self.messages += 1
 
-    def take_round(self) -> tuple[dict[int, dict], int]:
-        """({partition id: figures}, messages) since the last call, then reset."""
-        out = ({k: dict(v) for k, v in sorted(self.clients.items())}, self.messages)
+    def take_round(self) -> tuple[dict[int, dict], dict]:
+        """({partition id: figures}, {messages, exchanges, exchange_s}) since the last call, then reset."""
+        counts = {"messages": self.messages, "exchanges": self.exchanges, "exchange_s": self.exchange_s}
+        out = ({k: dict(v) for k, v in sorted(self.clients.items())}, counts)
         self.reset()
         return out
 
@@ -98,7 +112,9 @@ class CountingGrid(Grid):
         return self._inner.create_message(*args, **kwargs)
 
     def get_node_ids(self) -> Iterable[int]:
-        return self._inner.get_node_ids()
+        """The cell's nodes, one per partition: in a deployment the SuperLink may also list
+        other or stale nodes, which the harness's handshake left out."""
+        return list(self.meter.partition_of)
 
     # Outgoing messages are measured after Flower has stamped their ids, as they travel.
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
@@ -115,8 +131,10 @@ class CountingGrid(Grid):
         return replies
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        messages = list(messages)
+        messages, started = list(messages), time.perf_counter()
         replies = list(self._inner.send_and_receive(messages, timeout=timeout))
+        self.meter.exchanges += 1  # one exchange: the engine's round trip plus the clients' work
+        self.meter.exchange_s += time.perf_counter() - started
         for message in messages:
             self.meter.sent(message)
         for reply in replies:

@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", metavar="PATTERN", help="run only cells whose name matches (glob or substring)")
     run.add_argument("--rerun", action="store_true", help="run cells again even if already ok")
     run.add_argument("--wandb", action="store_true", help="publish each cell to W&B (offline) as it finishes")
+    run.add_argument("--backend", choices=("simulation", "deployment"), default="simulation",
+                     help="Flower's simulation engine here (default), or a SuperLink with SuperNodes")
+    run.add_argument("--superlink", metavar="HOST:PORT", help="deployment: the SuperLink's API address")
+    run.add_argument("--root-certificates", metavar="PATH", help="deployment: the CA that signed the SuperLink's certificate")
+    run.add_argument("--insecure", action="store_true", help="deployment: the SuperLink runs without TLS")
     lst = sub.add_parser("list", help="list what the plugins provide")
     lst.add_argument("what", choices=LISTABLE)
     sub.add_parser("plugins", help="registered plugins and where each comes from")
@@ -66,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("results", help="one record per cell")
     res.add_argument("--out", default=DEFAULT_OUT)
     res.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    deploy = sub.add_parser("deploy", help="start Flower's deployment engine for `run --backend deployment`")
+    where = deploy.add_subparsers(dest="where", required=True)
+    local = where.add_parser("local", help="a SuperLink and N SuperNodes on this machine, until Ctrl-C")
+    local.add_argument("--nodes", type=int, required=True, help="SuperNodes to start here (partition-id 0..N-1); 0: the SuperLink alone")
+    trust = local.add_mutually_exclusive_group(required=True)
+    trust.add_argument("--tls", action="store_true", help="make a self-signed CA and serve over TLS")
+    trust.add_argument("--insecure", action="store_true", help="no TLS (say so explicitly)")
+    local.add_argument("--out", default=f"{DEFAULT_OUT}/deploy", help="logs, certificates, Flower state")
+    local.add_argument("--host", default="127.0.0.1", help="interface the SuperLink listens on (0.0.0.0: all)")
+    local.add_argument("--port", type=int, default=0, help="the SuperLink's port (default: a free one)")
+    local.add_argument("--advertise", action="append", default=[], metavar="NAME_OR_IP",
+                       help="another name the SuperLink is reached by (put in its certificate)")
     return parser
 
 
@@ -89,7 +106,7 @@ def cmd_run(args) -> int:
     cells = select(expand(suite, reg), args.only)  # every check happens before anything is written
     if not cells:
         raise ConfigError(f"--only {args.only!r} matches no cell of suite '{suite.header.name}'")
-    runner = SuiteRunner(reg, Path(args.out), suite.digest, rerun=args.rerun)
+    runner = SuiteRunner(reg, Path(args.out), suite.digest, rerun=args.rerun, engine=_engine(args))
     observers = {"fedfuse-progress": ProgressDisplay(len(cells))}
     if args.wandb:
         from fedfuse.leaderboard.wandb_sink import LivePublisher
@@ -106,6 +123,23 @@ def cmd_run(args) -> int:
                 reg.pm.unregister(plugin)
     console().print(rich_table(runner.store.records([c.cell_id for c in cells])))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def _engine(args):
+    """None for the simulation engine; a DeploymentEngine for ``--backend deployment``."""
+    given = [f"--{k.replace('_', '-')}" for k in ("superlink", "root_certificates", "insecure") if getattr(args, k)]
+    if args.backend == "simulation":
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply to --backend deployment")
+        return None
+    from fedfuse.bench.deployment import DeploymentEngine, SuperLink
+
+    if not args.superlink:
+        raise ConfigError("--backend deployment needs --superlink HOST:PORT (see `fedfuse deploy local`)")
+    certs = Path(args.root_certificates) if args.root_certificates else None
+    engine = DeploymentEngine(SuperLink(args.superlink, certs, args.insecure), Path(args.out))
+    engine.check()
+    return engine
 
 
 def _run_or_skip(runner, display, cell):
@@ -247,7 +281,19 @@ def cmd_results(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "results": cmd_results, "data": cmd_data,
+def cmd_deploy(args) -> int:
+    from fedfuse.bench.deploy_local import LocalDeployment, serve
+
+    if args.nodes < 0:
+        raise ConfigError(f"--nodes must be >= 0 (0: the SuperLink alone), got {args.nodes}")
+    try:
+        return serve(LocalDeployment(Path(args.out), args.nodes, args.tls, args.host, args.port, args.advertise))
+    except RuntimeError as err:
+        print(f"fedfuse: error: {err}", file=sys.stderr)
+        return 1
+
+
+COMMANDS = {"run": cmd_run, "deploy": cmd_deploy, "list": cmd_list, "plugins": cmd_plugins, "results": cmd_results, "data": cmd_data,
             "leaderboard": cmd_leaderboard, "publish": cmd_publish}
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ from fedfuse.datasets.partition import summarize
 from fedfuse.leaderboard.store import ResultStore
 from fedfuse.plugins.manager import Registry
 
-SUMMED = ("bytes_up", "bytes_down", "payload_up", "payload_down", "messages", "client_flops", "server_flops",
-          "latency_s", "energy_j")
+SUMMED = ("bytes_up", "bytes_down", "payload_up", "payload_down", "messages", "exchanges", "exchange_s",
+          "client_flops", "server_flops", "latency_s", "energy_j")
 
 
 @dataclass
@@ -45,9 +45,12 @@ def select(cells: list[CellSpec], pattern: str | None) -> list[CellSpec]:
 
 
 class SuiteRunner:
-    def __init__(self, registry: Registry, out_dir: Path, suite_digest: str, rerun: bool = False):
+    """``engine``: None for Flower's simulation engine in this process, or a
+    ``fedfuse.bench.deployment.DeploymentEngine`` (a SuperLink and its SuperNodes)."""
+
+    def __init__(self, registry: Registry, out_dir: Path, suite_digest: str, rerun: bool = False, engine=None):
         self.registry, self.hook = registry, registry.pm.hook
-        self.out_dir, self.suite_digest, self.rerun = Path(out_dir), suite_digest, rerun
+        self.out_dir, self.suite_digest, self.rerun, self.engine = Path(out_dir), suite_digest, rerun, engine
         self.store = ResultStore(self.out_dir / "results.sqlite")
 
     def run(self, cells: list[CellSpec]) -> list[CellOutcome]:
@@ -103,11 +106,14 @@ class SuiteRunner:
         self.hook.fedfuse_round_end(run=run, round=record["round"], record=record)
 
     def _execute(self, run: ServerRun) -> dict:
-        from fedfuse.bench.simulation import run_cell  # imports flwr's simulation engine (Ray)
-
         self._record_data(run)
-        server_loop = self.registry.get("protocols", run.cell.protocol).load_server()
-        metrics = run_cell(run, server_loop)
+        if self.engine is not None:  # the ServerApp runs where the SuperLink starts it
+            metrics = {**self.engine.run_cell(run), "backend": "deployment"}
+        else:
+            from fedfuse.bench.simulation import run_cell  # imports flwr's simulation engine (Ray)
+
+            server_loop = self.registry.get("protocols", run.cell.protocol).load_server()
+            metrics = {**run_cell(run, server_loop), "backend": "simulation"}
         check_finite(metrics)
         return metrics
 

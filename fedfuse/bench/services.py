@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +136,17 @@ class ServerRun:
         ev = self.cell.evaluation
         images = sample(model, ev["samples"], self.data.image_shape, train_timesteps, ev["sample_steps"],
                         ev["sampler"], seed=derive_seed(self.cell.seed, 0x5A))
-        return self.score_samples(images)
+        return {**self.checksum(model), **self.score_samples(images)}
+
+    @staticmethod
+    def checksum(model) -> dict:
+        """``model_sha256``: the final weights' digest (the first 16 hex digits), to tell whether
+        two runs of a cell (e.g. simulation and deployment) trained exactly the same model."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return {"model_sha256": digest.hexdigest()[:16]}
 
     def disclosure(self, shared: torch.Tensor, private: torch.Tensor) -> dict:
         """How close ``shared`` tensors (or reconstructions from them) are to ``private`` images."""
@@ -144,11 +155,11 @@ class ServerRun:
         return disclosure(shared, private, self.feature_space()[0])
 
     def round_end(self, round: int, **figures: float) -> dict:
-        traffic, messages = self.grid.meter.take_round()
+        traffic, counts = self.grid.meter.take_round()
         server_flops = sum(self.flops.take().values())
         costs = self.hardware.round_figures(traffic, server_flops, self._points)
         self._points = {}
-        record = {"round": round, "elapsed_s": time.time() - self.started, **figures, **costs, "messages": messages}
+        record = {"round": round, "elapsed_s": time.time() - self.started, **figures, **costs, **counts}
         self.rounds.append(record)
         self.on_round(record)
         return record

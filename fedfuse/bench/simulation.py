@@ -7,8 +7,7 @@ import os
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
-from fedfuse.bench.accounting import CountingGrid, TrafficMeter
-from fedfuse.bench.flower import CellClientApp, identify_nodes
+from fedfuse.bench.flower import CLIENT_THREADS_ENV, CellClientApp, serve
 from fedfuse.bench.services import RUN_CONFIG_KEY, ServerRun
 
 
@@ -25,6 +24,8 @@ def quiet_environment() -> None:
     """No telemetry (Flower reports usage over the network unless told not to), no hub
     look-ups, and no progress bars or notices from Ray and transformers in the display."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")  # no look-up of newer Flower releases
+    os.environ.setdefault(CLIENT_THREADS_ENV, "1")  # as many torch threads as the CPUs a ClientApp is given
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from local directories only
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -40,8 +41,7 @@ def run_cell(run: ServerRun, server_loop) -> dict:
 
     @server_app.main()
     def _main(grid, context):
-        run.grid = CountingGrid(grid, TrafficMeter(identify_nodes(grid, run.cell.clients)))
-        outcome["metrics"] = server_loop(run.grid, run)
+        outcome["metrics"] = serve(grid, run, server_loop)
 
     client_app = CellClientApp({RUN_CONFIG_KEY: run.cell.to_json()})
     run_simulation(server_app, client_app, num_supernodes=run.cell.clients,

@@ -4,11 +4,11 @@ images, measure it, then FedAvg the trainable part over the clients' private ima
 import json
 
 import torch
-from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.app import ArrayRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from fedfuse.bench.diffusion import build_scheduler, evaluate
-from fedfuse.bench.flower import check_replies, strategy_rounds
+from fedfuse.bench.flower import send_each, strategy_rounds
 from fedfuse.bench.metrics.sampling import sample
 from fedfuse.bench.services import derive_seed
 from fedfuse.datasets import ClientData
@@ -61,10 +61,8 @@ def pretrained_base(run):
 
 def send_base(grid, base) -> None:
     """Clients are not assumed to have the base: it travels once, before round 1 (counted)."""
-    nodes = list(grid.get_node_ids())
-    messages = [Message(RecordDict({"base": ArrayRecord(base.state_dict())}), dst_node_id=node,
-                        message_type="query.receive_base") for node in nodes]
-    check_replies(grid.send_and_receive(messages), len(messages))
+    arrays = ArrayRecord(base.state_dict())
+    send_each(grid, {node: RecordDict({"base": arrays}) for node in grid.get_node_ids()}, "query.receive_base")
 
 
 _BASE_SCORES: dict = {}  # the base's quality depends only on (base, seed, evaluation): once per process
@@ -85,5 +83,5 @@ def score(run, backbone, model, classes: list[int], prefix: str = "") -> dict:
     labels = torch.tensor(classes).repeat(ev["samples"] // len(classes) + 1)[: ev["samples"]]
     images = backbone.decode(sample(model, ev["samples"], backbone.shape, run.config.timesteps, ev["sample_steps"],
                                     ev["sampler"], seed=derive_seed(run.cell.seed, 0x5A), class_labels=labels))
-    metrics = run.score_samples(images, classes=classes, grid_name=f"{prefix or 'final_'}samples.png")
-    return {f"{prefix}{k}": v for k, v in metrics.items() if not (prefix and k in ("feature_space", "featnet_accuracy"))}
+    metrics = {**run.checksum(model), **run.score_samples(images, classes=classes, grid_name=f"{prefix or 'final_'}samples.png")}
+    return {f"{prefix}{k}": v for k, v in metrics.items() if not (prefix and k in ("feature_space", "featnet_accuracy", "model_sha256"))}

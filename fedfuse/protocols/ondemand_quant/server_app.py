@@ -3,11 +3,11 @@ transmit power), send the model, decode and average the quantized updates."""
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from fedfuse.bench.diffusion import build_scheduler, build_unet, diffusion_loss, evaluate
 from fedfuse.bench.flops import FlopMeter
-from fedfuse.bench.flower import check_replies
+from fedfuse.bench.flower import send_each
 from fedfuse.bench.services import derive_seed
 from fedfuse.protocols.ondemand_quant import solver, task
 
@@ -71,10 +71,8 @@ def pick(values: tuple, client: int, default):
 
 def exchange(grid, run, nodes, model, plan, rnd: int) -> dict:
     arrays = ArrayRecord(model.state_dict())
-    messages = [Message(RecordDict({"arrays": arrays, "config": ConfigRecord(
-        {"server-round": rnd, "bits": plan[run.partition_of(n)].bits})}), dst_node_id=n, message_type="train")
-        for n in nodes]
-    return {r.metadata.src_node_id: r for r in check_replies(grid.send_and_receive(messages), len(messages))}
+    return send_each(grid, {n: RecordDict({"arrays": arrays, "config": ConfigRecord(
+        {"server-round": rnd, "bits": plan[run.partition_of(n)].bits})}) for n in nodes}, "train")
 
 
 def apply_updates(model, replies, run, plan, shapes, block, weights) -> None:

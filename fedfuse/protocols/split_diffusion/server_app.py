@@ -5,20 +5,14 @@ import math
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedfuse.bench.accounting import EVAL_KEY
 from fedfuse.bench.diffusion import build_unet, train
-from fedfuse.bench.flower import check_replies
+from fedfuse.bench.flower import send_each
 from fedfuse.bench.services import derive_seed
 from fedfuse.datasets import ClientData
 from fedfuse.protocols.split_diffusion import task
-
-
-def send(grid, nodes, message_type: str, contents: dict) -> dict:
-    """One message per node (``contents[node]``); the replies, by node."""
-    messages = [Message(contents[n], dst_node_id=n, message_type=message_type) for n in nodes]
-    return {r.metadata.src_node_id: r for r in check_replies(grid.send_and_receive(messages), len(messages))}
 
 
 def server(grid, run) -> dict:
@@ -30,7 +24,7 @@ def server(grid, run) -> dict:
     shared = {}
     for rnd in range(1, run.cell.rounds + 1):
         config = {n: RecordDict({"config": ConfigRecord({"round": rnd})}) for n in nodes}
-        replies = send(grid, nodes, "train.local_and_cut", config)
+        replies = send_each(grid, config, "train.local_and_cut")
         # Pool in client order: replies arrive in any order and node ids differ from run to run.
         shared = {n: torch.from_numpy(replies[n].content["shared"]["x_cut"].numpy())
                   for n in sorted(replies, key=run.partition_of) if "shared" in replies[n].content}
@@ -41,7 +35,7 @@ def server(grid, run) -> dict:
                                                        run.torch_generator(rnd), run.flops)
         run.round_end(rnd, **figures)
     quality = split_sampling(grid, run, model, nodes, cuts, labels)
-    return {**cut_figures(cfg, run, cuts), "marginal": cfg.marginal, **last_losses(run),
+    return {**cut_figures(cfg, run, cuts), "marginal": cfg.marginal, **last_losses(run), **run.checksum(model),
             **quality, **disclosure(run, shared, cuts)}
 
 
@@ -94,7 +88,7 @@ def split_sampling(grid, run, model, nodes, cuts: dict, labels: dict) -> dict:
                                        server_steps, torch.Generator().manual_seed(seed), run.flops, labels.get(t_c))
             content["shared"] = ArrayRecord({"x_cut": Array(x_cut.numpy())})
         contents[n] = content
-    replies = send(grid, nodes, "query.finish_sampling", contents)
+    replies = send_each(grid, contents, "query.finish_sampling")
     images = {n: torch.from_numpy(r.content[EVAL_KEY]["x0"].numpy()) for n, r in replies.items()}
     run.round_end(run.cell.rounds + 1, phase="sampling")
     return mean_quality(run, {run.partition_of(n): x for n, x in images.items()})
@@ -126,7 +120,7 @@ def disclosure(run, shared: dict, cuts: dict) -> dict:
 def centralized(grid, run) -> dict:
     """Baseline: every client uploads all its images once (counted); the server trains one model."""
     cfg, nodes = run.config, sorted(grid.get_node_ids())
-    replies = send(grid, nodes, "query.upload_data", {n: RecordDict() for n in nodes})
+    replies = send_each(grid, {n: RecordDict() for n in nodes}, "query.upload_data")
     pooled = torch.cat([torch.from_numpy(replies[n].content["data"]["images"].numpy())
                         for n in sorted(replies, key=run.partition_of)])
     data = ClientData(pooled, torch.zeros(len(pooled), dtype=torch.long), torch.arange(len(pooled)))
@@ -143,4 +137,4 @@ def centralized(grid, run) -> dict:
                                             ev["sample_steps"], torch.Generator().manual_seed(
                                                 derive_seed(run.cell.seed, 0x5A, client)), run.flops)
     run.round_end(run.cell.rounds + 1, phase="sampling")
-    return {"cut_ratio": 1.0, **last_losses(run), **mean_quality(run, images)}
+    return {"cut_ratio": 1.0, **last_losses(run), **run.checksum(model), **mean_quality(run, images)}

@@ -1,0 +1,159 @@
+"""Run a cell on Flower's deployment engine: submit it to a SuperLink with ``flwr run``,
+then follow what the ServerApp reports (``fedfuse.bench.flower_app``).
+
+The runner must be on the SuperLink's machine: the SuperLink starts the ServerApp there, and
+it writes its rounds and result into the cell's run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedfuse.bench.config import ConfigError
+from fedfuse.bench.flower_app import RESULT_FILE, ROUNDS_FILE, RUN_DIR_KEY, write_app
+from fedfuse.bench.services import RUN_CONFIG_KEY
+
+CONNECTION = "fedfuse"  # the SuperLink connection's name in the private Flower config
+STATUS_EVERY_S = 10.0  # how often to ask the SuperLink whether the run is still alive
+
+
+class DeploymentError(RuntimeError):
+    """The SuperLink refused the run, or the run ended without the ServerApp's result."""
+
+
+@dataclass(frozen=True)
+class SuperLink:
+    """Where the SuperLink's API listens, and how to trust it."""
+
+    address: str  # host:port
+    root_certificates: Path | None = None
+    insecure: bool = False
+
+    def __post_init__(self):
+        if ":" not in self.address:
+            raise ConfigError(f"--superlink must be HOST:PORT, got {self.address!r}")
+        if self.insecure == (self.root_certificates is not None):
+            raise ConfigError("give the SuperLink's CA with --root-certificates PATH, or say --insecure "
+                              "for a SuperLink started without TLS (exactly one of the two)")
+        if self.root_certificates is not None and not Path(self.root_certificates).is_file():
+            raise ConfigError(f"--root-certificates: no file {self.root_certificates}")
+
+    def flower_config(self) -> str:
+        """Flower's CLI configuration (its ``config.toml``) naming this SuperLink."""
+        trust = ("insecure = true" if self.insecure
+                 else f"root-certificates = {json.dumps(str(Path(self.root_certificates).resolve()))}")
+        return f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n' \
+               f'address = {json.dumps(self.address)}\n{trust}\n'
+
+
+class DeploymentEngine:
+    """Submits cells to one SuperLink. Flower's CLI state lives under ``out_dir/flower``."""
+
+    def __init__(self, superlink: SuperLink, out_dir: Path, poll_s: float = 0.2):
+        self.superlink, self.poll_s = superlink, poll_s
+        self.home = Path(out_dir).resolve() / "flower"
+        self.app = write_app(self.home / "app")
+        (self.home / "config.toml").write_text(superlink.flower_config())
+
+    def flwr(self, *args: str, timeout: float = 120) -> str:
+        """A ``flwr`` CLI command against this SuperLink; its stdout."""
+        env = {**os.environ, "FLWR_HOME": str(self.home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+        flwr = Path(sys.executable).with_name("flwr")
+        done = subprocess.run([str(flwr), *args], capture_output=True, text=True, env=env, timeout=timeout)
+        if done.returncode != 0:
+            raise DeploymentError(f"flwr {args[0]} failed: {(done.stderr or done.stdout).strip()[-800:]}")
+        return done.stdout
+
+    def check(self) -> None:
+        """Fail early, before any cell, when the SuperLink cannot be reached or trusted."""
+        try:
+            self.flwr("ls", CONNECTION, "--format", "json", timeout=60)
+        except (DeploymentError, subprocess.TimeoutExpired) as err:
+            raise ConfigError(f"cannot use the SuperLink at {self.superlink.address}: {err}") from None
+
+    def run_cell(self, run) -> dict:
+        """Submit ``run``'s cell, relay its rounds to ``run``; the ServerApp's final metrics."""
+        for name in (ROUNDS_FILE, RESULT_FILE):
+            (run.run_dir / name).unlink(missing_ok=True)
+        run_config = run.run_dir / "flower_run_config.toml"
+        run_config.write_text(f"{json.dumps(RUN_CONFIG_KEY)} = {json.dumps(run.cell.to_json())}\n"
+                              f"{json.dumps(RUN_DIR_KEY)} = {json.dumps(str(run.run_dir.resolve()))}\n")
+        submitted = json.loads(self.flwr("run", str(self.app), CONNECTION, "--run-config", str(run_config),
+                                         "--format", "json"))
+        run_id = submitted["run-id"]
+        (run.run_dir / "flower_run_id").write_text(run_id)
+        try:
+            outcome = self.follow(run, run_id)
+        except KeyboardInterrupt:
+            self.flwr("stop", run_id, CONNECTION)
+            raise
+        if outcome["status"] != "ok":
+            (run.run_dir / "server_traceback.txt").write_text(outcome.get("traceback", ""))
+            raise DeploymentError(outcome["error"])
+        return {**outcome["metrics"], **self.flower_figures(run_id)}
+
+    def follow(self, run, run_id: str) -> dict:
+        """Relay the ServerApp's round lines to ``run`` until its result appears."""
+        rounds, result = ReportReader(run.run_dir / ROUNDS_FILE), run.run_dir / RESULT_FILE
+        next_check = time.time() + STATUS_EVERY_S
+        while True:
+            for line in rounds.new_lines():
+                relay(run, line)
+            if result.exists():
+                for line in rounds.new_lines():
+                    relay(run, line)
+                return json.loads(result.read_text())
+            if time.time() > next_check:
+                self.check_alive(run_id, result)
+                next_check = time.time() + STATUS_EVERY_S
+            time.sleep(self.poll_s)
+
+    def status(self, run_id: str) -> dict:
+        return json.loads(self.flwr("ls", CONNECTION, "--run-id", run_id, "--format", "json"))["runs"][0]
+
+    def check_alive(self, run_id: str, result: Path) -> None:
+        """A run that Flower reports finished must have left its result (ServerApp killed, or it
+        could not start: the reason is in Flower's status details)."""
+        status = self.status(run_id)
+        if status["status"].startswith("finished") and not result.exists():
+            time.sleep(1.0)  # the result file is written just before the ServerApp exits
+            if not result.exists():
+                raise DeploymentError(f"Flower run {run_id} ended ({status['status']}: {status['status-details']}) "
+                                      "without a result from the ServerApp; see `flwr log` for it")
+
+    def flower_figures(self, run_id: str) -> dict:
+        """Flower's own count of the run's traffic, kept beside fedfuse's as a cross-check."""
+        traffic = self.status(run_id).get("network-traffic", {})
+        return {"flower_inbound_bytes": traffic.get("inbound-bytes", 0),
+                "flower_outbound_bytes": traffic.get("outbound-bytes", 0)}
+
+
+class ReportReader:
+    """The complete lines appended to a file since the last call."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def new_lines(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        complete = chunk[:chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+def relay(run, line: dict) -> None:
+    if "round" in line:
+        run.rounds.append(line["round"])
+        run.on_round(line["round"])
+    elif "status" in line:
+        run.on_status(line["status"])
