@@ -5,6 +5,8 @@ Wrap each step of work in ``meter.step(kind, key)``: the first step with a given
 later ones only add that number, so counting costs (almost) nothing after the first step.
 ``key`` must change whenever the work does (batch shape, model); ``kind`` is "train" (forward
 and backward inside the block) or "sample". Optimizer updates are elementwise and not counted.
+FlopCounterMode changes the last bits of a backward pass, so the ClientApp ``restart``\ s its
+meter on every message: the measured step is then always a message's first, in every engine.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ class FlopMeter:
             yield
         self.per_step[(kind, key)] = counter.get_total_flops()
         self._totals[kind] += self.per_step[(kind, key)]
+
+    def restart(self) -> dict[str, float]:
+        """Forget the measured steps and return (then reset) the totals: the next step of each
+        key is measured again."""
+        self.per_step.clear()
+        return self.take()
 
     def take(self) -> dict[str, float]:
         """FLOPs per kind since the last call (``flops_train``, ``flops_sample``), then reset."""

@@ -55,7 +55,10 @@ class CellClientApp(ClientApp):
                 {"partition-id": int(context.node_config["partition-id"])})}), reply_to=message)
         pin_threads()
         run = client_run(context)
-        run.flops.take()  # start this message's count from zero
+        # Every message measures its first step afresh. FlopCounterMode changes the last bits of
+        # a backward pass, so a measured step must come at the same place in every run, however
+        # the engine spreads messages over processes (Ray actors; a process per message).
+        run.flops.restart()
         reply = protocol_client_app(context.run_config[RUN_CONFIG_KEY])(message, context)
         if reply.has_content():  # the harness's cost record: the FLOPs measured for this message
             reply.content[COST_KEY] = ConfigRecord(run.flops.take())  # not a MetricRecord: strategies expect one
