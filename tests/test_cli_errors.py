@@ -11,6 +11,10 @@ from conftest import write_suite
     ('[[protocols]]\nname = "fedavgg"\n', [], "unknown protocol 'fedavgg'; available: centralized, fedavg, "),
     ('[[protocols]]\nname = "fedavg"\n', ["--set", "fedavg.width=wide"], "key 'width' must be int, got str 'wide'"),
     ('[[protocols]]\nname = "fedavg"\n', ["--only", "nothing-matches"], "--only 'nothing-matches' matches no cell"),
+    ('[[protocols]]\nname = "fedavg"\n', ["--backend", "deployment"], "--backend deployment needs --superlink HOST:PORT"),
+    ('[[protocols]]\nname = "fedavg"\n', ["--backend", "deployment", "--superlink", "127.0.0.1:9"],
+     "give the SuperLink's CA with --root-certificates PATH, or say --insecure"),
+    ('[[protocols]]\nname = "fedavg"\n', ["--insecure"], "--insecure only apply to --backend deployment"),
 ])
 def test_config_errors_exit_2_with_one_line_and_write_nothing(cli, tmp_path, protocols, extra, message):
     suite = write_suite(tmp_path / "suite.toml", protocols)
@@ -24,7 +28,7 @@ def test_config_errors_exit_2_with_one_line_and_write_nothing(cli, tmp_path, pro
 
 def test_unknown_suite_and_missing_results(cli, tmp_path):
     done = cli("run", "no-such-suite")
-    assert done.returncode == 2 and "no shipped suite of that name; shipped suites: seed-fedavg-lora" in done.stderr
+    assert done.returncode == 2 and "no shipped suite of that name; shipped suites: " in done.stderr
     assert "smoke" in done.stderr
     done = cli("results", "--out", str(tmp_path / "empty"))
     assert done.returncode == 2 and "run a suite first" in done.stderr
@@ -49,3 +53,10 @@ def test_data_show_prints_the_partition_and_plots(cli, tmp_path):
     assert bad.returncode == 2 and "unknown argument 'alpha'; allowed: none" in bad.stderr
     missing = cli("data", "show", "image-folder", "--data-arg", f"path={tmp_path / 'nowhere'}")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_an_unreachable_superlink_is_an_input_error(cli, tmp_path):
+    suite = write_suite(tmp_path / "suite.toml", '[[protocols]]\nname = "fedavg"\n')
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"), "--backend", "deployment",
+               "--superlink", "127.0.0.1:9", "--insecure", timeout=120)
+    assert done.returncode == 2 and "cannot use the SuperLink at 127.0.0.1:9" in done.stderr

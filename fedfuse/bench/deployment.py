@@ -61,6 +61,14 @@ class DeploymentEngine:
         self.app = write_app(self.home / "app")
         (self.home / "config.toml").write_text(superlink.flower_config())
 
+    def flwr_json(self, *args: str, timeout: float = 120) -> dict:
+        """A ``flwr`` CLI command with ``--format json``; its answer, or an error if it failed
+        (the CLI can exit 0 with ``"success": false``, e.g. when the SuperLink is unreachable)."""
+        answer = json.loads(self.flwr(*args, "--format", "json", timeout=timeout))
+        if not answer.get("success", False):
+            raise DeploymentError(f"flwr {args[0]} failed: {answer.get('error-message', answer)}")
+        return answer
+
     def flwr(self, *args: str, timeout: float = 120) -> str:
         """A ``flwr`` CLI command against this SuperLink; its stdout."""
         env = {**os.environ, "FLWR_HOME": str(self.home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
@@ -73,8 +81,8 @@ class DeploymentEngine:
     def check(self) -> None:
         """Fail early, before any cell, when the SuperLink cannot be reached or trusted."""
         try:
-            self.flwr("ls", CONNECTION, "--format", "json", timeout=60)
-        except (DeploymentError, subprocess.TimeoutExpired) as err:
+            self.flwr_json("ls", CONNECTION, timeout=60)
+        except (DeploymentError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
             raise ConfigError(f"cannot use the SuperLink at {self.superlink.address}: {err}") from None
 
     def run_cell(self, run) -> dict:
@@ -84,8 +92,7 @@ class DeploymentEngine:
         run_config = run.run_dir / "flower_run_config.toml"
         run_config.write_text(f"{json.dumps(RUN_CONFIG_KEY)} = {json.dumps(run.cell.to_json())}\n"
                               f"{json.dumps(RUN_DIR_KEY)} = {json.dumps(str(run.run_dir.resolve()))}\n")
-        submitted = json.loads(self.flwr("run", str(self.app), CONNECTION, "--run-config", str(run_config),
-                                         "--format", "json"))
+        submitted = self.flwr_json("run", str(self.app), CONNECTION, "--run-config", str(run_config))
         run_id = submitted["run-id"]
         (run.run_dir / "flower_run_id").write_text(run_id)
         try:
@@ -115,7 +122,7 @@ class DeploymentEngine:
             time.sleep(self.poll_s)
 
     def status(self, run_id: str) -> dict:
-        return json.loads(self.flwr("ls", CONNECTION, "--run-id", run_id, "--format", "json"))["runs"][0]
+        return self.flwr_json("ls", CONNECTION, "--run-id", run_id)["runs"][0]
 
     def check_alive(self, run_id: str, result: Path) -> None:
         """A run that Flower reports finished must have left its result (ServerApp killed, or it
