@@ -7,6 +7,7 @@ everything. Ctrl-C (or SIGTERM) stops every process started here, children inclu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from fedfuse.bench.deployment import flower_command, flower_env
 from fedfuse.bench.flower import CLIENT_THREADS_ENV
 
 READY_TIMEOUT_S = 60
@@ -30,15 +32,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def flower_command(name: str) -> str:
-    """Flower's executables from this Python's environment (not whatever PATH finds first)."""
-    return str(Path(sys.executable).with_name(name))
-
-
 def base_env(home: Path, task_poll_s: float) -> dict:
-    bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    bin_dir = str(Path(sys.executable).parent)  # SuperExec finds flwr-serverapp/-clientapp on PATH
+    return {**flower_env(home), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
             # SuperExec polls for work every second by default; each message waits for that poll
             "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(task_poll_s)}
 
@@ -74,24 +70,14 @@ class Managed:
         except psutil.NoSuchProcess:
             family = []
         for p in family:
-            with _gone():
+            with contextlib.suppress(psutil.NoSuchProcess):  # it may have exited meanwhile
                 p.terminate()
         _, alive = psutil.wait_procs(family, timeout=grace_s)
         for p in alive:
-            with _gone():
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
         psutil.wait_procs(alive, timeout=grace_s)
         self.proc.poll()
-
-
-class _gone:
-    """Ignore a process that has already exited."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        return kind is not None and issubclass(kind, psutil.NoSuchProcess)
 
 
 @dataclass

@@ -23,6 +23,17 @@ CONNECTION = "fedfuse"  # the SuperLink connection's name in the private Flower 
 STATUS_EVERY_S = 10.0  # how often to ask the SuperLink whether the run is still alive
 
 
+def flower_command(name: str) -> str:
+    """Flower's executables from this Python's environment (not whatever PATH finds first)."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def flower_env(home: Path) -> dict:
+    """The environment for Flower's commands: their state under ``home``, no telemetry, no
+    look-up of newer releases."""
+    return {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+
+
 class DeploymentError(RuntimeError):
     """The SuperLink refused the run, or the run ended without the ServerApp's result."""
 
@@ -71,9 +82,8 @@ class DeploymentEngine:
 
     def flwr(self, *args: str, timeout: float = 120) -> str:
         """A ``flwr`` CLI command against this SuperLink; its stdout."""
-        env = {**os.environ, "FLWR_HOME": str(self.home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
-        flwr = Path(sys.executable).with_name("flwr")
-        done = subprocess.run([str(flwr), *args], capture_output=True, text=True, env=env, timeout=timeout)
+        done = subprocess.run([flower_command("flwr"), *args], capture_output=True, text=True,
+                              env=flower_env(self.home), timeout=timeout)
         if done.returncode != 0:
             raise DeploymentError(f"flwr {args[0]} failed: {(done.stderr or done.stdout).strip()[-800:]}")
         return done.stdout
@@ -110,11 +120,10 @@ class DeploymentEngine:
         rounds, result = ReportReader(run.run_dir / ROUNDS_FILE), run.run_dir / RESULT_FILE
         next_check = time.time() + STATUS_EVERY_S
         while True:
+            done = result.exists()  # written after the last round line: read those first
             for line in rounds.new_lines():
                 relay(run, line)
-            if result.exists():
-                for line in rounds.new_lines():
-                    relay(run, line)
+            if done:
                 return json.loads(result.read_text())
             if time.time() > next_check:
                 self.check_alive(run_id, result)
