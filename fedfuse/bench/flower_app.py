@@ -87,13 +87,11 @@ def main(grid, context) -> None:
 
 def run_cell_here(grid, cell_json: str, run_dir: Path) -> dict:
     """The cell's server loop in this process; every round appended to ``rounds.jsonl``."""
-    from fedfuse.bench.costing import CellHardware
-    from fedfuse.bench.services import ServerRun, load_protocol_config
+    from fedfuse.bench.services import ServerRun
     from fedfuse.plugins.manager import registry
 
     cell, reg = CellSpec.from_json(cell_json), registry()
-    run = ServerRun(cell=cell, config=load_protocol_config(cell, reg), run_dir=run_dir,
-                    hardware=CellHardware.for_cell(cell, reg))
+    run = ServerRun.for_cell(cell, run_dir, reg)
     with (run_dir / ROUNDS_FILE).open("a") as log:
         def report(line: dict) -> None:
             log.write(json.dumps(line) + "\n")

@@ -19,9 +19,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from fedfuse.bench.cells import CellSpec
-from fedfuse.bench.costing import CellHardware
 from fedfuse.bench.envinfo import environment
-from fedfuse.bench.services import ServerRun, cell_partitions, load_protocol_config
+from fedfuse.bench.services import ServerRun, cell_partitions
 from fedfuse.datasets.partition import summarize
 from fedfuse.leaderboard.store import ResultStore
 from fedfuse.plugins.manager import Registry
@@ -84,10 +83,8 @@ class SuiteRunner:
         (run_dir / "cell.json").write_text(cell.to_json())
         (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
         self.store.start(cell, self.suite_digest, run_dir)
-        hardware = CellHardware.for_cell(cell, self.registry)
-        (run_dir / "clients.json").write_text(json.dumps(hardware.describe(), indent=1))
-        run = ServerRun(cell=cell, config=load_protocol_config(cell, self.registry), run_dir=run_dir,
-                        hardware=hardware)
+        run = ServerRun.for_cell(cell, run_dir, self.registry)
+        (run_dir / "clients.json").write_text(json.dumps(run.hardware.describe(), indent=1))
         run.on_round = lambda record: self._round_end(run, record)
         run.on_status = lambda message: self.hook.fedfuse_status(run=run, message=message)
         return run

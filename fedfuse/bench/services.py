@@ -67,6 +67,15 @@ class ServerRun:
     flops: FlopMeter = field(default_factory=FlopMeter)
     _points: dict = field(default_factory=dict)
 
+    @classmethod
+    def for_cell(cls, cell: CellSpec, run_dir: Path, reg) -> "ServerRun":
+        """The server's view of ``cell``: its protocol config checked, its clients' hardware drawn
+        (the same in the runner and in a deployment's ServerApp process)."""
+        from fedfuse.bench.costing import CellHardware
+
+        return cls(cell=cell, config=load_protocol_config(cell, reg), run_dir=run_dir,
+                   hardware=CellHardware.for_cell(cell, reg))
+
     def set_operating_point(self, client: int, cpu_freq_hz: float | None = None, tx_power_w: float | None = None):
         """Client ``client`` (partition id) runs this round at this frequency and power."""
         self._points[client] = (cpu_freq_hz, tx_power_w)
