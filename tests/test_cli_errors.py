@@ -6,10 +6,10 @@ from conftest import write_suite
 
 
 @pytest.mark.parametrize("protocols, extra, message", [
-    ('[[protocols]]\nname = "fedavg"\nconfig = { lr_rate = 0.1 }\n', [], "unknown key 'lr_rate'; allowed keys: local_steps (int)"),
+    ('[[protocols]]\nname = "fedavg"\nconfig = { lr_rate = 0.1 }\n', [], "unknown key 'lr_rate'; allowed keys: model (str)"),
     ('[[protocols]]\nname = "fedavg"\nconfig = { local_steps = "ten" }\n', [], "key 'local_steps' must be int, got str 'ten'"),
     ('[[protocols]]\nname = "fedavgg"\n', [], "unknown protocol 'fedavgg'; available: centralized, fedavg, "),
-    ('[[protocols]]\nname = "fedavg"\n', ["--set", "fedavg.width=wide"], "key 'width' must be int, got str 'wide'"),
+    ('[[protocols]]\nname = "fedavg"\n', ["--set", "fedavg.local_steps=many"], "key 'local_steps' must be int, got str 'many'"),
     ('[[protocols]]\nname = "fedavg"\n', ["--only", "nothing-matches"], "--only 'nothing-matches' matches no cell"),
     ('[[protocols]]\nname = "fedavg"\n', ["--backend", "deployment"], "--backend deployment needs --superlink HOST:PORT"),
     ('[[protocols]]\nname = "fedavg"\n', ["--backend", "deployment", "--superlink", "127.0.0.1:9"],

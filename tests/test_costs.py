@@ -77,12 +77,14 @@ def test_mixes_follow_their_shares_and_are_seeded():
 
 
 def test_training_flops_scale_with_batch_size():
-    model, scheduler = task.build_model((1, 8, 8), 16, seed=0), task.build_scheduler(50)
+    from fedfuse.toolkit.ddpm import diffusion_loss
+
+    model, scheduler = task.build_model((1, 8, 8), "tiny", seed=0), task.build_scheduler(50)
     counts = {}
     for batch in (8, 16, 32):
         meter = FlopMeter()
         with meter.step("train", batch):
-            task.diffusion_loss(model, scheduler, torch.zeros(batch, 1, 8, 8), torch.Generator()).backward()
+            diffusion_loss(model, scheduler, torch.zeros(batch, 1, 8, 8), torch.Generator()).backward()
         counts[batch] = meter.take()["flops_train"]
     assert counts[8] > 0
     assert counts[16] / counts[8] == pytest.approx(2, rel=0.05)

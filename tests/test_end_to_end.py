@@ -20,7 +20,7 @@ def untrained_fid(record) -> float:
 
     cell = CellSpec.from_json((Path(record["run_dir"]) / "cell.json").read_text())
     run = ServerRun(cell=cell, config=None, run_dir=Path(record["run_dir"]))
-    model = task.build_model(run.data.image_shape, cell.config["width"], seed=1)
+    model = task.build_model(run.data.image_shape, cell.config["model"], seed=1)
     ev = cell.evaluation
     images = sample(model, ev["samples"], run.data.image_shape, cell.config["timesteps"], ev["sample_steps"])
     real, _ = run.eval_subset(ev["samples"])
@@ -91,7 +91,7 @@ def test_a_failing_cell_is_recorded_and_the_others_complete(plugin_cli, tmp_path
 def test_accounting_of_a_fedavg_round(cli, tmp_path):
     """P float32 parameters: 4P bytes of payload each way per client per round; the wire adds
     Flower's framing (~330 B per tensor), a few percent for this model; FLOPs > 0 for every client."""
-    protocols = '[[protocols]]\nname = "fedavg"\nconfig = { width = 32, local_steps = 2 }\n'
+    protocols = '[[protocols]]\nname = "fedavg"\nconfig = { model = "small", local_steps = 2 }\n'
     profiles = ('[[profiles]]\nname = "pi-and-laptop"\ndevice = ["raspberry-pi-4", "laptop-cpu"]\n'
                 'network = "wifi"\n')
     suite = write_suite(tmp_path / "s.toml", protocols + profiles, datasets='["digits"]')

@@ -14,8 +14,8 @@ from fedfuse.plugins.manager import registry
 from fedfuse.protocols.fedavg_lora import task
 from fedfuse.protocols.fedavg_lora.server_app import pretrained_base
 
-PROTOCOLS = ('[[protocols]]\nname = "fedavg-lora"\nconfig = { pretrain_steps = 30, local_steps = 3, width = 16 }\n'
-             '[[protocols]]\nname = "fedavg-full-finetune"\nconfig = { pretrain_steps = 30, local_steps = 3, width = 16 }\n')
+PROTOCOLS = ('[[protocols]]\nname = "fedavg-lora"\nconfig = { pretrain_steps = 30, local_steps = 3, model = "tiny" }\n'
+             '[[protocols]]\nname = "fedavg-full-finetune"\nconfig = { pretrain_steps = 30, local_steps = 3, model = "tiny" }\n')
 DATASET = '[{ name = "digits", public_classes = [0, 1, 2, 3, 4] }]'
 
 
@@ -77,7 +77,7 @@ def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     by_protocol = {r["protocol"]: r for r in cli.results(tmp_path / "out")}
     lora, full = by_protocol["fedavg-lora"], by_protocol["fedavg-full-finetune"]
-    cfg = registry().get("protocols", "fedavg-lora").config(width=16)
+    cfg = registry().get("protocols", "fedavg-lora").config(model="tiny")
     model = task.build_base((1, 8, 8), 10, 16, 0)
     tensors = {"fedavg-full-finetune": len(model.state_dict()),
                "fedavg-lora": len(task.trainable_state(task.add_adapters(model, cfg), "lora"))}

@@ -43,3 +43,39 @@ def test_fronts_are_marked_per_cost():
     mark_fronts(rows, SPECS)
     marks = {r.label: r.pareto for r in rows}
     assert "bytes" in marks["a"] and "bytes" in marks["b"] and "bytes" not in marks["c"]
+
+
+def scored(label, seed, fid, noise=200.0):
+    r = record(label, seed, fid, 5)
+    r["metrics"].update(fid_vs_noise=fid / noise, ref_fid_real=2.0, ref_fid_blur=80.0, ref_fid_noise=noise,
+                        ref_recall_real=0.9, ref_recall_blur=0.2, ref_recall_noise=0.0)
+    return r
+
+
+def test_configurations_within_each_others_spread_share_a_rank():
+    # a: 10 ± 1.4, b: 11 ± 1.4 (overlap a), c: 20 ± 1.4 (apart), d: 21 (overlaps c), e: 150 = 0.75 x noise
+    records = [scored(lbl, s, fid + s * 2) for lbl, fid in (("a", 9.0), ("b", 10.0), ("c", 19.0), ("d", 20.0),
+                                                             ("e", 149.0)) for s in (0, 1)]
+    rows = rank(group(records, {}, {}), SPECS)
+    assert [(r.label, r.rank) for r in rows] == [("a", "1="), ("b", "1="), ("c", "3="), ("d", "3="), ("e", "")]
+    assert rows[-1].not_learned and not rows[0].not_learned
+    mark_fronts(rows, SPECS)
+    assert rows[-1].pareto == []  # a not-learned configuration is on no front, however cheap
+
+
+def test_distinct_means_outside_the_spread_get_distinct_ranks():
+    records = [scored(lbl, s, fid + s * 0.2) for lbl, fid in (("a", 10.0), ("b", 12.0), ("c", 14.0)) for s in (0, 1)]
+    assert [r.rank for r in rank(group(records, {}, {}), SPECS)] == ["1", "2", "3"]
+
+
+def test_markdown_shows_references_and_not_learned_rows():
+    from fedfuse.leaderboard.render import markdown
+
+    records = [scored("good", s, 20.0 + s) for s in (0, 1)] + [scored("noisy", s, 180.0 + s) for s in (0, 1)]
+    text = markdown(rank(group(records, {}, {}), SPECS))
+    assert "| 1 | good |" in text and "| not learned | noisy |" in text
+    assert text.index("| 1 | good |") < text.index("| not learned | noisy |")
+    assert "| pure noise | 200 | 0 |" in text and "| real held-out (floor) | 2 | 0.9 |" in text
+    assert "cannot rank models" not in text  # 200 >= 20 x 2
+    weak = [scored("x", 0, 5.0, noise=30.0)]
+    assert "cannot rank models on digits/iid" in markdown(rank(group(weak, {}, {}), SPECS))

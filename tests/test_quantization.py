@@ -127,8 +127,8 @@ def test_recorded_upload_matches_the_codec_size_for_the_chosen_bits(cli, tmp_pat
     suite = write_suite(tmp_path / "s.toml", protocols + profiles, samples="16", sample_steps="2")
     done = cli("run", str(suite), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr[-2000:]
-    params = sum(v.numel() for v in __import__("fedfuse.bench.diffusion", fromlist=["x"]).build_unet(
-        (1, 8, 8), 16, 0).state_dict().values())
+    params = sum(v.numel() for v in __import__("fedfuse.toolkit.models", fromlist=["x"]).build_unet(
+        (1, 8, 8), "tiny", 0).state_dict().values())
     for record in cli.results(tmp_path / "out"):
         assert record["status"] == "ok", record["error"]
         (rnd,) = record["rounds"]

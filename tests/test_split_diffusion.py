@@ -41,9 +41,9 @@ def test_mixed_cuts_condition_the_server_in_exact_mode_only():
     assert task.shared_cuts([120, 40, 200, 120], 200) == [40, 120]  # t_c = T hands nothing over
     assert task.needs_cut_labels("exact", [40, 120]) and not task.needs_cut_labels("exact", [120])
     assert not task.needs_cut_labels("reference", [40, 120])
-    from fedfuse.bench.diffusion import build_unet
+    from fedfuse.toolkit.models import build_unet
 
-    model, gen = build_unet((1, 8, 8), 8, 0, classes=2), torch.Generator().manual_seed(0)
+    model, gen = build_unet((1, 8, 8), "tiny", 0, classes=2), torch.Generator().manual_seed(0)
     x_cut, cuts = torch.randn(6, 1, 8, 8), torch.tensor([40, 40, 40, 120, 120, 120])
     loss = task.server_loss(model, x_cut, cuts, torch.tensor([0, 0, 0, 1, 1, 1]), 200, "exact", gen)
     assert torch.isfinite(loss) and loss.item() > 0
@@ -108,10 +108,10 @@ def test_what_crosses_and_who_computes(cli, tmp_path):
 
 
 def test_split_sampling_hands_over_at_the_cut():
-    from fedfuse.bench.diffusion import build_unet
+    from fedfuse.toolkit.models import build_unet
 
     T, t_c = 100, 60
-    server, client = build_unet((1, 8, 8), 8, 0), build_unet((1, 8, 8), 8, 1)
+    server, client = build_unet((1, 8, 8), "tiny", 0), build_unet((1, 8, 8), "tiny", 1)
     gen = torch.Generator().manual_seed(0)
     x_cut = task.server_sample(server, T, t_c, "exact", 5, (1, 8, 8), 4, gen)
     x0 = task.client_sample(client, T, t_c, x_cut, 6, gen)

@@ -19,7 +19,7 @@ def test_shipped_smoke_expands_to_two_cells():
 
 def test_matrix_is_the_product(tmp_path):
     path = write_suite(tmp_path / "s.toml", FEDAVG + '[[protocols]]\nname = "fedavg"\nlabel = "fedavg-wide"\n'
-                       'config = { width = 32 }\n', partitioners='["iid", { name = "dirichlet", alpha = 0.1 }]')
+                       'config = { model = "small" }\n', partitioners='["iid", { name = "dirichlet", alpha = 0.1 }]')
     suite = load_suite(str(path), ["seeds=[0, 1, 2]"])
     cells = expand(suite, registry())
     assert len(cells) == 2 * 2 * 3

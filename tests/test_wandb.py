@@ -39,7 +39,7 @@ def key(item) -> str:
 def test_offline_runs_hold_config_history_summary_and_keep_their_ids(cli, tmp_path):
     from conftest import write_suite
 
-    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\nconfig = { local_steps = 2, width = 8 }\n',
+    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\nconfig = { local_steps = 2, model = "tiny" }\n',
                         rounds="2", samples="16", sample_steps="2")
     out = tmp_path / "out"
     assert cli("run", str(suite), "--out", str(out), "--wandb").returncode == 0  # published live, once

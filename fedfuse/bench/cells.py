@@ -44,6 +44,10 @@ class CellSpec:
     clients: int = 2
     rounds: int = 1
     seed: int = 0
+    # Where it runs (a suite's [resources]: accelerator, precision, CPU/GPU shares). The *system*,
+    # recorded with the result but not part of the cell's identity: a cell done on a CPU is not
+    # run again on a GPU.
+    resources: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config_hash(self) -> str:
@@ -51,7 +55,15 @@ class CellSpec:
 
     @property
     def cell_id(self) -> str:
-        return stable_hash(asdict(self), length=16)
+        identity = {k: v for k, v in asdict(self).items() if k != "resources"}
+        return stable_hash(identity, length=16)
+
+    @property
+    def system(self):
+        """The cell's resources as a ``fedfuse.toolkit.device.Resources``."""
+        from fedfuse.toolkit.device import Resources
+
+        return Resources(**self.resources)
 
     @property
     def name(self) -> str:

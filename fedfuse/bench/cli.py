@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", metavar="PATTERN", help="run only cells whose name matches (glob or substring)")
     run.add_argument("--rerun", action="store_true", help="run cells again even if already ok")
     run.add_argument("--wandb", action="store_true", help="publish each cell to W&B (offline) as it finishes")
+    run.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), help="where models train (overrides [resources])")
+    run.add_argument("--precision", choices=("32-true", "bf16-mixed", "16-mixed"), help="Fabric precision")
+    run.add_argument("--gpus-per-client", type=float, help="Ray's num_gpus per ClientApp (fractional: shared GPU)")
+    run.add_argument("--cpus-per-client", type=int, help="Ray's num_cpus per ClientApp (and its torch threads)")
     run.add_argument("--backend", choices=("simulation", "deployment"), default="simulation",
                      help="Flower's simulation engine here (default), or a SuperLink with SuperNodes")
     run.add_argument("--superlink", metavar="HOST:PORT", help="deployment: the SuperLink's API address")
@@ -102,7 +106,7 @@ def cmd_run(args) -> int:
     from fedfuse.leaderboard.tables import rich_table
 
     reg = registry()
-    suite = load_suite(args.suite, args.set)
+    suite = load_suite(args.suite, args.set, resource_flags(args))
     cells = select(expand(suite, reg), args.only)  # every check happens before anything is written
     if not cells:
         raise ConfigError(f"--only {args.only!r} matches no cell of suite '{suite.header.name}'")
@@ -123,6 +127,11 @@ def cmd_run(args) -> int:
                 reg.pm.unregister(plugin)
     console().print(rich_table(runner.store.records([c.cell_id for c in cells])))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def resource_flags(args) -> dict:
+    names = ("accelerator", "precision", "gpus_per_client", "cpus_per_client")
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
 def _engine(args):

@@ -8,7 +8,8 @@ import platform
 import subprocess
 import sys
 
-PACKAGES = ("fedfuse", "torch", "flwr", "flwr-datasets", "diffusers", "numpy", "pluggy", "ray", "datasets")
+PACKAGES = ("fedfuse", "torch", "flwr", "flwr-datasets", "diffusers", "lightning-fabric", "numpy", "pluggy", "ray",
+            "datasets")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -30,8 +31,13 @@ def git_commit() -> str | None:
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
-def environment() -> dict:
+def environment(resources=None) -> dict:
+    """The machine, the packages and, given a cell's resources, its *system*: the device
+    (kind, name, count, memory) and precision that training and sampling ran on."""
+    from fedfuse.toolkit.device import describe
+
     return {
+        "system": describe(resources),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),

@@ -81,7 +81,7 @@ class SuiteRunner:
         run_dir = self.out_dir / "runs" / cell.cell_id
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "cell.json").write_text(cell.to_json())
-        (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+        (run_dir / "environment.json").write_text(json.dumps(environment(cell.system), indent=2))
         self.store.start(cell, self.suite_digest, run_dir)
         run = ServerRun.for_cell(cell, run_dir, self.registry)
         (run_dir / "clients.json").write_text(json.dumps(run.hardware.describe(), indent=1))

@@ -18,6 +18,8 @@ from fedfuse.datasets import ClientData, ImageData
 from fedfuse.datasets.loading import load
 
 EVAL_SUBSET_SEED = 7
+EVAL_LOSS_IMAGES = 512  # held-out images of every protocol's eval_loss
+EVAL_NOISE_SALT = 0xE7A1  # the held-out loss draws the same t and noise in every round and protocol
 
 #: Key of the Flower run config that carries the cell (as JSON) to ServerApp and ClientApps.
 RUN_CONFIG_KEY = "fedfuse-cell"
@@ -103,6 +105,23 @@ class ServerRun:
             pick = pick[np.isin(data.eval_labels.numpy()[pick], classes)]
         return data.eval_images[pick[:n]], data.eval_labels[pick[:n]]
 
+    @property
+    def resources(self):
+        """Where models train and sample (``fedfuse.toolkit.device.Resources``)."""
+        return self.cell.system
+
+    def held_out_loss(self, model, scheduler, classes: list[int] | None = None, conditional: bool = False,
+                      encode=lambda x: x) -> float:
+        """Every protocol's ``eval_loss``: the noise-prediction loss on the same
+        ``EVAL_LOSS_IMAGES`` held-out images (of ``classes`` only, if given) with the same
+        timesteps and noise, whatever the protocol or round. ``encode`` maps images to the
+        model's inputs (e.g. VAE latents)."""
+        from fedfuse.toolkit.ddpm import evaluate
+
+        images, labels = self.eval_subset(EVAL_LOSS_IMAGES, classes)
+        return evaluate(model, scheduler, encode(images), 64, self.torch_generator(EVAL_NOISE_SALT),
+                        labels if conditional else None)
+
     def partition_of(self, node_id: int) -> int:
         """The client (partition id) a Flower node serves, as the harness's handshake found it."""
         return self.grid.meter.partition_of[node_id]
@@ -134,8 +153,20 @@ class ServerRun:
         net, card = self.feature_space()
         real, _ = self.eval_subset(self.cell.evaluation["samples"], classes)
         save_grid(images, self.run_dir / grid_name)
-        return {**score(net, real, images), "feature_space": card["feature_space"],
-                "featnet_accuracy": card.get("test_accuracy")}
+        quality = score(net, real, images)
+        return {**quality, **self.reference_figures(quality, net, card, real, classes),
+                "feature_space": card["feature_space"], "featnet_accuracy": card.get("test_accuracy")}
+
+    def reference_figures(self, quality: dict, net, card: dict, real: torch.Tensor, classes) -> dict:
+        """The real / blur / noise reference rows at this cell's n, and ``fid_vs_noise``."""
+        from fedfuse.bench.metrics import references
+
+        data = self.data
+        pool = data.train_images if classes is None else data.train_images[np.isin(data.train_labels.numpy(), classes)]
+        key = {"space": card["feature_space"], "dataset": self.cell.dataset, "args": self.cell.dataset_args,
+               "classes": classes}
+        rows = references.references(key, net, real, pool, self.cell.evaluation["samples"])
+        return references.cell_figures(quality, rows)
 
     def sample_and_score(self, model, train_timesteps: int) -> dict:
         """Generate the cell's evaluation samples with an unconditional ``model`` (sampler
@@ -144,7 +175,7 @@ class ServerRun:
 
         ev = self.cell.evaluation
         images = sample(model, ev["samples"], self.data.image_shape, train_timesteps, ev["sample_steps"],
-                        ev["sampler"], seed=derive_seed(self.cell.seed, 0x5A))
+                        ev["sampler"], seed=derive_seed(self.cell.seed, 0x5A), resources=self.resources)
         return {**self.checksum(model), **self.score_samples(images)}
 
     @staticmethod
@@ -184,6 +215,11 @@ class ClientRun:
     num_partitions: int
     data: ClientData
     flops: FlopMeter = field(default_factory=FlopMeter)  # wrap training/sampling steps in flops.step(...)
+
+    @property
+    def resources(self):
+        """Where this client's models train and sample (``fedfuse.toolkit.device.Resources``)."""
+        return self.cell.system
 
     def torch_generator(self, *salt: int) -> torch.Generator:
         """Seeded by (cell seed, partition id, *salt): pass the round so rounds differ."""

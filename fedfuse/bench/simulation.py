@@ -11,12 +11,16 @@ from fedfuse.bench.flower import CLIENT_THREADS_ENV, CellClientApp, serve
 from fedfuse.bench.services import RUN_CONFIG_KEY, ServerRun
 
 
-def backend_config(clients: int) -> dict:
+def backend_config(system) -> dict:
+    """Ray's shares per ClientApp from the cell's resources (torch inside an actor uses as many
+    threads as it has CPUs); the GPUs Ray may hand out are the ones torch sees."""
+    import torch
+
     cpus = os.cpu_count() or 1
+    gpus = torch.cuda.device_count() if system.gpus_per_client > 0 else 0
     return {
-        # One CPU per ClientApp: torch inside an actor uses that many threads.
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {"num_cpus": cpus, "logging_level": "error", "log_to_driver": False},
+        "client_resources": {"num_cpus": min(system.cpus_per_client, cpus), "num_gpus": system.gpus_per_client},
+        "init_args": {"num_cpus": cpus, "num_gpus": gpus, "logging_level": "error", "log_to_driver": False},
     }
 
 
@@ -36,6 +40,7 @@ def run_cell(run: ServerRun, server_loop) -> dict:
     """Run ``server_loop(grid, run)`` as the ServerApp, the protocol's ClientApp on
     ``cell.clients`` virtual SuperNodes. Returns the loop's final metrics; raises its error."""
     quiet_environment()
+    os.environ[CLIENT_THREADS_ENV] = str(run.cell.system.cpus_per_client)
     outcome: dict = {}
     server_app = ServerApp()
 
@@ -45,7 +50,7 @@ def run_cell(run: ServerRun, server_loop) -> dict:
 
     client_app = CellClientApp({RUN_CONFIG_KEY: run.cell.to_json()})
     run_simulation(server_app, client_app, num_supernodes=run.cell.clients,
-                   backend_config=backend_config(run.cell.clients))
+                   backend_config=backend_config(run.cell.system))
     if "metrics" not in outcome:
         raise RuntimeError("the server loop did not finish (see the cell's log)")
     return outcome["metrics"]

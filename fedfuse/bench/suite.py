@@ -36,7 +36,7 @@ from fedfuse.bench.hardware import DEFAULT_ASSIGNMENT
 from fedfuse.plugins.manager import PluginError, Registry
 
 FORMAT = 1
-TOP_LEVEL = {"format", "suite", "matrix", "protocols", "profiles", "devices", "networks"}
+TOP_LEVEL = {"format", "suite", "matrix", "protocols", "profiles", "devices", "networks", "resources"}
 
 
 @dataclass
@@ -94,6 +94,7 @@ class Suite:
     text: str
     profiles: list[dict] = field(default_factory=lambda: [dict(DEFAULT_ASSIGNMENT)])
     overrides: tuple[str, ...] = ()
+    resources: dict = field(default_factory=dict)  # [resources]: where cells run (toolkit.device.Resources)
 
     @property
     def digest(self) -> str:
@@ -120,7 +121,7 @@ def resolve_suite_path(name_or_path: str) -> Path:
     )
 
 
-def load_suite(name_or_path: str, overrides: list[str] = ()) -> Suite:
+def load_suite(name_or_path: str, overrides: list[str] = (), resources: dict | None = None) -> Suite:
     path = resolve_suite_path(name_or_path)
     text = path.read_text()
     try:
@@ -130,7 +131,15 @@ def load_suite(name_or_path: str, overrides: list[str] = ()) -> Suite:
     doc = apply_overrides(doc, overrides)
     suite = parse_suite(doc, path, text)
     suite.overrides = tuple(overrides)
+    if resources:  # `fedfuse run --accelerator ...`: the system, not the study (the digest stays)
+        suite.resources = checked_resources({**suite.resources, **resources}, "command line")
     return suite
+
+
+def checked_resources(table: dict, at: str) -> dict:
+    from fedfuse.toolkit.device import Resources
+
+    return dataclasses.asdict(build_config(Resources, table, at))
 
 
 def parse_suite(doc: dict, path: Path, text: str) -> Suite:
@@ -155,7 +164,8 @@ def parse_suite(doc: dict, path: Path, text: str) -> Suite:
     ]
     inline = {kind: doc[kind] for kind in ("devices", "networks") if kind in doc}
     profiles = [with_inline(p, inline) for p in profiles] or [dict(DEFAULT_ASSIGNMENT)]
-    return Suite(path, header, matrix, protocols, text, profiles)
+    resources = checked_resources(doc.get("resources", {}), f"{where(path, text, '[resources]')} [resources]")
+    return Suite(path, header, matrix, protocols, text, profiles, resources=resources)
 
 
 def with_inline(assignment: dict, inline: dict) -> dict:
@@ -269,7 +279,7 @@ def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
             label=entry.label or entry.name, protocol=spec.name, protocol_version=spec.version,
             config=config, dataset=dname, dataset_args=dargs, partitioner=pname, partitioner_args=pargs,
             profile=profile, clients=m.clients, rounds=m.rounds, seed=seed,
-            evaluation={k: getattr(m, k) for k in DEFAULT_EVALUATION},
+            evaluation={k: getattr(m, k) for k in DEFAULT_EVALUATION}, resources=dict(suite.resources),
         )
         for (dname, dargs), (pname, pargs), profile, seed
         in itertools.product(datasets, parts, suite.profiles, m.seeds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,18 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims).copy()  # writable
 
 
-def load_fashion_mnist(root: Path = FASHION_DIR) -> ImageData:
+def resized(data: ImageData, size: int) -> ImageData:
+    """The dataset at ``size`` x ``size`` (area averaging; a divisor of the side, e.g. 28 -> 14)."""
+    side = data.train_images.shape[-1]
+    if size == side:
+        return data
+    if size < 4 or side % size:
+        raise DatasetError(f"size must divide the images' side {side} (e.g. {side // 2}), got {size}")
+    shrink = lambda x: torch.nn.functional.avg_pool2d(x, side // size)  # noqa: E731
+    return replace(data, train_images=shrink(data.train_images), eval_images=shrink(data.eval_images))
+
+
+def load_fashion_mnist(root: Path = FASHION_DIR, size: int = 28) -> ImageData:
     """Zalando's Fashion-MNIST from Debian's ``dataset-fashion-mnist``; the 10k test set is held out."""
     files = {k: root / f"{k}-idx{3 if 'images' in k else 1}-ubyte.gz"
              for k in ("train-images", "train-labels", "t10k-images", "t10k-labels")}
@@ -48,11 +60,11 @@ def load_fashion_mnist(root: Path = FASHION_DIR) -> ImageData:
         raise DatasetError(f"Fashion-MNIST files not found ({missing[0]}); install them with: "
                            "apt-get install dataset-fashion-mnist (Debian package, ~30 MB)")
     arr = {k: read_idx(p) for k, p in files.items()}
-    return ImageData(
+    return resized(ImageData(
         to_unit_range(arr["train-images"][:, None]), torch.from_numpy(arr["train-labels"].astype(np.int64)),
         to_unit_range(arr["t10k-images"][:, None]), torch.from_numpy(arr["t10k-labels"].astype(np.int64)),
         FASHION_CLASSES,
-    )
+    ), size)
 
 
 def mnist_file() -> Path:
@@ -65,13 +77,13 @@ def mnist_file() -> Path:
     return path
 
 
-def load_mnist() -> ImageData:
+def load_mnist(size: int = 28) -> ImageData:
     """MNIST: train 50k + validation 10k are the training part; the 10k test set is held out."""
     with gzip.open(mnist_file(), "rb") as f:
         (xa, ya), (xb, yb), (xt, yt) = pickle.load(f, encoding="latin1")
     # Stored as k/256: rounding restores the original uint8 pixels exactly.
     as_uint8 = lambda x: np.round(x * 256).clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)  # noqa: E731
-    return ImageData(
+    return resized(ImageData(
         to_unit_range(as_uint8(np.concatenate([xa, xb]))), torch.from_numpy(np.concatenate([ya, yb])),
         to_unit_range(as_uint8(xt)), torch.from_numpy(yt.astype(np.int64)), tuple(str(d) for d in range(10)),
-    )
+    ), size)

@@ -12,13 +12,14 @@ import math
 import os
 from pathlib import Path
 
-from fedfuse.leaderboard.ranking import COSTS, FRONTS, PRIMARY, Row
-from fedfuse.leaderboard.render import UNITS
+from fedfuse.leaderboard.ranking import COSTS, FRONTS, PRIMARY, REFERENCES, Row, reference_rows
+from fedfuse.leaderboard.render import LEGEND, REFERENCE_NAMES, UNITS, space_notes
 
 STYLE = """body{font:14px system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}
 th{cursor:pointer;background:#f4f4f4;position:sticky;top:0}th:hover{background:#e4e4ff}td.l,th.l{text-align:left}
-tr.front td{background:#f3fff3}.plots img{max-width:380px;margin:4px;border:1px solid #eee}.note{color:#666;font-size:12px}"""
+tr.front td{background:#f3fff3}tr.unlearned td{color:#999;background:#fafafa}.plots img{max-width:380px;margin:4px;border:1px solid #eee}
+.note{color:#666;font-size:12px}td img.grid{width:96px;image-rendering:pixelated;display:block}.warn{color:#a00}"""
 
 SCRIPT = """function sortBy(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th),
 b=t.tBodies[0],rows=[...b.rows],asc=th.dataset.dir!=='asc';th.dataset.dir=asc?'asc':'desc';
@@ -104,32 +105,54 @@ def td(row: Row, metric: str, scale: float = 1.0) -> str:
     return f'<td data-v="{m}">{html.escape(text)}</td>'
 
 
-def sample_link(row: Row, records: list[dict], dest: Path) -> str:
+GRIDS = ("samples.png", "final_samples.png", "samples_client0.png")
+
+
+def sample_grid(row: Row, records: list[dict]) -> str:
+    """A small sample grid of the configuration's first ok cell, embedded (the page travels alone)."""
     for r in records:
         if r["label"] == row.label and r["status"] == "ok":
-            grid = Path(r["run_dir"]) / "samples.png"
-            if grid.is_file():
-                return f'<a href="{html.escape(os.path.relpath(grid, dest.parent))}">samples</a>'
+            for name in GRIDS:
+                grid = Path(r["run_dir"]) / name
+                if grid.is_file():
+                    data = base64.b64encode(grid.read_bytes()).decode()
+                    return f'<img class="grid" alt="samples of {html.escape(row.label)}" src="data:image/png;base64,{data}">'
     return ""
 
 
-def table(rows: list[Row], records: list[dict], dest: Path) -> str:
-    heads = ["#", "configuration", "data", "profile", "n", f"{PRIMARY} ↓", "kid", "recall ↑", "coverage ↑",
+def table(rows: list[Row], records: list[dict]) -> str:
+    heads = ["#", "configuration", "data", "profile", "n", f"{PRIMARY} ↓", "fid/noise ↓", "kid", "recall ↑", "coverage ↑",
              *(UNITS[c][0] for c in COSTS), "Pareto", "samples"]
-    metrics = [None, None, None, None, None, PRIMARY, "kid", "recall", "coverage", *COSTS, None, None]
-    th = "".join(f'<th class="{"l" if m is None and i in (1, 2, 3, 15, 16) else ""}"'
+    metrics = [None, None, None, None, None, PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", *COSTS, None, None]
+    left = {1, 2, 3, len(heads) - 2, len(heads) - 1}
+    th = "".join(f'<th class="{"l" if i in left else ""}"'
                  f'{f" data-metric={chr(34)}{m}{chr(34)}" if m else ""}>{html.escape(h)}</th>'
                  for i, (h, m) in enumerate(zip(heads, metrics)))
-    body = []
-    for i, r in enumerate(rows, 1):
-        n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
-        cells = [f'<td data-v="{i}">{i}</td>', f'<td class="l">{html.escape(r.label)}</td>',
-                 f'<td class="l">{html.escape(r.data)}</td>', f'<td class="l">{html.escape(r.profile)}</td>',
-                 f'<td data-v="{len(r.seeds)}">{n}</td>', td(r, PRIMARY), td(r, "kid"), td(r, "recall"), td(r, "coverage"),
-                 *(td(r, c, UNITS[c][1]) for c in COSTS), f'<td class="l">{html.escape(", ".join(r.pareto))}</td>',
-                 f'<td class="l">{sample_link(r, records, dest)}</td>']
-        body.append(f'<tr class="{"front" if r.pareto else ""}">{"".join(cells)}</tr>')
+    body = [table_row(i, r, records) for i, r in enumerate(rows, 1)]
     return f'<table class="board"><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def table_row(i: int, r: Row, records: list[dict]) -> str:
+    n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
+    place = r.rank or ("not learned" if r.not_learned else "–")
+    cells = [f'<td data-v="{i}">{html.escape(place)}</td>', f'<td class="l">{html.escape(r.label)}</td>',
+             f'<td class="l">{html.escape(r.data)}</td>', f'<td class="l">{html.escape(r.profile)}</td>',
+             f'<td data-v="{len(r.seeds)}">{n}</td>', td(r, PRIMARY), td(r, "fid_vs_noise"), td(r, "kid"),
+             td(r, "recall"), td(r, "coverage"), *(td(r, c, UNITS[c][1]) for c in COSTS),
+             f'<td class="l">{html.escape(", ".join(r.pareto))}</td>', f'<td class="l">{sample_grid(r, records)}</td>']
+    css = "unlearned" if r.not_learned else ("front" if r.pareto else "")
+    return f'<tr class="{css}">{"".join(cells)}</tr>'
+
+
+def references_html(members: list[Row]) -> str:
+    out = []
+    for data, refs in reference_rows(members).items():
+        rows = "".join(f'<tr><td class="l">{REFERENCE_NAMES[k]}</td><td>{refs[k][0]:.4g}</td><td>{refs[k][1]:.3g}</td></tr>'
+                       for k in REFERENCES)
+        out.append(f'<p class="note">References ({html.escape(data)}, same feature space and sample count):</p>'
+                   f'<table class="refs"><thead><tr><th class="l">reference</th><th>FID</th><th>recall</th></tr></thead>'
+                   f'<tbody>{rows}</tbody></table>')
+    return "".join(out)
 
 
 def page(rows: list[Row], records: list[dict], dest: Path) -> str:
@@ -140,9 +163,10 @@ def page(rows: list[Row], records: list[dict], dest: Path) -> str:
         plots = [front_plot(members, cost, name) for cost, name in FRONTS]
         plots.append(rounds_plot(recs))
         imgs = "".join(f'<img alt="plot" src="{p}">' for p in plots if p)
-        sections.append(f"<h2>{html.escape(track)}</h2>{table(members, recs, dest)}<div class='plots'>{imgs}</div>")
-    note = ("n = seeds pooled (mean ± std); * = fewer seeds than the suite asks for, or a failed cell. Green rows are on "
-            "a Pareto front of FID vs a cost. Click a column to sort.")
+        warn = "".join(f"<p class='warn'>{html.escape(n)}</p>" for n in space_notes(members) if n)
+        sections.append(f"<h2>{html.escape(track)}</h2>{warn}{table(members, recs)}{references_html(members)}"
+                        f"<div class='plots'>{imgs}</div>")
+    note = html.escape(LEGEND) + " Green rows are on a Pareto front, grey rows are not learned. Click a column to sort."
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>fedfuse leaderboard</title><style>{STYLE}</style>"
             f"</head><body><h1>fedfuse leaderboard</h1><p class='note'>{note}</p>{''.join(sections)}"
             f"<script>{SCRIPT}</script></body></html>")

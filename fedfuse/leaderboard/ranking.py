@@ -4,6 +4,11 @@ direction its MetricSpec declares, with Pareto fronts of quality against costs.
 
 A track is *closed* when its suite is a shipped suite run unmodified (same file digest),
 *open* otherwise. Feature spaces are never mixed: the track key includes it.
+
+Quality is read beside the references every cell stores (``ref_fid_real|blur|noise``): a
+configuration whose FID is more than ``NOT_LEARNED`` x the pure-noise FID is *not learned*:
+listed after the ranked rows, on no Pareto front. Ranks are shared (``2=``) by configurations
+whose mean ± std over seeds overlaps that of the first configuration of their group.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ import numpy as np
 
 PRIMARY = "fid"
 COSTS = ("bytes_up", "bytes_down", "client_flops", "latency_s", "energy_j")
+NOT_LEARNED = 0.5  # fid / fid(pure noise) above this: the samples are closer to noise than to data
+MIN_SEPARATION = 20.0  # fid(noise) / fid(real floor) below this: the feature space cannot rank models
+REFERENCES = ("real", "blur", "noise")
 FRONTS = (("bytes_up", "bytes"), ("energy_j", "energy"), ("client_flops", "client FLOPs"))
 
 
@@ -30,6 +38,7 @@ class Row:
     planned: int = 0
     values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     pareto: list[str] = field(default_factory=list)
+    rank: str = ""  # "1", "2=" (shared), "" (not ranked: not learned, or no quality figure)
 
     def mean(self, metric: str) -> float:
         v = self.values.get(metric)
@@ -42,6 +51,14 @@ class Row:
     @property
     def incomplete(self) -> bool:
         return self.failed > 0 or len(self.seeds) < self.planned
+
+    @property
+    def not_learned(self) -> bool:
+        return self.mean("fid_vs_noise") > NOT_LEARNED
+
+    @property
+    def ranked(self) -> bool:
+        return not math.isnan(self.mean(PRIMARY)) and not self.not_learned
 
 
 def track_of(record: dict, shipped_digests: dict[str, str]) -> str:
@@ -69,9 +86,53 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
 
 
 def rank(rows: list[Row], specs: dict) -> list[Row]:
-    """Best first by the primary metric, in its spec's direction; rows without it last."""
+    """Per track: ranked rows best first by the primary metric in its spec's direction, with
+    shared ranks; then the rows that are not ranked (not learned, or without a quality figure)."""
     sign = -1 if specs[PRIMARY].higher_is_better else 1
-    return sorted(rows, key=lambda r: (r.track, math.isnan(r.mean(PRIMARY)), sign * np.nan_to_num(r.mean(PRIMARY))))
+    out = []
+    for track in sorted({r.track for r in rows}):
+        members = [r for r in rows if r.track == track]
+        ranked = sorted((r for r in members if r.ranked), key=lambda r: sign * r.mean(PRIMARY))
+        share_ranks(ranked)
+        out += ranked + sorted((r for r in members if not r.ranked), key=lambda r: np.nan_to_num(r.mean(PRIMARY), nan=np.inf))
+    return out
+
+
+def share_ranks(ranked: list[Row]) -> None:
+    """Rank numbers, shared within a group: a row joins the group of the row that opened it
+    when their mean ± std intervals overlap (configurations the seeds cannot tell apart)."""
+    leader, groups = None, []
+    for i, r in enumerate(ranked):
+        if leader is None or not overlaps(leader, r):
+            leader = r
+            groups.append([i])
+        else:
+            groups[-1].append(i)
+    for members in groups:
+        label = f"{members[0] + 1}" + ("=" if len(members) > 1 else "")
+        for i in members:
+            ranked[i].rank = label
+
+
+def overlaps(a: Row, b: Row) -> bool:
+    return abs(a.mean(PRIMARY) - b.mean(PRIMARY)) <= a.std(PRIMARY) + b.std(PRIMARY)
+
+
+def reference_rows(rows: list[Row]) -> dict[str, dict[str, tuple[float, float]]]:
+    """{data: {reference: (FID, recall)}} of one track's rows (the same code at the same n
+    gives the same references; a mean where rows scored against different class subsets)."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for data in dict.fromkeys(r.data for r in rows):
+        members = [r for r in rows if r.data == data and not math.isnan(r.mean("ref_fid_noise"))]
+        if members:
+            out[data] = {ref: (float(np.mean([r.mean(f"ref_fid_{ref}") for r in members])),
+                               float(np.mean([r.mean(f"ref_recall_{ref}") for r in members]))) for ref in REFERENCES}
+    return out
+
+
+def space_usable(refs: dict[str, tuple[float, float]]) -> bool:
+    """A feature space separates models only if pure noise scores far above the real floor."""
+    return refs["noise"][0] >= MIN_SEPARATION * max(refs["real"][0], 1e-9)
 
 
 def pareto_front(points: list[tuple[float, float]], quality_higher_better: bool, cost_higher_better: bool) -> list[int]:
@@ -84,7 +145,7 @@ def pareto_front(points: list[tuple[float, float]], quality_higher_better: bool,
 
 def mark_fronts(rows: list[Row], specs: dict) -> None:
     for track in {r.track for r in rows}:
-        members = [r for r in rows if r.track == track and not math.isnan(r.mean(PRIMARY))]
+        members = [r for r in rows if r.track == track and r.ranked]
         for cost, name in FRONTS:
             scored = [r for r in members if not math.isnan(r.mean(cost))]
             points = [(r.mean(PRIMARY), r.mean(cost)) for r in scored]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from fedfuse.leaderboard.ranking import COSTS, PRIMARY, Row
+from fedfuse.leaderboard.ranking import COSTS, NOT_LEARNED, PRIMARY, REFERENCES, Row, reference_rows, space_usable
 
 UNITS = {"bytes_up": ("MB up", 1e6), "bytes_down": ("MB down", 1e6), "client_flops": ("client GFLOP", 1e9),
          "latency_s": ("latency s", 1), "energy_j": ("energy J", 1)}
@@ -19,26 +19,55 @@ def cell(row: Row, metric: str, scale: float = 1.0) -> str:
     return f"{m / scale:.4g} ± {s / scale:.2g}" if s else f"{m / scale:.4g}"
 
 
+QUALITY = (PRIMARY, "fid_vs_noise", "kid", "recall", "coverage")
+REFERENCE_NAMES = {"real": "real held-out (floor)", "blur": "real, blurred σ=1", "noise": "pure noise"}
+LEGEND = (f"n = seeds pooled (mean ± std); * = fewer seeds than the suite asks for, or a failed cell. "
+          f"fid/noise = FID as a fraction of the pure-noise reference's; above {NOT_LEARNED} a configuration is "
+          "*not learned*: listed after the ranked ones, on no Pareto front. `2=`: a shared rank (mean ± std "
+          "overlaps that of the group's first configuration). Pareto: on the front of FID vs that cost.")
+
+
 def markdown(rows: list[Row], extra: tuple[str, ...] = ()) -> str:
     out = []
     for track in dict.fromkeys(r.track for r in rows):
-        out += [f"### {track}", "", "| # | configuration | data | profile | n | "
-                + " | ".join([f"{PRIMARY} ↓", "kid", "recall ↑", "coverage ↑", *(UNITS[c][0] for c in COSTS), *extra])
-                + " | Pareto |", "|" + "---|" * (10 + len(COSTS) + len(extra))]
-        for i, r in enumerate([r for r in rows if r.track == track], 1):
-            n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
-            values = [cell(r, PRIMARY), cell(r, "kid"), cell(r, "recall"), cell(r, "coverage"),
-                      *(cell(r, c, UNITS[c][1]) for c in COSTS), *(cell(r, e) for e in extra)]
-            out.append(f"| {i} | {r.label} | {r.data} | {r.profile} | {n} | " + " | ".join(values)
-                       + f" | {', '.join(r.pareto) or ''} |")
-        out.append("")
-    out.append("n = seeds pooled (mean ± std); * = fewer seeds than the suite asks for, or a failed cell. "
-               "Pareto: on the front of FID vs that cost.")
+        members = [r for r in rows if r.track == track]
+        heads = ["#", "configuration", "data", "profile", "n", f"{PRIMARY} ↓", "fid/noise ↓", "kid", "recall ↑",
+                 "coverage ↑", *(UNITS[c][0] for c in COSTS), *extra, "Pareto"]
+        out += [f"### {track}", "", *space_notes(members), "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        out += [markdown_row(r, extra) for r in members]
+        out += ["", *reference_table(members), ""]
+    out.append(LEGEND)
     return "\n".join(out)
 
 
+def markdown_row(r: Row, extra: tuple[str, ...]) -> str:
+    n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
+    place = r.rank or ("not learned" if r.not_learned else "–")
+    values = [cell(r, m) for m in QUALITY] + [cell(r, c, UNITS[c][1]) for c in COSTS] + [cell(r, e) for e in extra]
+    return f"| {place} | {r.label} | {r.data} | {r.profile} | {n} | " + " | ".join(values) + f" | {', '.join(r.pareto)} |"
+
+
+def reference_table(members: list[Row]) -> list[str]:
+    """The three reference rows per dataset: what the FID column is worth at this n."""
+    lines = []
+    for data, refs in reference_rows(members).items():
+        lines += [f"References ({data}, same feature space and sample count):", "",
+                  "| reference | FID | recall |", "|---|---|---|"]
+        lines += [f"| {REFERENCE_NAMES[k]} | {refs[k][0]:.4g} | {refs[k][1]:.3g} |" for k in REFERENCES]
+        lines.append("")
+    return lines
+
+
+def space_notes(members: list[Row]) -> list[str]:
+    notes = [f"**The feature space cannot rank models on {data}**: pure noise scores {refs['noise'][0]:.3g}, "
+             f"less than 20 x the real floor {refs['real'][0]:.3g}. Use `feature_space = \"inception\"`."
+             for data, refs in reference_rows(members).items() if not space_usable(refs)]
+    return [*notes, ""] if notes else []
+
+
 def to_json(rows: list[Row]) -> str:
-    return json.dumps([{"track": r.track, "label": r.label, "data": r.data, "profile": r.profile,
+    return json.dumps([{"track": r.track, "rank": r.rank, "not_learned": r.not_learned, "label": r.label,
+                        "data": r.data, "profile": r.profile,
                         "seeds": r.seeds, "failed": r.failed, "incomplete": r.incomplete, "pareto": r.pareto,
                         "mean": {k: r.mean(k) for k in r.values}, "std": {k: r.std(k) for k in r.values}}
                        for r in rows], indent=1)

@@ -38,21 +38,42 @@ def publish_cell(wandb, record: dict, options: dict) -> None:
                      mode=options["mode"], dir=options["dir"], reinit="finish_previous")
     for rnd in record["rounds"]:
         run.log(flat({k: v for k, v in rnd.items() if k != "round"}), step=int(rnd["round"]))
-    run.summary.update({**flat(record["metrics"]), "status": record["status"], "error": record["error"] or ""})
+    run.summary.update({**flat(record["metrics"]), "status": record["status"], "error": record["error"] or "",
+                        "not_learned": not_learned(record["metrics"])})
     grid = Path(record["run_dir"]) / "samples.png"
     if grid.is_file():
         run.log({"samples": wandb.Image(str(grid))}, step=len(record["rounds"]))
     run.finish()
 
 
-def publish_board(wandb, rows, options: dict) -> None:
-    from fedfuse.leaderboard.ranking import COSTS, PRIMARY
+def not_learned(metrics: dict) -> bool:
+    from fedfuse.leaderboard.ranking import NOT_LEARNED
 
-    columns = ["track", "configuration", "data", "profile", "n", PRIMARY, f"{PRIMARY}_std", *COSTS, "pareto"]
+    return metrics.get("fid_vs_noise", 0.0) > NOT_LEARNED
+
+
+def board_table(wandb, rows):
+    """The ranked rows (rank "2=" shared; "not learned" rows last), then each track's three
+    reference rows, in one table."""
+    from fedfuse.leaderboard.ranking import COSTS, PRIMARY, REFERENCES, reference_rows
+
+    columns = ["track", "rank", "configuration", "data", "profile", "n", PRIMARY, f"{PRIMARY}_std", "fid_vs_noise",
+               "recall", *COSTS, "pareto"]
     table = wandb.Table(columns=columns)
     for r in rows:
-        table.add_data(r.track, r.label, r.data, r.profile, len(r.seeds), r.mean(PRIMARY), r.std(PRIMARY),
+        table.add_data(r.track, r.rank or ("not learned" if r.not_learned else ""), r.label, r.data, r.profile,
+                       len(r.seeds), r.mean(PRIMARY), r.std(PRIMARY), r.mean("fid_vs_noise"), r.mean("recall"),
                        *(r.mean(c) for c in COSTS), ", ".join(r.pareto))
+    for track in dict.fromkeys(r.track for r in rows):
+        for data, refs in reference_rows([r for r in rows if r.track == track]).items():
+            for ref in REFERENCES:
+                table.add_data(track, "reference", f"reference: {ref}", data, "", 0, refs[ref][0], 0.0,
+                               refs[ref][0] / refs["noise"][0], refs[ref][1], *([None] * len(COSTS)), "")
+    return table
+
+
+def publish_board(wandb, rows, options: dict) -> None:
+    table = board_table(wandb, rows)
     run = wandb.init(project=options["project"], entity=options.get("entity"), id="fedfuse-leaderboard",
                      name="leaderboard", resume="allow", mode=options["mode"], dir=options["dir"],
                      reinit="finish_previous")

@@ -38,10 +38,10 @@ def corrupted(images: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def calibrate(name: str, n: int = 2000) -> dict:
-    from fedfuse.bench.metrics.featnet import feature_net
+    from fedfuse.bench.metrics.featnet import dataset_of, feature_net
     from fedfuse.datasets.loading import load
 
-    data = load(name)
+    data = load(*dataset_of(name))
     net, card = feature_net(name, data)
     gen = torch.Generator().manual_seed(0)
     train = data.train_images[torch.randperm(len(data.train_images), generator=gen)[:n]]

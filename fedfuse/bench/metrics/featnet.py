@@ -132,12 +132,20 @@ def _load_or_train(name, data, folder: Path) -> tuple[FeatureNet, dict]:
     return net.eval().requires_grad_(False), card
 
 
+def dataset_of(space_key: str) -> tuple[str, dict]:
+    """``mnist-14px`` -> ("mnist", {"size": 14}); a plain name -> (name, {})."""
+    base, _, side = space_key.rpartition("-")
+    if base and side.endswith("px") and side[:-2].isdigit():
+        return base, {"size": int(side[:-2])}
+    return space_key, {}
+
+
 def main(argv: list[str]) -> None:
     from fedfuse.datasets.loading import load
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    for name in argv or ["digits", "fashion-mnist", "mnist"]:
-        data = load(name)
+    for name in argv or ["digits", "fashion-mnist", "mnist", "fashion-mnist-14px", "mnist-14px"]:
+        data = load(*dataset_of(name))
         print(f"training the {name} feature net on {len(data.train_labels)} images")
         _, card = train_and_save(name, data, WEIGHTS)
         print(json.dumps(card))

@@ -26,18 +26,27 @@ def make_scheduler(kind: str, train_timesteps: int, steps: int):
 
 @torch.no_grad()
 def denoise(model, scheduler, x: torch.Tensor, timesteps, generator: torch.Generator | None = None,
-            flops=None, **model_kwargs) -> torch.Tensor:
-    """Run ``scheduler.step`` for each of ``timesteps`` (descending) starting from ``x``."""
-    model.eval()
+            flops=None, resources=None, **model_kwargs) -> torch.Tensor:
+    """Run ``scheduler.step`` for each of ``timesteps`` (descending) starting from ``x``, on
+    the device of ``resources`` (Fabric's, at its precision); the result is on the CPU."""
+    from fedfuse.toolkit.device import fabric
+
+    fab = fabric(resources)
+    module = fab.setup_module(model)
+    module.eval()
+    x = x.to(fab.device)
+    model_kwargs = {k: v.to(fab.device) for k, v in model_kwargs.items()}
     for t in timesteps:
         with flops.step("sample", (tuple(x.shape), id(model))) if flops else contextlib.nullcontext():
-            eps = model(x, t, **model_kwargs).sample
+            eps = module(x, t, **model_kwargs).sample.float()
         x = scheduler.step(eps, t, x, generator=generator).prev_sample
-    return x
+    model.to("cpu")
+    return x.cpu()
 
 
 def sample(model, n: int, shape: tuple[int, int, int], train_timesteps: int, steps: int = 50,
-           kind: str = "ddim", seed: int = 0, batch_size: int = 256, flops=None, **model_kwargs) -> torch.Tensor:
+           kind: str = "ddim", seed: int = 0, batch_size: int = 256, flops=None, resources=None,
+           **model_kwargs) -> torch.Tensor:
     """``n`` images in [-1, 1]: pure noise denoised over ``steps`` steps of a ``kind`` scheduler."""
     generator = torch.Generator().manual_seed(seed)
     out = []
@@ -46,5 +55,5 @@ def sample(model, n: int, shape: tuple[int, int, int], train_timesteps: int, ste
         scheduler = make_scheduler(kind, train_timesteps, steps)
         x = torch.randn((size, *shape), generator=generator)
         kwargs = {k: v[start:start + size] for k, v in model_kwargs.items()}
-        out.append(denoise(model, scheduler, x, scheduler.timesteps, generator, flops, **kwargs))
+        out.append(denoise(model, scheduler, x, scheduler.timesteps, generator, flops, resources, **kwargs))
     return torch.cat(out).clamp(-1, 1)

@@ -1,5 +1,5 @@
-"""The model of full-model FedAvg: an unconditional diffusers UNet. No flwr here; the UNet,
-training and evaluation are the harness's shared DDPM code (fedfuse.bench.diffusion)."""
+"""The model of full-model FedAvg: an unconditional diffusers UNet. No flwr here; the UNet
+presets, training and evaluation are the shared DDPM recipe (fedfuse.toolkit)."""
 
-from fedfuse.bench.diffusion import build_scheduler, diffusion_loss, evaluate, train  # noqa: F401  (task API)
-from fedfuse.bench.diffusion import build_unet as build_model  # noqa: F401
+from fedfuse.toolkit.ddpm import Ema, build_scheduler, train  # noqa: F401  (task API)
+from fedfuse.toolkit.models import build_unet as build_model  # noqa: F401

@@ -5,11 +5,11 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfuse.bench.diffusion import build_scheduler, train
 from fedfuse.bench.services import client_run
 from fedfuse.datasets import ClientData
 from fedfuse.datasets.loading import load
 from fedfuse.protocols.fedavg_lora import task
+from fedfuse.toolkit.ddpm import build_scheduler, train
 
 app = ClientApp()
 _MODELS: dict = {}  # per process: (cell, partition) -> the model being fine-tuned (base loaded once)
@@ -29,8 +29,8 @@ def fine_tune(msg: Message, context) -> Message:
     model, data = client_model(run, context)
     task.load_trainable_state(model, msg.content["arrays"].to_torch_state_dict(), cfg.mode)
     rnd = int(msg.content["config"]["server-round"])
-    loss = train(model, build_scheduler(cfg.timesteps), data, cfg.local_steps, cfg.batch_size, cfg.lr,
-                 run.torch_generator(rnd), run.flops, conditional=True)
+    loss = train(model, build_scheduler(cfg.timesteps), data, cfg.local_steps, cfg.recipe, run.torch_generator(rnd),
+                 run.resources, run.flops, conditional=True, start_step=(rnd - 1) * cfg.local_steps)
     reply = RecordDict({"arrays": ArrayRecord(task.trainable_state(model, cfg.mode)),
                         "metrics": MetricRecord({"train_loss": loss, "num-examples": len(data)})})
     return Message(reply, reply_to=msg)

@@ -5,23 +5,23 @@ from typing import ClassVar
 
 from fedfuse.bench.config import require_positive
 from fedfuse.plugins import ProtocolSpec, hookimpl
+from fedfuse.toolkit.ddpm import DdpmConfig
 
 
 @dataclass
-class FineTuneConfig:
+class FineTuneConfig(DdpmConfig):
+    """``model``: the base's UNet preset (always with attention at its lowest level)."""
+
     local_steps: int = 20  # optimizer steps per client per round
-    batch_size: int = 32
-    width: int = 32  # channels of the base UNet's first level
-    timesteps: int = 200  # diffusion length T
     pretrain_steps: int = 600  # central pre-training of the base on public images (cached)
     pretrain_lr: float = 2e-3
     pretrain_seed: int = 0
     base_on_clients: bool = True  # False: the server sends the base once before round 1 (counted)
-    eval_samples: int = 512  # held-out images of the clients' classes for eval_loss
     model_path: str = ""  # a local diffusers Stable Diffusion directory to fine-tune instead of the small base
 
     def __post_init__(self):
-        require_positive(self, "local_steps", "batch_size", "width", "timesteps", "pretrain_steps", "eval_samples")
+        super().__post_init__()
+        require_positive(self, "local_steps", "pretrain_steps")
 
 
 @dataclass
@@ -49,8 +49,8 @@ def fedfuse_add_protocols():
     apps = {"server": "fedfuse.protocols.fedavg_lora.server_app:server",
             "client_app": "fedfuse.protocols.fedavg_lora.client_app:app"}
     return [
-        ProtocolSpec(name="fedavg-lora", version="1", config=LoraFineTuneConfig, **apps,
+        ProtocolSpec(name="fedavg-lora", version="2", config=LoraFineTuneConfig, **apps,
                      summary="FedAvg of LoRA adapters (peft) on a base pre-trained on public data"),
-        ProtocolSpec(name="fedavg-full-finetune", version="1", config=FullFineTuneConfig, **apps,
+        ProtocolSpec(name="fedavg-full-finetune", version="2", config=FullFineTuneConfig, **apps,
                      summary="baseline: the same start and data, every weight fine-tuned and averaged"),
     ]

@@ -7,12 +7,12 @@ import torch
 from flwr.app import ArrayRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from fedfuse.bench.diffusion import build_scheduler, evaluate
 from fedfuse.bench.flower import send_each, strategy_rounds
 from fedfuse.bench.metrics.sampling import sample
 from fedfuse.bench.services import derive_seed
 from fedfuse.datasets import ClientData
 from fedfuse.protocols.fedavg_lora import task
+from fedfuse.toolkit.ddpm import Ema, build_scheduler
 
 
 def server(grid, run) -> dict:
@@ -24,23 +24,22 @@ def server(grid, run) -> dict:
     model = task.fine_tune_model(base, cfg)
     if not cfg.base_on_clients:
         send_base(grid, base)
-    scheduler, (held, held_labels) = build_scheduler(cfg.timesteps), run.eval_subset(cfg.eval_samples, classes)
-    held = backbone.encode(held)
+    scheduler, ema = build_scheduler(cfg.timesteps), Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)
 
     def held_out_loss(rnd, arrays):
         task.load_trainable_state(model, arrays.to_torch_state_dict(), cfg.mode)
-        return {"eval_loss": evaluate(model, scheduler, held, cfg.batch_size, run.torch_generator(7), held_labels)}
+        ema.update(model)
+        return {"eval_loss": run.held_out_loss(ema.model, scheduler, classes, conditional=True, encode=backbone.encode)}
 
     n = run.cell.clients
     strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
     start = ArrayRecord(task.trainable_state(model, cfg.mode))
-    final = strategy_rounds(grid, run, strategy, start, evaluate_fn=held_out_loss)
-    task.load_trainable_state(model, final.to_torch_state_dict(), cfg.mode)
+    strategy_rounds(grid, run, strategy, start, evaluate_fn=held_out_loss)
     sent = sum(v.numel() for v in task.trainable_state(model, cfg.mode).values())
     return {"train_loss": run.rounds[-1]["train_loss"], "eval_loss": run.rounds[-1]["eval_loss"],
             "trained_params": sent, "model_params": sum(p.numel() for p in base.parameters()),
             **{k: card[k] for k in ("pretrain_flops", "pretrain_s")}, **before,
-            **score(run, backbone, model, classes)}
+            **score(run, backbone, ema.model, classes)}
 
 
 def server_backbone(run) -> task.Backbone:
@@ -56,7 +55,8 @@ def pretrained_base(run):
         raise ValueError("fine-tuning needs public images to pre-train the base: give the dataset "
                          "public_classes = [...] or public_fraction = ...")
     public = ClientData(data.train_images, data.train_labels, torch.from_numpy(data.public))
-    return task.pretrained_base(run.cell.dataset, run.cell.dataset_args, data, public, run.config, run.status)
+    return task.pretrained_base(run.cell.dataset, run.cell.dataset_args, data, public, run.config, run.status,
+                                run.resources)
 
 
 def send_base(grid, base) -> None:
@@ -82,6 +82,7 @@ def score(run, backbone, model, classes: list[int], prefix: str = "") -> dict:
     ev = run.cell.evaluation
     labels = torch.tensor(classes).repeat(ev["samples"] // len(classes) + 1)[: ev["samples"]]
     images = backbone.decode(sample(model, ev["samples"], backbone.shape, run.config.timesteps, ev["sample_steps"],
-                                    ev["sampler"], seed=derive_seed(run.cell.seed, 0x5A), class_labels=labels))
+                                    ev["sampler"], seed=derive_seed(run.cell.seed, 0x5A), resources=run.resources,
+                                    class_labels=labels))
     metrics = {**run.checksum(model), **run.score_samples(images, classes=classes, grid_name=f"{prefix or 'final_'}samples.png")}
     return {f"{prefix}{k}": v for k, v in metrics.items() if not (prefix and k in ("feature_space", "featnet_accuracy", "model_sha256"))}

@@ -21,23 +21,17 @@ from diffusers import UNet2DModel
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 
 from fedfuse.bench.cells import stable_hash
-from fedfuse.bench.diffusion import build_scheduler, train
 from fedfuse.bench.flops import FlopMeter
+from fedfuse.toolkit.ddpm import Ema, Recipe, build_scheduler, train
+from fedfuse.toolkit.models import build_unet
 
-BASE_VERSION = "1"
+BASE_VERSION = "2"
 EXTRA_TRAINED = ("class_embedding",)  # trained and sent along with the adapters in lora mode
 
 
-def build_base(image_shape, num_classes: int, width: int, seed: int) -> UNet2DModel:
-    channels, height, _ = image_shape
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return UNet2DModel(
-            sample_size=height, in_channels=channels, out_channels=channels,
-            block_out_channels=(width, 2 * width), layers_per_block=1,
-            down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-            norm_num_groups=min(8, width), attention_head_dim=min(16, 2 * width), num_class_embeds=num_classes,
-        )
+def build_base(image_shape, num_classes: int, preset: str, seed: int) -> UNet2DModel:
+    """The preset's UNet, class-conditional, always with attention (what LoRA adapts)."""
+    return build_unet(image_shape, preset, seed, classes=num_classes, attention=True)
 
 
 # --- pre-training on public data, cached ------------------------------------------------------
@@ -48,19 +42,24 @@ def cache_root() -> Path:
 
 def base_key(dataset: str, dataset_args: dict, cfg) -> str:
     return stable_hash({"version": BASE_VERSION, "dataset": dataset, "dataset_args": dataset_args,
-                        "width": cfg.width, "timesteps": cfg.timesteps, "steps": cfg.pretrain_steps,
-                        "batch_size": cfg.batch_size, "lr": cfg.pretrain_lr, "seed": cfg.pretrain_seed})
+                        "model": cfg.model, "timesteps": cfg.timesteps, "steps": cfg.pretrain_steps,
+                        "recipe": pretrain_recipe(cfg).__dict__, "seed": cfg.pretrain_seed})
 
 
-def pretrained_base(dataset: str, dataset_args: dict, data, public_view, cfg, progress=None) -> tuple[UNet2DModel, dict]:
+def pretrain_recipe(cfg) -> Recipe:
+    return Recipe(cfg.pretrain_lr, cfg.batch_size, cfg.warmup_steps, cfg.ema_decay)
+
+
+def pretrained_base(dataset: str, dataset_args: dict, data, public_view, cfg, progress=None,
+                    resources=None) -> tuple[UNet2DModel, dict]:
     """The cached base for this config, pre-training it first if needed. Returns (model, card):
     the card records the pre-training's cost (FLOPs, seconds), kept apart from the federated run."""
     folder = cache_root() / base_key(dataset, dataset_args, cfg)
-    model = build_base(data.image_shape, len(data.class_names), cfg.width, cfg.pretrain_seed)
+    model = build_base(data.image_shape, len(data.class_names), cfg.model, cfg.pretrain_seed)
     if (folder / "card.json").is_file():
         model.load_state_dict(torch.load(folder / "unet.pt", weights_only=True))
         return model, json.loads((folder / "card.json").read_text())
-    card = pretrain(model, public_view, cfg, progress)
+    card = pretrain(model, public_view, cfg, progress, resources)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), folder / "unet.pt.tmp")
     (folder / "unet.pt.tmp").replace(folder / "unet.pt")
@@ -80,22 +79,24 @@ def cached_base(dataset: str, dataset_args: dict, cfg) -> UNet2DModel:
 
 
 def base_from_state(data, cfg, state: dict) -> UNet2DModel:
-    model = build_base(data.image_shape, len(data.class_names), cfg.width, cfg.pretrain_seed)
+    model = build_base(data.image_shape, len(data.class_names), cfg.model, cfg.pretrain_seed)
     model.load_state_dict(state)
     return model
 
 
-def pretrain(model, public_view, cfg, progress=None) -> dict:
+def pretrain(model, public_view, cfg, progress=None, resources=None) -> dict:
+    """Pre-train ``model`` in place; it ends holding the EMA weights (the base clients start from)."""
     meter, start = FlopMeter(), time.time()
     scheduler, generator = build_scheduler(cfg.timesteps), torch.Generator().manual_seed(cfg.pretrain_seed)
-    chunk = max(1, cfg.pretrain_steps // 20)
+    chunk, ema, recipe = max(1, cfg.pretrain_steps // 20), Ema(model, cfg.ema_decay), pretrain_recipe(cfg)
     losses = []
     for done in range(0, cfg.pretrain_steps, chunk):
         steps = min(chunk, cfg.pretrain_steps - done)
-        losses.append(train(model, scheduler, public_view, steps, cfg.batch_size, cfg.pretrain_lr, generator,
-                            meter, conditional=True))
+        losses.append(train(model, scheduler, public_view, steps, recipe, generator, resources, meter,
+                            conditional=True, start_step=done, ema=ema))
         if progress:
             progress(f"pre-training the base {done + steps}/{cfg.pretrain_steps} (loss {losses[-1]:.3f})")
+    model.load_state_dict(ema.model.state_dict())
     return {"pretrain_flops": meter.take()["flops_train"], "pretrain_s": time.time() - start,
             "pretrain_steps": cfg.pretrain_steps, "pretrain_images": len(public_view), "final_loss": losses[-1]}
 

@@ -5,9 +5,10 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfuse.bench.diffusion import build_scheduler, build_unet, train
 from fedfuse.bench.services import client_run, derive_seed
 from fedfuse.protocols.ondemand_quant import task
+from fedfuse.toolkit.ddpm import build_scheduler, train
+from fedfuse.toolkit.models import build_unet
 
 app = ClientApp()
 
@@ -16,12 +17,12 @@ app = ClientApp()
 def train_and_quantize(msg: Message, context) -> Message:
     run = client_run(context)
     cfg, conf = run.config, msg.content["config"]
-    model = build_unet(run.data.images.shape[1:], cfg.width, seed=0)
+    model = build_unet(run.data.images.shape[1:], cfg.model, seed=0)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rnd, bits = int(conf["server-round"]), int(conf["bits"])
-    loss = train(model, build_scheduler(cfg.timesteps), run.data, cfg.local_steps, cfg.batch_size, cfg.lr,
-                 run.torch_generator(rnd), run.flops)
+    loss = train(model, build_scheduler(cfg.timesteps), run.data, cfg.local_steps, cfg.recipe,
+                 run.torch_generator(rnd), run.resources, run.flops, start_step=(rnd - 1) * cfg.local_steps)
     rng = np.random.default_rng(derive_seed(run.cell.seed, run.partition_id, rnd, 0x9))  # stochastic rounding
     update = task.encode_update(before, model.state_dict(), bits, cfg.block, rng)
     reply = RecordDict({"update": ArrayRecord({k: Array(v) for k, v in update.items()}),

@@ -5,20 +5,18 @@ from typing import ClassVar
 
 from fedfuse.bench.config import require_positive
 from fedfuse.plugins import ProtocolSpec, hookimpl
+from fedfuse.toolkit.ddpm import DdpmConfig
 
 
 @dataclass
-class QuantCommon:
+class QuantCommon(DdpmConfig):
     local_steps: int = 20
-    batch_size: int = 32
-    lr: float = 2e-3
-    width: int = 16  # the UNet's first level
-    timesteps: int = 200
     block: int = 4096  # values per quantization scale
     redraw_channel: bool = False  # draw clients' distances anew every round
 
     def __post_init__(self):
-        require_positive(self, "local_steps", "batch_size", "width", "timesteps", "block")
+        super().__post_init__()
+        require_positive(self, "local_steps", "block")
 
 
 @dataclass
@@ -51,8 +49,8 @@ def fedfuse_add_protocols():
     apps = {"server": "fedfuse.protocols.ondemand_quant.server_app:server",
             "client_app": "fedfuse.protocols.ondemand_quant.client_app:app"}
     return [
-        ProtocolSpec(name="ondemand-quant", version="1", config=OnDemandConfig, **apps,
+        ProtocolSpec(name="ondemand-quant", version="2", config=OnDemandConfig, **apps,
                      summary="FedAvg with per-device bits, CPU frequency and power from an energy-efficiency problem"),
-        ProtocolSpec(name="fixed-quant", version="1", config=FixedConfig, **apps,
+        ProtocolSpec(name="fixed-quant", version="2", config=FixedConfig, **apps,
                      summary="baseline: FedAvg with every update quantized to one fixed bit-width"),
     ]

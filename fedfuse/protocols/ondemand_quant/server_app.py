@@ -5,18 +5,19 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
-from fedfuse.bench.diffusion import build_scheduler, build_unet, diffusion_loss, evaluate
 from fedfuse.bench.flops import FlopMeter
 from fedfuse.bench.flower import send_each
 from fedfuse.bench.services import derive_seed
 from fedfuse.protocols.ondemand_quant import solver, task
+from fedfuse.toolkit.ddpm import Ema, build_scheduler, diffusion_loss
+from fedfuse.toolkit.models import build_unet
 
 
 def server(grid, run) -> dict:
     cfg, nodes = run.config, sorted(grid.get_node_ids())
-    model = build_unet(run.data.image_shape, cfg.width, seed=derive_seed(run.cell.seed, 1))
+    model = build_unet(run.data.image_shape, cfg.model, seed=derive_seed(run.cell.seed, 1))
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    scheduler, (held, _) = build_scheduler(cfg.timesteps), run.eval_subset(512)
+    scheduler, ema = build_scheduler(cfg.timesteps), None
     flops = cfg.local_steps * step_flops(model, scheduler, cfg.batch_size, run.data.image_shape)
     weights = {run.partition_of(n): 1.0 for n in nodes}  # FedAvg weights; clients report sizes each round
     for rnd in range(1, run.cell.rounds + 1):
@@ -30,13 +31,15 @@ def server(grid, run) -> dict:
             if cfg.mode == "ondemand":
                 run.set_operating_point(client, choice.cpu_freq_hz, choice.tx_power_w)
         losses = [float(r.content["metrics"]["train_loss"]) for r in replies.values()]
-        eval_loss = evaluate(model, scheduler, held, cfg.batch_size, run.torch_generator(7))
+        ema = ema or Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)  # samples and evaluates
+        ema.update(model)
+        eval_loss = run.held_out_loss(ema.model, scheduler)
         run.round_end(rnd, train_loss=float(np.mean(losses)), eval_loss=eval_loss,
                       plan={str(c): {"bits": o.bits, "cpu_freq_hz": o.cpu_freq_hz, "tx_power_w": o.tx_power_w}
                             for c, o in sorted(plan.items())})
     bits = [b["bits"] for r in run.rounds for b in r["plan"].values()]
     return {"train_loss": run.rounds[-1]["train_loss"], "eval_loss": run.rounds[-1]["eval_loss"],
-            "mean_bits": float(np.mean(bits)), **run.sample_and_score(model, cfg.timesteps)}
+            "mean_bits": float(np.mean(bits)), **run.sample_and_score(ema.model, cfg.timesteps)}
 
 
 def step_flops(model, scheduler, batch_size: int, shape) -> float:

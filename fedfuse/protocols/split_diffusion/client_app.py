@@ -7,19 +7,21 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.clientapp import ClientApp
 
 from fedfuse.bench.accounting import EVAL_KEY
-from fedfuse.bench.diffusion import build_unet, train
 from fedfuse.bench.services import client_run, derive_seed
 from fedfuse.protocols.split_diffusion import task
+from fedfuse.toolkit.ddpm import Ema, train
+from fedfuse.toolkit.models import build_unet
 
 app = ClientApp()
 
 
-def private_model(run, context):
-    """This client's own denoiser: from the node's state after round 1, seeded before."""
-    model = build_unet(run.data.images.shape[1:], run.config.client_width, derive_seed(run.cell.seed, 2, run.partition_id))
-    if "model" in context.state:
-        model.load_state_dict(context.state["model"].to_torch_state_dict())
-    return model
+def private_model(run, context) -> tuple:
+    """This client's own denoiser and its EMA: from the node's state after round 1, seeded before."""
+    model = build_unet(run.data.images.shape[1:], run.config.client_model, derive_seed(run.cell.seed, 2, run.partition_id))
+    if "model" not in context.state:
+        return model, Ema(model, run.config.ema_decay)
+    model.load_state_dict(context.state["model"].to_torch_state_dict())
+    return model, Ema(model, run.config.ema_decay, context.state["ema"].to_torch_state_dict())
 
 
 @app.train("local_and_cut")
@@ -29,10 +31,13 @@ def local_and_cut(msg: Message, context) -> Message:
     generator = run.torch_generator(int(msg.content["config"]["round"]))
     metrics = {"num-examples": len(run.data)}
     if t_c > 0:  # the client owns the low-noise steps [0, t_c)
-        model = private_model(run, context)
-        metrics["train_loss"] = train(model, task.full_schedule(cfg.timesteps), run.data, cfg.local_steps,
-                                      cfg.batch_size, cfg.lr, generator, run.flops, t_range=(0, t_c))
+        model, ema = private_model(run, context)
+        rnd = int(msg.content["config"]["round"])
+        metrics["train_loss"] = train(model, task.full_schedule(cfg.timesteps), run.data, cfg.local_steps, cfg.recipe,
+                                      generator, run.resources, run.flops, t_range=(0, t_c),
+                                      start_step=(rnd - 1) * cfg.local_steps, ema=ema)
         context.state["model"] = ArrayRecord(model.state_dict())
+        context.state["ema"] = ArrayRecord(ema.state_dict())
     content = RecordDict({"metrics": MetricRecord(metrics)})
     if t_c < cfg.timesteps:  # something for the server: images noised to the cut
         x0, _ = run.data.sample_batch(cfg.share_size, generator)
@@ -52,8 +57,8 @@ def finish_sampling(msg: Message, context) -> Message:
     else:
         x = torch.randn((int(conf["n"]), *run.data.images.shape[1:]), generator=generator)
     if t_c > 0:
-        x = task.client_sample(private_model(run, context), cfg.timesteps, t_c, x, int(conf["client_steps"]),
-                               generator, run.flops)
+        x = task.client_sample(private_model(run, context)[1].model, cfg.timesteps, t_c, x, int(conf["client_steps"]),
+                               generator, run.flops, run.resources)
     # The samples go back only to be scored by the harness: not protocol traffic (EVAL_KEY).
     return Message(RecordDict({EVAL_KEY: ArrayRecord({"x0": Array(x.numpy())})}), reply_to=msg)
 

@@ -5,22 +5,23 @@ from typing import ClassVar, Literal
 
 from fedfuse.bench.config import require_positive
 from fedfuse.plugins import ProtocolSpec, hookimpl
+from fedfuse.toolkit.ddpm import DdpmConfig
+from fedfuse.toolkit.models import check_preset
 
 
 @dataclass
-class SplitCommon:
+class SplitCommon(DdpmConfig):
+    """``model`` is the server's UNet preset (the high-noise part), ``client_model`` the clients'."""
+
     local_steps: int = 20  # a client's optimizer steps per round on its own denoiser
     server_steps: int = 20  # the server's optimizer steps per round on the shared x_cut pool
     share_size: int = 64  # images a client noises to the cut and sends per round
-    batch_size: int = 32
-    lr: float = 2e-3
-    client_width: int = 16  # clients' UNets (the cheap, low-noise part)
-    server_width: int = 32  # the server's UNet (the costly, high-noise part)
-    timesteps: int = 200  # diffusion length T
+    client_model: str = "small"  # clients' UNet preset (the low-noise part)
 
     def __post_init__(self):
-        require_positive(self, "local_steps", "server_steps", "share_size", "batch_size", "client_width",
-                         "server_width", "timesteps")
+        super().__post_init__()
+        check_preset(self.client_model)
+        require_positive(self, "local_steps", "server_steps", "share_size")
 
     def cut_of(self, client: int) -> float:
         """The cut ratio of client (partition) ``client``."""
@@ -62,11 +63,11 @@ def fedfuse_add_protocols():
     split = {"server": "fedfuse.protocols.split_diffusion.server_app:server",
              "client_app": "fedfuse.protocols.split_diffusion.client_app:app"}
     return [
-        ProtocolSpec(name="split-diffusion", version="1", config=SplitConfig, **split,
+        ProtocolSpec(name="split-diffusion", version="2", config=SplitConfig, **split,
                      summary="CollaFuse: clients keep data and low-noise steps; the server trains and runs the rest"),
-        ProtocolSpec(name="local-only", version="1", config=LocalOnlyConfig, **split,
+        ProtocolSpec(name="local-only", version="2", config=LocalOnlyConfig, **split,
                      summary="baseline: each client trains and samples alone (split diffusion at cut ratio 0)"),
-        ProtocolSpec(name="centralized", version="1", config=CentralizedConfig,
+        ProtocolSpec(name="centralized", version="2", config=CentralizedConfig,
                      server="fedfuse.protocols.split_diffusion.server_app:centralized",
                      client_app="fedfuse.protocols.split_diffusion.client_app:app",
                      summary="baseline: all clients' images uploaded once; one model trained on the server"),

@@ -8,20 +8,21 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedfuse.bench.accounting import EVAL_KEY
-from fedfuse.bench.diffusion import build_unet, train
 from fedfuse.bench.flower import send_each
 from fedfuse.bench.services import derive_seed
 from fedfuse.datasets import ClientData
 from fedfuse.protocols.split_diffusion import task
+from fedfuse.toolkit.ddpm import Ema, train
+from fedfuse.toolkit.models import build_unet
 
 
 def server(grid, run) -> dict:
     cfg, nodes = run.config, sorted(grid.get_node_ids())
     cuts = {n: task.cut_index(cfg.cut_of(run.partition_of(n)), cfg.timesteps) for n in nodes}
     labels = cut_labels(cfg.marginal, cuts.values(), cfg.timesteps)
-    model = build_unet(run.data.image_shape, cfg.server_width, derive_seed(run.cell.seed, 3),
+    model = build_unet(run.data.image_shape, cfg.model, derive_seed(run.cell.seed, 3),
                        classes=len(labels) if labels else None)
-    shared = {}
+    ema, shared = Ema(model, cfg.ema_decay), {}
     for rnd in range(1, run.cell.rounds + 1):
         config = {n: RecordDict({"config": ConfigRecord({"round": rnd})}) for n in nodes}
         replies = send_each(grid, config, "train.local_and_cut")
@@ -30,11 +31,11 @@ def server(grid, run) -> dict:
                   for n in sorted(replies, key=run.partition_of) if "shared" in replies[n].content}
         figures = client_losses(replies)
         if shared:  # the server trains its denoiser on the pooled x_cut of the round
-            figures["server_loss"] = task.train_server(model, pool(shared, cuts, labels), cfg.timesteps, cfg.marginal,
-                                                       cfg.server_steps, cfg.batch_size, cfg.lr,
-                                                       run.torch_generator(rnd), run.flops)
+            figures["server_loss"] = task.train_server(
+                model, pool(shared, cuts, labels), cfg.timesteps, cfg.marginal, cfg.server_steps, cfg.recipe,
+                run.torch_generator(rnd), run.resources, run.flops, start_step=(rnd - 1) * cfg.server_steps, ema=ema)
         run.round_end(rnd, **figures)
-    quality = split_sampling(grid, run, model, nodes, cuts, labels)
+    quality = split_sampling(grid, run, ema.model, nodes, cuts, labels)
     return {**cut_figures(cfg, run, cuts), "marginal": cfg.marginal, **last_losses(run), **run.checksum(model),
             **quality, **disclosure(run, shared, cuts)}
 
@@ -85,7 +86,8 @@ def split_sampling(grid, run, model, nodes, cuts: dict, labels: dict) -> dict:
         content = RecordDict({"config": ConfigRecord({"n": ev["samples"], "seed": seed, "client_steps": client_steps})})
         if server_steps:
             x_cut = task.server_sample(model, cfg.timesteps, t_c, cfg.marginal, ev["samples"], run.data.image_shape,
-                                       server_steps, torch.Generator().manual_seed(seed), run.flops, labels.get(t_c))
+                                       server_steps, torch.Generator().manual_seed(seed), run.flops, labels.get(t_c),
+                                       run.resources)
             content["shared"] = ArrayRecord({"x_cut": Array(x_cut.numpy())})
         contents[n] = content
     replies = send_each(grid, contents, "query.finish_sampling")
@@ -124,17 +126,20 @@ def centralized(grid, run) -> dict:
     pooled = torch.cat([torch.from_numpy(replies[n].content["data"]["images"].numpy())
                         for n in sorted(replies, key=run.partition_of)])
     data = ClientData(pooled, torch.zeros(len(pooled), dtype=torch.long), torch.arange(len(pooled)))
-    model = build_unet(run.data.image_shape, cfg.server_width, derive_seed(run.cell.seed, 3))
+    model = build_unet(run.data.image_shape, cfg.model, derive_seed(run.cell.seed, 3))
+    ema = Ema(model, cfg.ema_decay)
     for rnd in range(1, run.cell.rounds + 1):
-        loss = train(model, task.full_schedule(cfg.timesteps), data, cfg.server_steps, cfg.batch_size, cfg.lr,
-                     run.torch_generator(rnd), run.flops)
+        loss = train(model, task.full_schedule(cfg.timesteps), data, cfg.server_steps, cfg.recipe,
+                     run.torch_generator(rnd), run.resources, run.flops, start_step=(rnd - 1) * cfg.server_steps, ema=ema)
         run.round_end(rnd, train_loss=loss, server_loss=loss)
+    model = ema.model
     ev = run.cell.evaluation
     images = {}
     for n in nodes:
         client = run.partition_of(n)
         images[client] = task.server_sample(model, cfg.timesteps, 0, "exact", ev["samples"], run.data.image_shape,
                                             ev["sample_steps"], torch.Generator().manual_seed(
-                                                derive_seed(run.cell.seed, 0x5A, client)), run.flops)
+                                                derive_seed(run.cell.seed, 0x5A, client)), run.flops,
+                                            resources=run.resources)
     run.round_end(run.cell.rounds + 1, phase="sampling")
     return {"cut_ratio": 1.0, **last_losses(run), **run.checksum(model), **mean_quality(run, images)}

@@ -16,12 +16,12 @@ then, in exact mode, the server's one denoiser is conditioned on the cut (``need
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
+
+from fedfuse.toolkit.ddpm import fit
 
 
 def cut_index(cut_ratio: float, timesteps: int) -> int:
@@ -80,31 +80,28 @@ def noise_from_cut(x_cut: torch.Tensor, cuts: torch.Tensor, t: torch.Tensor, tim
     return scale.sqrt() * x_cut + (1 - scale).sqrt() * noise
 
 
-def server_loss(model, x_cut, cuts, labels, timesteps: int, marginal: str, generator) -> torch.Tensor:
-    """Noise prediction at t drawn uniformly from each element's own [t_c, T)."""
+def server_loss(model, x_cut, cuts, labels, timesteps: int, marginal: str, generator, device="cpu") -> torch.Tensor:
+    """Noise prediction at t drawn uniformly from each element's own [t_c, T); draws on the
+    CPU generator, computes on ``device``."""
     t = cuts + (torch.rand(len(cuts), generator=generator) * (timesteps - cuts)).long()
     noise = torch.randn(x_cut.shape, generator=generator)
-    kwargs = {} if labels is None else {"class_labels": labels}
-    return F.mse_loss(model(noise_from_cut(x_cut, cuts, t, timesteps, marginal, noise), t, **kwargs).sample, noise)
+    kwargs = {} if labels is None else {"class_labels": labels.to(device)}
+    noisy = noise_from_cut(x_cut, cuts, t, timesteps, marginal, noise).to(device)
+    return F.mse_loss(model(noisy, t.to(device), **kwargs).sample, noise.to(device))
 
 
-def train_server(model, pool: dict, timesteps: int, marginal: str, steps: int, batch_size: int, lr: float,
-                 generator: torch.Generator, flops=None) -> float:
-    """The server's denoiser, trained on the shared pool: ``x_cut`` with each image's ``cut``
-    and, when the model is cut-conditioned, ``label``."""
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    total = 0.0
-    for _ in range(steps):
-        pick = torch.randint(len(pool["x_cut"]), (batch_size,), generator=generator)
+def train_server(model, pool: dict, timesteps: int, marginal: str, steps: int, recipe, generator: torch.Generator,
+                 resources=None, flops=None, start_step: int = 0, ema=None) -> float:
+    """The server's denoiser, trained by the shared recipe on the shared pool: ``x_cut`` with
+    each image's ``cut`` and, when the model is cut-conditioned, ``label``."""
+    shape = (recipe.batch_size, *pool["x_cut"].shape[1:])
+
+    def batch_loss(module, device):
+        pick = torch.randint(len(pool["x_cut"]), (recipe.batch_size,), generator=generator)
         labels = None if pool.get("label") is None else pool["label"][pick]
-        with flops.step("train", (batch_size, *pool["x_cut"].shape[1:])) if flops else contextlib.nullcontext():
-            loss = server_loss(model, pool["x_cut"][pick], pool["cut"][pick], labels, timesteps, marginal, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        optimizer.step()
-        total += loss.item()
-    return total / steps
+        return server_loss(module, pool["x_cut"][pick], pool["cut"][pick], labels, timesteps, marginal, generator, device)
+
+    return fit(model, batch_loss, steps, recipe, resources, flops, start_step, ema, lambda: shape)
 
 
 def ddim_over(betas: torch.Tensor, steps: int) -> DDIMScheduler:
@@ -123,7 +120,7 @@ def split_steps(total: int, t_c: int, timesteps: int) -> tuple[int, int]:
 
 
 def server_sample(model, timesteps: int, t_c: int, marginal: str, n: int, shape, steps: int,
-                  generator: torch.Generator, flops=None, label: int | None = None) -> torch.Tensor:
+                  generator: torch.Generator, flops=None, label: int | None = None, resources=None) -> torch.Tensor:
     """The server's part of sampling: pure noise down to the cut (x_cut); ``label`` is the
     cut's label when the model is cut-conditioned."""
     from fedfuse.bench.metrics.sampling import denoise
@@ -133,18 +130,19 @@ def server_sample(model, timesteps: int, t_c: int, marginal: str, n: int, shape,
     betas = full_schedule(timesteps).betas
     if marginal == "exact":
         scheduler = ddim_over(betas[t_c:], steps)
-        return denoise(Offset(model, t_c), scheduler, x, scheduler.timesteps, generator, flops, **kwargs)
+        return denoise(Offset(model, t_c), scheduler, x, scheduler.timesteps, generator, flops, resources, **kwargs)
     scheduler = ddim_over(betas, round(steps * timesteps / max(1, timesteps - t_c)))
-    return denoise(model, scheduler, x, [t for t in scheduler.timesteps if t >= t_c], generator, flops, **kwargs)
+    return denoise(model, scheduler, x, [t for t in scheduler.timesteps if t >= t_c], generator, flops, resources,
+                   **kwargs)
 
 
 def client_sample(model, timesteps: int, t_c: int, x_cut: torch.Tensor, steps: int,
-                  generator: torch.Generator, flops=None) -> torch.Tensor:
+                  generator: torch.Generator, flops=None, resources=None) -> torch.Tensor:
     """The client's part: from the cut (or from pure noise when it owns everything) to x_0."""
     from fedfuse.bench.metrics.sampling import denoise
 
     scheduler = ddim_over(full_schedule(timesteps).betas[:t_c], steps)
-    return denoise(model, scheduler, x_cut, scheduler.timesteps, generator, flops).clamp(-1, 1)
+    return denoise(model, scheduler, x_cut, scheduler.timesteps, generator, flops, resources).clamp(-1, 1)
 
 
 def naive_reconstruction(x_cut: torch.Tensor, timesteps: int, t_c: int) -> torch.Tensor:

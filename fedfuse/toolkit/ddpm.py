@@ -1,0 +1,169 @@
+"""The DDPM recipe every protocol trains with: epsilon loss, AdamW with a linear warm-up,
+an EMA of the weights for sampling and evaluation, on the device Lightning Fabric gives.
+
+Protocols say *what* to train (the model, which parameters, the loss of a batch, a t-range);
+``fit`` owns *how* (device, precision, optimizer, warm-up, the non-finite guard, FLOP counting).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from torch.optim.swa_utils import AveragedModel
+
+from fedfuse.toolkit.device import Resources, fabric
+from fedfuse.toolkit.models import check_preset
+
+
+@dataclass
+class DdpmConfig:
+    """The recipe fields every DDPM protocol's config inherits (docs/quality.md chose them)."""
+
+    model: str = "small"  # UNet preset: tiny | small | base (fedfuse.toolkit.models)
+    timesteps: int = 200  # diffusion length T of the DDPM noise schedule
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 100  # linear learning-rate warm-up, counted over all rounds
+    ema_decay: float = 0.995  # per optimizer step; the EMA weights sample and evaluate (0: off)
+
+    def __post_init__(self):
+        check_preset(self.model)
+        for name in ("timesteps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.warmup_steps < 0 or not 0 <= self.ema_decay < 1:
+            raise ValueError("'lr' must be > 0, 'warmup_steps' >= 0 and 'ema_decay' in [0, 1)")
+
+    @property
+    def recipe(self) -> "Recipe":
+        return Recipe(self.lr, self.batch_size, self.warmup_steps, self.ema_decay)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a denoiser is optimised (the fields every DDPM protocol config carries)."""
+
+    lr: float = 2e-3
+    batch_size: int = 64
+    warmup_steps: int = 100  # linear learning-rate warm-up over the first optimizer steps
+    ema_decay: float = 0.995  # per optimizer step; 0 = sample with the raw weights
+
+
+def build_scheduler(timesteps: int) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=timesteps)
+
+
+def diffusion_loss(model, scheduler, images: torch.Tensor, generator: torch.Generator,
+                   labels: torch.Tensor | None = None, t_range: tuple[int, int] | None = None) -> torch.Tensor:
+    """The noise-prediction (epsilon) loss at timesteps drawn uniformly from ``t_range``
+    (default: all); ``labels`` condition a class-conditional model. Draws on the CPU generator,
+    computes where ``images`` live."""
+    low, high = t_range or (0, scheduler.config.num_train_timesteps)
+    t = torch.randint(low, high, (len(images),), generator=generator)
+    noise = torch.randn(images.shape, generator=generator)
+    device = images.device
+    noisy = scheduler.add_noise(images.cpu(), noise, t).to(device)
+    kwargs = {"class_labels": labels.to(device)} if labels is not None else {}
+    return F.mse_loss(model(noisy, t.to(device), **kwargs).sample, noise.to(device))
+
+
+def warmup(step: int, warmup_steps: int) -> float:
+    """The learning-rate factor at optimizer step ``step`` (counted over all rounds)."""
+    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+
+
+def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Resources | None = None,
+        flops=None, start_step: int = 0, ema: "Ema | None" = None, shape_of: Callable = lambda: None) -> float:
+    """``steps`` AdamW steps on ``model``'s trainable parameters; ``batch_loss(module, device)``
+    returns one batch's loss. ``start_step`` continues the warm-up across rounds; ``ema`` is
+    updated after each step. ``flops`` (a harness FlopMeter) counts each step under the key
+    ``shape_of()``. Returns the mean loss; the model is back on the CPU afterwards."""
+    fab = fabric(resources)
+    params = [p for p in model.parameters() if p.requires_grad]
+    module, optimizer = fab.setup(model, torch.optim.AdamW(params, lr=recipe.lr))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup(start_step + s, recipe.warmup_steps))
+    module.train()
+    total = 0.0
+    for _ in range(steps):
+        with flops.step("train", shape_of()) if flops else contextlib.nullcontext():
+            loss = batch_loss(module, fab.device)
+            optimizer.zero_grad(set_to_none=True)
+            fab.backward(loss)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"training loss became {value}; lower the learning rate")
+        optimizer.step()
+        schedule.step()
+        if ema is not None:
+            ema.update(model)
+        total += value
+    model.to("cpu")
+    return total / steps
+
+
+def train(model, scheduler, data, steps: int, recipe: Recipe, generator: torch.Generator,
+          resources: Resources | None = None, flops=None, conditional: bool = False,
+          t_range: tuple[int, int] | None = None, start_step: int = 0, ema: "Ema | None" = None) -> float:
+    """DDPM training on batches drawn from ``data`` (a ClientData) at timesteps in ``t_range``."""
+    shape = (recipe.batch_size, *data.images.shape[1:])
+
+    def batch_loss(module, device):
+        images, labels = data.sample_batch(recipe.batch_size, generator)
+        return diffusion_loss(module, scheduler, images.to(device), generator,
+                              labels if conditional else None, t_range)
+
+    return fit(model, batch_loss, steps, recipe, resources, flops, start_step, ema, lambda: shape)
+
+
+@torch.no_grad()
+def evaluate(model, scheduler, images: torch.Tensor, batch_size: int, generator: torch.Generator,
+             labels: torch.Tensor | None = None) -> float:
+    """Held-out noise-prediction loss; the same generator seed gives the same noise each call."""
+    model.eval()
+    label_batches = labels.split(batch_size) if labels is not None else [None] * len(images.split(batch_size))
+    losses = [diffusion_loss(model, scheduler, x, generator, y).item()
+              for x, y in zip(images.split(batch_size), label_batches)]
+    return sum(losses) / len(losses)
+
+
+class Ema:
+    """An exponential moving average of a model's weights (torch's ``AveragedModel``): the
+    weights that sample and evaluate. Each ``update`` stands for ``steps_per_update``
+    optimizer steps (1 in a training loop; a round's local steps for a server averaging the
+    global model once a round). The decay warms up as in diffusers' EMAModel,
+    ``min(decay, (1 + k) / (10 + k))`` after k steps, so a short run is not stuck near its
+    initial weights. ``decay = 0`` follows the raw weights. Its state (weights and update
+    count) is a plain state dict: a client keeps it in Flower's ``context.state``."""
+
+    def __init__(self, model, decay: float, state: dict | None = None, steps_per_update: int = 1):
+        self.decay, self.steps_per_update = decay, steps_per_update
+        self.averaged = AveragedModel(copy.deepcopy(model).cpu(), avg_fn=self._average, use_buffers=True)
+        if state is not None:
+            self.averaged.load_state_dict(state)
+
+    def _average(self, averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        k = int(updates) * self.steps_per_update  # optimizer steps averaged so far
+        decay = min(self.decay, (1 + k) / (10 + k)) ** self.steps_per_update
+        return averaged + (current - averaged) * (1 - decay)
+
+    def update(self, model) -> None:
+        if self.decay <= 0:
+            self.averaged.module.load_state_dict(model.state_dict())
+        else:
+            self.averaged.update_parameters(model)
+
+    @property
+    def model(self):
+        return self.averaged.module
+
+    def state_dict(self) -> dict:
+        return self.averaged.state_dict()
+
+

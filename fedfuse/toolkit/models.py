@@ -1,0 +1,44 @@
+"""UNet presets: one name for a denoiser's size, the same for every protocol.
+
+Measured on 2 CPU cores, batch 64, one training step (docs/quality.md has the curves):
+``tiny`` 164 k parameters, ``small`` 651 k, ``base`` 1.0 M with self-attention at the lowest
+resolution. Two resolution levels, so any even image side works (28 -> 14, 14 -> 7, 8 -> 4).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DModel
+
+PRESETS = {
+    "tiny": {"widths": (16, 32), "layers": 1, "attention": False},
+    "small": {"widths": (32, 64), "layers": 1, "attention": False},
+    "base": {"widths": (32, 64), "layers": 2, "attention": True},
+}
+
+
+def check_preset(name: str) -> None:
+    if name not in PRESETS:
+        raise ValueError(f"model must be one of {', '.join(PRESETS)}, got '{name}'")
+
+
+def build_unet(image_shape: tuple[int, int, int], preset: str, seed: int, classes: int | None = None,
+               attention: bool | None = None) -> UNet2DModel:
+    """A UNet of the ``preset``'s size whose initial weights depend only on ``seed``;
+    unconditional, or conditioned on ``classes`` labels (``class_labels=`` when called).
+    ``attention`` overrides the preset's (LoRA needs attention projections to adapt)."""
+    check_preset(preset)
+    p = PRESETS[preset]
+    attn = p["attention"] if attention is None else attention
+    levels = len(p["widths"])
+    down = ["DownBlock2D"] * (levels - 1) + ["AttnDownBlock2D" if attn else "DownBlock2D"]
+    up = ["AttnUpBlock2D" if attn else "UpBlock2D"] + ["UpBlock2D"] * (levels - 1)
+    channels, height, _ = image_shape
+    with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
+        torch.manual_seed(seed)
+        return UNet2DModel(
+            sample_size=height, in_channels=channels, out_channels=channels, block_out_channels=p["widths"],
+            layers_per_block=p["layers"], down_block_types=tuple(down), up_block_types=tuple(up),
+            norm_num_groups=min(8, p["widths"][0]), attention_head_dim=min(32, p["widths"][-1]),
+            num_class_embeds=classes,
+        )

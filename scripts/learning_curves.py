@@ -1,0 +1,133 @@
+"""Learning curves of the shared DDPM recipe: one model on all of a dataset's training images,
+featnet FID and recall of its EMA weights' samples against optimizer steps and CPU-seconds.
+docs/quality.md reads them; every suite's budget is chosen from them.
+
+    .venv/bin/python scripts/learning_curves.py mnist --size 14 --model small --steps 250,500,1000,2000
+    .venv/bin/python scripts/learning_curves.py --plot        # docs/quality/curves.png from the records
+
+Each checkpoint appends one JSON line to docs/quality/curves.jsonl (a curve already there for
+the same settings is skipped; --again measures it anew).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from fedfuse.bench.metrics import references, spaces
+from fedfuse.bench.metrics.featnet import feature_net
+from fedfuse.bench.metrics.quality import save_grid, score
+from fedfuse.bench.metrics.sampling import sample
+from fedfuse.datasets import ClientData
+from fedfuse.datasets.loading import load
+from fedfuse.toolkit import ddpm, models
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "quality"
+RECORDS = OUT / "curves.jsonl"
+
+
+def settings(args) -> dict:
+    return {"dataset": args.dataset, "size": args.size, "model": args.model, "lr": args.lr,
+            "batch_size": args.batch_size, "warmup_steps": args.warmup, "ema_decay": args.ema,
+            "timesteps": args.timesteps, "samples": args.samples, "sample_steps": args.sample_steps,
+            "threads": torch.get_num_threads()}
+
+
+def done(setting: dict) -> bool:
+    if not RECORDS.is_file():
+        return False
+    return any(json.loads(line)["settings"] == setting for line in RECORDS.read_text().splitlines() if line)
+
+
+def measure(args) -> None:
+    setting = settings(args)
+    if done(setting) and not args.again:
+        print("already measured:", setting)
+        return
+    dargs = {"size": args.size} if args.size else {}
+    data = load(args.dataset, dargs)
+    net, card = feature_net(spaces.featnet_name(args.dataset, dargs, data), data)
+    held = data.eval_images[torch.randperm(len(data.eval_images), generator=torch.Generator().manual_seed(7))[:args.samples]]
+    refs = references.compute(net, held, data.train_images, args.samples)
+    everything = ClientData(data.train_images, data.train_labels, torch.arange(len(data.train_labels)))
+    model = models.build_unet(data.image_shape, args.model, seed=0)
+    ema, recipe = ddpm.Ema(model, args.ema), ddpm.Recipe(args.lr, args.batch_size, args.warmup, args.ema)
+    scheduler, gen = ddpm.build_scheduler(args.timesteps), torch.Generator().manual_seed(0)
+    steps_done, cpu, wall = 0, 0.0, 0.0
+    for target in sorted(int(s) for s in args.steps.split(",")):
+        c0, w0 = time.process_time(), time.time()
+        loss = ddpm.train(model, scheduler, everything, target - steps_done, recipe, gen, start_step=steps_done, ema=ema)
+        cpu, wall, steps_done = cpu + time.process_time() - c0, wall + time.time() - w0, target
+        e0 = time.time()
+        images = sample(ema.model, args.samples, data.image_shape, args.timesteps, args.sample_steps, seed=1)
+        q = score(net, held, images)
+        tag = f"{args.dataset}{args.size or ''}-{args.model}-{target}"
+        (OUT / "grids").mkdir(parents=True, exist_ok=True)
+        save_grid(images, OUT / "grids" / f"{tag}.png")
+        row = {"settings": setting, "steps": target, "train_cpu_s": round(cpu, 1), "train_wall_s": round(wall, 1),
+               "eval_wall_s": round(time.time() - e0, 1), "loss": loss, "params": sum(p.numel() for p in model.parameters()),
+               "feature_space": card["feature_space"], **{k: q[k] for k in ("fid", "kid", "recall", "coverage", "precision")},
+               "ref": {r: {k: refs[r][k] for k in ("fid", "recall")} for r in refs}}
+        print(json.dumps(row), flush=True)
+        with RECORDS.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def plot() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, list] = {}
+    for line in RECORDS.read_text().splitlines():
+        r = json.loads(line)
+        s = r["settings"]
+        curves.setdefault(f"{s['dataset']}{s['size'] or ''} {s['model']}", []).append(r)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for label, rows in sorted(curves.items()):
+        rows.sort(key=lambda r: r["steps"])
+        ratio = [r["fid"] / r["ref"]["noise"]["fid"] for r in rows]
+        axes[0].plot([r["steps"] for r in rows], ratio, "o-", label=label)
+        axes[1].plot([r["train_cpu_s"] for r in rows], ratio, "o-", label=label)
+        axes[2].plot([r["steps"] for r in rows], [r["recall"] for r in rows], "o-", label=label)
+    for ax, xl, yl in zip(axes, ("optimizer steps", "training CPU-seconds", "optimizer steps"),
+                          ("FID / FID(pure noise)", "FID / FID(pure noise)", "recall")):
+        ax.set_xlabel(xl), ax.set_ylabel(yl), ax.grid(alpha=0.3)
+        ax.set_xscale("log")
+    for ax in axes[:2]:
+        ax.axhline(0.25, color="k", ls="--", lw=0.8)
+        ax.set_yscale("log")
+    axes[2].axhline(0.2, color="k", ls="--", lw=0.8)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(OUT / "curves.png", dpi=100)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("dataset", nargs="?")
+    p.add_argument("--size", type=int, default=0, help="resize the 28x28 datasets (e.g. 14)")
+    p.add_argument("--model", default="small", choices=list(models.PRESETS))
+    p.add_argument("--steps", default="250,500,1000,2000")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--timesteps", type=int, default=200)
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--sample-steps", type=int, default=50)
+    p.add_argument("--again", action="store_true")
+    p.add_argument("--plot", action="store_true")
+    args = p.parse_args()
+    if args.plot:
+        return plot()
+    measure(args)
+
+
+if __name__ == "__main__":
+    main()
