@@ -1,6 +1,6 @@
 """Does the harness add anything over the training it runs?
 
-The same client work — 25 noise-prediction steps of fedavg's UNet on digits, batch 32 —
+The same client work — 25 noise-prediction steps of fedavg's tiny UNet on digits, batch 32 —
 timed twice: through fedfuse's ClientApp (cell lookup, partition view, Flower Message in
 and out, ArrayRecord conversions) and as a plain torch loop written without fedfuse.
 """
@@ -12,20 +12,23 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from conftest import MEANS
+from dataclasses import asdict
+
+from fedfuse.bench.cells import CellSpec
 from fedfuse.bench.flower import CellClientApp
 from fedfuse.bench.services import RUN_CONFIG_KEY
-from fedfuse.bench.suite import expand, load_suite
-from fedfuse.datasets.digits import load_digits
-from fedfuse.plugins.manager import registry
+from fedfuse.datasets.builtin import load_digits
 from fedfuse.protocols.fedavg import task
+from fedfuse.protocols.fedavg.plugin import FedAvgConfig
 
-CELL = expand(load_suite("smoke"), registry())[0]
-CFG = CELL.config
+# No warm-up, no EMA: the plain loop below does neither (the server keeps fedavg's EMA anyway).
+CFG = asdict(FedAvgConfig(model="tiny", local_steps=25, batch_size=32, warmup_steps=0, ema_decay=0.0))
+CELL = CellSpec("bench", "1", "fedavg", "fedavg", "2", CFG, "digits", {}, "iid", clients=2, rounds=1)
 ROUNDS = 5
 
 
 def _global_model():
-    return task.build_model((1, 8, 8), CFG["width"], seed=0)
+    return task.build_model((1, 8, 8), CFG["model"], seed=0)
 
 
 def test_harness_client_train(benchmark):
@@ -51,7 +54,7 @@ def test_plain_torch_train(benchmark):
     state = _global_model().state_dict()
 
     def one_round():
-        model = task.build_model((1, 8, 8), CFG["width"], seed=0)
+        model = task.build_model((1, 8, 8), CFG["model"], seed=0)
         model.load_state_dict(state)
         optimizer = torch.optim.AdamW(model.parameters(), lr=CFG["lr"])
         gen = torch.Generator().manual_seed(0)

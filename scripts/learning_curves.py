@@ -3,7 +3,7 @@ featnet FID and recall of its EMA weights' samples against optimizer steps and C
 docs/quality.md reads them; every suite's budget is chosen from them.
 
     .venv/bin/python scripts/learning_curves.py mnist --size 14 --model small --steps 250,500,1000,2000
-    .venv/bin/python scripts/learning_curves.py --plot        # docs/quality/curves.png from the records
+    .venv/bin/python scripts/learning_curves.py --plot        # docs/quality/curves.png and the table
 
 Each checkpoint appends one JSON line to docs/quality/curves.jsonl (a curve already there for
 the same settings is skipped; --again measures it anew).
@@ -95,17 +95,35 @@ def plot() -> None:
         axes[0].plot([r["steps"] for r in rows], ratio, "o-", label=label)
         axes[1].plot([r["train_cpu_s"] for r in rows], ratio, "o-", label=label)
         axes[2].plot([r["steps"] for r in rows], [r["recall"] for r in rows], "o-", label=label)
-    for ax, xl, yl in zip(axes, ("optimizer steps", "training CPU-seconds", "optimizer steps"),
+    from matplotlib.ticker import NullFormatter
+
+    for ax, xl, yl in zip(axes, ("optimizer steps", "training CPU-seconds (one core)", "optimizer steps"),
                           ("FID / FID(pure noise)", "FID / FID(pure noise)", "recall")):
         ax.set_xlabel(xl), ax.set_ylabel(yl), ax.grid(alpha=0.3)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
     for ax in axes[:2]:
         ax.axhline(0.25, color="k", ls="--", lw=0.8)
         ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(NullFormatter())
     axes[2].axhline(0.2, color="k", ls="--", lw=0.8)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(OUT / "curves.png", dpi=100)
+
+
+def table() -> str:
+    """The records as the Markdown table docs/quality.md shows."""
+    lines = ["| data | model | params | steps | train CPU-s | FID | FID / noise | recall | real floor | noise |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [json.loads(line) for line in RECORDS.read_text().splitlines() if line]
+    for r in sorted(rows, key=lambda r: (r["settings"]["dataset"], r["settings"]["size"], r["settings"]["model"], r["steps"])):
+        s = r["settings"]
+        side = s["size"] or {"digits": 8}.get(s["dataset"], 28)
+        lines.append(f"| {s['dataset']} {side} px | {s['model']} | {r['params'] / 1e3:.0f} k | {r['steps']} | "
+                     f"{r['train_cpu_s']:.0f} | {r['fid']:.1f} | {r['fid'] / r['ref']['noise']['fid']:.3f} | "
+                     f"{r['recall']:.2f} | {r['ref']['real']['fid']:.1f} | {r['ref']['noise']['fid']:.0f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -125,7 +143,9 @@ def main() -> None:
     p.add_argument("--plot", action="store_true")
     args = p.parse_args()
     if args.plot:
-        return plot()
+        plot()
+        print(table())
+        return
     measure(args)
 
 

@@ -17,6 +17,21 @@ def test_shipped_smoke_expands_to_two_cells():
     assert len({c.cell_id for c in cells}) == 2
 
 
+def test_every_seed_study_has_three_tiers_of_the_same_matrix():
+    shipped = shipped_suites()
+    studies = [n for n in shipped if n.startswith("seed-") and not n.endswith(("-quick", "-gpu"))]
+    assert len(studies) == 3
+    for name in studies:
+        tiers = {tier: expand(load_suite(name + tier), registry()) for tier in ("", "-quick", "-gpu")}
+        labels = {tier: sorted({c.label for c in cells}) for tier, cells in tiers.items()}
+        assert labels[""] == labels["-quick"] == labels["-gpu"], name  # the same configurations
+        assert {c.protocol for c in tiers[""]} == {c.protocol for c in tiers["-quick"]}
+        assert len({c.seed for c in tiers[""]}) == 3, name  # the reference tier pools 3 seeds
+        assert all(c.evaluation["samples"] >= 1000 for c in tiers[""]), name
+        assert "quality is not meaningful" in load_suite(name + "-quick").header.description
+        assert all(c.dataset_args.get("size", 28) == 28 and c.dataset == "fashion-mnist" for c in tiers["-gpu"])
+
+
 def test_matrix_is_the_product(tmp_path):
     path = write_suite(tmp_path / "s.toml", FEDAVG + '[[protocols]]\nname = "fedavg"\nlabel = "fedavg-wide"\n'
                        'config = { model = "small" }\n', partitioners='["iid", { name = "dirichlet", alpha = 0.1 }]')
@@ -78,3 +93,15 @@ def test_file_level_errors(tmp_path):
         load_suite(str(bad))
     with pytest.raises(ConfigError, match="no suite file 'missing' and no shipped suite"):
         load_suite("missing")
+
+
+def test_auto_feature_space_prefers_inception_for_user_folders_and_says_why():
+    from fedfuse.bench.suite import auto_space
+
+    reg = registry()
+    space, why = auto_space(reg.get("datasets", "mnist"))
+    assert space == "featnet" and "shipped data" in why
+    space, why = auto_space(reg.get("datasets", "image-folder"))  # the set-up script installs the weights
+    assert space == "inception" and "user dataset" in why
+    cells = expand(load_suite("smoke"), reg)
+    assert cells[0].evaluation["feature_space"] == "featnet" and "feature_space_reason" in cells[0].evaluation

@@ -107,6 +107,7 @@ def cmd_run(args) -> int:
 
     reg = registry()
     suite = load_suite(args.suite, args.set, resource_flags(args))
+    check_system(suite.resources)
     cells = select(expand(suite, reg), args.only)  # every check happens before anything is written
     if not cells:
         raise ConfigError(f"--only {args.only!r} matches no cell of suite '{suite.header.name}'")
@@ -127,6 +128,17 @@ def cmd_run(args) -> int:
                 reg.pm.unregister(plugin)
     console().print(rich_table(runner.store.records([c.cell_id for c in cells])))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def check_system(resources: dict) -> None:
+    """A suite that asks for a GPU, on a machine whose torch sees none, stops before anything
+    is written (Ray would otherwise wait forever for a GPU share)."""
+    import torch
+
+    wants = resources.get("accelerator") == "cuda" or resources.get("gpus_per_client", 0) > 0
+    if wants and not torch.cuda.is_available():
+        raise ConfigError("this suite asks for a GPU (accelerator = 'cuda' or gpus_per_client > 0) but torch sees no "
+                          "CUDA device; to run it on the CPU: --accelerator cpu --gpus-per-client 0")
 
 
 def resource_flags(args) -> dict:

@@ -44,6 +44,15 @@ HARNESS_METRICS = [
     MetricSpec("precision", "", higher_is_better=True, aggregate="last",
                summary="k-NN precision; rises under blur and noise at these sizes: not for ranking"),
     MetricSpec("density", "", higher_is_better=True, aggregate="last", summary="k-NN density; not for ranking"),
+    # What the quality figures are worth: the same code on real, blurred and noise images at the cell's n.
+    MetricSpec("fid_vs_noise", "", higher_is_better=False, aggregate="last",
+               summary="FID / FID of pure noise at the same n; above 0.5 the cell is 'not learned' (unranked)"),
+    *(MetricSpec(f"ref_{m}_{ref}", "", higher_is_better=m == "recall", aggregate="last",
+                 summary=f"{m} of the '{ref}' reference ({what}) at the cell's n and feature space")
+      for ref, what in (("real", "real training images: the floor"), ("blur", "those images blurred, sigma=1"),
+                        ("noise", "uniform noise")) for m in ("fid", "recall")),
+    MetricSpec("ref_separation", "", higher_is_better=True, aggregate="last",
+               summary="FID(noise) / FID(real floor): below 20 the feature space cannot rank models"),
     # Disclosure of what clients share (higher MSE / lower SSIM / higher KID = less disclosed).
     MetricSpec("nn_mse", "", higher_is_better=True, aggregate="last",
                summary="mean MSE of shared tensors to their nearest private image (higher = less disclosed)"),

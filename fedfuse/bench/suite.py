@@ -56,7 +56,9 @@ class Matrix:
     samples: int = DEFAULT_EVALUATION["samples"]  # generated images per cell for FID & co.
     sample_steps: int = DEFAULT_EVALUATION["sample_steps"]
     sampler: Literal["ddim", "ddpm"] = DEFAULT_EVALUATION["sampler"]
-    feature_space: Literal["featnet", "inception"] = DEFAULT_EVALUATION["feature_space"]
+    # auto: the dataset's feature net for shipped data; for a user's folder the Inception space
+    # where its weights are installed (an auto-trained net on a few labels may not separate models)
+    feature_space: Literal["auto", "featnet", "inception"] = "auto"
 
     def __post_init__(self):
         if self.clients < 1 or self.rounds < 1:
@@ -279,11 +281,31 @@ def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
             label=entry.label or entry.name, protocol=spec.name, protocol_version=spec.version,
             config=config, dataset=dname, dataset_args=dargs, partitioner=pname, partitioner_args=pargs,
             profile=profile, clients=m.clients, rounds=m.rounds, seed=seed,
-            evaluation={k: getattr(m, k) for k in DEFAULT_EVALUATION}, resources=dict(suite.resources),
+            evaluation=evaluation(m, registry.get("datasets", dname)), resources=dict(suite.resources),
         )
         for (dname, dargs), (pname, pargs), profile, seed
         in itertools.product(datasets, parts, suite.profiles, m.seeds)
     ]
+
+
+def evaluation(matrix: Matrix, dataset_spec) -> dict:
+    """The cell's evaluation settings, its feature space resolved (``auto``) and the reason kept."""
+    out = {k: getattr(matrix, k) for k in DEFAULT_EVALUATION}
+    if matrix.feature_space == "auto":
+        out["feature_space"], out["feature_space_reason"] = auto_space(dataset_spec)
+    return out
+
+
+def auto_space(dataset_spec) -> tuple[str, str]:
+    from fedfuse.bench.metrics.inception import weights_path
+
+    if dataset_spec.image_shape is not None:  # shipped data: a shipped, calibrated feature net
+        return "featnet", "shipped data: its calibrated feature net (docs/metrics.md)"
+    try:
+        weights_path()
+    except FileNotFoundError:
+        return "featnet", "a user dataset, Inception weights not installed: a feature net trained on its labels"
+    return "inception", "a user dataset: the standard Inception space (a net trained on a few labels may not separate models)"
 
 
 def _check_profile(registry, suite, profile: dict, i: int, clients: int) -> None:
