@@ -63,5 +63,30 @@ def test_offline_runs_hold_config_history_summary_and_keep_their_ids(cli, tmp_pa
     assert {"train_loss", "bytes_up", "per_client.0.bytes_up"} <= {key(i) for i in history.item}
     summary = {key(i): i.value_json for r in records if r.WhichOneof("record_type") == "summary" for i in r.summary.update}
     assert float(summary["fid"]) == pytest.approx(record["metrics"]["fid"]) and summary["status"] == '"ok"'
+    assert summary["not_learned"] == "true" and float(summary["fid_vs_noise"]) > 0.5  # 2 steps learn nothing
     done = cli("publish", "nowhere", "--out", str(out))
     assert done.returncode == 2 and "no plugin publishes to 'nowhere'" in done.stderr
+
+
+def test_leaderboard_table_has_ranks_references_and_not_learned_rows():
+    import wandb
+
+    from fedfuse.leaderboard.ranking import group, rank
+    from fedfuse.plugins.manager import registry
+    from fedfuse.leaderboard.wandb_sink import board_table
+
+    def rec(label, seed, fid):
+        refs = {"ref_fid_real": 1.0, "ref_fid_blur": 50.0, "ref_fid_noise": 100.0, "ref_recall_real": 0.9,
+                "ref_recall_blur": 0.3, "ref_recall_noise": 0.0}
+        return {"suite": "s", "suite_version": "1", "suite_digest": "d", "label": label, "dataset": "digits",
+                "partitioner": "iid", "profile": "p", "seed": seed, "status": "ok", "evaluation": {},
+                "metrics": {"fid": fid, "fid_vs_noise": fid / 100, "system": "cpu x 32-true", **refs}}
+
+    specs = {name: e.spec for name, e in registry().entries("metrics").items()}
+    rows = rank(group([rec("a", 0, 10.0), rec("a", 1, 11.0), rec("b", 0, 80.0)], {}, {}), specs)
+    table = board_table(wandb, rows)
+    ranks = [row[table.columns.index("rank")] for row in table.data]
+    configs = [row[table.columns.index("configuration")] for row in table.data]
+    assert ranks == ["1", "not learned", "reference", "reference", "reference"]
+    assert configs[2:] == ["reference: real", "reference: blur", "reference: noise"]
+    assert table.data[0][table.columns.index("system")] == "cpu x 32-true"

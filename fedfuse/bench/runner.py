@@ -72,7 +72,8 @@ class SuiteRunner:
         except Exception as err:  # noqa: BLE001 — any failure of a cell is recorded, the suite goes on
             error = f"{type(err).__name__}: {err}"
             (run.run_dir / "error.txt").write_text(traceback.format_exc())
-        metrics = {**totals(run.rounds), **metrics, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb()}
+        metrics = {**totals(run.rounds), **metrics, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(),
+                   "system": run.system}
         self.store.finish(cell.cell_id, status, metrics, error)
         self.hook.fedfuse_run_end(run=run, result={"status": status, "error": error, "metrics": metrics})
         return CellOutcome(cell, status, error)
@@ -81,9 +82,11 @@ class SuiteRunner:
         run_dir = self.out_dir / "runs" / cell.cell_id
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "cell.json").write_text(cell.to_json())
-        (run_dir / "environment.json").write_text(json.dumps(environment(cell.system), indent=2))
+        env = environment(cell.system)
+        (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
         self.store.start(cell, self.suite_digest, run_dir)
         run = ServerRun.for_cell(cell, run_dir, self.registry)
+        run.system = system_label(env["system"])
         (run_dir / "clients.json").write_text(json.dumps(run.hardware.describe(), indent=1))
         run.on_round = lambda record: self._round_end(run, record)
         run.on_status = lambda message: self.hook.fedfuse_status(run=run, message=message)
@@ -113,6 +116,12 @@ class SuiteRunner:
             metrics = {**run_cell(run, server_loop), "backend": "simulation"}
         check_finite(metrics)
         return metrics
+
+
+def system_label(system: dict) -> str:
+    """What the leaderboard shows of a cell's system: ``cuda NVIDIA H100 (80 GB) bf16-mixed``."""
+    memory = f" ({system['device_memory_gb']:.0f} GB)" if system.get("device_memory_gb") else ""
+    return f"{system['device']} {system.get('device_name', '')}{memory} {system['precision']}".replace("  ", " ")
 
 
 def totals(rounds: list[dict]) -> dict:

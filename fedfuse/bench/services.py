@@ -67,6 +67,7 @@ class ServerRun:
     rounds: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     flops: FlopMeter = field(default_factory=FlopMeter)
+    system: str = ""  # where it ran, e.g. "cpu x86_64 32-true" (the runner fills it in)
     _points: dict = field(default_factory=dict)
 
     @classmethod

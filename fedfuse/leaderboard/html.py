@@ -122,9 +122,10 @@ def sample_grid(row: Row, records: list[dict]) -> str:
 
 def table(rows: list[Row], records: list[dict]) -> str:
     heads = ["#", "configuration", "data", "profile", "n", f"{PRIMARY} ↓", "fid/noise ↓", "kid", "recall ↑", "coverage ↑",
-             *(UNITS[c][0] for c in COSTS), "Pareto", "samples"]
-    metrics = [None, None, None, None, None, PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", *COSTS, None, None]
-    left = {1, 2, 3, len(heads) - 2, len(heads) - 1}
+             *(UNITS[c][0] for c in COSTS), "Pareto", "system", "samples"]
+    metrics = [None, None, None, None, None, PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", *COSTS, None, None,
+               None]
+    left = {1, 2, 3, len(heads) - 3, len(heads) - 2, len(heads) - 1}
     th = "".join(f'<th class="{"l" if i in left else ""}"'
                  f'{f" data-metric={chr(34)}{m}{chr(34)}" if m else ""}>{html.escape(h)}</th>'
                  for i, (h, m) in enumerate(zip(heads, metrics)))
@@ -139,7 +140,8 @@ def table_row(i: int, r: Row, records: list[dict]) -> str:
              f'<td class="l">{html.escape(r.data)}</td>', f'<td class="l">{html.escape(r.profile)}</td>',
              f'<td data-v="{len(r.seeds)}">{n}</td>', td(r, PRIMARY), td(r, "fid_vs_noise"), td(r, "kid"),
              td(r, "recall"), td(r, "coverage"), *(td(r, c, UNITS[c][1]) for c in COSTS),
-             f'<td class="l">{html.escape(", ".join(r.pareto))}</td>', f'<td class="l">{sample_grid(r, records)}</td>']
+             f'<td class="l">{html.escape(", ".join(r.pareto))}</td>', f'<td class="l">{html.escape("; ".join(r.systems))}</td>',
+             f'<td class="l">{sample_grid(r, records)}</td>']
     css = "unlearned" if r.not_learned else ("front" if r.pareto else "")
     return f'<tr class="{css}">{"".join(cells)}</tr>'
 

@@ -39,6 +39,7 @@ class Row:
     values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     pareto: list[str] = field(default_factory=list)
     rank: str = ""  # "1", "2=" (shared), "" (not ranked: not learned, or no quality figure)
+    systems: list[str] = field(default_factory=list)  # where its cells ran (device, precision)
 
     def mean(self, metric: str) -> float:
         v = self.values.get(metric)
@@ -79,6 +80,9 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
             row.failed += 1
             continue
         row.seeds.append(r["seed"])
+        system = r["metrics"].get("system")
+        if system and system not in row.systems:
+            row.systems.append(system)
         for name, value in r["metrics"].items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 row.values[name].append(float(value))

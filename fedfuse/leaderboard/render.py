@@ -24,7 +24,8 @@ REFERENCE_NAMES = {"real": "real held-out (floor)", "blur": "real, blurred σ=1"
 LEGEND = (f"n = seeds pooled (mean ± std); * = fewer seeds than the suite asks for, or a failed cell. "
           f"fid/noise = FID as a fraction of the pure-noise reference's; above {NOT_LEARNED} a configuration is "
           "*not learned*: listed after the ranked ones, on no Pareto front. `2=`: a shared rank (mean ± std "
-          "overlaps that of the group's first configuration). Pareto: on the front of FID vs that cost.")
+          "overlaps that of the group's first configuration). Pareto: on the front of FID vs that cost. "
+          "system: the device and precision its cells trained on.")
 
 
 def markdown(rows: list[Row], extra: tuple[str, ...] = ()) -> str:
@@ -32,7 +33,7 @@ def markdown(rows: list[Row], extra: tuple[str, ...] = ()) -> str:
     for track in dict.fromkeys(r.track for r in rows):
         members = [r for r in rows if r.track == track]
         heads = ["#", "configuration", "data", "profile", "n", f"{PRIMARY} ↓", "fid/noise ↓", "kid", "recall ↑",
-                 "coverage ↑", *(UNITS[c][0] for c in COSTS), *extra, "Pareto"]
+                 "coverage ↑", *(UNITS[c][0] for c in COSTS), *extra, "Pareto", "system"]
         out += [f"### {track}", "", *space_notes(members), "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         out += [markdown_row(r, extra) for r in members]
         out += ["", *reference_table(members), ""]
@@ -44,7 +45,8 @@ def markdown_row(r: Row, extra: tuple[str, ...]) -> str:
     n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
     place = r.rank or ("not learned" if r.not_learned else "–")
     values = [cell(r, m) for m in QUALITY] + [cell(r, c, UNITS[c][1]) for c in COSTS] + [cell(r, e) for e in extra]
-    return f"| {place} | {r.label} | {r.data} | {r.profile} | {n} | " + " | ".join(values) + f" | {', '.join(r.pareto)} |"
+    return (f"| {place} | {r.label} | {r.data} | {r.profile} | {n} | " + " | ".join(values)
+            + f" | {', '.join(r.pareto)} | {'; '.join(r.systems)} |")
 
 
 def reference_table(members: list[Row]) -> list[str]:
