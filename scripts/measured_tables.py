@@ -43,14 +43,37 @@ def figure(rows, x: str, ys: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+GRIDS = ("samples.png", "final_samples.png", "samples_client0.png")
+
+
+def sample_grids(rows, records: list[dict], folder: Path) -> str:
+    """One sample grid per configuration (its lowest seed), copied beside the README."""
+    import shutil
+
+    folder.mkdir(exist_ok=True)
+    cells = []
+    for r in rows:
+        runs = sorted((x for x in records if x["label"] == r.label and x["status"] == "ok"), key=lambda x: x["seed"])
+        grid = next((Path(x["run_dir"]) / g for x in runs for g in GRIDS if (Path(x["run_dir"]) / g).is_file()), None)
+        if grid is not None:
+            name = "".join(c if c.isalnum() or c in "-." else "_" for c in r.label) + ".png"
+            shutil.copyfile(grid, folder / name)
+            cells.append((r.label, f"samples/{name}"))
+    heads = " | ".join(label for label, _ in cells)
+    images = " | ".join(f'<img src="{path}" width="128">' for _, path in cells)
+    return f"Samples (lowest seed; client 0 where each client samples its own classes):\n\n| {heads} |\n|{'---|' * len(cells)}\n| {images} |\n"
+
+
 def main(study: str, out: str) -> None:
     folder, extra, (x, ys) = STUDIES[study]
-    rows = ranked_rows(ResultStore(Path(out) / "results.sqlite").records())
+    records = ResultStore(Path(out) / "results.sqlite").records()
+    rows = ranked_rows(records)
     readme = Path(__file__).resolve().parents[1] / "fedfuse" / "protocols" / folder / "README.md"
     figure(rows, x, ys, readme.with_name("tradeoff.png"))
     head = readme.read_text().split(MARK)[0]
     body = (f"{MARK} (`fedfuse run seed-{study}`)\n\nMeasured on 2 CPU cores; regenerate with "
-            f"`python scripts/measured_tables.py {study} <out>`.\n\n{markdown(rows, extra)}\n\n![trade-off](tradeoff.png)\n")
+            f"`python scripts/measured_tables.py {study} <out>`.\n\n{markdown(rows, extra)}\n\n![trade-off](tradeoff.png)\n\n"
+            f"{sample_grids(rows, records, readme.with_name('samples'))}")
     readme.write_text(head + body)
 
 

@@ -22,7 +22,7 @@ from conftest import CLI, write_suite
 pytestmark = pytest.mark.slow
 
 SPLIT = ('[[protocols]]\nname = "split-diffusion"\n'
-         'config = { cut_ratio = 0.4, local_steps = 4, server_steps = 4, share_size = 32 }\n')
+         'config = { model = "tiny", client_model = "tiny", cut_ratio = 0.4, local_steps = 4, server_steps = 4, share_size = 32 }\n')
 SPLIT_MATRIX = {"partitioners": '[{ name = "groups", by = "label" }]', "samples": "32", "sample_steps": "6"}
 
 

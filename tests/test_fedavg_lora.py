@@ -78,7 +78,7 @@ def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, tmp_path):
     by_protocol = {r["protocol"]: r for r in cli.results(tmp_path / "out")}
     lora, full = by_protocol["fedavg-lora"], by_protocol["fedavg-full-finetune"]
     cfg = registry().get("protocols", "fedavg-lora").config(model="tiny")
-    model = task.build_base((1, 8, 8), 10, 16, 0)
+    model = task.build_base((1, 8, 8), 10, "tiny", 0)
     tensors = {"fedavg-full-finetune": len(model.state_dict()),
                "fedavg-lora": len(task.trainable_state(task.add_adapters(model, cfg), "lora"))}
     for record in (lora, full):

@@ -121,8 +121,8 @@ def test_infeasible_instances_name_the_client_and_the_constraint():
 def test_recorded_upload_matches_the_codec_size_for_the_chosen_bits(cli, tmp_path):
     from conftest import write_suite
 
-    protocols = ('[[protocols]]\nname = "ondemand-quant"\nconfig = { local_steps = 2, deadline_s = 2.0, '
-                 'min_bits = [3, 7] }\n[[protocols]]\nname = "fixed-quant"\nconfig = { local_steps = 2, bits = 4 }\n')
+    protocols = ('[[protocols]]\nname = "ondemand-quant"\nconfig = { model = "tiny", local_steps = 2, deadline_s = 2.0, '
+                 'min_bits = [3, 7] }\n[[protocols]]\nname = "fixed-quant"\nconfig = { model = "tiny", local_steps = 2, bits = 4 }\n')
     profiles = '[[profiles]]\nname = "two"\ndevice = ["raspberry-pi-4", "laptop-cpu"]\nnetwork = "wifi"\n'
     suite = write_suite(tmp_path / "s.toml", protocols + profiles, samples="16", sample_steps="2")
     done = cli("run", str(suite), "--out", str(tmp_path / "out"))

@@ -62,10 +62,10 @@ def test_cut_ratios_must_match_the_clients(cli, tmp_path):
 
 
 SWEEP = "".join(f'[[protocols]]\nname = "split-diffusion"\nlabel = "c{c}"\n'
-                f'config = {{ cut_ratio = {c}, local_steps = 4, server_steps = 4, share_size = 32 }}\n'
+                f'config = {{ model = "tiny", client_model = "tiny", cut_ratio = {c}, local_steps = 4, server_steps = 4, share_size = 32 }}\n'
                 for c in (0.0, 0.2, 0.6, 1.0)) + (
     '[[protocols]]\nname = "split-diffusion"\nlabel = "mixed"\n'
-    'config = { cut_ratios = [0.2, 0.6], local_steps = 4, server_steps = 4, share_size = 32 }\n')
+    'config = { model = "tiny", client_model = "tiny", cut_ratios = [0.2, 0.6], local_steps = 4, server_steps = 4, share_size = 32 }\n')
 
 
 @pytest.mark.slow
