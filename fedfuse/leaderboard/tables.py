@@ -11,13 +11,10 @@ from rich.table import Table
 COLUMNS = [  # (header, how to get it from a record)
     ("cell", lambda r: r["name"]),
     ("status", lambda r: r["status"]),
-    ("rounds", lambda r: len(r["rounds"])),
     ("FID", lambda r: r["metrics"].get("fid")),
     ("fid/noise", lambda r: r["metrics"].get("fid_vs_noise")),
     ("recall", lambda r: r["metrics"].get("recall")),
-    ("eval loss", lambda r: r["metrics"].get("eval_loss")),
     ("MB up", lambda r: _scaled(r["metrics"].get("bytes_up"), 1e6)),
-    ("MB down", lambda r: _scaled(r["metrics"].get("bytes_down"), 1e6)),
     ("client GFLOP", lambda r: _scaled(r["metrics"].get("client_flops"), 1e9)),
     ("sim s", lambda r: r["metrics"].get("latency_s")),
     ("energy J", lambda r: r["metrics"].get("energy_j")),
