@@ -7,6 +7,8 @@ Exit codes: 0 success; 1 a cell failed (the others ran and are stored); 2 bad in
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -91,19 +93,56 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fedfuse.bench.outlock import OutputBusy
+    from fedfuse.leaderboard.store import StoreError
+
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, PluginError, DatasetError) as err:
+    except (ConfigError, PluginError, DatasetError, StoreError, OutputBusy) as err:
         print(f"fedfuse: error: {err}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Terminated) as stop:
+        stop_now(stop)
+    except SystemExit as stop:  # ray.init's own SIGTERM handler exits with the signal's number
+        if stop.code != signal.SIGTERM:
+            raise
+        stop_now(Terminated())
+
+
+class Terminated(BaseException):
+    """SIGTERM (a scheduler, ``timeout``), handled as Ctrl-C is."""
+
+
+def on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def stop_now(stop: BaseException) -> None:
+    """Exit at once after an interruption: the running cell is already marked ``interrupted``
+    (the runner does that); end every child process (Ray, Flower) and skip the interpreter's
+    shutdown, whose thread pools can wait minutes for workers that will never answer."""
+    import psutil
+
+    code = 143 if isinstance(stop, Terminated) else 130
+    print(f"fedfuse: {'terminated' if code == 143 else 'interrupted'}; finished cells are kept, the running one "
+          "is marked interrupted and runs again next time", file=sys.stderr)
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        child.terminate()
+    psutil.wait_procs(children, timeout=5)
+    for child in children:
+        if child.is_running():
+            child.kill()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_run(args) -> int:
-    from fedfuse.bench.progress import ProgressDisplay
-    from fedfuse.bench.runner import SuiteRunner, select
+    from fedfuse.bench.outlock import OutputLock
+    from fedfuse.bench.runner import select
     from fedfuse.bench.suite import expand, load_suite
-    from fedfuse.leaderboard.tables import rich_table
 
     reg = registry()
     suite = load_suite(args.suite, args.set, resource_flags(args))
@@ -111,7 +150,19 @@ def cmd_run(args) -> int:
     cells = select(expand(suite, reg), args.only)  # every check happens before anything is written
     if not cells:
         raise ConfigError(f"--only {args.only!r} matches no cell of suite '{suite.header.name}'")
-    runner = SuiteRunner(reg, Path(args.out), suite.digest, rerun=args.rerun, engine=_engine(args))
+    engine = _engine(args)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    with OutputLock(Path(args.out)):
+        return run_cells(reg, args, suite, cells, engine)
+
+
+def run_cells(reg, args, suite, cells, engine) -> int:
+    """Run the cells while this process holds the output folder (see cmd_run)."""
+    from fedfuse.bench.progress import ProgressDisplay
+    from fedfuse.bench.runner import SuiteRunner
+    from fedfuse.leaderboard.tables import rich_table
+
+    runner = SuiteRunner(reg, Path(args.out), suite.digest, rerun=args.rerun, engine=engine)
     observers = {"fedfuse-progress": ProgressDisplay(len(cells))}
     if args.wandb:
         from fedfuse.leaderboard.wandb_sink import LivePublisher
@@ -230,10 +281,7 @@ def cmd_leaderboard(args) -> int:
     from fedfuse.leaderboard import render
     from fedfuse.leaderboard.store import ResultStore
 
-    path = Path(args.out) / "results.sqlite"
-    if not path.is_file():
-        raise ConfigError(f"no results in {args.out}/ (expected {path}); run a suite first: fedfuse run smoke")
-    records = ResultStore(path).records()
+    records = read_records(args.out)
     rows = ranked_rows(records)
     if args.format == "html":
         from fedfuse.leaderboard.html import page
@@ -268,10 +316,7 @@ def ranked_rows(records: list[dict]):
 def cmd_publish(args) -> int:
     from fedfuse.leaderboard.store import ResultStore
 
-    path = Path(args.out) / "results.sqlite"
-    if not path.is_file():
-        raise ConfigError(f"no results in {args.out}/ (expected {path}); run a suite first: fedfuse run smoke")
-    records = ResultStore(path).records()
+    records = read_records(args.out)
     options = {"project": args.project, "entity": args.entity, "mode": args.mode, "out": args.out,
                "dir": str(Path(args.out).resolve()), "rows": ranked_rows(records)}
     answer = registry().pm.hook.fedfuse_publish(results=records, target=args.target, options=options)
@@ -279,6 +324,23 @@ def cmd_publish(args) -> int:
         raise PluginError(f"no plugin publishes to '{args.target}' (built in: wandb)")
     print(f"published {answer}")
     return 0
+
+
+def read_records(out: str) -> list[dict]:
+    """The store's records, read-only. A cell still ``running`` while no process holds the
+    folder's lock was abandoned by a process that died: it reads as ``interrupted``."""
+    from fedfuse.bench.outlock import has_writer
+    from fedfuse.leaderboard.store import ABANDONED, ResultStore
+
+    path = Path(out) / "results.sqlite"
+    if not path.is_file():
+        raise ConfigError(f"no results in {out}/ (expected {path}); run a suite first: fedfuse run smoke")
+    records = ResultStore(path, readonly=True).records()
+    if not has_writer(Path(out)):
+        for r in records:
+            if r["status"] == "running":
+                r["status"], r["error"] = "interrupted", ABANDONED
+    return records
 
 
 def load_digest(path) -> str:
@@ -291,10 +353,7 @@ def cmd_results(args) -> int:
     from fedfuse.leaderboard.store import ResultStore
     from fedfuse.leaderboard.tables import rich_table, to_csv, to_json
 
-    path = Path(args.out) / "results.sqlite"
-    if not path.is_file():
-        raise ConfigError(f"no results in {args.out}/ (expected {path}); run a suite first: fedfuse run smoke")
-    records = ResultStore(path).records()
+    records = read_records(args.out)
     if args.format == "table":
         console().print(rich_table(records))
     else:

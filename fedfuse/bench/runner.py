@@ -51,6 +51,7 @@ class SuiteRunner:
         self.registry, self.hook = registry, registry.pm.hook
         self.out_dir, self.suite_digest, self.rerun, self.engine = Path(out_dir), suite_digest, rerun, engine
         self.store = ResultStore(self.out_dir / "results.sqlite")
+        self.store.mark_abandoned()  # the caller holds the folder's lock: any 'running' cell is a dead one's
 
     def run(self, cells: list[CellSpec]) -> list[CellOutcome]:
         return [self.run_one(cell) for cell in cells]
@@ -66,12 +67,12 @@ class SuiteRunner:
             with cell_log(run.run_dir / "cell.log"):
                 metrics = self._execute(run)
             status = "ok"
-        except KeyboardInterrupt:
-            self.store.finish(cell.cell_id, "interrupted", {}, "interrupted by the user")
-            raise
         except Exception as err:  # noqa: BLE001 — any failure of a cell is recorded, the suite goes on
             error = f"{type(err).__name__}: {err}"
             (run.run_dir / "error.txt").write_text(traceback.format_exc())
+        except BaseException as stop:  # Ctrl-C, SIGTERM (as an exception): record, then let it end the run
+            self.store.finish(cell.cell_id, "interrupted", {}, f"interrupted ({type(stop).__name__})")
+            raise
         metrics = {**totals(run.rounds), **metrics, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(),
                    "system": run.system}
         self.store.finish(cell.cell_id, status, metrics, error)

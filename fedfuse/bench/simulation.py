@@ -31,6 +31,9 @@ def quiet_environment() -> None:
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")  # no look-up of newer Flower releases
     os.environ.setdefault(CLIENT_THREADS_ENV, "1")  # as many torch threads as the CPUs a ClientApp is given
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Ray's C++ core would otherwise turn SIGTERM into an abort (exit 134) in this process:
+    # fedfuse handles it as Ctrl-C (the running cell marked interrupted, exit 143).
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from local directories only
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -67,6 +67,8 @@ class Matrix:
             raise ValueError("samples must be >= 16 and sample_steps >= 1")
         if not self.datasets or not self.seeds:
             raise ValueError("datasets and seeds must not be empty")
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds must be distinct and >= 0, got {self.seeds}")
 
 
 @dataclass

@@ -68,11 +68,13 @@ def space_notes(members: list[Row]) -> list[str]:
 
 
 def to_json(rows: list[Row]) -> str:
-    return json.dumps([{"track": r.track, "rank": r.rank, "not_learned": r.not_learned, "label": r.label,
+    from fedfuse.leaderboard.tables import strict
+
+    return json.dumps(strict([{"track": r.track, "rank": r.rank, "not_learned": r.not_learned, "label": r.label,
                         "data": r.data, "profile": r.profile,
                         "seeds": r.seeds, "failed": r.failed, "incomplete": r.incomplete, "pareto": r.pareto,
                         "mean": {k: r.mean(k) for k in r.values}, "std": {k: r.std(k) for k in r.values}}
-                       for r in rows], indent=1)
+                       for r in rows]), indent=1, allow_nan=False)
 
 
 def tradeoff_plot(rows: list[Row], x: str, y: str, path, title: str = "") -> None:

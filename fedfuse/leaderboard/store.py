@@ -30,18 +30,52 @@ CREATE TABLE IF NOT EXISTS rounds (
 );
 """
 STATUSES = ("running", "ok", "failed", "interrupted")
+ABANDONED = "interrupted: the process running it ended before the cell did (killed?)"
+
+
+class StoreError(ValueError):
+    """The store cannot be used as asked (damaged, not a results store); the message says what to do."""
 
 
 class ResultStore:
-    def __init__(self, path: Path):
+    """``readonly``: for commands that only read (``results``, ``leaderboard``, ``publish``):
+    nothing is created or written, and a store on a read-only filesystem can be read."""
+
+    def __init__(self, path: Path, readonly: bool = False):
         self.path = Path(path)
+        try:
+            self.db = self._open_readonly() if readonly else self._open_for_writing()
+            self.db.execute("SELECT cell_id, status FROM cells LIMIT 1")  # a fedfuse store?
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path} is damaged or not a fedfuse results store ({err}); move it aside and "
+                             "run the suite again: finished cells in another store are not lost") from None
+
+    def _open_for_writing(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        with db:
+            db.executescript(SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        return db
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise StoreError(f"no results store at {self.path}")
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:  # WAL on a read-only filesystem: nobody writes there anyway
+            return sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, check_same_thread=False)
+
+    def mark_abandoned(self) -> int:
+        """Cells left ``running`` by a process that died become ``interrupted`` (and are redone).
+        Only a process holding the output folder's lock may call this."""
         with self.db:
-            self.db.executescript(SCHEMA)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            return self.db.execute("UPDATE cells SET status='interrupted', error=? WHERE status='running'",
+                                   (ABANDONED,)).rowcount
 
     def close(self) -> None:
         self.db.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 
 from rich.table import Table
 
@@ -46,8 +47,19 @@ def rich_table(records: list[dict]) -> Table:
     return table
 
 
+def strict(value):
+    """JSON has no NaN or infinity: a non-finite number is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strict(v) for v in value]
+    return value
+
+
 def to_json(records: list[dict]) -> str:
-    return json.dumps(records, indent=2)
+    return json.dumps(strict(records), indent=2, allow_nan=False)
 
 
 def to_csv(records: list[dict]) -> str:

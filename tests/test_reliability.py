@@ -1,0 +1,97 @@
+"""Results are never lost or corrupted: one writer per output folder, read-only readers, clear
+errors for damaged stores and bad seeds, strict JSON, and interruptions that end quickly."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import write_suite
+from fedfuse.bench.cells import CellSpec
+from fedfuse.bench.outlock import OutputLock, has_writer
+from fedfuse.leaderboard.store import ResultStore
+
+FEDAVG = '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = 2 }\n'
+
+
+def test_a_second_run_on_a_held_folder_fails_at_once_naming_the_holder(cli, tmp_path):
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path / "s.toml", FEDAVG)
+    with OutputLock(out):
+        assert has_writer(out)
+        done = cli("run", str(suite), "--out", str(out))
+    assert done.returncode == 2 and "another fedfuse run writes to" in done.stderr
+    assert f"pid {os.getpid()}" in done.stderr and done.stderr.count("\n") == 1
+    assert not (out / "results.sqlite").exists()
+    assert not has_writer(out)  # released with its holder
+
+
+def test_damaged_or_empty_stores_are_one_line_and_left_untouched(cli, tmp_path):
+    for content in (b"", b"this is not sqlite" * 100):
+        out = tmp_path / f"out{len(content)}"
+        out.mkdir()
+        (out / "results.sqlite").write_bytes(content)
+        for command in (["results"], ["leaderboard"]):
+            done = cli(*command, "--out", str(out))
+            assert done.returncode == 2 and "damaged or not a fedfuse results store" in done.stderr, done.stderr
+            assert done.stderr.count("\n") == 1
+        assert (out / "results.sqlite").read_bytes() == content  # a reader never writes
+
+
+@pytest.mark.parametrize("seeds", ["[0, 0]", "[-1]"])
+def test_duplicate_or_negative_seeds_are_config_errors(cli, tmp_path, seeds):
+    done = cli("run", str(write_suite(tmp_path / "s.toml", FEDAVG, seeds=seeds)), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "seeds must be distinct and >= 0" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def hand_made(out, status_metrics):
+    store = ResultStore(out / "results.sqlite")
+    for seed, (status, metrics) in enumerate(status_metrics):
+        cell = CellSpec("hand", "1", "a", "fedavg", "2", {}, "digits", {}, "iid", seed=seed)
+        store.start(cell, "digest", out / "runs" / cell.cell_id)
+        if status != "running":
+            store.finish(cell.cell_id, status, metrics)
+    store.close()
+
+
+def test_json_is_strict_and_abandoned_cells_read_as_interrupted(cli, tmp_path):
+    out = tmp_path / "out"
+    hand_made(out, [("ok", {"fid": math.nan, "bytes_up": 1.0}), ("running", {})])
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    done = cli("results", "--out", str(out), "--format", "json")
+    records = json.loads(done.stdout, parse_constant=refuse)
+    assert records[0]["metrics"]["fid"] is None and records[0]["metrics"]["bytes_up"] == 1.0
+    assert records[1]["status"] == "interrupted" and "process running it ended" in records[1]["error"]
+    board = cli("leaderboard", "--out", str(out), "--format", "json")
+    assert board.returncode == 0 and json.loads(board.stdout, parse_constant=refuse)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_ends_quickly_and_marks_its_cell(cli, tmp_path, sig, code):
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = 400 }\n',
+                        rounds="3")
+    proc = subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli", "run", str(suite), "--out", str(out)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("runs/*/cell.log")) and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(8)  # inside Flower's run, clients training
+    proc.send_signal(sig)
+    sent = time.time()
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code and time.time() - sent < 20, (proc.returncode, stderr[-2000:])
+    assert "Traceback" not in stderr and "finished cells are kept" in stderr
+    (record,) = cli.results(out)
+    assert record["status"] == "interrupted"
+    assert not has_writer(out)
