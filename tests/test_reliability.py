@@ -75,23 +75,58 @@ def test_json_is_strict_and_abandoned_cells_read_as_interrupted(cli, tmp_path):
     assert board.returncode == 0 and json.loads(board.stdout, parse_constant=refuse)
 
 
+SLOW_CELL = '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = LOCAL }\n'
+
+
+def start_run(tmp_path, out, local_steps: int, *extra: str) -> subprocess.Popen:
+    suite = write_suite(tmp_path / "s.toml", SLOW_CELL.replace("LOCAL", str(local_steps)), rounds="3",
+                        samples="16", sample_steps="2")
+    return subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli", "run", str(suite), "--out", str(out), *extra],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop_in_training(proc, out, sig) -> tuple[str, float]:
+    """Wait until the cell has started (then Flower starts and clients train), then signal."""
+    deadline = time.time() + 180
+    while time.time() < deadline and not list(out.glob("runs/*/cell.log")):
+        time.sleep(0.5)
+    time.sleep(10)
+    proc.send_signal(sig)
+    sent = time.time()
+    _, stderr = proc.communicate(timeout=60)
+    return stderr, time.time() - sent
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_run_ends_quickly_and_marks_its_cell(cli, tmp_path, sig, code):
     out = tmp_path / "out"
-    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = 400 }\n',
-                        rounds="3")
-    proc = subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli", "run", str(suite), "--out", str(out)],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list(out.glob("runs/*/cell.log")) and time.time() < deadline:
-        time.sleep(0.5)
-    time.sleep(8)  # inside Flower's run, clients training
-    proc.send_signal(sig)
-    sent = time.time()
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == code and time.time() - sent < 20, (proc.returncode, stderr[-2000:])
+    proc = start_run(tmp_path, out, 400)
+    stderr, waited = stop_in_training(proc, out, sig)
+    assert proc.returncode == code and waited < 20, (proc.returncode, stderr[-2000:])
     assert "Traceback" not in stderr and "finished cells are kept" in stderr
     (record,) = cli.results(out)
     assert record["status"] == "interrupted"
     assert not has_writer(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_a_rerun_cut_off_keeps_the_previous_ok_result(cli, tmp_path, sig):
+    out = tmp_path / "out"
+    assert start_run(tmp_path, out, 2).wait(timeout=300) == 0
+    (before,) = cli.results(out)
+    grid = (out / "runs" / before["cell"] / "samples.png").read_bytes()
+    proc = start_run(tmp_path, out, 2, "--rerun")
+    deadline = time.time() + 180  # cut the rerun off once its first round is stored
+    while time.time() < deadline and not (out / "runs" / f"{before['cell']}.previous").is_dir():
+        time.sleep(0.2)
+    time.sleep(3)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    (after,) = cli.results(out)  # read-only: the ok result, whatever the store's row says now
+    assert after["status"] == "ok" and after["metrics"] == before["metrics"] and after["rounds"] == before["rounds"]
+    again = cli("run", str(tmp_path / "s.toml"), "--out", str(out))  # restores, then skips the ok cell
+    assert again.returncode == 0 and "already ok" in again.stderr
+    assert (out / "runs" / before["cell"] / "samples.png").read_bytes() == grid
+    assert not (out / "runs" / f"{before['cell']}.previous").exists()

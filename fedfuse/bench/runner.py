@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import resource
+import shutil
 import time
 import traceback
 from contextlib import contextmanager
@@ -51,7 +52,9 @@ class SuiteRunner:
         self.registry, self.hook = registry, registry.pm.hook
         self.out_dir, self.suite_digest, self.rerun, self.engine = Path(out_dir), suite_digest, rerun, engine
         self.store = ResultStore(self.out_dir / "results.sqlite")
-        self.store.mark_abandoned()  # the caller holds the folder's lock: any 'running' cell is a dead one's
+        # The caller holds the folder's lock: any 'running' cell is a dead process's.
+        for cell_id in self.store.mark_abandoned():
+            self._restore_artifacts(self.out_dir / "runs" / cell_id)
 
     def run(self, cells: list[CellSpec]) -> list[CellOutcome]:
         return [self.run_one(cell) for cell in cells]
@@ -71,16 +74,23 @@ class SuiteRunner:
             error = f"{type(err).__name__}: {err}"
             (run.run_dir / "error.txt").write_text(traceback.format_exc())
         except BaseException as stop:  # Ctrl-C, SIGTERM (as an exception): record, then let it end the run
-            self.store.finish(cell.cell_id, "interrupted", {}, f"interrupted ({type(stop).__name__})")
+            if self.store.finish(cell.cell_id, "interrupted", {}, f"interrupted ({type(stop).__name__})"):
+                self._restore_artifacts(run.run_dir)
             raise
         metrics = {**totals(run.rounds), **metrics, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(),
                    "system": run.system}
-        self.store.finish(cell.cell_id, status, metrics, error)
+        if self.store.finish(cell.cell_id, status, metrics, error):
+            self._restore_artifacts(run.run_dir)
+        else:
+            shutil.rmtree(aside(run.run_dir), ignore_errors=True)
         self.hook.fedfuse_run_end(run=run, result={"status": status, "error": error, "metrics": metrics})
         return CellOutcome(cell, status, error)
 
     def _prepare(self, cell: CellSpec) -> ServerRun:
         run_dir = self.out_dir / "runs" / cell.cell_id
+        if self.store.status(cell.cell_id) == "ok" and run_dir.is_dir():  # a rerun: keep the ok artifacts aside
+            shutil.rmtree(aside(run_dir), ignore_errors=True)
+            run_dir.rename(aside(run_dir))
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "cell.json").write_text(cell.to_json())
         env = environment(cell.system)
@@ -92,6 +102,16 @@ class SuiteRunner:
         run.on_round = lambda record: self._round_end(run, record)
         run.on_status = lambda message: self.hook.fedfuse_status(run=run, message=message)
         return run
+
+    @staticmethod
+    def _restore_artifacts(run_dir: Path) -> None:
+        """The rerun did not succeed: its files go to ``<cell>.failed-attempt``, the ok ones come back."""
+        if aside(run_dir).is_dir():
+            failed = run_dir.with_name(run_dir.name + ".failed-attempt")
+            shutil.rmtree(failed, ignore_errors=True)
+            if run_dir.is_dir():
+                run_dir.rename(failed)
+            aside(run_dir).rename(run_dir)
 
     def _record_data(self, run: ServerRun) -> None:
         """Load the data and partition it here first: a data problem fails the cell before
@@ -117,6 +137,11 @@ class SuiteRunner:
             metrics = {**run_cell(run, server_loop), "backend": "simulation"}
         check_finite(metrics)
         return metrics
+
+
+def aside(run_dir: Path) -> Path:
+    """Where a cell's ok artifacts wait while a rerun attempts it."""
+    return run_dir.with_name(run_dir.name + ".previous")
 
 
 def system_label(system: dict) -> str:

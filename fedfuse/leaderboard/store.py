@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     cell_id TEXT NOT NULL REFERENCES cells(cell_id) ON DELETE CASCADE,
     round INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (cell_id, round)
 );
+CREATE TABLE IF NOT EXISTS previous (cell_id TEXT PRIMARY KEY, row TEXT NOT NULL, rounds TEXT NOT NULL);
 """
 STATUSES = ("running", "ok", "failed", "interrupted")
 ABANDONED = "interrupted: the process running it ended before the cell did (killed?)"
@@ -70,12 +71,39 @@ class ResultStore:
         except sqlite3.OperationalError:  # WAL on a read-only filesystem: nobody writes there anyway
             return sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, check_same_thread=False)
 
-    def mark_abandoned(self) -> int:
-        """Cells left ``running`` by a process that died become ``interrupted`` (and are redone).
+    def mark_abandoned(self) -> list[str]:
+        """Cells left ``running`` by a process that died: a rerun's previous ``ok`` result comes
+        back; any other becomes ``interrupted`` (and is redone). Returns the restored cell ids.
         Only a process holding the output folder's lock may call this."""
+        running = [r[0] for r in self.db.execute("SELECT cell_id FROM cells WHERE status='running'")]
+        restored = [c for c in running if self.restore_previous(c)]
         with self.db:
-            return self.db.execute("UPDATE cells SET status='interrupted', error=? WHERE status='running'",
-                                   (ABANDONED,)).rowcount
+            self.db.execute("UPDATE cells SET status='interrupted', error=? WHERE status='running'", (ABANDONED,))
+        return restored
+
+    def restore_previous(self, cell_id: str) -> bool:
+        """Put back the ``ok`` result a rerun set aside (its attempt failed, or was cut off)."""
+        saved = self.db.execute("SELECT row, rounds FROM previous WHERE cell_id=?", (cell_id,)).fetchone()
+        if saved is None:
+            return False
+        row = json.loads(saved[0])
+        with self.db:
+            self.db.execute("DELETE FROM cells WHERE cell_id=?", (cell_id,))
+            self.db.execute(f"INSERT INTO cells ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+            self.db.executemany("INSERT INTO rounds VALUES (?,?,?)",
+                                [(cell_id, r["round"], json.dumps(r)) for r in json.loads(saved[1])])
+            self.db.execute("DELETE FROM previous WHERE cell_id=?", (cell_id,))
+        return True
+
+    def _set_aside(self, cell_id: str) -> None:
+        """Keep a cell's ``ok`` result while a rerun attempts it again (in the same transaction)."""
+        names = [d[0] for d in self.db.execute("SELECT * FROM cells LIMIT 0").description]
+        row = self.db.execute("SELECT * FROM cells WHERE cell_id=? AND status='ok'", (cell_id,)).fetchone()
+        if row is not None:
+            rounds = [json.loads(r[0]) for r in self.db.execute(
+                "SELECT record FROM rounds WHERE cell_id=? ORDER BY round", (cell_id,))]
+            self.db.execute("INSERT OR REPLACE INTO previous VALUES (?,?,?)",
+                            (cell_id, json.dumps(dict(zip(names, row))), json.dumps(rounds)))
 
     def close(self) -> None:
         self.db.close()
@@ -85,8 +113,10 @@ class ResultStore:
         return row[0] if row else None
 
     def start(self, cell: CellSpec, suite_digest: str, run_dir: Path) -> None:
-        """(Re)start a cell: its old row and rounds are replaced in one transaction."""
+        """(Re)start a cell: its old row and rounds are replaced in one transaction; an ``ok``
+        result is set aside until the new attempt ends (``finish``)."""
         with self.db:
+            self._set_aside(cell.cell_id)
             self.db.execute("DELETE FROM cells WHERE cell_id = ?", (cell.cell_id,))
             self.db.execute(
                 "INSERT INTO cells (cell_id, name, suite, suite_version, suite_digest, label, protocol,"
@@ -107,22 +137,37 @@ class ResultStore:
             self.db.execute("INSERT OR REPLACE INTO rounds VALUES (?,?,?)",
                             (cell_id, int(record["round"]), json.dumps(record)))
 
-    def finish(self, cell_id: str, status: str, metrics: dict, error: str | None = None) -> None:
+    def finish(self, cell_id: str, status: str, metrics: dict, error: str | None = None) -> bool:
+        """Record the attempt's end. A rerun that did not end ``ok`` gives the previous ``ok``
+        result back (returns True then): an ``ok`` result is replaced only by another."""
         assert status in STATUSES, status
         with self.db:
             self.db.execute("UPDATE cells SET status=?, error=?, ended=?, metrics=? WHERE cell_id=?",
                             (status, error, time.time(), json.dumps(metrics), cell_id))
+            if status == "ok":
+                self.db.execute("DELETE FROM previous WHERE cell_id=?", (cell_id,))
+        return status != "ok" and self.restore_previous(cell_id)
 
     def records(self, cell_ids: list[str] | None = None) -> list[dict]:
-        """One dict per cell, in the results-schema's shape, oldest first."""
+        """One dict per cell, in the results-schema's shape, oldest first. A cell being rerun
+        reads as its previous ``ok`` result until the new attempt succeeds."""
         rows = self.db.execute("SELECT * FROM cells ORDER BY started").fetchall()
         names = [d[0] for d in self.db.execute("SELECT * FROM cells LIMIT 0").description]
-        out = [self._record(dict(zip(names, row))) for row in rows]
+        previous = self._previous()
+        out = [self._record(*previous.get(row[0], (dict(zip(names, row)), None))) for row in rows]
         return [r for r in out if cell_ids is None or r["cell"] in cell_ids]
 
-    def _record(self, row: dict) -> dict:
+    def _previous(self) -> dict:
+        try:
+            return {c: (json.loads(r), json.loads(x)) for c, r, x in self.db.execute("SELECT * FROM previous")}
+        except sqlite3.OperationalError:  # a store written before reruns kept results aside (read-only here)
+            return {}
+
+    def _record(self, row: dict, rounds: list[dict] | None = None) -> dict:
         spec, data = json.loads(row["spec"]), json.loads(row["data"])
-        rounds = self.db.execute("SELECT record FROM rounds WHERE cell_id=? ORDER BY round", (row["cell_id"],))
+        if rounds is None:
+            rounds = [json.loads(r[0]) for r in self.db.execute(
+                "SELECT record FROM rounds WHERE cell_id=? ORDER BY round", (row["cell_id"],))]
         return {
             "suite": row["suite"], "suite_version": row["suite_version"], "suite_digest": row["suite_digest"],
             "cell": row["cell_id"], "name": row["name"], "label": row["label"],
@@ -134,6 +179,6 @@ class ResultStore:
             "clients": spec["clients"], "rounds_planned": spec["rounds"], "seed": row["seed"],
             "evaluation": spec.get("evaluation", {}),
             "status": row["status"], "error": row["error"], "started": row["started"], "ended": row["ended"],
-            "metrics": json.loads(row["metrics"]), "rounds": [json.loads(r[0]) for r in rounds],
+            "metrics": json.loads(row["metrics"]), "rounds": rounds,
             "run_dir": row["run_dir"],
         }
