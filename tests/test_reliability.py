@@ -130,3 +130,28 @@ def test_a_rerun_cut_off_keeps_the_previous_ok_result(cli, tmp_path, sig):
     assert again.returncode == 0 and "already ok" in again.stderr
     assert (out / "runs" / before["cell"] / "samples.png").read_bytes() == grid
     assert not (out / "runs" / f"{before['cell']}.previous").exists()
+
+
+def test_replies_are_checked_before_use():
+    import numpy as np
+    from flwr.app import Array, ArrayRecord, RecordDict
+
+    from fedfuse.bench.validation import BadReply, check_reply
+
+    def arrays(**named):
+        return RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in named.items()})})
+
+    sent = arrays(w=np.zeros((4, 3), np.float32), b=np.zeros(3, np.float32))
+    check_reply(arrays(w=np.ones((4, 3), np.float32), b=np.ones(3, np.float32)), sent, "client 0")  # fine
+    bad = {
+        "has shape (3,) and dtype float32; the server sent (4, 3)": arrays(w=np.ones(3, np.float32), b=np.ones(3, np.float32)),
+        "non-finite values": arrays(w=np.full((4, 3), np.nan, np.float32), b=np.ones(3, np.float32)),
+        "missing keys ['b']": arrays(w=np.ones((4, 3), np.float32)),
+        "dtype float64": arrays(w=np.ones((4, 3)), b=np.ones(3, np.float32)),
+    }
+    for message, reply in bad.items():
+        with pytest.raises(BadReply, match="client 1") as err:
+            check_reply(reply, sent, "client 1")
+        assert message in str(err.value)
+    with pytest.raises(BadReply, match="over the limit of 1 MiB"):  # custom records: size and finiteness only
+        check_reply(RecordDict({"update": ArrayRecord({"x": Array(np.zeros(2**19, np.float32))})}), None, "c", 2**20)

@@ -19,6 +19,8 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
+from fedfuse.bench.validation import check_reply
+
 PAYLOAD_KEY = "fedfuse.payload"
 COST_KEY = "fedfuse.cost"
 #: results handed to the harness only for scoring (e.g. generated images that in a deployment
@@ -137,6 +139,10 @@ class CountingGrid(Grid):
         self.meter.exchange_s += time.perf_counter() - started
         for message in messages:
             self.meter.sent(message)
+        sent = {m.metadata.message_id: m for m in messages}
         for reply in replies:
             self.meter.received(reply)
+            if not reply.has_error():
+                original = sent.get(reply.metadata.reply_to_message_id)
+                check_reply(reply.content, original.content if original else None, self.meter.client_of(reply))
         return replies
