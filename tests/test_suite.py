@@ -105,3 +105,12 @@ def test_auto_feature_space_prefers_inception_for_user_folders_and_says_why():
     assert space == "inception" and "user dataset" in why
     cells = expand(load_suite("smoke"), reg)
     assert cells[0].evaluation["feature_space"] == "featnet" and "feature_space_reason" in cells[0].evaluation
+
+
+def test_the_digest_ignores_comments_and_description_but_not_the_study():
+    from fedfuse.bench.suite import study_digest
+
+    text = load_suite("seed-ondemand-quant").text
+    noted = text.replace('description = "', 'description = "measured: 2.1 h; ').replace("format = 1", "# note\nformat = 1")
+    assert study_digest(noted) == study_digest(text)
+    assert study_digest(text.replace("rounds = 20", "rounds = 21")) != study_digest(text)

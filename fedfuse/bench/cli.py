@@ -344,9 +344,9 @@ def read_records(out: str) -> list[dict]:
 
 
 def load_digest(path) -> str:
-    from fedfuse.bench.cells import stable_hash
+    from fedfuse.bench.suite import study_digest
 
-    return stable_hash(path.read_text())
+    return study_digest(path.read_text())
 
 
 def cmd_results(args) -> int:

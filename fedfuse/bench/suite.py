@@ -102,9 +102,17 @@ class Suite:
 
     @property
     def digest(self) -> str:
-        """Hash of the file and any --set overrides: a closed track is a shipped suite run
+        """Hash of the study and any --set overrides: a closed track is a shipped suite run
         unmodified (--only selects cells and keeps it closed; --set opens it)."""
-        return stable_hash(self.text) if not self.overrides else stable_hash([self.text, *self.overrides])
+        return study_digest(self.text) if not self.overrides else stable_hash([study_digest(self.text), *self.overrides])
+
+
+def study_digest(text: str) -> str:
+    """What a suite file asks for, without its comments and ``[suite] description``: writing a
+    measured wall time into a suite's header does not reopen the results it describes."""
+    doc = tomllib.loads(text)
+    doc.get("suite", {}).pop("description", None)
+    return stable_hash(doc)
 
 
 def shipped_suites() -> dict[str, Path]:

@@ -62,7 +62,8 @@ def reference_table(members: list[Row]) -> list[str]:
 
 def space_notes(members: list[Row]) -> list[str]:
     notes = [f"**The feature space cannot rank models on {data}**: pure noise scores {refs['noise'][0]:.3g}, "
-             f"less than 20 x the real floor {refs['real'][0]:.3g}. Use `feature_space = \"inception\"`."
+             f"less than 20 x the real floor {refs['real'][0]:.3g}. Raise `samples` (the floor falls as n grows) "
+             "or use `feature_space = \"inception\"`."
              for data, refs in reference_rows(members).items() if not space_usable(refs)]
     return [*notes, ""] if notes else []
 
