@@ -155,3 +155,13 @@ def test_replies_are_checked_before_use():
         assert message in str(err.value)
     with pytest.raises(BadReply, match="over the limit of 1 MiB"):  # custom records: size and finiteness only
         check_reply(RecordDict({"update": ArrayRecord({"x": Array(np.zeros(2**19, np.float32))})}), None, "c", 2**20)
+
+
+@pytest.mark.parametrize("matrix,message", [
+    ({"clients": "5000"}, "more clients than its 1498 training images"),
+    ({"partitioners": '[{ name = "dirichlet", alpha = -1.0 }]'}, "cannot be built"),
+])
+def test_a_suite_whose_data_cannot_be_split_stops_before_writing(cli, tmp_path, matrix, message):
+    done = cli("run", str(write_suite(tmp_path / "s.toml", FEDAVG, **matrix)), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr[-1500:]
+    assert not (tmp_path / "out").exists()

@@ -141,6 +141,7 @@ def stop_now(stop: BaseException) -> None:
 
 def cmd_run(args) -> int:
     from fedfuse.bench.outlock import OutputLock
+    from fedfuse.bench.preflight import preflight
     from fedfuse.bench.runner import select
     from fedfuse.bench.suite import expand, load_suite
 
@@ -150,6 +151,7 @@ def cmd_run(args) -> int:
     cells = select(expand(suite, reg), args.only)  # every check happens before anything is written
     if not cells:
         raise ConfigError(f"--only {args.only!r} matches no cell of suite '{suite.header.name}'")
+    preflight(cells)  # the data of every cell, before anything is written
     engine = _engine(args)
     signal.signal(signal.SIGTERM, on_sigterm)
     with OutputLock(Path(args.out)):
