@@ -15,11 +15,11 @@ from pathlib import Path
 from fedfuse.leaderboard.ranking import COSTS, FRONTS, PRIMARY, REFERENCES, Row, reference_rows
 from fedfuse.leaderboard.render import LEGEND, REFERENCE_NAMES, UNITS, space_notes
 
-STYLE = """body{font:14px system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+STYLE = """body{font:14px system-ui,sans-serif;margin:2em auto;max-width:1700px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}
 th{cursor:pointer;background:#f4f4f4;position:sticky;top:0}th:hover{background:#e4e4ff}td.l,th.l{text-align:left}
 tr.front td{background:#f3fff3}tr.unlearned td{color:#999;background:#fafafa}.plots img{max-width:380px;margin:4px;border:1px solid #eee}
-.note{color:#666;font-size:12px}td img.grid{width:96px;image-rendering:pixelated;display:block}.warn{color:#a00}"""
+.note{color:#666;font-size:12px}td img.grid{width:72px;image-rendering:pixelated;display:block}.warn{color:#a00}"""
 
 SCRIPT = """function sortBy(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th),
 b=t.tBodies[0],rows=[...b.rows],asc=th.dataset.dir!=='asc';th.dataset.dir=asc?'asc':'desc';
@@ -165,10 +165,11 @@ def page(rows: list[Row], records: list[dict], dest: Path) -> str:
         plots = [front_plot(members, cost, name) for cost, name in FRONTS]
         plots.append(rounds_plot(recs))
         imgs = "".join(f'<img alt="plot" src="{p}">' for p in plots if p)
-        warn = "".join(f"<p class='warn'>{html.escape(n)}</p>" for n in space_notes(members) if n)
+        warn = "".join(f"<p class='warn'>{html.escape(n.replace('**', '').replace('`', ''))}</p>"
+                       for n in space_notes(members) if n)
         sections.append(f"<h2>{html.escape(track)}</h2>{warn}{table(members, recs)}{references_html(members)}"
                         f"<div class='plots'>{imgs}</div>")
-    note = html.escape(LEGEND) + " Green rows are on a Pareto front, grey rows are not learned. Click a column to sort."
+    note = html.escape(LEGEND.replace("*not learned*", "not learned").replace("`", "")) + " Green rows are on a Pareto front, grey rows are not learned. Click a column to sort."
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>fedfuse leaderboard</title><style>{STYLE}</style>"
             f"</head><body><h1>fedfuse leaderboard</h1><p class='note'>{note}</p>{''.join(sections)}"
             f"<script>{SCRIPT}</script></body></html>")
