@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from fedfuse.bench.cli import ranked_rows
+from fedfuse.leaderboard.html import grid_of
 from fedfuse.leaderboard.render import markdown
 from fedfuse.leaderboard.store import ResultStore
 
@@ -43,18 +44,14 @@ def figure(rows, x: str, ys: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-GRIDS = ("samples.png", "final_samples.png", "samples_client0.png")
-
-
 def sample_grids(rows, records: list[dict], folder: Path) -> str:
-    """One sample grid per configuration (its lowest seed), copied beside the README."""
+    """One sample grid per configuration (the leaderboard page's), copied beside the README."""
     import shutil
 
     folder.mkdir(exist_ok=True)
     cells = []
     for r in rows:
-        runs = sorted((x for x in records if x["label"] == r.label and x["status"] == "ok"), key=lambda x: x["seed"])
-        grid = next((Path(x["run_dir"]) / g for x in runs for g in GRIDS if (Path(x["run_dir"]) / g).is_file()), None)
+        grid = grid_of(r, records)
         if grid is not None:
             name = "".join(c if c.isalnum() or c in "-." else "_" for c in r.label) + ".png"
             shutil.copyfile(grid, folder / name)

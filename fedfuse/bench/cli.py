@@ -281,7 +281,6 @@ def cmd_data(args) -> int:
 
 def cmd_leaderboard(args) -> int:
     from fedfuse.leaderboard import render
-    from fedfuse.leaderboard.store import ResultStore
 
     records = read_records(args.out)
     rows = ranked_rows(records)
@@ -316,7 +315,6 @@ def ranked_rows(records: list[dict]):
 
 
 def cmd_publish(args) -> int:
-    from fedfuse.leaderboard.store import ResultStore
 
     records = read_records(args.out)
     options = {"project": args.project, "entity": args.entity, "mode": args.mode, "out": args.out,
@@ -352,7 +350,6 @@ def load_digest(path) -> str:
 
 
 def cmd_results(args) -> int:
-    from fedfuse.leaderboard.store import ResultStore
     from fedfuse.leaderboard.tables import rich_table, to_csv, to_json
 
     records = read_records(args.out)

@@ -105,19 +105,22 @@ def td(row: Row, metric: str, scale: float = 1.0) -> str:
     return f'<td data-v="{m}">{html.escape(text)}</td>'
 
 
-GRIDS = ("samples.png", "final_samples.png", "samples_client0.png")
+GRIDS = ("samples.png", "final_samples.png", "samples_client0.png")  # fedavg-like, fine-tuning, split
+
+
+def grid_of(row: Row, records: list[dict]) -> Path | None:
+    """The sample grid of the configuration's lowest-seed ok cell (client 0's where clients sample apart)."""
+    runs = sorted((r for r in records if r["label"] == row.label and r["status"] == "ok"), key=lambda r: r["seed"])
+    return next((Path(r["run_dir"]) / g for r in runs for g in GRIDS if (Path(r["run_dir"]) / g).is_file()), None)
 
 
 def sample_grid(row: Row, records: list[dict]) -> str:
-    """A small sample grid of the configuration's first ok cell, embedded (the page travels alone)."""
-    for r in records:
-        if r["label"] == row.label and r["status"] == "ok":
-            for name in GRIDS:
-                grid = Path(r["run_dir"]) / name
-                if grid.is_file():
-                    data = base64.b64encode(grid.read_bytes()).decode()
-                    return f'<img class="grid" alt="samples of {html.escape(row.label)}" src="data:image/png;base64,{data}">'
-    return ""
+    """That grid embedded (the page travels alone)."""
+    grid = grid_of(row, records)
+    if grid is None:
+        return ""
+    data = base64.b64encode(grid.read_bytes()).decode()
+    return f'<img class="grid" alt="samples of {html.escape(row.label)}" src="data:image/png;base64,{data}">'
 
 
 def table(rows: list[Row], records: list[dict]) -> str:
@@ -135,8 +138,7 @@ def table(rows: list[Row], records: list[dict]) -> str:
 
 def table_row(i: int, r: Row, records: list[dict]) -> str:
     n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
-    place = r.rank or ("not learned" if r.not_learned else "–")
-    cells = [f'<td data-v="{i}">{html.escape(place)}</td>', f'<td class="l">{html.escape(r.label)}</td>',
+    cells = [f'<td data-v="{i}">{html.escape(r.place)}</td>', f'<td class="l">{html.escape(r.label)}</td>',
              f'<td class="l">{html.escape(r.data)}</td>', f'<td class="l">{html.escape(r.profile)}</td>',
              f'<td data-v="{len(r.seeds)}">{n}</td>', td(r, PRIMARY), td(r, "fid_vs_noise"), td(r, "kid"),
              td(r, "recall"), td(r, "coverage"), *(td(r, c, UNITS[c][1]) for c in COSTS),

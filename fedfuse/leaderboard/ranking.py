@@ -58,6 +58,11 @@ class Row:
         return self.mean("fid_vs_noise") > NOT_LEARNED
 
     @property
+    def place(self) -> str:
+        """What the rank column shows: the rank, or why there is none."""
+        return self.rank or ("not learned" if self.not_learned else "–")
+
+    @property
     def ranked(self) -> bool:
         return not math.isnan(self.mean(PRIMARY)) and not self.not_learned
 

@@ -43,9 +43,8 @@ def markdown(rows: list[Row], extra: tuple[str, ...] = ()) -> str:
 
 def markdown_row(r: Row, extra: tuple[str, ...]) -> str:
     n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
-    place = r.rank or ("not learned" if r.not_learned else "–")
     values = [cell(r, m) for m in QUALITY] + [cell(r, c, UNITS[c][1]) for c in COSTS] + [cell(r, e) for e in extra]
-    return (f"| {place} | {r.label} | {r.data} | {r.profile} | {n} | " + " | ".join(values)
+    return (f"| {r.place} | {r.label} | {r.data} | {r.profile} | {n} | " + " | ".join(values)
             + f" | {', '.join(r.pareto)} | {'; '.join(r.systems)} |")
 
 

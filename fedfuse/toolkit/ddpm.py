@@ -8,7 +8,6 @@ Protocols say *what* to train (the model, which parameters, the loss of a batch,
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -61,15 +60,15 @@ def build_scheduler(timesteps: int) -> DDPMScheduler:
 
 
 def diffusion_loss(model, scheduler, images: torch.Tensor, generator: torch.Generator,
-                   labels: torch.Tensor | None = None, t_range: tuple[int, int] | None = None) -> torch.Tensor:
+                   labels: torch.Tensor | None = None, t_range: tuple[int, int] | None = None,
+                   device="cpu") -> torch.Tensor:
     """The noise-prediction (epsilon) loss at timesteps drawn uniformly from ``t_range``
-    (default: all); ``labels`` condition a class-conditional model. Draws on the CPU generator,
-    computes where ``images`` live."""
+    (default: all); ``labels`` condition a class-conditional model. ``images`` (on the CPU) are
+    noised with the CPU generator's draws; the model computes on ``device``."""
     low, high = t_range or (0, scheduler.config.num_train_timesteps)
     t = torch.randint(low, high, (len(images),), generator=generator)
     noise = torch.randn(images.shape, generator=generator)
-    device = images.device
-    noisy = scheduler.add_noise(images.cpu(), noise, t).to(device)
+    noisy = scheduler.add_noise(images, noise, t).to(device)
     kwargs = {"class_labels": labels.to(device)} if labels is not None else {}
     return F.mse_loss(model(noisy, t.to(device), **kwargs).sample, noise.to(device))
 
@@ -116,8 +115,7 @@ def train(model, scheduler, data, steps: int, recipe: Recipe, generator: torch.G
 
     def batch_loss(module, device):
         images, labels = data.sample_batch(recipe.batch_size, generator)
-        return diffusion_loss(module, scheduler, images.to(device), generator,
-                              labels if conditional else None, t_range)
+        return diffusion_loss(module, scheduler, images, generator, labels if conditional else None, t_range, device)
 
     return fit(model, batch_loss, steps, recipe, resources, flops, start_step, ema, lambda: shape)
 
@@ -144,7 +142,7 @@ class Ema:
 
     def __init__(self, model, decay: float, state: dict | None = None, steps_per_update: int = 1):
         self.decay, self.steps_per_update = decay, steps_per_update
-        self.averaged = AveragedModel(copy.deepcopy(model).cpu(), avg_fn=self._average, use_buffers=True)
+        self.averaged = AveragedModel(model, device=torch.device("cpu"), avg_fn=self._average, use_buffers=True)
         if state is not None:
             self.averaged.load_state_dict(state)
 
