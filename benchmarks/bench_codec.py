@@ -4,9 +4,9 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import MEANS, PAIRS
-from fedfuse.bench import quantization
+
+from fedfuse.toolkit import quantization
 
 N = 10_000_000
 DATA = np.random.default_rng(0).standard_normal(N).astype(np.float32)

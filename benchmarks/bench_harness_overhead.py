@@ -5,18 +5,18 @@ timed twice: through fedfuse's ClientApp (cell lookup, partition view, Flower Me
 and out, ArrayRecord conversions) and as a plain torch loop written without fedfuse.
 """
 
+from dataclasses import asdict
+
 import torch
 import torch.nn.functional as F
+from conftest import MEANS
 from diffusers import DDPMScheduler
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from conftest import MEANS
-from dataclasses import asdict
-
-from fedfuse.bench.cells import CellSpec
-from fedfuse.bench.flower import CellClientApp
-from fedfuse.bench.services import RUN_CONFIG_KEY
+from fedfuse.bench.engine.flower import CellClientApp
+from fedfuse.bench.engine.services import RUN_CONFIG_KEY
+from fedfuse.bench.suites.cells import CellSpec
 from fedfuse.datasets.builtin import load_digits
 from fedfuse.protocols.fedavg import task
 from fedfuse.protocols.fedavg.plugin import FedAvgConfig

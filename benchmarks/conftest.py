@@ -1,7 +1,6 @@
 """Prints the ratios between paired benchmarks (harness path / plain reference)."""
 
 import sys
-
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -21,10 +21,10 @@ import torch
 from fedfuse.bench.metrics import references, spaces
 from fedfuse.bench.metrics.featnet import feature_net
 from fedfuse.bench.metrics.quality import save_grid, score
-from fedfuse.bench.metrics.sampling import sample
 from fedfuse.datasets import ClientData
 from fedfuse.datasets.loading import load
 from fedfuse.toolkit import ddpm, models
+from fedfuse.toolkit.sampling import sample
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "quality"
 RECORDS = OUT / "curves.jsonl"

@@ -9,10 +9,11 @@ plus the protocol's own columns; the figure shows the study's trade-off, saved b
 import sys
 from pathlib import Path
 
-from fedfuse.bench.cli import ranked_rows
+from fedfuse.bench.engine.results import ranked_rows
 from fedfuse.leaderboard.html import grid_of
 from fedfuse.leaderboard.render import markdown
 from fedfuse.leaderboard.store import ResultStore
+from fedfuse.plugins.manager import registry
 
 STUDIES = {  # protocol folder, extra table columns, (x, [y, ...]) of the figure
     "fedavg-lora": ("fedavg_lora", ("trained_params", "base_fid", "eval_loss", "pretrain_s"),
@@ -64,7 +65,7 @@ def sample_grids(rows, records: list[dict], folder: Path) -> str:
 def main(study: str, out: str) -> None:
     folder, extra, (x, ys) = STUDIES[study]
     records = ResultStore(Path(out) / "results.sqlite").records()
-    rows = ranked_rows(records)
+    rows = ranked_rows(records, registry())
     readme = Path(__file__).resolve().parents[1] / "fedfuse" / "protocols" / folder / "README.md"
     figure(rows, x, ys, readme.with_name("tradeoff.png"))
     head = readme.read_text().split(MARK)[0]

@@ -23,7 +23,7 @@ class CLI:
     def __call__(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([*self.extra_path, os.environ.get("PYTHONPATH", "")]),
                    COLUMNS="200")
-        return subprocess.run([sys.executable, "-m", "fedfuse.bench.cli", *args], cwd=self.cwd, env=env,
+        return subprocess.run([sys.executable, "-m", "fedfuse.bench.cli.main", *args], cwd=self.cwd, env=env,
                               capture_output=True, text=True, timeout=timeout)
 
     def results(self, out: Path) -> list[dict]:

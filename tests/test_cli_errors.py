@@ -1,7 +1,6 @@
 """Bad input: one line on stderr, exit code 2, nothing written."""
 
 import pytest
-
 from conftest import write_suite
 
 

@@ -3,7 +3,7 @@ from typing import Literal
 
 import pytest
 
-from fedfuse.bench.config import ConfigError, build_config
+from fedfuse.plugins.config import ConfigError, build_config
 
 
 @dataclass

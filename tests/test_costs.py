@@ -7,12 +7,12 @@ from importlib import resources
 import pytest
 import torch
 
-from fedfuse.bench import costmodel
-from fedfuse.bench.config import ConfigError
-from fedfuse.bench.costing import CellHardware
-from fedfuse.bench.cells import CellSpec
-from fedfuse.bench.flops import FlopMeter
-from fedfuse.bench.hardware import DeviceProfile, NetworkProfile, pick
+from fedfuse.bench.costs import costmodel
+from fedfuse.bench.costs.costing import CellHardware
+from fedfuse.bench.costs.flops import FlopMeter
+from fedfuse.bench.costs.hardware import DeviceProfile, NetworkProfile, pick
+from fedfuse.bench.suites.cells import CellSpec
+from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import registry
 from fedfuse.protocols.fedavg import task
 
@@ -103,7 +103,7 @@ def test_flop_meter_measures_once_and_multiplies():
 
 
 def test_every_shipped_profile_value_has_a_source_comment():
-    folder = resources.files("fedfuse.bench") / "profiles"
+    folder = resources.files("fedfuse.bench.costs") / "profiles"
     for name in ("devices.toml", "networks.toml"):
         lines = (folder / name).read_text().splitlines()
         is_value = [bool(re.match(r"^\s*[a-z_]+\s*=", line)) for line in lines]
@@ -120,7 +120,9 @@ def test_every_shipped_profile_value_has_a_source_comment():
 
 def test_unknown_profile_in_a_suite_is_a_config_error(tmp_path):
     from conftest import write_suite
-    from fedfuse.bench.suite import expand, load_suite
+
+    from fedfuse.bench.suites.expand import expand
+    from fedfuse.bench.suites.parse import load_suite
 
     path = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\n[[profiles]]\nname = "x"\n'
                        'device = "toaster"\nnetwork = "lte"\n')

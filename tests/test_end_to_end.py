@@ -4,7 +4,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from conftest import write_suite
 
 pytestmark = pytest.mark.slow
@@ -12,11 +11,11 @@ pytestmark = pytest.mark.slow
 
 def untrained_fid(record) -> float:
     """FID of the same UNet before any training, sampled and scored exactly as the smoke cell."""
-    from fedfuse.bench.cells import CellSpec
+    from fedfuse.bench.engine.services import ServerRun
     from fedfuse.bench.metrics.quality import score
-    from fedfuse.bench.metrics.sampling import sample
-    from fedfuse.bench.services import ServerRun
+    from fedfuse.bench.suites.cells import CellSpec
     from fedfuse.protocols.fedavg import task
+    from fedfuse.toolkit.sampling import sample
 
     cell = CellSpec.from_json((Path(record["run_dir"]) / "cell.json").read_text())
     run = ServerRun(cell=cell, config=None, run_dir=Path(record["run_dir"]))

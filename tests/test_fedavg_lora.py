@@ -2,14 +2,15 @@
 
 import pytest
 import torch
+from conftest import write_suite
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
-from conftest import write_suite
-from fedfuse.bench.flower import CellClientApp
-from fedfuse.bench.services import RUN_CONFIG_KEY, ServerRun
-from fedfuse.bench.suite import expand, load_suite
+from fedfuse.bench.engine.flower import CellClientApp
+from fedfuse.bench.engine.services import RUN_CONFIG_KEY, ServerRun
+from fedfuse.bench.suites.expand import expand
+from fedfuse.bench.suites.parse import load_suite
 from fedfuse.plugins.manager import registry
 from fedfuse.protocols.fedavg_lora import task
 from fedfuse.protocols.fedavg_lora.server_app import pretrained_base
@@ -52,9 +53,9 @@ def test_adapter_only_averaging(cells, tmp_path):
         expected = (n[0] * sent[0][key] + n[1] * sent[1][key]) / (n[0] + n[1])
         assert torch.allclose(value, expected, atol=1e-6), key
     assert not torch.equal(sent[0]["class_embedding.weight"], start.to_torch_state_dict()["class_embedding.weight"])
-    from fedfuse.protocols.fedavg_lora.client_app import _MODELS
+    from fedfuse.bench.engine.services import _client_run
 
-    client_model, _ = _MODELS[(cell.cell_id, 0)]
+    client_model, _ = _client_run(cell.to_json(), 0, cell.clients).cache["model"]
     task.load_trainable_state(client_model, aggregated.to_torch_state_dict(), "lora")
     frozen = {k.replace(".base_layer", ""): v for k, v in client_model.state_dict().items()
               if "lora_" not in k and not k.startswith("class_embedding")}

@@ -6,8 +6,8 @@ import subprocess
 import pytest
 import torch
 
-from fedfuse.bench.cells import CellSpec
 from fedfuse.bench.metrics.quality import save_grid
+from fedfuse.bench.suites.cells import CellSpec
 from fedfuse.leaderboard.store import ResultStore
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from fedfuse.bench import quantization as q
-from fedfuse.bench.hardware import shipped_profiles
+from fedfuse.bench.costs.hardware import shipped_profiles
 from fedfuse.protocols.ondemand_quant import solver
 from fedfuse.protocols.ondemand_quant.task import decode_update, encode_update
+from fedfuse.toolkit import quantization as q
 
 PROFILES = {p.name: p for p in shipped_profiles()}
 
@@ -96,7 +96,7 @@ def test_operating_point_spends_the_deadline_and_beats_maximum_speed():
     (c,) = instance(1, 7)
     o = solver.operating_points([c], [8], 5.0)[0, 0]
     assert o.t_cmp_s + o.t_up_s == pytest.approx(5.0)
-    from fedfuse.bench import costmodel
+    from fedfuse.bench.costs import costmodel
 
     flat_out = costmodel.client_cost(c.flops, solver.upload_bits(c, 8) / 8, 0, c.device, c.network, c.distance_m)
     assert o.energy_j < flat_out["energy_j"]

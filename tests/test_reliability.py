@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
-
 from conftest import write_suite
-from fedfuse.bench.cells import CellSpec
-from fedfuse.bench.outlock import OutputLock, has_writer
+
+from fedfuse.bench.engine.outlock import OutputLock, has_writer
+from fedfuse.bench.suites.cells import CellSpec
 from fedfuse.leaderboard.store import ResultStore
 
 FEDAVG = '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = 2 }\n'
@@ -81,7 +81,7 @@ SLOW_CELL = '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_st
 def start_run(tmp_path, out, local_steps: int, *extra: str) -> subprocess.Popen:
     suite = write_suite(tmp_path / "s.toml", SLOW_CELL.replace("LOCAL", str(local_steps)), rounds="3",
                         samples="16", sample_steps="2")
-    return subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli", "run", str(suite), "--out", str(out), *extra],
+    return subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli.main", "run", str(suite), "--out", str(out), *extra],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -136,7 +136,7 @@ def test_replies_are_checked_before_use():
     import numpy as np
     from flwr.app import Array, ArrayRecord, RecordDict
 
-    from fedfuse.bench.validation import BadReply, check_reply
+    from fedfuse.bench.engine.validation import BadReply, check_reply
 
     def arrays(**named):
         return RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in named.items()})})

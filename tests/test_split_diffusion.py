@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import write_suite
+
 from fedfuse.protocols.split_diffusion import task
 
 

@@ -1,8 +1,9 @@
 import pytest
-
 from conftest import write_suite
-from fedfuse.bench.config import ConfigError
-from fedfuse.bench.suite import expand, load_suite, shipped_suites
+
+from fedfuse.bench.suites.expand import expand
+from fedfuse.bench.suites.parse import load_suite, shipped_suites
+from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import registry
 
 FEDAVG = '[[protocols]]\nname = "fedavg"\nconfig = { local_steps = 2 }\n'
@@ -96,7 +97,7 @@ def test_file_level_errors(tmp_path):
 
 
 def test_auto_feature_space_prefers_inception_for_user_folders_and_says_why():
-    from fedfuse.bench.suite import auto_space
+    from fedfuse.bench.suites.expand import auto_space
 
     reg = registry()
     space, why = auto_space(reg.get("datasets", "mnist"))
@@ -108,7 +109,7 @@ def test_auto_feature_space_prefers_inception_for_user_folders_and_says_why():
 
 
 def test_the_digest_ignores_comments_and_description_but_not_the_study():
-    from fedfuse.bench.suite import study_digest
+    from fedfuse.bench.suites.parse import study_digest
 
     text = load_suite("seed-ondemand-quant").text
     noted = text.replace('description = "', 'description = "measured: 2.1 h; ').replace("format = 1", "# note\nformat = 1")

@@ -74,7 +74,7 @@ def test_resources_table_and_flags(cli, tmp_path):
 
 
 def test_cell_resources_are_the_system_not_the_identity():
-    from fedfuse.bench.cells import CellSpec
+    from fedfuse.bench.suites.cells import CellSpec
 
     cpu = CellSpec("s", "1", "a", "fedavg", "1", {}, "digits", {}, "iid")
     gpu = CellSpec("s", "1", "a", "fedavg", "1", {}, "digits", {}, "iid", resources={"accelerator": "cuda"})
@@ -87,8 +87,8 @@ def test_training_and_sampling_run_on_cuda():
         pytest.skip("no CUDA device")
     import time
 
-    from fedfuse.bench.metrics.sampling import sample
     from fedfuse.toolkit.device import describe
+    from fedfuse.toolkit.sampling import sample
 
     gpu = Resources(accelerator="cuda")
     start = time.time()

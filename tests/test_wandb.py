@@ -72,8 +72,8 @@ def test_leaderboard_table_has_ranks_references_and_not_learned_rows():
     import wandb
 
     from fedfuse.leaderboard.ranking import group, rank
-    from fedfuse.plugins.manager import registry
     from fedfuse.leaderboard.wandb_sink import board_table
+    from fedfuse.plugins.manager import registry
 
     def rec(label, seed, fid):
         refs = {"ref_fid_real": 1.0, "ref_fid_blur": 50.0, "ref_fid_noise": 100.0, "ref_recall_real": 0.9,

@@ -70,6 +70,6 @@ def fedfuse_add_metrics():
 
 @hookimpl
 def fedfuse_add_profiles():
-    from fedfuse.bench.hardware import shipped_profiles
+    from fedfuse.bench.costs.hardware import shipped_profiles
 
     return shipped_profiles()

@@ -9,10 +9,16 @@ import base64
 import html
 import io
 import math
-import os
 from pathlib import Path
 
-from fedfuse.leaderboard.ranking import COSTS, FRONTS, PRIMARY, REFERENCES, Row, reference_rows
+from fedfuse.leaderboard.ranking import (
+    COSTS,
+    FRONTS,
+    PRIMARY,
+    REFERENCES,
+    Row,
+    reference_rows,
+)
 from fedfuse.leaderboard.render import LEGEND, REFERENCE_NAMES, UNITS, space_notes
 
 STYLE = """body{font:14px system-ui,sans-serif;margin:2em auto;max-width:1700px;color:#222}

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 import math
 
-from fedfuse.leaderboard.ranking import COSTS, NOT_LEARNED, PRIMARY, REFERENCES, Row, reference_rows, space_usable
+from fedfuse.leaderboard.ranking import (
+    COSTS,
+    NOT_LEARNED,
+    PRIMARY,
+    REFERENCES,
+    Row,
+    reference_rows,
+    space_usable,
+)
 
 UNITS = {"bytes_up": ("MB up", 1e6), "bytes_down": ("MB down", 1e6), "client_flops": ("client GFLOP", 1e9),
          "latency_s": ("latency s", 1), "energy_j": ("energy J", 1)}

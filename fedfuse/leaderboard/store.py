@@ -12,8 +12,6 @@ import sqlite3
 import time
 from pathlib import Path
 
-from fedfuse.bench.cells import CellSpec
-
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,7 +110,7 @@ class ResultStore:
         row = self.db.execute("SELECT status FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()
         return row[0] if row else None
 
-    def start(self, cell: CellSpec, suite_digest: str, run_dir: Path) -> None:
+    def start(self, cell, suite_digest: str, run_dir: Path) -> None:
         """(Re)start a cell: its old row and rounds are replaced in one transaction; an ``ok``
         result is set aside until the new attempt ends (``finish``)."""
         with self.db:

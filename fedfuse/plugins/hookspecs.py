@@ -67,12 +67,12 @@ def fedfuse_add_partitioners():
 
 @hookspec
 def fedfuse_add_profiles():
-    """Return a list of :class:`fedfuse.bench.hardware.DeviceProfile` and
-    :class:`~fedfuse.bench.hardware.NetworkProfile`.
+    """Return a list of :class:`fedfuse.bench.costs.hardware.DeviceProfile` and
+    :class:`~fedfuse.bench.costs.hardware.NetworkProfile`.
 
     Every number of a profile should carry its source (a datasheet, a 3GPP report, a published
-    paper's simulation settings) in a comment next to it; see ``fedfuse/bench/profiles/``.
-    Suites assign them to clients; the cost model (:mod:`fedfuse.bench.costmodel`) maps each
+    paper's simulation settings) in a comment next to it; see ``fedfuse/bench/costs/profiles/``.
+    Suites assign them to clients; the cost model (:mod:`fedfuse.bench.costs.costmodel`) maps each
     client's measured FLOPs and bytes through them to time and energy.
     """
 
@@ -99,7 +99,7 @@ def fedfuse_publish(results, target, options):
 
 @hookspec
 def fedfuse_run_start(run):
-    """A cell starts. ``run`` is the :class:`fedfuse.bench.services.ServerRun`."""
+    """A cell starts. ``run`` is the :class:`fedfuse.bench.engine.services.ServerRun`."""
 
 
 @hookspec

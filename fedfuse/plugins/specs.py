@@ -5,8 +5,8 @@ They are plain frozen dataclasses so that a plugin author can read every field h
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import importlib
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
@@ -26,12 +26,12 @@ class ProtocolSpec:
     """A collaborative-training protocol.
 
     ``server(grid, run)`` owns the server loop: it is handed a Flower ``Grid`` (wrapped by
-    the harness so every message is counted) and a :class:`fedfuse.bench.services.ServerRun`
+    the harness so every message is counted) and a :class:`fedfuse.bench.engine.services.ServerRun`
     with the parsed config, the cell, a seeded RNG, data access and ``run.round_end(...)``.
     It returns the cell's final metrics as a dict of floats.
 
     ``client_app`` is the protocol's Flower ``ClientApp``. Its handlers call
-    :func:`fedfuse.bench.services.client_run` to get their partition, config and seeds.
+    :func:`fedfuse.bench.engine.services.client_run` to get their partition, config and seeds.
     """
 
     name: str
@@ -83,12 +83,24 @@ class PartitionerSpec:
     summary: str = ""
 
 
+AGGREGATES = ("sum", "last", "mean")
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """A metric a cell reports: its unit, direction and how it aggregates."""
+    """A metric a cell reports: its unit, direction and how it aggregates.
+
+    ``aggregate`` folds a figure reported per round (``run.round_end(round, name=value)``)
+    into the cell's: "sum" (bytes, FLOPs, time), "last" (a loss after the last round) or
+    "mean". A value the server loop returns at the end wins over the folded one. Over seeds,
+    the leaderboard always shows the mean and the std; ``higher_is_better`` orders ranks."""
 
     name: str
     unit: str
     higher_is_better: bool
-    aggregate: str = "mean"  # over rounds ("last", "sum", "mean") and seeds ("mean")
+    aggregate: str = "mean"
     summary: str = ""
+
+    def __post_init__(self):
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"metric '{self.name}': aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")

@@ -109,13 +109,17 @@ def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Reso
 
 def train(model, scheduler, data, steps: int, recipe: Recipe, generator: torch.Generator,
           resources: Resources | None = None, flops=None, conditional: bool = False,
-          t_range: tuple[int, int] | None = None, start_step: int = 0, ema: "Ema | None" = None) -> float:
-    """DDPM training on batches drawn from ``data`` (a ClientData) at timesteps in ``t_range``."""
+          t_range: tuple[int, int] | None = None, start_step: int = 0, ema: "Ema | None" = None,
+          extra_loss: Callable | None = None) -> float:
+    """DDPM training on batches drawn from ``data`` (a ClientData) at timesteps in ``t_range``.
+    ``extra_loss(module)``, if given, is added to every batch's loss: a protocol's own term
+    (a proximal term, a regulariser) without a copy of this loop."""
     shape = (recipe.batch_size, *data.images.shape[1:])
 
     def batch_loss(module, device):
         images, labels = data.sample_batch(recipe.batch_size, generator)
-        return diffusion_loss(module, scheduler, images, generator, labels if conditional else None, t_range, device)
+        loss = diffusion_loss(module, scheduler, images, generator, labels if conditional else None, t_range, device)
+        return loss + extra_loss(module) if extra_loss is not None else loss
 
     return fit(model, batch_loss, steps, recipe, resources, flops, start_step, ema, lambda: shape)
 

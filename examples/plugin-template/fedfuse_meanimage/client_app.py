@@ -2,7 +2,7 @@ import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfuse.bench.services import client_run
+from fedfuse.api import client_run
 from fedfuse_meanimage import task
 
 app = ClientApp()

@@ -1,6 +1,6 @@
 from dataclasses import dataclass
 
-from fedfuse.plugins import ProtocolSpec, hookimpl
+from fedfuse.api import ProtocolSpec, hookimpl
 
 
 @dataclass

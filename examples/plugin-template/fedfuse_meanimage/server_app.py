@@ -2,7 +2,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord
 from flwr.serverapp.strategy import FedAvg
 
-from fedfuse.bench.flower import strategy_rounds
+from fedfuse.api import strategy_rounds
 
 
 def server(grid, run) -> dict:

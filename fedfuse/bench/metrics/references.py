@@ -44,7 +44,7 @@ def cache_root() -> Path:
 
 def references(key: dict, net, held_out: torch.Tensor, train: torch.Tensor, n: int) -> dict[str, dict]:
     """The reference rows for ``key`` (space, data, classes, n), from the cache or computed."""
-    from fedfuse.bench.cells import stable_hash
+    from fedfuse.toolkit.seeding import stable_hash
 
     return _cached(stable_hash({**key, "n": n, "held_out": len(held_out), "version": 1}), net, held_out, train, n)
 

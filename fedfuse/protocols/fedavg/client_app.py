@@ -3,7 +3,7 @@
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfuse.bench.services import client_run
+from fedfuse.api import client_run
 from fedfuse.protocols.fedavg import task
 
 app = ClientApp()

@@ -4,8 +4,7 @@ model over rounds samples and evaluates."""
 from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAvg
 
-from fedfuse.bench.flower import strategy_rounds
-from fedfuse.bench.services import derive_seed
+from fedfuse.api import derive_seed, strategy_rounds
 from fedfuse.protocols.fedavg import task
 
 

@@ -1,5 +1,5 @@
 """The model of full-model FedAvg: an unconditional diffusers UNet. No flwr here; the UNet
 presets, training and evaluation are the shared DDPM recipe (fedfuse.toolkit)."""
 
-from fedfuse.toolkit.ddpm import Ema, build_scheduler, train  # noqa: F401  (task API)
-from fedfuse.toolkit.models import build_unet as build_model  # noqa: F401
+from fedfuse.api import Ema, build_scheduler, train  # noqa: F401  (task API)
+from fedfuse.api import build_unet as build_model  # noqa: F401

@@ -5,14 +5,11 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfuse.bench.services import client_run
-from fedfuse.datasets import ClientData
-from fedfuse.datasets.loading import load
+from fedfuse.api import ClientData, build_scheduler, client_run, train
+from fedfuse.api import load_dataset as load
 from fedfuse.protocols.fedavg_lora import task
-from fedfuse.toolkit.ddpm import build_scheduler, train
 
 app = ClientApp()
-_MODELS: dict = {}  # per process: (cell, partition) -> the model being fine-tuned (base loaded once)
 
 
 @app.query("receive_base")
@@ -38,16 +35,15 @@ def fine_tune(msg: Message, context) -> Message:
 
 def client_model(run, context):
     """(model being fine-tuned, the client's training data in the model's input space)."""
-    key = (run.cell.cell_id, run.partition_id)
-    if key not in _MODELS:
+    if "model" not in run.cache:  # built once per process and cell: the base loads once
         if run.config.model_path:  # Stable Diffusion: train on VAE latents of the client's images
             backbone = task.stable_diffusion_backbone(run.config, load(run.cell.dataset, run.cell.dataset_args))
             images, labels = run.data.images[run.data.indices], run.data.labels[run.data.indices]
             data = ClientData(backbone.encode(images), labels, torch.arange(len(labels)))
-            _MODELS[key] = (task.fine_tune_model(backbone.denoiser, run.config), data)
+            run.cache["model"] = (task.fine_tune_model(backbone.denoiser, run.config), data)
         else:
-            _MODELS[key] = (task.fine_tune_model(client_base(run, context), run.config), run.data)
-    return _MODELS[key]
+            run.cache["model"] = (task.fine_tune_model(client_base(run, context), run.config), run.data)
+    return run.cache["model"]
 
 
 def client_base(run, context):

@@ -7,12 +7,16 @@ import torch
 from flwr.app import ArrayRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from fedfuse.bench.flower import send_each, strategy_rounds
-from fedfuse.bench.metrics.sampling import sample
-from fedfuse.bench.services import derive_seed
-from fedfuse.datasets import ClientData
+from fedfuse.api import (
+    ClientData,
+    Ema,
+    build_scheduler,
+    derive_seed,
+    sample,
+    send_each,
+    strategy_rounds,
+)
 from fedfuse.protocols.fedavg_lora import task
-from fedfuse.toolkit.ddpm import Ema, build_scheduler
 
 
 def server(grid, run) -> dict:
@@ -66,6 +70,7 @@ def send_base(grid, base) -> None:
 
 
 _BASE_SCORES: dict = {}  # the base's quality depends only on (base, seed, evaluation): once per process
+BASE_SCORES_KEPT = 16
 
 
 def base_score(run, backbone, classes) -> dict:
@@ -73,6 +78,8 @@ def base_score(run, backbone, classes) -> dict:
     key = (cfg.model_path or task.base_key(cell.dataset, cell.dataset_args, cfg), cell.seed,
            json.dumps(cell.evaluation, sort_keys=True), tuple(classes))
     if key not in _BASE_SCORES:
+        if len(_BASE_SCORES) >= BASE_SCORES_KEPT:
+            _BASE_SCORES.pop(next(iter(_BASE_SCORES)))  # bounded: the oldest goes
         _BASE_SCORES[key] = score(run, backbone, backbone.denoiser, classes, "base_")
     return _BASE_SCORES[key]
 

@@ -18,12 +18,22 @@ from pathlib import Path
 
 import torch
 from diffusers import UNet2DModel
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft import (
+    LoraConfig,
+    get_peft_model_state_dict,
+    inject_adapter_in_model,
+    set_peft_model_state_dict,
+)
 
-from fedfuse.bench.cells import stable_hash
-from fedfuse.bench.flops import FlopMeter
-from fedfuse.toolkit.ddpm import Ema, Recipe, build_scheduler, train
-from fedfuse.toolkit.models import build_unet
+from fedfuse.api import (
+    Ema,
+    FlopMeter,
+    Recipe,
+    build_scheduler,
+    build_unet,
+    stable_hash,
+    train,
+)
 
 BASE_VERSION = "2"
 EXTRA_TRAINED = ("class_embedding",)  # trained and sent along with the adapters in lora mode
@@ -69,7 +79,7 @@ def pretrained_base(dataset: str, dataset_args: dict, data, public_view, cfg, pr
 
 def cached_base(dataset: str, dataset_args: dict, cfg) -> UNet2DModel:
     """A client's copy of the base, from the cache (clients are assumed to have it)."""
-    from fedfuse.datasets.loading import load
+    from fedfuse.api import load_dataset as load
 
     folder = cache_root() / base_key(dataset, dataset_args, cfg)
     if not (folder / "card.json").is_file():

@@ -5,10 +5,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfuse.bench.services import client_run, derive_seed
+from fedfuse.api import build_scheduler, build_unet, client_run, derive_seed, train
 from fedfuse.protocols.ondemand_quant import task
-from fedfuse.toolkit.ddpm import build_scheduler, train
-from fedfuse.toolkit.models import build_unet
 
 app = ClientApp()
 

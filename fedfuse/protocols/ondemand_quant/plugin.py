@@ -3,9 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from fedfuse.bench.config import require_positive
-from fedfuse.plugins import ProtocolSpec, hookimpl
-from fedfuse.toolkit.ddpm import DdpmConfig
+from fedfuse.api import DdpmConfig, ProtocolSpec, hookimpl, require_positive
 
 
 @dataclass

@@ -5,12 +5,16 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
-from fedfuse.bench.flops import FlopMeter
-from fedfuse.bench.flower import send_each
-from fedfuse.bench.services import derive_seed
+from fedfuse.api import (
+    Ema,
+    FlopMeter,
+    build_scheduler,
+    build_unet,
+    derive_seed,
+    diffusion_loss,
+    send_each,
+)
 from fedfuse.protocols.ondemand_quant import solver, task
-from fedfuse.toolkit.ddpm import Ema, build_scheduler, diffusion_loss
-from fedfuse.toolkit.models import build_unet
 
 
 def server(grid, run) -> dict:

@@ -7,7 +7,7 @@
                 sum_k w_k^2 * V(b_k) <= eps                           (aggregate quantization error)
 
 with T_cmp = F/(c f), E_cmp = kappa (F/c) f^2, T_up = bits/r(p), E_up = p T_up, r(p) = B log2(1 + p g/(N0 B))
-(fedfuse.bench.costmodel), bits = d b + 64 per block of scales, w_k = n_k / N the FedAvg weights,
+(fedfuse.bench.costs.costmodel), bits = d b + 64 per block of scales, w_k = n_k / N the FedAvg weights,
 and V(b) = 1 / (4 (2^b - 1)^2) the per-value variance bound of b-bit stochastic rounding in
 units of the update's range squared.
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedfuse.bench import costmodel
+from fedfuse.api import costmodel
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 SCALE_BITS = 64  # lo and step per block, float32 each

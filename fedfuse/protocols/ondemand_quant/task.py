@@ -1,5 +1,5 @@
 """Quantized model updates: the delta of local training as one flat vector (per-block scales
-adapt to each tensor's range), encoded with the shared codec (fedfuse.bench.quantization).
+adapt to each tensor's range), encoded with the shared codec (fedfuse.toolkit.quantization).
 One packed array and one array of scales travel: Flower frames each array with a few hundred
 bytes, which per tensor would cost as much as the payload of a small model. No flwr here."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedfuse.bench import quantization
+from fedfuse.api import quantization
 
 FULL_PRECISION = 32  # "bits" meaning: send the float32 delta as it is
 

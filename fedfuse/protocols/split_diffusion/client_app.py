@@ -6,11 +6,8 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfuse.bench.accounting import EVAL_KEY
-from fedfuse.bench.services import client_run, derive_seed
+from fedfuse.api import EVAL_KEY, Ema, build_unet, client_run, derive_seed, train
 from fedfuse.protocols.split_diffusion import task
-from fedfuse.toolkit.ddpm import Ema, train
-from fedfuse.toolkit.models import build_unet
 
 app = ClientApp()
 

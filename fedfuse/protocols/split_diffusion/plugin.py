@@ -3,10 +3,13 @@
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from fedfuse.bench.config import require_positive
-from fedfuse.plugins import ProtocolSpec, hookimpl
-from fedfuse.toolkit.ddpm import DdpmConfig
-from fedfuse.toolkit.models import check_preset
+from fedfuse.api import (
+    DdpmConfig,
+    ProtocolSpec,
+    check_preset,
+    hookimpl,
+    require_positive,
+)
 
 
 @dataclass

@@ -7,13 +7,16 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedfuse.bench.accounting import EVAL_KEY
-from fedfuse.bench.flower import send_each
-from fedfuse.bench.services import derive_seed
-from fedfuse.datasets import ClientData
+from fedfuse.api import (
+    EVAL_KEY,
+    ClientData,
+    Ema,
+    build_unet,
+    derive_seed,
+    send_each,
+    train,
+)
 from fedfuse.protocols.split_diffusion import task
-from fedfuse.toolkit.ddpm import Ema, train
-from fedfuse.toolkit.models import build_unet
 
 
 def server(grid, run) -> dict:

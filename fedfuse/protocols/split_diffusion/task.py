@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from fedfuse.toolkit.ddpm import fit
+from fedfuse.api import fit
 
 
 def cut_index(cut_ratio: float, timesteps: int) -> int:
@@ -123,7 +123,7 @@ def server_sample(model, timesteps: int, t_c: int, marginal: str, n: int, shape,
                   generator: torch.Generator, flops=None, label: int | None = None, resources=None) -> torch.Tensor:
     """The server's part of sampling: pure noise down to the cut (x_cut); ``label`` is the
     cut's label when the model is cut-conditioned."""
-    from fedfuse.bench.metrics.sampling import denoise
+    from fedfuse.api import denoise
 
     x = torch.randn((n, *shape), generator=generator)
     kwargs = {} if label is None else {"class_labels": torch.full((n,), label)}
@@ -139,7 +139,7 @@ def server_sample(model, timesteps: int, t_c: int, marginal: str, n: int, shape,
 def client_sample(model, timesteps: int, t_c: int, x_cut: torch.Tensor, steps: int,
                   generator: torch.Generator, flops=None, resources=None) -> torch.Tensor:
     """The client's part: from the cut (or from pure noise when it owns everything) to x_0."""
-    from fedfuse.bench.metrics.sampling import denoise
+    from fedfuse.api import denoise
 
     scheduler = ddim_over(full_schedule(timesteps).betas[:t_c], steps)
     return denoise(model, scheduler, x_cut, scheduler.timesteps, generator, flops, resources).clamp(-1, 1)

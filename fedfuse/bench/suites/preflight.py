@@ -5,8 +5,8 @@ ones the cells then use (both are cached per process)."""
 
 from __future__ import annotations
 
-from fedfuse.bench.cells import CellSpec
-from fedfuse.bench.config import ConfigError
+from fedfuse.bench.suites.cells import CellSpec
+from fedfuse.plugins.config import ConfigError
 
 
 def preflight(cells: list[CellSpec]) -> None:
@@ -16,7 +16,7 @@ def preflight(cells: list[CellSpec]) -> None:
 
 
 def check_partition(cell: CellSpec) -> None:
-    from fedfuse.bench.services import cell_partitions
+    from fedfuse.bench.suites.cells import cell_partitions
     from fedfuse.datasets.loading import load
 
     where = f"{cell.dataset_name} split by {cell.partition_name} over {cell.clients} clients (seed {cell.seed})"

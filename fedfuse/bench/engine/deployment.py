@@ -1,5 +1,5 @@
 """Run a cell on Flower's deployment engine: submit it to a SuperLink with ``flwr run``,
-then follow what the ServerApp reports (``fedfuse.bench.flower_app``).
+then follow what the ServerApp reports (``fedfuse.bench.engine.flower_app``).
 
 The runner must be on the SuperLink's machine: the SuperLink starts the ServerApp there, and
 it writes its rounds and result into the cell's run directory.
@@ -15,9 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedfuse.bench.config import ConfigError
-from fedfuse.bench.flower_app import RESULT_FILE, ROUNDS_FILE, RUN_DIR_KEY, write_app
-from fedfuse.bench.services import RUN_CONFIG_KEY
+from fedfuse.bench.engine.flower_app import (
+    RESULT_FILE,
+    ROUNDS_FILE,
+    RUN_DIR_KEY,
+    write_app,
+)
+from fedfuse.bench.engine.services import RUN_CONFIG_KEY
+from fedfuse.plugins.config import ConfigError
 
 CONNECTION = "fedfuse"  # the SuperLink connection's name in the private Flower config
 STATUS_EVERY_S = 10.0  # how often to ask the SuperLink whether the run is still alive

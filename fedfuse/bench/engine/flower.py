@@ -1,38 +1,24 @@
-"""Flower wiring shared by every protocol: the cell-aware ClientApp and a strategy loop."""
+"""Flower wiring shared by every protocol: the cell-aware ClientApp and the node handshake."""
 
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import time
-from collections.abc import Iterable
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfuse.bench.accounting import COST_KEY, CountingGrid, TrafficMeter
-from fedfuse.bench.cells import CellSpec
-from fedfuse.bench.services import RUN_CONFIG_KEY, client_run
+from fedfuse.bench.costs.accounting import COST_KEY, TrafficMeter
+from fedfuse.bench.engine.grid import CountingGrid
+from fedfuse.bench.engine.services import RUN_CONFIG_KEY, client_run
+from fedfuse.bench.suites.cells import CellSpec
+from fedfuse.toolkit.rounds import ClientFailure, check_replies  # noqa: F401 (check_replies: engine API)
 
 IDENTIFY = "query.fedfuse_identify"
 #: torch threads per ClientApp. Both engines set it (1: one core per client): a thread count
 #: changes the order of float reductions, so runs compare bit for bit only at equal counts.
 CLIENT_THREADS_ENV = "FEDFUSE_CLIENT_THREADS"
-
-
-log = logging.getLogger("flwr")
-
-
-def last_line(text: str) -> str:
-    """The exception line at the end of a traceback, with Ray's wrapping stripped."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    last = lines[-1] if lines else text
-    return last.removeprefix("Exception ClientAppException occurred. Message: ").strip("'<>")
-
-
-class ClientFailure(RuntimeError):
-    """A ClientApp raised; the message carries the client's own error."""
 
 
 class CellClientApp(ClientApp):
@@ -114,48 +100,3 @@ def ask_partitions(grid, timeout: float) -> dict[int, int]:
     messages = [Message(RecordDict(), dst_node_id=n, message_type=IDENTIFY) for n in node_ids]
     replies = grid.send_and_receive(messages, timeout=timeout) if messages else []
     return {r.metadata.src_node_id: int(r.content["fedfuse"]["partition-id"]) for r in replies if not r.has_error()}
-
-
-def check_replies(replies: Iterable[Message], expected: int, grid=None) -> list[Message]:
-    """All replies, or an error naming the client that failed (or went missing). Every
-    built-in protocol's policy: a synchronous round needs every client, so a failed or
-    vanished client fails the cell (recorded with this error; the next cell runs)."""
-    replies = list(replies)
-    meter = getattr(grid, "meter", None)
-    for reply in replies:
-        if reply.has_error():
-            reason = reply.error.reason or f"error code {reply.error.code}"
-            who = meter.client_of(reply) if meter else f"node {reply.metadata.src_node_id}"
-            log.error("%s failed:\n%s", who, reason)  # full trace: cell.log
-            raise ClientFailure(f"{who} failed: {last_line(reason)}")
-    if len(replies) < expected:
-        raise ClientFailure(f"only {len(replies)} of {expected} clients replied before the timeout")
-    return replies
-
-
-def send_each(grid, contents: dict, message_type: str, timeout: float | None = None) -> dict:
-    """One message per node (``contents[node]``: a RecordDict), every reply checked; the
-    replies by node id. The custom-message pattern (``train.<action>``, ``query.<action>``)."""
-    messages = [Message(content, dst_node_id=node, message_type=message_type) for node, content in contents.items()]
-    replies = check_replies(grid.send_and_receive(messages, timeout=timeout), len(messages), grid)
-    return {reply.metadata.src_node_id: reply for reply in replies}
-
-
-def strategy_rounds(grid, run, strategy, arrays: ArrayRecord, train_config: ConfigRecord | None = None,
-                    evaluate_fn=None, timeout: float = 3600) -> ArrayRecord:
-    """Run ``run.cell.rounds`` rounds of a Flower strategy's train step (FedAvg, FedProx, ...).
-
-    The same calls as ``Strategy.start``, but it stops on a failed client and reports
-    each round to the harness. ``evaluate_fn(round, arrays) -> dict`` adds server-side
-    figures to the round record. Returns the final arrays.
-    """
-    train_config = train_config or ConfigRecord()
-    for rnd in range(1, run.cell.rounds + 1):
-        messages = list(strategy.configure_train(rnd, arrays, train_config, grid))
-        replies = check_replies(grid.send_and_receive(messages, timeout=timeout), len(messages), grid)
-        arrays, metrics = strategy.aggregate_train(rnd, replies)
-        figures = dict(metrics or {})
-        if evaluate_fn is not None:
-            figures.update(evaluate_fn(rnd, arrays))
-        run.round_end(rnd, **figures)
-    return arrays

@@ -2,27 +2,48 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fedfuse.bench.hardware import DEFAULT_ASSIGNMENT
+import numpy as np
+
+from fedfuse.bench.costs.hardware import DEFAULT_ASSIGNMENT
+from fedfuse.toolkit.seeding import stable_hash
 
 #: generated images scored per cell, sampler steps and kind, and the feature space of FID & co.
 DEFAULT_EVALUATION = {"samples": 256, "sample_steps": 50, "sampler": "ddim", "feature_space": "featnet"}
-
-
-def stable_hash(obj: Any, length: int = 12) -> str:
-    """Hash of a JSON-able object that does not depend on key order."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 def with_args(name: str, args: dict) -> str:
     """``dirichlet(alpha=0.3,min_partition_size=10)``; just the name without arguments."""
     text = ",".join(f"{k}={v}" for k, v in sorted(args.items()))
     return f"{name}({text})" if text else name
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """A dataset split across clients: what a cell's partitions are a pure function of."""
+
+    dataset: str
+    dataset_args: dict[str, Any]
+    partitioner: str
+    partitioner_args: dict[str, Any]
+    clients: int
+    seed: int
+
+    @property
+    def dataset_name(self) -> str:
+        return with_args(self.dataset, self.dataset_args)
+
+    @property
+    def partition_name(self) -> str:
+        return with_args(self.partitioner, self.partitioner_args)
+
+    def key(self) -> tuple:
+        """The split, JSON-encoded for caching."""
+        return (self.dataset, json.dumps(self.dataset_args, sort_keys=True), self.partitioner,
+                json.dumps(self.partitioner_args, sort_keys=True), self.clients, self.seed)
 
 
 @dataclass(frozen=True)
@@ -70,12 +91,16 @@ class CellSpec:
         return f"{self.label}/{self.dataset_name}/{self.partition_name}/seed{self.seed}"
 
     @property
+    def split(self) -> DataSplit:
+        return DataSplit(self.dataset, self.dataset_args, self.partitioner, self.partitioner_args, self.clients, self.seed)
+
+    @property
     def partition_name(self) -> str:
-        return with_args(self.partitioner, self.partitioner_args)
+        return self.split.partition_name
 
     @property
     def dataset_name(self) -> str:
-        return with_args(self.dataset, self.dataset_args)
+        return self.split.dataset_name
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -85,6 +110,11 @@ class CellSpec:
         return cls(**json.loads(text))
 
     def partition_key(self) -> tuple:
-        """What a partition is a pure function of, JSON-encoded for caching."""
-        return (self.dataset, json.dumps(self.dataset_args, sort_keys=True), self.partitioner,
-                json.dumps(self.partitioner_args, sort_keys=True), self.clients, self.seed)
+        return self.split.key()
+
+
+def cell_partitions(cell: CellSpec) -> list[np.ndarray]:
+    """The cell's client partitions (index arrays into the training images), cached per process."""
+    from fedfuse.datasets.partition import cached_partition
+
+    return cached_partition(*cell.partition_key())

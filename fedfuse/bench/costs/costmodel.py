@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from fedfuse.bench.hardware import DeviceProfile, NetworkProfile
+from fedfuse.bench.costs.hardware import DeviceProfile, NetworkProfile
 
 
 def compute_time(flops: float, device: DeviceProfile, f: float | None = None) -> float:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from fedfuse.bench.cells import CellSpec
-from fedfuse.bench.suite import parse_value
-from fedfuse.bench.config import ConfigError
+from fedfuse.bench.suites.cells import DataSplit
+from fedfuse.bench.suites.parse import parse_value
 from fedfuse.datasets.loading import allowed_args, load
 from fedfuse.datasets.partition import cached_partition, summarize
+from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import registry
 
 
@@ -29,10 +29,9 @@ def show_partition(args, console) -> dict:
     dspec, pspec = reg.get("datasets", args.dataset), reg.get("partitioners", args.partitioner)
     data_args = parse_pairs(args.data_arg, "--data-arg", allowed_args(dspec))
     part_args = {**pspec.args, **parse_pairs(args.arg, "--arg", pspec.args)}
-    cell = CellSpec("-", "-", "-", "-", "-", {}, args.dataset, data_args, args.partitioner, part_args,
-                    clients=args.clients, rounds=1, seed=args.seed)
+    cell = DataSplit(args.dataset, data_args, args.partitioner, part_args, args.clients, args.seed)
     data = load(args.dataset, data_args)
-    summary = summarize(cached_partition(*cell.partition_key()), data.train_labels.numpy(), len(data.class_names))
+    summary = summarize(cached_partition(*cell.key()), data.train_labels.numpy(), len(data.class_names))
     console.print(partition_table(cell, data.class_names, summary))
     console.print(f"mean total-variation distance to the pooled label distribution: "
                   f"{summary['mean_tv_distance']:.3f} (0 = IID, 1 = disjoint)")
@@ -42,7 +41,7 @@ def show_partition(args, console) -> dict:
     return summary
 
 
-def partition_table(cell: CellSpec, class_names, summary: dict) -> Table:
+def partition_table(cell: DataSplit, class_names, summary: dict) -> Table:
     table = Table(title=f"{cell.dataset_name} / {cell.partition_name} / {cell.clients} clients / seed {cell.seed}")
     table.add_column("client", justify="right")
     for name in class_names:
@@ -54,7 +53,7 @@ def partition_table(cell: CellSpec, class_names, summary: dict) -> Table:
     return table
 
 
-def save_heatmap(summary: dict, class_names, cell: CellSpec, path: str) -> None:
+def save_heatmap(summary: dict, class_names, cell: DataSplit, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

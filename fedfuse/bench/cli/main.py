@@ -15,8 +15,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fedfuse.bench.config import ConfigError
 from fedfuse.datasets import DatasetError
+from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import PluginError, registry
 
 DEFAULT_OUT = "fedfuse-out"
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fedfuse.bench.outlock import OutputBusy
+    from fedfuse.bench.engine.outlock import OutputBusy
     from fedfuse.leaderboard.store import StoreError
 
     args = build_parser().parse_args(argv)
@@ -140,10 +140,11 @@ def stop_now(stop: BaseException) -> None:
 
 
 def cmd_run(args) -> int:
-    from fedfuse.bench.outlock import OutputLock
-    from fedfuse.bench.preflight import preflight
-    from fedfuse.bench.runner import select
-    from fedfuse.bench.suite import expand, load_suite
+    from fedfuse.bench.engine.outlock import OutputLock
+    from fedfuse.bench.engine.runner import select
+    from fedfuse.bench.suites.expand import expand
+    from fedfuse.bench.suites.parse import load_suite
+    from fedfuse.bench.suites.preflight import preflight
 
     reg = registry()
     suite = load_suite(args.suite, args.set, resource_flags(args))
@@ -160,8 +161,8 @@ def cmd_run(args) -> int:
 
 def run_cells(reg, args, suite, cells, engine) -> int:
     """Run the cells while this process holds the output folder (see cmd_run)."""
-    from fedfuse.bench.progress import ProgressDisplay
-    from fedfuse.bench.runner import SuiteRunner
+    from fedfuse.bench.cli.progress import ProgressDisplay
+    from fedfuse.bench.engine.runner import SuiteRunner
     from fedfuse.leaderboard.tables import rich_table
 
     runner = SuiteRunner(reg, Path(args.out), suite.digest, rerun=args.rerun, engine=engine)
@@ -206,7 +207,7 @@ def _engine(args):
         if given:
             raise ConfigError(f"{', '.join(given)} only apply to --backend deployment")
         return None
-    from fedfuse.bench.deployment import DeploymentEngine, SuperLink
+    from fedfuse.bench.engine.deployment import DeploymentEngine, SuperLink
 
     if not args.superlink:
         raise ConfigError("--backend deployment needs --superlink HOST:PORT (see `fedfuse deploy local`)")
@@ -241,7 +242,7 @@ def cmd_list(args) -> int:
 
 def _cell(spec, column: str) -> str:
     if column == "figures":
-        from fedfuse.bench.hardware import key_figures
+        from fedfuse.bench.costs.hardware import key_figures
 
         return key_figures(spec)
     return str(getattr(spec, column))
@@ -250,7 +251,7 @@ def _cell(spec, column: str) -> str:
 def _list_suites() -> int:
     import tomllib
 
-    from fedfuse.bench.suite import shipped_suites
+    from fedfuse.bench.suites.parse import shipped_suites
 
     table = Table(title="fedfuse suites (shipped)")
     for header in ("name", "version", "description", "path"):
@@ -273,17 +274,18 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from fedfuse.bench.datashow import show_partition
+    from fedfuse.bench.cli.datashow import show_partition
 
     show_partition(args, console())
     return 0
 
 
 def cmd_leaderboard(args) -> int:
+    from fedfuse.bench.engine.results import ranked_rows, read_records
     from fedfuse.leaderboard import render
 
     records = read_records(args.out)
-    rows = ranked_rows(records)
+    rows = ranked_rows(records, registry())
     if args.format == "html":
         from fedfuse.leaderboard.html import page
 
@@ -300,25 +302,11 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
-def ranked_rows(records: list[dict]):
-    import tomllib
-
-    from fedfuse.bench.suite import shipped_suites
-    from fedfuse.leaderboard import ranking
-
-    shipped = {name: load_digest(p) for name, p in shipped_suites().items()}
-    seeds = {name: len(tomllib.loads(p.read_text())["matrix"]["seeds"]) for name, p in shipped_suites().items()}
-    specs = {name: e.spec for name, e in registry().entries("metrics").items()}
-    rows = ranking.rank(ranking.group(records, shipped, seeds), specs)
-    ranking.mark_fronts(rows, specs)
-    return rows
-
-
 def cmd_publish(args) -> int:
-
+    from fedfuse.bench.engine.results import ranked_rows, read_records
     records = read_records(args.out)
     options = {"project": args.project, "entity": args.entity, "mode": args.mode, "out": args.out,
-               "dir": str(Path(args.out).resolve()), "rows": ranked_rows(records)}
+               "dir": str(Path(args.out).resolve()), "rows": ranked_rows(records, registry())}
     answer = registry().pm.hook.fedfuse_publish(results=records, target=args.target, options=options)
     if answer is None:
         raise PluginError(f"no plugin publishes to '{args.target}' (built in: wandb)")
@@ -326,30 +314,8 @@ def cmd_publish(args) -> int:
     return 0
 
 
-def read_records(out: str) -> list[dict]:
-    """The store's records, read-only. A cell still ``running`` while no process holds the
-    folder's lock was abandoned by a process that died: it reads as ``interrupted``."""
-    from fedfuse.bench.outlock import has_writer
-    from fedfuse.leaderboard.store import ABANDONED, ResultStore
-
-    path = Path(out) / "results.sqlite"
-    if not path.is_file():
-        raise ConfigError(f"no results in {out}/ (expected {path}); run a suite first: fedfuse run smoke")
-    records = ResultStore(path, readonly=True).records()
-    if not has_writer(Path(out)):
-        for r in records:
-            if r["status"] == "running":
-                r["status"], r["error"] = "interrupted", ABANDONED
-    return records
-
-
-def load_digest(path) -> str:
-    from fedfuse.bench.suite import study_digest
-
-    return study_digest(path.read_text())
-
-
 def cmd_results(args) -> int:
+    from fedfuse.bench.engine.results import read_records
     from fedfuse.leaderboard.tables import rich_table, to_csv, to_json
 
     records = read_records(args.out)
@@ -361,7 +327,7 @@ def cmd_results(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from fedfuse.bench.deploy_local import LocalDeployment, serve
+    from fedfuse.bench.engine.deploy_local import LocalDeployment, serve
 
     if args.nodes < 0:
         raise ConfigError(f"--nodes must be >= 0 (0: the SuperLink alone), got {args.nodes}")

@@ -7,9 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedfuse.bench import costmodel
-from fedfuse.bench.config import ConfigError, build_config
-from fedfuse.bench.hardware import ClientHardware, DeviceProfile, NetworkProfile, draw_clients
+from fedfuse.bench.costs import costmodel
+from fedfuse.bench.costs.hardware import (
+    ClientHardware,
+    DeviceProfile,
+    NetworkProfile,
+    draw_clients,
+)
+from fedfuse.plugins.config import ConfigError, build_config
 
 SUMS = ("bytes_down", "bytes_up", "payload_down", "payload_up")
 
@@ -37,9 +42,14 @@ class CellHardware:
 
     @classmethod
     def for_cell(cls, cell, registry) -> "CellHardware":
-        assignment, inline = cell.profile, cell.profile.get("inline", {})
+        return cls.build(cell.profile, cell.clients, cell.seed, registry)
+
+    @classmethod
+    def build(cls, assignment: dict, clients: int, seed: int, registry) -> "CellHardware":
+        """``clients`` clients' hardware under a profile assignment, drawn with ``seed``."""
+        inline = assignment.get("inline", {})
         network = lambda name: resolve_profile(name, "network", inline, registry)  # noqa: E731
-        clients = draw_clients(assignment, cell.clients, cell.seed, network)
+        clients = draw_clients(assignment, clients, seed, network)
         devices = {c.device: resolve_profile(c.device, "device", inline, registry) for c in clients}
         networks = {c.network: network(c.network) for c in clients}
         return cls(clients, devices, networks, resolve_profile(assignment["server"], "device", inline, registry))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import psutil
 
-from fedfuse.bench.deployment import flower_command, flower_env
-from fedfuse.bench.flower import CLIENT_THREADS_ENV
+from fedfuse.bench.engine.deployment import flower_command, flower_env
+from fedfuse.bench.engine.flower import CLIENT_THREADS_ENV
 
 READY_TIMEOUT_S = 60
 
@@ -102,7 +102,7 @@ class LocalDeployment:
         return f"{'127.0.0.1' if self.host == '0.0.0.0' else self.host}:{self.port}"
 
     def make_certs(self) -> dict[str, Path]:
-        from fedfuse.bench.tls import make_certificates
+        from fedfuse.bench.engine.tls import make_certificates
 
         names = [self.address.rsplit(":", 1)[0], "127.0.0.1", "localhost", *self.advertise]
         return make_certificates(self.out / "certs", list(dict.fromkeys(names)))

@@ -5,7 +5,7 @@ travels in the run config (``fedfuse-cell``), so the same code serves any suite.
 The ServerApp runs where the SuperLink starts it, on the SuperLink's machine, beside the
 runner that submitted the run: it reports each round as a JSON line in the cell's run
 directory (``rounds.jsonl``) and the outcome in ``result.json``, which the runner follows
-(``fedfuse.bench.deployment``). The ClientApps run on the SuperNodes and load their own
+(``fedfuse.bench.engine.deployment``). The ClientApps run on the SuperNodes and load their own
 partition there: raw data never travels.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from flwr.serverapp import ServerApp
 
-from fedfuse.bench.cells import CellSpec
-from fedfuse.bench.flower import CellClientApp, serve
-from fedfuse.bench.services import RUN_CONFIG_KEY
+from fedfuse.bench.engine.flower import CellClientApp, serve
+from fedfuse.bench.engine.services import RUN_CONFIG_KEY
+from fedfuse.bench.suites.cells import CellSpec
 
 RUN_DIR_KEY = "fedfuse-run-dir"
 ROUNDS_FILE, RESULT_FILE = "rounds.jsonl", "result.json"
@@ -44,8 +44,8 @@ packages = ["."]
 publisher = "fedfuse"
 
 [tool.flwr.app.components]
-serverapp = "fedfuse.bench.flower_app:server_app"
-clientapp = "fedfuse.bench.flower_app:client_app"
+serverapp = "fedfuse.bench.engine.flower_app:server_app"
+clientapp = "fedfuse.bench.engine.flower_app:client_app"
 
 [tool.flwr.app.config]
 {run_config_key} = ""
@@ -87,7 +87,7 @@ def main(grid, context) -> None:
 
 def run_cell_here(grid, cell_json: str, run_dir: Path) -> dict:
     """The cell's server loop in this process; every round appended to ``rounds.jsonl``."""
-    from fedfuse.bench.services import ServerRun
+    from fedfuse.bench.engine.services import ServerRun
     from fedfuse.plugins.manager import registry
 
     cell, reg = CellSpec.from_json(cell_json), registry()

@@ -7,8 +7,8 @@ import os
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
-from fedfuse.bench.flower import CLIENT_THREADS_ENV, CellClientApp, serve
-from fedfuse.bench.services import RUN_CONFIG_KEY, ServerRun
+from fedfuse.bench.engine.flower import CLIENT_THREADS_ENV, CellClientApp, serve
+from fedfuse.bench.engine.services import RUN_CONFIG_KEY, ServerRun
 
 
 def backend_config(system) -> dict:

@@ -12,10 +12,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from fedfuse.bench.cells import CellSpec
-from fedfuse.bench.flops import FlopMeter
+from fedfuse.bench.costs.flops import FlopMeter
+from fedfuse.bench.suites.cells import CellSpec, cell_partitions
 from fedfuse.datasets import ClientData, ImageData
 from fedfuse.datasets.loading import load
+from fedfuse.toolkit.seeding import derive_seed
 
 EVAL_SUBSET_SEED = 7
 EVAL_LOSS_IMAGES = 512  # held-out images of every protocol's eval_loss
@@ -25,25 +26,13 @@ EVAL_NOISE_SALT = 0xE7A1  # the held-out loss draws the same t and noise in ever
 RUN_CONFIG_KEY = "fedfuse-cell"
 
 
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers: one independent stream per (cell seed, client, round, ...)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
-
-
 def load_protocol_config(cell: CellSpec, reg=None) -> Any:
     """The cell's protocol config as its dataclass (JSON lists become tuples where declared)."""
-    from fedfuse.bench.config import build_config
+    from fedfuse.plugins.config import build_config
     from fedfuse.plugins.manager import registry
 
     spec = (reg or registry()).get("protocols", cell.protocol)
     return build_config(spec.config, cell.config, f"cell {cell.name}")
-
-
-def cell_partitions(cell: CellSpec) -> list[np.ndarray]:
-    """The cell's client partitions (index arrays into the training images), cached per process."""
-    from fedfuse.datasets.partition import cached_partition
-
-    return cached_partition(*cell.partition_key())
 
 
 @dataclass
@@ -60,7 +49,7 @@ class ServerRun:
     cell: CellSpec
     config: Any
     run_dir: Path
-    hardware: Any = None  # fedfuse.bench.costing.CellHardware
+    hardware: Any = None  # fedfuse.bench.costs.costing.CellHardware
     on_round: Callable[[dict], None] = lambda record: None
     on_status: Callable[[str], None] = lambda message: None
     grid: Any = None
@@ -74,7 +63,7 @@ class ServerRun:
     def for_cell(cls, cell: CellSpec, run_dir: Path, reg) -> "ServerRun":
         """The server's view of ``cell``: its protocol config checked, its clients' hardware drawn
         (the same in the runner and in a deployment's ServerApp process)."""
-        from fedfuse.bench.costing import CellHardware
+        from fedfuse.bench.costs.costing import CellHardware
 
         return cls(cell=cell, config=load_protocol_config(cell, reg), run_dir=run_dir,
                    hardware=CellHardware.for_cell(cell, reg))
@@ -172,7 +161,7 @@ class ServerRun:
     def sample_and_score(self, model, train_timesteps: int) -> dict:
         """Generate the cell's evaluation samples with an unconditional ``model`` (sampler
         service) and score them. Evaluation: its FLOPs are not counted as the protocol's."""
-        from fedfuse.bench.metrics.sampling import sample
+        from fedfuse.toolkit.sampling import sample
 
         ev = self.cell.evaluation
         images = sample(model, ev["samples"], self.data.image_shape, train_timesteps, ev["sample_steps"],
@@ -216,6 +205,9 @@ class ClientRun:
     num_partitions: int
     data: ClientData
     flops: FlopMeter = field(default_factory=FlopMeter)  # wrap training/sampling steps in flops.step(...)
+    #: what a protocol keeps between messages of this cell in this process (a model being
+    #: fine-tuned). Bounded: the engine keeps the ClientRuns of the last 8 (cell, partition)s.
+    cache: dict = field(default_factory=dict)
 
     @property
     def resources(self):

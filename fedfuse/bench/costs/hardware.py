@@ -1,6 +1,6 @@
 """Hardware profiles (devices, networks) and their assignment to a cell's clients.
 
-Shipped profiles live in ``fedfuse/bench/profiles/*.toml`` with a source for every value;
+Shipped profiles live in ``fedfuse/bench/costs/profiles/*.toml`` with a source for every value;
 plugins add more through ``fedfuse_add_profiles``, and a suite may define its own inline.
 """
 
@@ -12,7 +12,7 @@ from importlib import resources
 
 import numpy as np
 
-from fedfuse.bench.config import ConfigError, build_config
+from fedfuse.plugins.config import ConfigError, build_config
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def parse_profiles(doc: dict, cls: type, where: str) -> list:
 
 
 def shipped_profiles() -> list:
-    folder = resources.files("fedfuse.bench") / "profiles"
+    folder = resources.files("fedfuse.bench.costs") / "profiles"
     out = []
     for filename, cls in (("devices.toml", DeviceProfile), ("networks.toml", NetworkProfile)):
         out += parse_profiles(tomllib.loads((folder / filename).read_text()), cls, filename)

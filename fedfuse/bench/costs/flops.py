@@ -5,7 +5,7 @@ Wrap each step of work in ``meter.step(kind, key)``: the first step with a given
 later ones only add that number, so counting costs (almost) nothing after the first step.
 ``key`` must change whenever the work does (batch shape, model); ``kind`` is "train" (forward
 and backward inside the block) or "sample". Optimizer updates are elementwise and not counted.
-FlopCounterMode changes the last bits of a backward pass, so the ClientApp ``restart``\ s its
+FlopCounterMode changes the last bits of a backward pass, so the ClientApp restarts its
 meter on every message: the measured step is then always a message's first, in every engine.
 """
 
@@ -20,6 +20,15 @@ KINDS = ("train", "sample")
 
 
 class FlopMeter:
+    """Counts a party's training and sampling FLOPs. The harness hands one to every client
+    (``run.flops`` of a ClientRun) and to the server (``run.flops`` of a ServerRun); the
+    toolkit's ``train``/``fit``/``sample`` take it as ``flops=`` and count every step. Work
+    done outside the toolkit is counted by wrapping each step::
+
+        with run.flops.step("train", key=batch.shape):
+            loss = ...; loss.backward()
+    """
+
     def __init__(self):
         self.per_step: dict[tuple, int] = {}
         self._totals: dict[str, float] = defaultdict(float)

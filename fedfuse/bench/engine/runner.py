@@ -19,15 +19,12 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from fedfuse.bench.cells import CellSpec
-from fedfuse.bench.envinfo import environment
-from fedfuse.bench.services import ServerRun, cell_partitions
+from fedfuse.bench.engine.envinfo import environment
+from fedfuse.bench.engine.services import ServerRun
+from fedfuse.bench.suites.cells import CellSpec, cell_partitions
 from fedfuse.datasets.partition import summarize
 from fedfuse.leaderboard.store import ResultStore
 from fedfuse.plugins.manager import Registry
-
-SUMMED = ("bytes_up", "bytes_down", "payload_up", "payload_down", "messages", "exchanges", "exchange_s",
-          "client_flops", "server_flops", "latency_s", "energy_j")
 
 
 @dataclass
@@ -46,10 +43,11 @@ def select(cells: list[CellSpec], pattern: str | None) -> list[CellSpec]:
 
 class SuiteRunner:
     """``engine``: None for Flower's simulation engine in this process, or a
-    ``fedfuse.bench.deployment.DeploymentEngine`` (a SuperLink and its SuperNodes)."""
+    ``fedfuse.bench.engine.deployment.DeploymentEngine`` (a SuperLink and its SuperNodes)."""
 
     def __init__(self, registry: Registry, out_dir: Path, suite_digest: str, rerun: bool = False, engine=None):
         self.registry, self.hook = registry, registry.pm.hook
+        self.metric_specs = {name: entry.spec for name, entry in registry.entries("metrics").items()}
         self.out_dir, self.suite_digest, self.rerun, self.engine = Path(out_dir), suite_digest, rerun, engine
         self.store = ResultStore(self.out_dir / "results.sqlite")
         # The caller holds the folder's lock: any 'running' cell is a dead process's.
@@ -72,12 +70,12 @@ class SuiteRunner:
             status = "ok"
         except Exception as err:  # noqa: BLE001 — any failure of a cell is recorded, the suite goes on
             error = f"{type(err).__name__}: {err}"
-            (run.run_dir / "error.txt").write_text(traceback.format_exc())
+            (run.run_dir / "error.txt").write_text(traceback.format_exc() + client_trace(err))
         except BaseException as stop:  # Ctrl-C, SIGTERM (as an exception): record, then let it end the run
             if self.store.finish(cell.cell_id, "interrupted", {}, f"interrupted ({type(stop).__name__})"):
                 self._restore_artifacts(run.run_dir)
             raise
-        metrics = {**totals(run.rounds), **metrics, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(),
+        metrics = {**totals(run.rounds, self.metric_specs), **metrics, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(),
                    "system": run.system}
         if self.store.finish(cell.cell_id, status, metrics, error):
             self._restore_artifacts(run.run_dir)
@@ -131,12 +129,20 @@ class SuiteRunner:
         if self.engine is not None:  # the ServerApp runs where the SuperLink starts it
             metrics = {**self.engine.run_cell(run), "backend": "deployment"}
         else:
-            from fedfuse.bench.simulation import run_cell  # imports flwr's simulation engine (Ray)
+            from fedfuse.bench.engine.simulation import (
+                run_cell,  # imports flwr's simulation engine (Ray)
+            )
 
             server_loop = self.registry.get("protocols", run.cell.protocol).load_server()
             metrics = {**run_cell(run, server_loop), "backend": "simulation"}
         check_finite(metrics)
         return metrics
+
+
+def client_trace(err: BaseException) -> str:
+    """A failed client's own traceback (it ran in another process), for error.txt."""
+    detail = getattr(err, "detail", "")
+    return f"\nThe client's traceback:\n{detail}" if detail else ""
 
 
 def aside(run_dir: Path) -> Path:
@@ -150,8 +156,22 @@ def system_label(system: dict) -> str:
     return f"{system['device']} {system.get('device_name', '')}{memory} {system['precision']}".replace("  ", " ")
 
 
-def totals(rounds: list[dict]) -> dict:
-    return {key: sum(r.get(key, 0) for r in rounds) for key in SUMMED}
+ROUND_AGGREGATES = {
+    "sum": sum,
+    "mean": lambda values: sum(values) / len(values),
+    "last": lambda values: values[-1],
+}
+
+
+def totals(rounds: list[dict], specs: dict) -> dict:
+    """Per-round figures folded into the cell's, each as its metric spec's ``aggregate`` says.
+    A figure the protocol also reports at the end is overridden by that final value."""
+    out = {}
+    for name, spec in specs.items():
+        values = [r[name] for r in rounds if isinstance(r.get(name), (int, float))]
+        if values and spec.aggregate in ROUND_AGGREGATES:
+            out[name] = ROUND_AGGREGATES[spec.aggregate](values)
+    return out
 
 
 def check_finite(metrics: dict) -> None:

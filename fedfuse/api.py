@@ -1,0 +1,142 @@
+"""fedfuse.api: everything a protocol plugin imports, and the promise made to plugin authors.
+
+A protocol (built in or third party) imports only this module and its own folder. What is
+here keeps its name and meaning across releases; everything else in fedfuse is internal and
+may move. The guide is docs/writing-a-protocol.md; the worked example is
+examples/plugin-template/.
+
+Groups:
+
+- **contract**: ``hookimpl`` and the spec records a plugin returns from its hooks.
+- **run objects**: ``ServerRun`` (handed to a server loop) and ``ClientRun``
+  (``client_run(context)`` in a ClientApp): the cell, its data, seeds, FLOP meter, services.
+- **rounds**: ``strategy_rounds`` (FedAvg-style rounds of a Flower strategy), ``send_each``
+  (custom messages), ``check_replies``, ``ClientFailure``.
+- **toolkit**: UNet presets, the DDPM recipe (``DdpmConfig``, ``train`` with an
+  ``extra_loss`` hook, ``fit`` for any batch loss, ``Ema``), sampling, the quantization codec.
+- **accounting**: ``FlopMeter`` and the record keys the harness reads (``PAYLOAD_KEY`` for a
+  packed payload's logical size, ``EVAL_KEY`` for evaluation-only traffic), the cost model.
+- **config helpers**: ``ConfigError``, ``require_positive``.
+- **testing**: ``check_protocol`` runs a protocol twice on a tiny cell and checks what every
+  plugin must satisfy (``fedfuse check protocol NAME`` on the command line).
+"""
+
+import importlib
+from typing import TYPE_CHECKING
+
+from fedfuse.plugins import (
+    DatasetSpec,
+    MetricSpec,
+    PartitionerSpec,
+    ProtocolSpec,
+    hookimpl,
+)
+
+if TYPE_CHECKING:  # the same names, for type checkers and editors
+    from fedfuse.bench.costs import costmodel
+    from fedfuse.bench.costs.accounting import EVAL_KEY, PAYLOAD_KEY
+    from fedfuse.bench.costs.flops import FlopMeter
+    from fedfuse.bench.engine.services import ClientRun, ServerRun, client_run
+    from fedfuse.datasets import ClientData, ImageData
+    from fedfuse.datasets.loading import load as load_dataset
+    from fedfuse.plugins.config import ConfigError, require_positive
+    from fedfuse.toolkit import quantization
+    from fedfuse.toolkit.ddpm import (
+        DdpmConfig,
+        Ema,
+        Recipe,
+        build_scheduler,
+        diffusion_loss,
+        evaluate,
+        fit,
+        train,
+    )
+    from fedfuse.toolkit.device import Resources
+    from fedfuse.toolkit.models import PRESETS, build_unet, check_preset
+    from fedfuse.toolkit.rounds import (
+        ClientFailure,
+        check_replies,
+        send_each,
+        strategy_rounds,
+    )
+    from fedfuse.toolkit.sampling import denoise, make_scheduler, sample
+    from fedfuse.toolkit.seeding import derive_seed, stable_hash
+
+# name -> (module, attribute). Loaded on first use (PEP 562), so a plugin module that only
+# declares its spec does not pay for torch, diffusers and flwr at `fedfuse plugins`.
+_EXPORTS = {
+    "costmodel": ("fedfuse.bench.costs", "costmodel"),
+    "EVAL_KEY": ("fedfuse.bench.costs.accounting", "EVAL_KEY"),
+    "PAYLOAD_KEY": ("fedfuse.bench.costs.accounting", "PAYLOAD_KEY"),
+    "FlopMeter": ("fedfuse.bench.costs.flops", "FlopMeter"),
+    "ClientRun": ("fedfuse.bench.engine.services", "ClientRun"),
+    "ServerRun": ("fedfuse.bench.engine.services", "ServerRun"),
+    "client_run": ("fedfuse.bench.engine.services", "client_run"),
+    "ClientData": ("fedfuse.datasets", "ClientData"),
+    "ImageData": ("fedfuse.datasets", "ImageData"),
+    "load_dataset": ("fedfuse.datasets.loading", "load"),
+    "ConfigError": ("fedfuse.plugins.config", "ConfigError"),
+    "require_positive": ("fedfuse.plugins.config", "require_positive"),
+    "quantization": ("fedfuse.toolkit", "quantization"),
+    "DdpmConfig": ("fedfuse.toolkit.ddpm", "DdpmConfig"),
+    "Ema": ("fedfuse.toolkit.ddpm", "Ema"),
+    "Recipe": ("fedfuse.toolkit.ddpm", "Recipe"),
+    "build_scheduler": ("fedfuse.toolkit.ddpm", "build_scheduler"),
+    "diffusion_loss": ("fedfuse.toolkit.ddpm", "diffusion_loss"),
+    "evaluate": ("fedfuse.toolkit.ddpm", "evaluate"),
+    "fit": ("fedfuse.toolkit.ddpm", "fit"),
+    "train": ("fedfuse.toolkit.ddpm", "train"),
+    "Resources": ("fedfuse.toolkit.device", "Resources"),
+    "PRESETS": ("fedfuse.toolkit.models", "PRESETS"),
+    "build_unet": ("fedfuse.toolkit.models", "build_unet"),
+    "check_preset": ("fedfuse.toolkit.models", "check_preset"),
+    "ClientFailure": ("fedfuse.toolkit.rounds", "ClientFailure"),
+    "check_replies": ("fedfuse.toolkit.rounds", "check_replies"),
+    "send_each": ("fedfuse.toolkit.rounds", "send_each"),
+    "strategy_rounds": ("fedfuse.toolkit.rounds", "strategy_rounds"),
+    "denoise": ("fedfuse.toolkit.sampling", "denoise"),
+    "make_scheduler": ("fedfuse.toolkit.sampling", "make_scheduler"),
+    "sample": ("fedfuse.toolkit.sampling", "sample"),
+    "derive_seed": ("fedfuse.toolkit.seeding", "derive_seed"),
+    "stable_hash": ("fedfuse.toolkit.seeding", "stable_hash"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"fedfuse.api has no '{name}' (see fedfuse.api.__all__)")
+    module, attribute = _EXPORTS[name]
+    owner = importlib.import_module(module)
+    value = getattr(owner, attribute) if hasattr(owner, attribute) else importlib.import_module(f"{module}.{attribute}")
+    globals()[name] = value  # cached: the next lookup is a plain attribute
+    return value
+
+
+def __dir__():
+    return sorted(__all__)
+
+
+def check_protocol(name: str, **options) -> dict:
+    """Run protocol ``name`` twice on a tiny cell and check the plugin contract; returns the
+    report (``report["ok"]``). See ``fedfuse.bench.engine.conformance.check``."""
+    from fedfuse.bench.engine.conformance import check
+
+    return check(name, **options)
+
+
+__all__ = [
+    # contract
+    "hookimpl", "ProtocolSpec", "MetricSpec", "DatasetSpec", "PartitionerSpec",
+    # run objects
+    "ServerRun", "ClientRun", "client_run", "ClientData", "ImageData", "load_dataset", "Resources",
+    # rounds
+    "strategy_rounds", "send_each", "check_replies", "ClientFailure",
+    # toolkit
+    "PRESETS", "build_unet", "check_preset", "DdpmConfig", "Recipe", "build_scheduler", "diffusion_loss",
+    "train", "fit", "evaluate", "Ema", "sample", "denoise", "make_scheduler", "quantization",
+    "derive_seed", "stable_hash",
+    # accounting
+    "FlopMeter", "PAYLOAD_KEY", "EVAL_KEY", "costmodel",
+    # config and testing
+    "ConfigError", "require_positive", "check_protocol",
+]

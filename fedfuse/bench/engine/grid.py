@@ -1,0 +1,64 @@
+"""The Grid every protocol is handed: Flower's, with every message counted and every reply checked."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+from fedfuse.bench.costs.accounting import TrafficMeter
+from fedfuse.bench.engine.validation import check_reply
+
+
+class CountingGrid(Grid):
+    """A Grid that forwards to Flower's and counts every message both ways."""
+
+    def __init__(self, inner: Grid, meter: TrafficMeter):
+        self._inner = inner
+        self.meter = meter
+
+    def set_run(self, run) -> None:
+        self._inner.set_run(run)
+
+    @property
+    def run(self):
+        return self._inner.run
+
+    def create_message(self, *args, **kwargs) -> Message:
+        return self._inner.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """The cell's nodes, one per partition: in a deployment the SuperLink may also list
+        other or stale nodes, which the harness's handshake left out."""
+        return list(self.meter.partition_of)
+
+    # Outgoing messages are measured after Flower has stamped their ids, as they travel.
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        ids = list(self._inner.push_messages(messages))
+        for message in messages:
+            self.meter.sent(message)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        replies = list(self._inner.pull_messages(message_ids))
+        for reply in replies:
+            self.meter.received(reply)
+        return replies
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        messages, started = list(messages), time.perf_counter()
+        replies = list(self._inner.send_and_receive(messages, timeout=timeout))
+        self.meter.exchanges += 1  # one exchange: the engine's round trip plus the clients' work
+        self.meter.exchange_s += time.perf_counter() - started
+        for message in messages:
+            self.meter.sent(message)
+        sent = {m.metadata.message_id: m for m in messages}
+        for reply in replies:
+            self.meter.received(reply)
+            if not reply.has_error():
+                original = sent.get(reply.metadata.reply_to_message_id)
+                check_reply(reply.content, original.content if original else None, self.meter.client_of(reply))
+        return replies

@@ -1,0 +1,38 @@
+"""The read side of a run's output folder: its records, and their ranked rows."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from fedfuse.bench.engine.outlock import has_writer
+from fedfuse.bench.suites.parse import shipped_suites, study_digest
+from fedfuse.leaderboard import ranking
+from fedfuse.leaderboard.store import ABANDONED, ResultStore
+from fedfuse.plugins.config import ConfigError
+
+
+def read_records(out: str | Path) -> list[dict]:
+    """The store's records, read-only. A cell still ``running`` while no process holds the
+    folder's lock was abandoned by a process that died: it reads as ``interrupted``."""
+    path = Path(out) / "results.sqlite"
+    if not path.is_file():
+        raise ConfigError(f"no results in {out}/ (expected {path}); run a suite first: fedfuse run smoke")
+    records = ResultStore(path, readonly=True).records()
+    if not has_writer(Path(out)):
+        for r in records:
+            if r["status"] == "running":
+                r["status"], r["error"] = "interrupted", ABANDONED
+    return records
+
+
+def ranked_rows(records: list[dict], registry) -> list[ranking.Row]:
+    """Rows grouped by configuration, ranked by the registry's metric specs, Pareto fronts
+    marked. Records of a shipped suite are checked against its current digest and seeds."""
+    suites = shipped_suites()
+    digests = {name: study_digest(p.read_text()) for name, p in suites.items()}
+    seeds = {name: len(tomllib.loads(p.read_text())["matrix"]["seeds"]) for name, p in suites.items()}
+    specs = {name: e.spec for name, e in registry.entries("metrics").items()}
+    rows = ranking.rank(ranking.group(records, digests, seeds), specs)
+    ranking.mark_fronts(rows, specs)
+    return rows

@@ -1,0 +1,111 @@
+"""Suite -> cells: the matrix expanded, every name, config and profile checked against
+the registered plugins (errors name the file, the line and the key)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+from fedfuse.bench.suites.cells import DEFAULT_EVALUATION, CellSpec
+from fedfuse.bench.suites.parse import Matrix, Suite, named_entries, where
+from fedfuse.plugins.config import ConfigError, build_config
+from fedfuse.plugins.manager import PluginError, Registry
+
+
+def expand(suite: Suite, registry: Registry) -> list[CellSpec]:
+    """The suite's cells, every name and config checked against the registered plugins."""
+    cells = []
+    for i, entry in enumerate(suite.protocols):
+        spec = _lookup(registry, "protocols", entry.name, suite, f"protocols[{i}] name")
+        at = f"{where(suite.path, suite.text, '[[protocols]]', i)} protocols[{i}] ('{entry.name}') config"
+        config = build_config(spec.config, dict(entry.config), at)
+        check_clients(config, suite.matrix.clients, at)
+        cells += _cells_for(suite, registry, entry, spec, dataclasses.asdict(config))
+    configs_by_label: dict[str, str] = {}
+    for cell in cells:
+        if configs_by_label.setdefault(cell.label, cell.config_hash) != cell.config_hash:
+            raise ConfigError(f"{suite.path}: two protocol entries are labelled '{cell.label}' with "
+                              "different configs; give each a distinct 'label'")
+    return list({c.cell_id: c for c in cells}.values())  # an entry listed twice runs once
+
+
+def check_clients(config, clients: int, at: str) -> None:
+    """A protocol config may define ``check_clients(n)`` for what depends on the number of
+    clients (e.g. one value per client); its ValueError becomes the user's error."""
+    try:
+        getattr(config, "check_clients", lambda n: None)(clients)
+    except ValueError as err:
+        raise ConfigError(f"{at}: {err}") from None
+
+
+def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
+    m = suite.matrix
+    datasets = [_check_args(registry, suite, "datasets", n, a) for n, a in named_entries(m.datasets, "datasets")]
+    for i, profile in enumerate(suite.profiles):
+        _check_profile(registry, suite, profile, i, m.clients)
+    parts = [_check_args(registry, suite, "partitioners", n, a) for n, a in named_entries(m.partitioners, "partitioners")]
+    return [
+        CellSpec(
+            suite=suite.header.name, suite_version=suite.header.version,
+            label=entry.label or entry.name, protocol=spec.name, protocol_version=spec.version,
+            config=config, dataset=dname, dataset_args=dargs, partitioner=pname, partitioner_args=pargs,
+            profile=profile, clients=m.clients, rounds=m.rounds, seed=seed,
+            evaluation=evaluation(m, registry.get("datasets", dname)), resources=dict(suite.resources),
+        )
+        for (dname, dargs), (pname, pargs), profile, seed
+        in itertools.product(datasets, parts, suite.profiles, m.seeds)
+    ]
+
+
+def evaluation(matrix: Matrix, dataset_spec) -> dict:
+    """The cell's evaluation settings, its feature space resolved (``auto``) and the reason kept."""
+    out = {k: getattr(matrix, k) for k in DEFAULT_EVALUATION}
+    if matrix.feature_space == "auto":
+        out["feature_space"], out["feature_space_reason"] = auto_space(dataset_spec)
+    return out
+
+
+def auto_space(dataset_spec) -> tuple[str, str]:
+    from fedfuse.bench.metrics.inception import weights_path
+
+    if dataset_spec.image_shape is not None:  # shipped data: a shipped, calibrated feature net
+        return "featnet", "shipped data: its calibrated feature net (docs/metrics.md)"
+    try:
+        weights_path()
+    except FileNotFoundError:
+        return "featnet", "a user dataset, Inception weights not installed: a feature net trained on its labels"
+    return "inception", "a user dataset: the standard Inception space (a net trained on a few labels may not separate models)"
+
+
+def _check_profile(registry, suite, profile: dict, i: int, clients: int) -> None:
+    """Every profile named exists and the assignment fits the number of clients."""
+    from fedfuse.bench.costs.costing import CellHardware
+
+    try:
+        CellHardware.build(profile, clients, 0, registry)
+    except (ConfigError, ValueError) as err:
+        raise ConfigError(f"{where(suite.path, suite.text, '[[profiles]]', i)} profiles[{i}]: {err}") from None
+
+
+def _check_args(registry, suite, kind, name, args) -> tuple[str, dict]:
+    """A dataset's or partitioner's arguments: known keys only, required ones present.
+    Datasets keep only the arguments given (their defaults stay the loader's)."""
+    from fedfuse.datasets.loading import allowed_args
+
+    spec = _lookup(registry, kind, name, suite, kind)
+    allowed = allowed_args(spec) if kind == "datasets" else spec.args
+    at = where(suite.path, suite.text, kind)
+    for key in args:
+        if key not in allowed:
+            raise ConfigError(f"{at}: {kind[:-1]} '{name}' has no argument '{key}'; allowed: {', '.join(allowed) or 'none'}")
+    missing = [k for k, v in allowed.items() if v is None and k not in args]
+    if missing:
+        raise ConfigError(f"{at}: {kind[:-1]} '{name}' needs argument(s) {', '.join(missing)}")
+    return name, (dict(args) if kind == "datasets" else {**spec.args, **args})
+
+
+def _lookup(registry, kind, name, suite, key):
+    try:
+        return registry.get(kind, name)
+    except PluginError as err:
+        raise ConfigError(f"{where(suite.path, suite.text, key.split()[0])}: {err}") from None

@@ -1,0 +1,86 @@
+"""The house rules of docs/architecture.md, read from the code's imports (every import,
+including those inside functions): protocols import only ``fedfuse.api``; dependencies flow
+one way between the packages; the leaderboard imports nothing from the harness."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: a package may import only packages of a lower tier (and itself). The leaderboard sits
+#: beside the engine: it imports the contract only, and the engine and CLI use it.
+TIERS = {
+    "fedfuse.plugins": 0,
+    "fedfuse.toolkit": 1, "fedfuse.datasets": 1,
+    "fedfuse.bench.costs": 2, "fedfuse.bench.metrics": 2, "fedfuse.leaderboard": 2,
+    "fedfuse.bench.suites": 3,
+    "fedfuse.bench.engine": 4, "fedfuse.bench.plugin": 4,
+    "fedfuse.bench.cli": 5,
+}
+SHARED = {"fedfuse", "fedfuse.installed"}  # the version string and installed-package lookup
+
+
+def imports_of(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return {name for name in found if name.split(".")[0] in ("fedfuse",) or name.startswith("fedfuse_")}
+
+
+def package_of(module: str) -> str | None:
+    return max((p for p in TIERS if module == p or module.startswith(p + ".")), key=len, default=None)
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def sources(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("folder", ["fedfuse/protocols", "examples/plugin-template"])
+def test_protocols_import_only_the_api(folder):
+    offenders = []
+    for path in sources(folder):
+        parts = path.relative_to(ROOT / folder).parts
+        own = parts[0] if folder.startswith("examples") else f"fedfuse.protocols.{parts[0]}"
+        for name in imports_of(path):
+            if name != "fedfuse.api" and not name.startswith(own):
+                offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not offenders, "protocols may import only fedfuse.api and their own folder:\n" + "\n".join(offenders)
+
+
+def test_dependencies_flow_one_way():
+    offenders = []
+    for path in sources("fedfuse"):
+        here = package_of(module_name(path))
+        if here is None:
+            continue
+        for name in imports_of(path):
+            there = package_of(name)
+            if name in SHARED or there == here or there is None:
+                continue
+            if TIERS[there] >= TIERS[here] or (there == "fedfuse.leaderboard" and here not in ("fedfuse.bench.engine", "fedfuse.bench.cli")):
+                offenders.append(f"{module_name(path)} ({here}) imports {name} ({there})")
+    assert not offenders, "imports against the layering:\n" + "\n".join(offenders)
+
+
+def test_rules_cover_every_module():
+    """A new package must be given a tier (or be a protocol / the api) before it can land."""
+    unplaced = [module_name(p) for p in sources("fedfuse") if package_of(module_name(p)) is None
+                and not module_name(p).startswith(("fedfuse.protocols", "fedfuse.api"))
+                and module_name(p) not in SHARED | {"fedfuse.bench"}]
+    assert not unplaced, unplaced
+
+
+def test_the_rules_can_fail(tmp_path):
+    bad = tmp_path / "x.py"
+    bad.write_text("def f():\n    from fedfuse.bench.engine.services import ServerRun\n")
+    assert imports_of(bad) == {"fedfuse.bench.engine.services"}
+    assert TIERS[package_of("fedfuse.bench.engine.services")] > TIERS["fedfuse.bench.suites"]
