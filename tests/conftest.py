@@ -39,11 +39,12 @@ def cli(tmp_path) -> CLI:
 
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory) -> Path:
-    """The template plugin and a failing fixture plugin, pip-installed into a folder of their
+    """The template plugin and two broken fixture plugins (a failing client, a misspelt hook), pip-installed into a folder of their
     own (``--target``), so entry points are discovered exactly as for any installed package."""
     site = tmp_path_factory.mktemp("plugin-site")
     sources = []
-    for src in (ROOT / "examples" / "plugin-template", ROOT / "tests" / "fixtures" / "failing-plugin"):
+    fixtures = ROOT / "tests" / "fixtures"
+    for src in (ROOT / "examples" / "plugin-template", fixtures / "failing-plugin", fixtures / "typo-plugin"):
         copy = tmp_path_factory.mktemp("src") / src.name
         shutil.copytree(src, copy)
         sources.append(str(copy))

@@ -1,5 +1,6 @@
 """Real suites on Flower's simulation engine, through the CLI."""
 
+import json
 import math
 from pathlib import Path
 
@@ -63,28 +64,32 @@ def test_smoke_suite_runs_records_and_resumes(cli, tmp_path):
     assert csv[0].startswith("suite,cell,name") and len(csv) == 3
 
 
-def test_third_party_plugin_is_listed_and_runs(plugin_cli, tmp_path):
+def test_third_party_plugin_is_listed_and_keeps_the_contract(plugin_cli, tmp_path):
     listed = plugin_cli("list", "protocols")
-    assert "mean-image" in listed.stdout and "fedfuse-meanimage" in listed.stdout
-    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "mean-image"\n', rounds="2")
-    done = plugin_cli("run", str(suite), "--out", str(tmp_path / "out"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    (record,) = plugin_cli.results(tmp_path / "out")
-    assert record["status"] == "ok" and record["protocol"] == "mean-image"
-    assert record["metrics"]["mean_image_mse"] < 0.02  # the federated estimate is near the true mean
-    assert record["rounds"][1]["train_loss"] < record["rounds"][0]["train_loss"]
+    assert "fedavgm" in listed.stdout and "fedfuse-fedavgm" in listed.stdout
+    checked = plugin_cli("check", "protocol", "fedavgm", "--set", "proximal_mu=0.01", "--format", "json",
+                         "--keep", str(tmp_path / "runs"))
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    report = json.loads(checked.stdout)
+    assert [r["rule"] for r in report["rules"] if r["ok"]] == [r["rule"] for r in report["rules"]]
+    assert report["config"]["model"] == "tiny" and report["config"]["proximal_mu"] == 0.01
+    (record,) = plugin_cli.results(tmp_path / "runs" / "run-1")
+    assert record["status"] == "ok" and record["protocol"] == "fedavgm"
+    assert 0 < record["metrics"]["fid_vs_noise"] and record["metrics"]["bytes_up"] > record["metrics"]["payload_up"]
 
 
 def test_a_failing_cell_is_recorded_and_the_others_complete(plugin_cli, tmp_path):
-    protocols = '[[protocols]]\nname = "always-fails"\n[[protocols]]\nname = "mean-image"\n'
+    protocols = ('[[protocols]]\nname = "always-fails"\n[[protocols]]\nname = "fedavgm"\n'
+                 'config = { model = "tiny", local_steps = 2 }\n')
     suite = write_suite(tmp_path / "s.toml", protocols)
     done = plugin_cli("run", str(suite), "--out", str(tmp_path / "out"))
     assert done.returncode == 1
     by_protocol = {r["protocol"]: r for r in plugin_cli.results(tmp_path / "out")}
-    failed, ok = by_protocol["always-fails"], by_protocol["mean-image"]
+    failed, ok = by_protocol["always-fails"], by_protocol["fedavgm"]
     assert failed["status"] == "failed" and "injected client failure" in failed["error"]
     assert ok["status"] == "ok" and ok["rounds"]
-    assert (tmp_path / "out" / "runs" / failed["cell"] / "error.txt").is_file()
+    error = (tmp_path / "out" / "runs" / failed["cell"] / "error.txt").read_text()
+    assert "The client's traceback" in error and "raise RuntimeError(\"injected client failure\")" in error
 
 
 def test_accounting_of_a_fedavg_round(cli, tmp_path):

@@ -81,3 +81,39 @@ def _coerce_sequence(value: Any, origin: type, args: tuple, where: str) -> Any:
     item = args[0] if args else typing.Any
     items = [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     return origin(items)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldDoc:
+    name: str
+    type: str
+    default: Any
+    help: str
+
+
+def field_docs(cls: type) -> list[FieldDoc]:
+    """Each settable field of a config dataclass: type, default, and its help, which is the
+    comment at the end of the field's line (in the class or the base that declares it)."""
+    hints, comments = typing.get_type_hints(cls), {}
+    for klass in reversed(cls.__mro__):
+        comments.update(_field_comments(klass))
+    return [FieldDoc(f.name, type_name(hints[f.name]), _default(f), comments.get(f.name, ""))
+            for f in dataclasses.fields(cls) if f.init]
+
+
+def _default(f) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)"
+
+
+def _field_comments(klass: type) -> dict[str, str]:
+    import inspect
+    import re
+
+    try:
+        source = inspect.getsource(klass)
+    except (OSError, TypeError):  # a builtin, or a class made at run time
+        return {}
+    found = re.findall(r"^\s+(\w+)\s*:[^#\n]*?#\s*(.+)$", source, re.M)
+    return {name: text.strip() for name, text in found}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
+import importlib.metadata
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +36,14 @@ class Entry:
 
 class _PluginManager(pluggy.PluginManager):
     """Treats every ``fedfuse_*`` function as a hook implementation, decorated or not,
-    so that a misspelt hook name fails at start-up instead of being silently ignored."""
+    so that a misspelt hook name is caught instead of being silently ignored. Keeps the
+    plugins that failed to load (``broken``: name -> why), so one bad plugin does not take
+    the others down."""
+
+    def __init__(self, project: str):
+        super().__init__(project)
+        self.broken: dict[str, str] = {}
+        self.dists: dict[int, importlib.metadata.Distribution] = {}
 
     def parse_hookimpl_opts(self, plugin, name):
         opts = super().parse_hookimpl_opts(plugin, name)
@@ -43,11 +52,39 @@ class _PluginManager(pluggy.PluginManager):
         return opts
 
 
-def new_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
+def unknown_hooks(plugin) -> str | None:
+    """'unknown hook fedfuse_add_protocol (did you mean fedfuse_add_protocols?)', or None."""
+    known = [n for n in dir(hookspecs) if n.startswith("fedfuse_")]
+    problems = []
+    for name in (n for n in dir(plugin) if n.startswith("fedfuse_") and callable(getattr(plugin, n))):
+        if name not in known:
+            guess = difflib.get_close_matches(name, known, n=1)
+            problems.append(f"unknown hook '{name}'" + (f" (did you mean '{guess[0]}'?)" if guess else ""))
+    return "; ".join(problems) or None
+
+
+def load_entry_points(pm: _PluginManager) -> None:
+    """Register every plugin of the entry-point group; one that fails to import or declares
+    an unknown or malformed hook is kept in ``pm.broken`` with the reason, and skipped."""
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+            if problem := unknown_hooks(plugin):
+                raise PluginError(problem)
+            pm.register(plugin, name=ep.name)
+            pm.dists[id(plugin)] = ep.dist
+        except Exception as err:  # noqa: BLE001 — whatever a plugin raises, the others still load
+            where = f"distribution {ep.dist.name} {ep.dist.version}" if ep.dist else ep.value
+            pm.broken[ep.name] = f"({where}): {type(err).__name__}: {err}"
+
+
+def new_plugin_manager(entry_points: bool = True) -> pluggy.PluginManager:
     pm = _PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
-    if load_entry_points:
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    if entry_points:
+        load_entry_points(pm)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as err:
@@ -58,9 +95,9 @@ def new_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
 def describe(pm: pluggy.PluginManager, plugin: object) -> str:
     """'name' (from distribution d x.y) — where a plugin comes from, for messages."""
     name = pm.get_name(plugin) or repr(plugin)
-    for dist_plugin, dist in pm.list_plugin_distinfo():
-        if dist_plugin is plugin:
-            return f"'{name}' (distribution {dist.project_name} {dist.version})"
+    dist = getattr(pm, "dists", {}).get(id(plugin))
+    if dist is not None:
+        return f"'{name}' (distribution {dist.name} {dist.version})"
     return f"'{name}' ({getattr(plugin, '__name__', type(plugin).__name__)})"
 
 
@@ -70,7 +107,12 @@ def collect(pm: pluggy.PluginManager, kind: str) -> dict[str, Entry]:
     entries: dict[str, Entry] = {}
     for impl in reversed(hook.get_hookimpls()):  # registration order
         source = describe(pm, impl.plugin)
-        for spec in impl.function() or []:
+        try:
+            specs = list(impl.function() or [])
+        except Exception as err:  # noqa: BLE001 — reported with the plugin, the others still count
+            getattr(pm, "broken", {})[pm.get_name(impl.plugin)] = f"{source}: {KINDS[kind]} raised {type(err).__name__}: {err}"
+            continue
+        for spec in specs:
             if spec.name in entries:
                 first = entries[spec.name].plugin
                 raise PluginError(
@@ -97,8 +139,14 @@ class Registry:
         entries = self.entries(kind)
         if name not in entries:
             known = ", ".join(sorted(entries)) or "none"
-            raise PluginError(f"unknown {kind[:-1]} '{name}'; available: {known}")
+            broken = "".join(f"\n  plugin '{p}' failed to load {why}" for p, why in self.broken.items())
+            raise PluginError(f"unknown {kind[:-1]} '{name}'; available: {known}{broken}")
         return entries[name].spec
+
+    @property
+    def broken(self) -> dict[str, str]:
+        """Plugins that failed to load or whose hook raised: name -> why."""
+        return getattr(self.pm, "broken", {})
 
     def plugins(self) -> list[tuple[str, str]]:
         """(name, source) of every registered plugin."""

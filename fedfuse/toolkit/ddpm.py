@@ -27,8 +27,8 @@ class DdpmConfig:
 
     model: str = "small"  # UNet preset: tiny | small | base (fedfuse.toolkit.models)
     timesteps: int = 200  # diffusion length T of the DDPM noise schedule
-    batch_size: int = 64
-    lr: float = 2e-3
+    batch_size: int = 64  # images per optimizer step
+    lr: float = 2e-3  # AdamW learning rate after the warm-up
     warmup_steps: int = 100  # linear learning-rate warm-up, counted over all rounds
     ema_decay: float = 0.995  # per optimizer step; the EMA weights sample and evaluate (0: off)
 
@@ -49,8 +49,8 @@ class DdpmConfig:
 class Recipe:
     """How a denoiser is optimised (the fields every DDPM protocol config carries)."""
 
-    lr: float = 2e-3
-    batch_size: int = 64
+    lr: float = 2e-3  # AdamW learning rate after the warm-up
+    batch_size: int = 64  # images per optimizer step
     warmup_steps: int = 100  # linear learning-rate warm-up over the first optimizer steps
     ema_decay: float = 0.995  # per optimizer step; 0 = sample with the raw weights
 

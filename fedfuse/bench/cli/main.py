@@ -10,14 +10,12 @@ import argparse
 import os
 import signal
 import sys
-from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from fedfuse.datasets import DatasetError
 from fedfuse.plugins.config import ConfigError
-from fedfuse.plugins.manager import PluginError, registry
+from fedfuse.plugins.manager import PluginError
 
 DEFAULT_OUT = "fedfuse-out"
 
@@ -52,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--insecure", action="store_true", help="deployment: the SuperLink runs without TLS")
     lst = sub.add_parser("list", help="list what the plugins provide")
     lst.add_argument("what", choices=LISTABLE)
+    lst.add_argument("-v", "--verbose", action="store_true", help="protocols: also every config field")
+    show_protocol = sub.add_parser("show", help="one protocol: its config fields with type, default and help")
+    show_protocol.add_argument("kind", choices=("protocol",))
+    show_protocol.add_argument("name")
+    check = sub.add_parser("check", help="run a protocol twice on a tiny cell and check the plugin contract")
+    check.add_argument("kind", choices=("protocol",))
+    check.add_argument("name")
+    check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="config override for the tiny cell (default: tiny presets, 2 local steps)")
+    check.add_argument("--keep", metavar="DIR", help="keep both runs' output folders here")
+    check.add_argument("--format", choices=("table", "json"), default="table")
     sub.add_parser("plugins", help="registered plugins and where each comes from")
     data = sub.add_parser("data", help="inspect datasets and partitions")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -98,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return command(args.command)(args)
     except (ConfigError, PluginError, DatasetError, StoreError, OutputBusy) as err:
         print(f"fedfuse: error: {err}", file=sys.stderr)
         return 2
@@ -139,207 +148,17 @@ def stop_now(stop: BaseException) -> None:
     os._exit(code)
 
 
-def cmd_run(args) -> int:
-    from fedfuse.bench.engine.outlock import OutputLock
-    from fedfuse.bench.engine.runner import select
-    from fedfuse.bench.suites.expand import expand
-    from fedfuse.bench.suites.parse import load_suite
-    from fedfuse.bench.suites.preflight import preflight
-
-    reg = registry()
-    suite = load_suite(args.suite, args.set, resource_flags(args))
-    check_system(suite.resources)
-    cells = select(expand(suite, reg), args.only)  # every check happens before anything is written
-    if not cells:
-        raise ConfigError(f"--only {args.only!r} matches no cell of suite '{suite.header.name}'")
-    preflight(cells)  # the data of every cell, before anything is written
-    engine = _engine(args)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    with OutputLock(Path(args.out)):
-        return run_cells(reg, args, suite, cells, engine)
+COMMANDS = {"run": "run:cmd_run", "deploy": "run:cmd_deploy", "list": "inspect:cmd_list", "show": "inspect:cmd_show",
+            "plugins": "inspect:cmd_plugins", "data": "inspect:cmd_data", "check": "inspect:cmd_check",
+            "results": "report:cmd_results", "leaderboard": "report:cmd_leaderboard", "publish": "report:cmd_publish"}
 
 
-def run_cells(reg, args, suite, cells, engine) -> int:
-    """Run the cells while this process holds the output folder (see cmd_run)."""
-    from fedfuse.bench.cli.progress import ProgressDisplay
-    from fedfuse.bench.engine.runner import SuiteRunner
-    from fedfuse.leaderboard.tables import rich_table
+def command(name: str):
+    """The function behind a command, imported only when that command runs (a fast --help)."""
+    import importlib
 
-    runner = SuiteRunner(reg, Path(args.out), suite.digest, rerun=args.rerun, engine=engine)
-    observers = {"fedfuse-progress": ProgressDisplay(len(cells))}
-    if args.wandb:
-        from fedfuse.leaderboard.wandb_sink import LivePublisher
-
-        options = {"project": "fedfuse", "mode": "offline", "dir": str(Path(args.out).resolve())}
-        observers["fedfuse-wandb-live"] = LivePublisher(runner.store, options)
-    with observers["fedfuse-progress"] as display:
-        for name, plugin in observers.items():
-            reg.pm.register(plugin, name=name)
-        try:
-            outcomes = [_run_or_skip(runner, display, cell) for cell in cells]
-        finally:
-            for plugin in observers.values():
-                reg.pm.unregister(plugin)
-    console().print(rich_table(runner.store.records([c.cell_id for c in cells])))
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
-
-
-def check_system(resources: dict) -> None:
-    """A suite that asks for a GPU, on a machine whose torch sees none, stops before anything
-    is written (Ray would otherwise wait forever for a GPU share)."""
-    import torch
-
-    wants = resources.get("accelerator") == "cuda" or resources.get("gpus_per_client", 0) > 0
-    if wants and not torch.cuda.is_available():
-        raise ConfigError("this suite asks for a GPU (accelerator = 'cuda' or gpus_per_client > 0) but torch sees no "
-                          "CUDA device; to run it on the CPU: --accelerator cpu --gpus-per-client 0")
-
-
-def resource_flags(args) -> dict:
-    names = ("accelerator", "precision", "gpus_per_client", "cpus_per_client")
-    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-
-
-def _engine(args):
-    """None for the simulation engine; a DeploymentEngine for ``--backend deployment``."""
-    given = [f"--{k.replace('_', '-')}" for k in ("superlink", "root_certificates", "insecure") if getattr(args, k)]
-    if args.backend == "simulation":
-        if given:
-            raise ConfigError(f"{', '.join(given)} only apply to --backend deployment")
-        return None
-    from fedfuse.bench.engine.deployment import DeploymentEngine, SuperLink
-
-    if not args.superlink:
-        raise ConfigError("--backend deployment needs --superlink HOST:PORT (see `fedfuse deploy local`)")
-    certs = Path(args.root_certificates) if args.root_certificates else None
-    engine = DeploymentEngine(SuperLink(args.superlink, certs, args.insecure), Path(args.out))
-    engine.check()
-    return engine
-
-
-def _run_or_skip(runner, display, cell):
-    outcome = runner.run_one(cell)
-    if outcome.status == "skipped":
-        display.skipped(cell.name)
-    return outcome
-
-
-def cmd_list(args) -> int:
-    if args.what == "suites":
-        return _list_suites()
-    reg = registry()
-    table = Table(title=f"fedfuse {args.what}")
-    columns = {"protocols": ("version", "summary"), "datasets": ("image_shape", "num_classes", "license", "source", "summary"),
-               "partitioners": ("args", "summary"), "metrics": ("unit", "higher_is_better", "aggregate"),
-               "profiles": ("kind", "figures", "description")}[args.what]
-    for header in ("name", *columns, "plugin"):
-        table.add_column(header)
-    for name, entry in sorted(reg.entries(args.what).items(), key=lambda kv: (getattr(kv[1].spec, "kind", ""), kv[0])):
-        table.add_row(name, *(_cell(entry.spec, c) for c in columns), entry.plugin)
-    console().print(table)
-    return 0
-
-
-def _cell(spec, column: str) -> str:
-    if column == "figures":
-        from fedfuse.bench.costs.hardware import key_figures
-
-        return key_figures(spec)
-    return str(getattr(spec, column))
-
-
-def _list_suites() -> int:
-    import tomllib
-
-    from fedfuse.bench.suites.parse import shipped_suites
-
-    table = Table(title="fedfuse suites (shipped)")
-    for header in ("name", "version", "description", "path"):
-        table.add_column(header)
-    for name, path in sorted(shipped_suites().items()):
-        header = tomllib.loads(path.read_text()).get("suite", {})
-        table.add_row(name, str(header.get("version", "")), header.get("description", ""), str(path))
-    console().print(table)
-    return 0
-
-
-def cmd_plugins(args) -> int:
-    table = Table(title="fedfuse plugins")
-    table.add_column("plugin")
-    table.add_column("source")
-    for name, source in registry().plugins():
-        table.add_row(name, source)
-    console().print(table)
-    return 0
-
-
-def cmd_data(args) -> int:
-    from fedfuse.bench.cli.datashow import show_partition
-
-    show_partition(args, console())
-    return 0
-
-
-def cmd_leaderboard(args) -> int:
-    from fedfuse.bench.engine.results import ranked_rows, read_records
-    from fedfuse.leaderboard import render
-
-    records = read_records(args.out)
-    rows = ranked_rows(records, registry())
-    if args.format == "html":
-        from fedfuse.leaderboard.html import page
-
-        text = page(rows, records, Path(args.dest or "leaderboard.html").resolve())
-    else:
-        text = render.markdown(rows) if args.format == "md" else render.to_json(rows)
-    if args.dest:
-        Path(args.dest).write_text(text + "\n")
-    else:
-        print(text)
-    if args.plot:
-        target = Path(args.dest or "leaderboard").with_suffix(".png")
-        render.tradeoff_plot(rows, args.plot[0], args.plot[1], target, f"{args.plot[1]} vs {args.plot[0]}")
-    return 0
-
-
-def cmd_publish(args) -> int:
-    from fedfuse.bench.engine.results import ranked_rows, read_records
-    records = read_records(args.out)
-    options = {"project": args.project, "entity": args.entity, "mode": args.mode, "out": args.out,
-               "dir": str(Path(args.out).resolve()), "rows": ranked_rows(records, registry())}
-    answer = registry().pm.hook.fedfuse_publish(results=records, target=args.target, options=options)
-    if answer is None:
-        raise PluginError(f"no plugin publishes to '{args.target}' (built in: wandb)")
-    print(f"published {answer}")
-    return 0
-
-
-def cmd_results(args) -> int:
-    from fedfuse.bench.engine.results import read_records
-    from fedfuse.leaderboard.tables import rich_table, to_csv, to_json
-
-    records = read_records(args.out)
-    if args.format == "table":
-        console().print(rich_table(records))
-    else:
-        sys.stdout.write(to_json(records) + "\n" if args.format == "json" else to_csv(records))
-    return 0
-
-
-def cmd_deploy(args) -> int:
-    from fedfuse.bench.engine.deploy_local import LocalDeployment, serve
-
-    if args.nodes < 0:
-        raise ConfigError(f"--nodes must be >= 0 (0: the SuperLink alone), got {args.nodes}")
-    try:
-        return serve(LocalDeployment(Path(args.out), args.nodes, args.tls, args.host, args.port, args.advertise))
-    except RuntimeError as err:
-        print(f"fedfuse: error: {err}", file=sys.stderr)
-        return 1
-
-
-COMMANDS = {"run": cmd_run, "deploy": cmd_deploy, "list": cmd_list, "plugins": cmd_plugins, "results": cmd_results, "data": cmd_data,
-            "leaderboard": cmd_leaderboard, "publish": cmd_publish}
+    module, function = COMMANDS[name].split(":")
+    return getattr(importlib.import_module(f"fedfuse.bench.cli.{module}"), function)
 
 if __name__ == "__main__":
     sys.exit(main())

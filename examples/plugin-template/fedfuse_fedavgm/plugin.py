@@ -1,0 +1,31 @@
+"""Registers the fedavgm protocol: its config and where its server loop and ClientApp live."""
+
+from dataclasses import dataclass
+
+from fedfuse.api import DdpmConfig, ProtocolSpec, hookimpl, require_positive
+
+
+@dataclass
+class FedAvgMConfig(DdpmConfig):  # model, timesteps, batch_size, lr, warmup_steps, ema_decay
+    local_steps: int = 20  # optimizer steps per client per round
+    server_lr: float = 1.0  # the server's step along the averaged update
+    server_momentum: float = 0.9  # momentum of the server's update across rounds (0: plain FedAvg)
+    proximal_mu: float = 0.0  # FedProx term mu/2 * ||w - w_global||^2 in each client's loss (0: off)
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_positive(self, "local_steps")
+        if not (self.server_lr > 0 and 0 <= self.server_momentum < 1 and self.proximal_mu >= 0):
+            raise ValueError("need server_lr > 0, 0 <= server_momentum < 1 and proximal_mu >= 0")
+
+
+@hookimpl
+def fedfuse_add_protocols():
+    return [
+        ProtocolSpec(
+            name="fedavgm", version="1", config=FedAvgMConfig,
+            server="fedfuse_fedavgm.server_app:server",
+            client_app="fedfuse_fedavgm.client_app:app",
+            summary="template: FedAvg with server momentum (FedAvgM) of a DDPM UNet, optional proximal term",
+        )
+    ]

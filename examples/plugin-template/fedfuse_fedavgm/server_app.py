@@ -1,0 +1,28 @@
+"""The server loop: Flower's FedAvgM strategy, an EMA of the global model for evaluation, and
+the harness's sampling and scoring at the end (thin wiring)."""
+
+from flwr.app import ArrayRecord
+from flwr.serverapp.strategy import FedAvgM
+
+from fedfuse.api import derive_seed, strategy_rounds
+from fedfuse_fedavgm import task
+
+
+def server(grid, run) -> dict:
+    cfg, n = run.config, run.cell.clients
+    model = task.build_unet(run.data.image_shape, cfg.model, seed=derive_seed(run.cell.seed, 1))
+    scheduler, ema = task.build_scheduler(cfg.timesteps), None
+
+    def evaluate(rnd, arrays):  # after each round: update the EMA, report the held-out loss
+        nonlocal ema
+        model.load_state_dict(arrays.to_torch_state_dict())
+        ema = ema or task.Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)
+        ema.update(model)
+        return {"eval_loss": run.held_out_loss(ema.model, scheduler)}
+
+    strategy = FedAvgM(fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n,
+                       server_learning_rate=cfg.server_lr, server_momentum=cfg.server_momentum)
+    strategy_rounds(grid, run, strategy, ArrayRecord(model.state_dict()), evaluate_fn=evaluate)
+    last = run.rounds[-1]
+    return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
+            **run.sample_and_score(ema.model, cfg.timesteps)}

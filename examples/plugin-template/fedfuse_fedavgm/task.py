@@ -1,0 +1,23 @@
+"""Model and local training: the shared DDPM recipe plus this protocol's own loss term. No flwr."""
+
+import torch
+
+from fedfuse.api import Ema, build_scheduler, build_unet, train  # noqa: F401  (Ema, build_unet: the task API)
+
+
+def proximal_term(anchor: dict[str, torch.Tensor], mu: float):
+    """FedProx's mu/2 * ||w - w_global||^2: keeps a client near the model it was sent."""
+
+    def term(module) -> torch.Tensor:
+        params = dict(module.named_parameters())
+        return mu / 2 * sum(((params[k] - w.to(params[k].device)) ** 2).sum() for k, w in anchor.items())
+
+    return term
+
+
+def local_train(model, data, cfg, generator, resources, flops, rnd: int) -> float:
+    """``cfg.local_steps`` DDPM steps on the client's data; the warm-up continues across rounds."""
+    anchor = {k: p.detach().clone() for k, p in model.named_parameters()}
+    extra = proximal_term(anchor, cfg.proximal_mu) if cfg.proximal_mu > 0 else None
+    return train(model, build_scheduler(cfg.timesteps), data, cfg.local_steps, cfg.recipe, generator,
+                 resources, flops, start_step=(rnd - 1) * cfg.local_steps, extra_loss=extra)

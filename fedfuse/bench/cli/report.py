@@ -1,0 +1,55 @@
+"""`fedfuse results`, `leaderboard` and `publish`: read an output folder, never write it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from fedfuse.bench.cli.main import console
+from fedfuse.plugins.manager import PluginError, registry
+
+
+def cmd_leaderboard(args) -> int:
+    from fedfuse.bench.engine.results import ranked_rows, read_records
+    from fedfuse.leaderboard import render
+
+    records = read_records(args.out)
+    rows = ranked_rows(records, registry())
+    if args.format == "html":
+        from fedfuse.leaderboard.html import page
+
+        text = page(rows, records, Path(args.dest or "leaderboard.html").resolve())
+    else:
+        text = render.markdown(rows) if args.format == "md" else render.to_json(rows)
+    if args.dest:
+        Path(args.dest).write_text(text + "\n")
+    else:
+        print(text)
+    if args.plot:
+        target = Path(args.dest or "leaderboard").with_suffix(".png")
+        render.tradeoff_plot(rows, args.plot[0], args.plot[1], target, f"{args.plot[1]} vs {args.plot[0]}")
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from fedfuse.bench.engine.results import ranked_rows, read_records
+    records = read_records(args.out)
+    options = {"project": args.project, "entity": args.entity, "mode": args.mode, "out": args.out,
+               "dir": str(Path(args.out).resolve()), "rows": ranked_rows(records, registry())}
+    answer = registry().pm.hook.fedfuse_publish(results=records, target=args.target, options=options)
+    if answer is None:
+        raise PluginError(f"no plugin publishes to '{args.target}' (built in: wandb)")
+    print(f"published {answer}")
+    return 0
+
+
+def cmd_results(args) -> int:
+    from fedfuse.bench.engine.results import read_records
+    from fedfuse.leaderboard.tables import rich_table, to_csv, to_json
+
+    records = read_records(args.out)
+    if args.format == "table":
+        console().print(rich_table(records))
+    else:
+        sys.stdout.write(to_json(records) + "\n" if args.format == "json" else to_csv(records))
+    return 0
