@@ -4,11 +4,11 @@
 import numpy as np
 import pytest
 import torch
-from conftest import MEANS, PAIRS
+from conftest import FULL, PAIRS, record
 
 from fedfuse.toolkit import quantization
 
-N = 10_000_000
+N = 10_000_000 if FULL else 10_000
 DATA = np.random.default_rng(0).standard_normal(N).astype(np.float32)
 PAIRS += [(f"codec {b}-bit encode+decode / torch.clone", f"codec_{b}", "clone") for b in (2, 4, 8)]
 
@@ -16,7 +16,7 @@ PAIRS += [(f"codec {b}-bit encode+decode / torch.clone", f"codec_{b}", "clone") 
 def test_clone_reference(benchmark):
     tensor = torch.from_numpy(DATA)
     benchmark.pedantic(tensor.clone, rounds=10, iterations=1)
-    MEANS["clone"] = benchmark.stats.stats.mean
+    record(benchmark, "clone")
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
@@ -24,4 +24,4 @@ def test_codec_round_trip(benchmark, bits):
     rng = np.random.default_rng(1)
     out = benchmark.pedantic(lambda: quantization.decode(quantization.encode(DATA, bits, rng, 4096)), rounds=3, iterations=1)
     assert out.shape == DATA.shape
-    MEANS[f"codec_{bits}"] = benchmark.stats.stats.mean
+    record(benchmark, f"codec_{bits}")

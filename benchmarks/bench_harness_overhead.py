@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
-from conftest import MEANS
+from conftest import FULL, record
 from diffusers import DDPMScheduler
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
@@ -22,9 +22,9 @@ from fedfuse.protocols.fedavg import task
 from fedfuse.protocols.fedavg.plugin import FedAvgConfig
 
 # No warm-up, no EMA: the plain loop below does neither (the server keeps fedavg's EMA anyway).
-CFG = asdict(FedAvgConfig(model="tiny", local_steps=25, batch_size=32, warmup_steps=0, ema_decay=0.0))
+CFG = asdict(FedAvgConfig(model="tiny", local_steps=25 if FULL else 2, batch_size=32, warmup_steps=0, ema_decay=0.0))
 CELL = CellSpec("bench", "1", "fedavg", "fedavg", "2", CFG, "digits", {}, "iid", clients=2, rounds=1)
-ROUNDS = 5
+ROUNDS = 5 if FULL else 1
 
 
 def _global_model():
@@ -44,7 +44,7 @@ def test_harness_client_train(benchmark):
 
     one_round()  # warm-up: the first call decodes the dataset and builds the partition
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
-    MEANS["harness_client_train"] = benchmark.stats.stats.mean
+    record(benchmark, "harness_client_train")
 
 
 def test_plain_torch_train(benchmark):
@@ -70,4 +70,4 @@ def test_plain_torch_train(benchmark):
 
     one_round()
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
-    MEANS["plain_torch_train"] = benchmark.stats.stats.mean
+    record(benchmark, "plain_torch_train")
