@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from typing import Any
@@ -36,7 +37,9 @@ def build_config(cls: type, values: dict[str, Any], where: str) -> Any:
     checked = {}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"{where}: unknown key '{key}'; allowed keys: {describe_fields(cls)}")
+            guess = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+            raise ConfigError(f"{where}: unknown key '{key}'{hint}; allowed keys: {describe_fields(cls)}")
         checked[key] = coerce(value, hints[key], f"{where}: key '{key}'")
     try:
         return cls(**checked)

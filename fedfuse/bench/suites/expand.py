@@ -7,7 +7,7 @@ import dataclasses
 import itertools
 
 from fedfuse.bench.suites.cells import DEFAULT_EVALUATION, CellSpec
-from fedfuse.bench.suites.parse import Matrix, Suite, named_entries, where
+from fedfuse.bench.suites.parse import Matrix, Suite, named_entries, where, where_in
 from fedfuse.plugins.config import ConfigError, build_config
 from fedfuse.plugins.manager import PluginError, Registry
 
@@ -17,7 +17,7 @@ def expand(suite: Suite, registry: Registry) -> list[CellSpec]:
     cells = []
     for i, entry in enumerate(suite.protocols):
         spec = _lookup(registry, "protocols", entry.name, suite, f"protocols[{i}] name")
-        at = f"{where(suite.path, suite.text, '[[protocols]]', i)} protocols[{i}] ('{entry.name}') config"
+        at = f"{where_in(suite.path, suite.text, '[[protocols]]', i, 'config')} protocols[{i}] ('{entry.name}') config"
         config = build_config(spec.config, dict(entry.config), at)
         check_clients(config, suite.matrix.clients, at)
         cells += _cells_for(suite, registry, entry, spec, dataclasses.asdict(config))

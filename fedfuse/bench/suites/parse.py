@@ -198,6 +198,19 @@ def where(path: Path, text: str, key: str, occurrence: int = 0) -> str:
     return f"{path}:{hits[occurrence]}" if occurrence < len(hits) else str(path)
 
 
+def where_in(path: Path, text: str, header: str, occurrence: int, key: str) -> str:
+    """'file:line' of ``key =`` inside the ``occurrence``-th ``header`` table (its header line
+    if the key is not written there, e.g. it came from --set)."""
+    lines, at = text.splitlines(), where(path, text, header, occurrence)
+    start = int(at.rsplit(":", 1)[1]) if ":" in at.removeprefix(str(path)) else None
+    for n in range(start or len(lines), len(lines)):
+        if lines[n].lstrip().startswith("["):
+            break
+        if re.match(rf"\s*{re.escape(key)}\s*=", lines[n]):
+            return f"{path}:{n + 1}"
+    return at
+
+
 # --- --set KEY=VALUE ---------------------------------------------------------------------
 
 MATRIX_KEYS = {f.name for f in dataclasses.fields(Matrix)}
