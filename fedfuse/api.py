@@ -116,12 +116,13 @@ def __dir__():
     return sorted(__all__)
 
 
-def check_protocol(name: str, **options) -> dict:
-    """Run protocol ``name`` twice on a tiny cell and check the plugin contract; returns the
-    report (``report["ok"]``). See ``fedfuse.bench.engine.conformance.check``."""
+def check_protocol(name: str, config: dict | None = None, **options) -> dict:
+    """Run protocol ``name`` twice on a tiny cell and check the plugin contract; ``config``
+    overrides the tiny config. Returns the report (``report["ok"]``, ``report["rules"]``).
+    See ``fedfuse.bench.engine.conformance.check``."""
     from fedfuse.bench.engine.conformance import check
 
-    return check(name, **options)
+    return check(name, config, **options)
 
 
 __all__ = [

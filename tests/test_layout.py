@@ -1,4 +1,4 @@
-"""The house rules of docs/architecture.md, read from the code's imports (every import,
+"""The house rules of the README's Layout section, read from the code's imports (every import,
 including those inside functions): protocols import only ``fedfuse.api``; dependencies flow
 one way between the packages; the leaderboard imports nothing from the harness."""
 

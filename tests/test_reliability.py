@@ -157,6 +157,53 @@ def test_replies_are_checked_before_use():
         check_reply(RecordDict({"update": ArrayRecord({"x": Array(np.zeros(2**19, np.float32))})}), None, "c", 2**20)
 
 
+def test_num_examples_and_a_protocols_own_schema_are_checked():
+    import numpy as np
+    from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+    from fedfuse.bench.engine.validation import BadReply, ReplyPolicy, check_reply
+    from fedfuse.protocols.ondemand_quant import server_app, task
+    from fedfuse.protocols.ondemand_quant.plugin import OnDemandConfig
+
+    def examples(n):
+        return RecordDict({"metrics": MetricRecord({"num-examples": n})})
+
+    check_reply(examples(100), None, "client 0", max_examples=100)
+    for n in (0, 101, 2.5, -3):
+        with pytest.raises(BadReply, match=r"client 1: 'metrics/num-examples' is"):
+            check_reply(examples(n), None, "client 1", max_examples=100)
+    sent = RecordDict({"arrays": ArrayRecord({"w": Array(np.zeros(1000, np.float32))}),
+                       "config": ConfigRecord({"server-round": 1, "bits": 4})})
+    good = task.update_schema(1000, 4, 256)
+    reply = RecordDict({"update": ArrayRecord({k: Array(np.zeros(s, np.dtype(d))) for k, (s, d) in good.items()})})
+    policy = ReplyPolicy(schema=server_app.check_update, config=OnDemandConfig(block=256))
+    policy.check(reply, sent, "client 0", 0)
+    short = RecordDict({"update": ArrayRecord({"packed": Array(np.zeros(10, np.uint8)),
+                                              "scales": Array(np.zeros((4, 2), np.float32))})})
+    with pytest.raises(BadReply, match=r"client 1: 'update' holds .* a 4-bit update of 1000 values"):
+        policy.check(short, sent, "client 1", 1)
+
+
+@pytest.mark.slow
+def test_hostile_clients_fail_their_cell_by_name_or_are_dropped(plugin_cli, tmp_path):
+    attacks = "".join(f'[[protocols]]\nname = "hostile"\nlabel = "{a}"\nconfig = {{ attack = "{a}" }}\n'
+                      for a in ("shape", "nan", "examples"))
+    done = plugin_cli("run", str(write_suite(tmp_path / "fail.toml", attacks)), "--out", str(tmp_path / "fail"))
+    assert done.returncode == 1
+    errors = {r["label"]: r["error"] for r in plugin_cli.results(tmp_path / "fail")}
+    assert errors["shape"].startswith("BadReply: client 1 (node") and "has shape (3, 4)" in errors["shape"]
+    assert "client 1" in errors["nan"] and "non-finite values" in errors["nan"]
+    assert "client 1" in errors["examples"] and "num-examples" in errors["examples"]
+    drop = write_suite(tmp_path / "drop.toml", '[[protocols]]\nname = "hostile"\nconfig = { attack = "shape" }\n',
+                       bad_replies='"drop"', rounds="2")
+    done = plugin_cli("run", str(drop), "--out", str(tmp_path / "drop"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = plugin_cli.results(tmp_path / "drop")
+    assert record["metrics"]["w_mean"] == 2.0  # client 0's update alone, two rounds of +1
+    assert [r["per_client"]["1"].get("dropped") for r in record["rounds"]] == [1, 1]
+    assert "dropped" not in record["rounds"][0]["per_client"]["0"]
+
+
 @pytest.mark.parametrize("matrix,message", [
     ({"clients": "5000"}, "more clients than its 1498 training images"),
     ({"partitioners": '[{ name = "dirichlet", alpha = -1.0 }]'}, "cannot be built"),

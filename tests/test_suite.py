@@ -57,7 +57,7 @@ def test_unknown_config_key_names_file_line_and_allowed_keys(tmp_path):
     path = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\nconfig = { local_step = 2 }\n')
     with pytest.raises(ConfigError) as err:
         expand(load_suite(str(path)), registry())
-    line = path.read_text().splitlines().index("[[protocols]]") + 1
+    line = path.read_text().splitlines().index("config = { local_step = 2 }") + 1  # the config line itself
     assert f"s.toml:{line} protocols[0] ('fedavg') config: unknown key 'local_step'" in str(err.value)
     assert "local_steps (int)" in str(err.value)
 

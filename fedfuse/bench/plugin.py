@@ -29,6 +29,10 @@ HARNESS_METRICS = [
                summary="simulated time: sum over rounds of the slowest client's down+compute+up, plus server"),
     MetricSpec("energy_j", "J", higher_is_better=False, aggregate="sum",
                summary="simulated client energy: compute + uplink transmission"),
+    MetricSpec("model_params", "count", higher_is_better=False, aggregate="last",
+               summary="parameters of the model the protocol trains (the size of what FedAvg sends)"),
+    MetricSpec("trained_params", "count", higher_is_better=False, aggregate="last",
+               summary="parameters clients train and send (adapters only, for LoRA)"),
     MetricSpec("wall_s", "s", higher_is_better=False, aggregate="sum",
                summary="real wall-clock time of the cell on this machine"),
     # Quality, in the cell's feature space (named by its `feature_space`): computed once, at the end.

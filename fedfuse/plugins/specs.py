@@ -32,6 +32,12 @@ class ProtocolSpec:
 
     ``client_app`` is the protocol's Flower ``ClientApp``. Its handlers call
     :func:`fedfuse.bench.engine.services.client_run` to get their partition, config and seeds.
+
+    ``reply_check(sent, reply, config)`` (optional) is the schema of the protocol's own replies:
+    called on every client reply with the server's message and the reply (``RecordDict``\ s) and
+    the protocol config, it raises ``ValueError`` saying what is wrong. The harness already
+    checks what needs no schema: finite arrays, a returned model's keys, shapes and dtypes, the
+    size limit and ``num-examples`` (fedfuse/bench/engine/validation.py).
     """
 
     name: str
@@ -40,6 +46,10 @@ class ProtocolSpec:
     server: Callable[..., dict[str, float]] | str  # or "module:attr", imported when a cell runs
     client_app: Any  # a flwr ClientApp, or "module:attr" (keeps `fedfuse list` light)
     summary: str = ""
+    reply_check: Callable[..., None] | str | None = None  # or "module:attr"
+
+    def load_reply_check(self) -> Callable[..., None] | None:
+        return load_ref(self.reply_check) if self.reply_check else None
 
     def load_server(self) -> Callable[..., dict[str, float]]:
         return load_ref(self.server)

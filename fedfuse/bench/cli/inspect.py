@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from fedfuse.bench.cli.main import console
+from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import registry
 
 
@@ -63,8 +64,10 @@ def cmd_check(args) -> int:
     from fedfuse.bench.engine.conformance import check
     from fedfuse.bench.suites.parse import parse_value
 
-    config = dict(pair.split("=", 1) for pair in args.set)
-    report = check(args.name, {k: parse_value(v) for k, v in config.items()}, out=args.keep)
+    if bad := [pair for pair in args.set if "=" not in pair]:
+        raise ConfigError(f"--set {bad[0]}: expected KEY=VALUE")
+    config = {key: parse_value(value) for key, value in (pair.split("=", 1) for pair in args.set)}
+    report = check(args.name, config, out=args.keep)
     if args.format == "json":
         print(json.dumps(report, indent=1))
     else:

@@ -83,6 +83,10 @@ class TrafficMeter:
                 client[key] = client.get(key, 0) + value
         self.messages += 1
 
+    def drop(self, node_id: int) -> None:
+        """The client's reply was left out of this round (the suite's ``bad_replies = "drop"``)."""
+        self._client(node_id)["dropped"] = 1
+
     def take_round(self) -> tuple[dict[int, dict], dict]:
         """({partition id: figures}, {messages, exchanges, exchange_s}) since the last call, then reset."""
         counts = {"messages": self.messages, "exchanges": self.exchanges, "exchange_s": self.exchange_s}

@@ -6,7 +6,8 @@ what was seen. The rules:
 
 - it **finishes**: both runs end ``ok``;
 - it **reports the harness's keys**: the quality and cost figures every leaderboard shows;
-- it is **deterministic** for a seed: both runs give the same quality, losses, bytes and FLOPs;
+- it is **deterministic** for a seed: both runs give the same quality, losses, payload and FLOPs;
+- its **wire bytes are reproducible** to within a few bytes per message (Flower's ids differ);
 - its **bytes are counted at the grid**: messages went both ways, and the logical payload
   does not exceed what crossed the wire;
 - its **config rejects unknown keys** (a typo in a suite is an error, not a default).

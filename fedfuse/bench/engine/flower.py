@@ -12,6 +12,7 @@ from flwr.clientapp import ClientApp
 from fedfuse.bench.costs.accounting import COST_KEY, TrafficMeter
 from fedfuse.bench.engine.grid import CountingGrid
 from fedfuse.bench.engine.services import RUN_CONFIG_KEY, client_run
+from fedfuse.bench.engine.validation import ReplyPolicy
 from fedfuse.bench.suites.cells import CellSpec
 from fedfuse.toolkit.rounds import ClientFailure, check_replies  # noqa: F401 (check_replies: engine API)
 
@@ -70,7 +71,7 @@ def protocol_client_app(cell_json: str) -> ClientApp:
 def serve(grid, run, server_loop) -> dict:
     """The harness's part of every ServerApp, in either engine: map nodes to partitions, count
     every message, then hand the grid to the protocol's server loop. Returns its metrics."""
-    run.grid = CountingGrid(grid, TrafficMeter(identify_nodes(grid, run.cell.clients)))
+    run.grid = CountingGrid(grid, TrafficMeter(identify_nodes(grid, run.cell.clients)), ReplyPolicy.for_run(run))
     return server_loop(run.grid, run)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 
@@ -9,15 +10,19 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from fedfuse.bench.costs.accounting import TrafficMeter
-from fedfuse.bench.engine.validation import check_reply
+from fedfuse.bench.engine.validation import BadReply, ReplyPolicy
+
+log = logging.getLogger("flwr")
 
 
 class CountingGrid(Grid):
     """A Grid that forwards to Flower's and counts every message both ways."""
 
-    def __init__(self, inner: Grid, meter: TrafficMeter):
+    def __init__(self, inner: Grid, meter: TrafficMeter, policy: ReplyPolicy | None = None):
         self._inner = inner
         self.meter = meter
+        self.policy = policy or ReplyPolicy()
+        self.dropped_last = 0  # replies of the last send_and_receive left out by the "drop" policy
 
     def set_run(self, run) -> None:
         self._inner.set_run(run)
@@ -58,7 +63,20 @@ class CountingGrid(Grid):
         sent = {m.metadata.message_id: m for m in messages}
         for reply in replies:
             self.meter.received(reply)
-            if not reply.has_error():
-                original = sent.get(reply.metadata.reply_to_message_id)
-                check_reply(reply.content, original.content if original else None, self.meter.client_of(reply))
-        return replies
+        kept = [r for r in replies if r.has_error() or self._acceptable(r, sent.get(r.metadata.reply_to_message_id))]
+        self.dropped_last = len(replies) - len(kept)
+        return kept
+
+    def _acceptable(self, reply: Message, original: Message | None) -> bool:
+        """Check a reply; a bad one fails the cell, or is dropped (and recorded) under "drop"."""
+        node = self.meter.node_of(reply)
+        try:
+            self.policy.check(reply.content, original.content if original else None, self.meter.client_of(reply),
+                              self.meter.partition_of.get(node))
+        except BadReply as err:
+            if not self.policy.drop:
+                raise
+            log.warning("dropped from this round: %s", err)
+            self.meter.drop(node)
+            return False
+        return True

@@ -48,6 +48,9 @@ class SuiteRunner:
     def __init__(self, registry: Registry, out_dir: Path, suite_digest: str, rerun: bool = False, engine=None):
         self.registry, self.hook = registry, registry.pm.hook
         self.metric_specs = {name: entry.spec for name, entry in registry.entries("metrics").items()}
+        # what the harness itself measures and sums over rounds (bytes, FLOPs, latency, energy)
+        self.measured = {name for name, entry in registry.entries("metrics").items()
+                         if entry.plugin.startswith("'fedfuse-core'") and entry.spec.aggregate == "sum"}
         self.out_dir, self.suite_digest, self.rerun, self.engine = Path(out_dir), suite_digest, rerun, engine
         self.store = ResultStore(self.out_dir / "results.sqlite")
         # The caller holds the folder's lock: any 'running' cell is a dead process's.
@@ -75,7 +78,9 @@ class SuiteRunner:
             if self.store.finish(cell.cell_id, "interrupted", {}, f"interrupted ({type(stop).__name__})"):
                 self._restore_artifacts(run.run_dir)
             raise
-        metrics = {**totals(run.rounds, self.metric_specs), **metrics, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(),
+        folded = totals(run.rounds, self.metric_specs)
+        measured = {k: v for k, v in folded.items() if k in self.measured}  # the protocol cannot override these
+        metrics = {**folded, **metrics, **measured, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(),
                    "system": run.system}
         if self.store.finish(cell.cell_id, status, metrics, error):
             self._restore_artifacts(run.run_dir)

@@ -57,6 +57,7 @@ class ServerRun:
     started: float = field(default_factory=time.time)
     flops: FlopMeter = field(default_factory=FlopMeter)
     system: str = ""  # where it ran, e.g. "cpu x86_64 32-true" (the runner fills it in)
+    reply_check: Callable | None = None  # the protocol's schema for its replies (ProtocolSpec.reply_check)
     _points: dict = field(default_factory=dict)
 
     @classmethod
@@ -66,7 +67,8 @@ class ServerRun:
         from fedfuse.bench.costs.costing import CellHardware
 
         return cls(cell=cell, config=load_protocol_config(cell, reg), run_dir=run_dir,
-                   hardware=CellHardware.for_cell(cell, reg))
+                   hardware=CellHardware.for_cell(cell, reg),
+                   reply_check=reg.get("protocols", cell.protocol).load_reply_check())
 
     def set_operating_point(self, client: int, cpu_freq_hz: float | None = None, tx_power_w: float | None = None):
         """Client ``client`` (partition id) runs this round at this frequency and power."""

@@ -5,12 +5,20 @@ model and fail only at scoring).
 
 Checked: the arrays' values are finite; an ``ArrayRecord`` the reply shares a name with the
 server's message (a model sent and returned, as FedAvg does) has the same keys, shapes and
-dtypes; the reply's tensor payload is at most ``FEDFUSE_MAX_REPLY_MB`` (default 1024).
+dtypes; the reply's tensor payload is at most ``FEDFUSE_MAX_REPLY_MB`` (default 1024); a
+``num-examples`` metric is a whole number between 1 and the client's partition size; and the
+protocol's own schema for its custom records (``ProtocolSpec.reply_check``), if it has one.
+
+What happens to a bad reply is the suite's ``bad_replies``: "fail" (default) fails the cell;
+"drop" leaves that client out of the round and records it (``dropped`` in the round's
+per-client figures; the reason in cell.log).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 from flwr.app import RecordDict
@@ -26,8 +34,36 @@ def max_reply_bytes() -> int:
     return int(float(os.environ.get("FEDFUSE_MAX_REPLY_MB", DEFAULT_MAX_MB)) * 2**20)
 
 
-def check_reply(reply: RecordDict, sent: RecordDict | None, who: str, limit: int | None = None) -> None:
+@dataclass
+class ReplyPolicy:
+    """How the counting grid checks a cell's replies, and what it does with a bad one."""
+
+    sizes: dict[int, int] = field(default_factory=dict)  # partition id -> training images
+    schema: Callable[..., None] | None = None  # the protocol's reply_check(sent, reply, config)
+    config: Any = None
+    drop: bool = False  # "drop": leave a bad client out of the round instead of failing the cell
+    limit: int = field(default_factory=max_reply_bytes)
+
+    @classmethod
+    def for_run(cls, run) -> "ReplyPolicy":
+        from fedfuse.bench.suites.cells import cell_partitions
+
+        sizes = {p: len(ix) for p, ix in enumerate(cell_partitions(run.cell))}
+        return cls(sizes, run.reply_check, run.config, run.cell.bad_replies == "drop")
+
+    def check(self, reply: RecordDict, sent: RecordDict | None, who: str, partition: int | None) -> None:
+        check_reply(reply, sent, who, self.limit, self.sizes.get(partition))
+        if self.schema is not None and sent is not None:
+            try:
+                self.schema(sent, reply, self.config)
+            except (ValueError, KeyError, TypeError) as err:
+                raise BadReply(f"{who}: {err}") from None
+
+
+def check_reply(reply: RecordDict, sent: RecordDict | None, who: str, limit: int | None = None,
+                max_examples: int | None = None) -> None:
     limit = max_reply_bytes() if limit is None else limit
+    check_examples(reply, who, max_examples)
     total = 0
     for name, record in reply.array_records.items():
         expected = sent.array_records.get(name) if sent is not None else None
@@ -49,3 +85,14 @@ def check_array(array, expected, where: str) -> int:
     if values.dtype.kind in "fc" and not np.isfinite(values).all():
         raise BadReply(f"{where} holds {int((~np.isfinite(values)).sum())} non-finite values (NaN or inf)")
     return values.nbytes
+
+
+def check_examples(reply: RecordDict, who: str, max_examples: int | None) -> None:
+    """``num-examples`` weights a client in FedAvg: a whole number in [1, its partition size]."""
+    for name, record in reply.metric_records.items():
+        if "num-examples" in record:
+            n = record["num-examples"]
+            bad = not isinstance(n, (int, float)) or n != int(n) or n < 1
+            if bad or (max_examples is not None and n > max_examples):
+                raise BadReply(f"{who}: '{name}/num-examples' is {n!r}; it must be a whole number from 1 to the "
+                               f"client's {max_examples if max_examples is not None else 'partition'} training images")

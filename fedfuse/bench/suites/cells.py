@@ -69,6 +69,7 @@ class CellSpec:
     # recorded with the result but not part of the cell's identity: a cell done on a CPU is not
     # run again on a GPU.
     resources: dict[str, Any] = field(default_factory=dict)
+    bad_replies: str = "fail"  # or "drop": a malformed client reply leaves that client out of its round
 
     @property
     def config_hash(self) -> str:
@@ -77,6 +78,8 @@ class CellSpec:
     @property
     def cell_id(self) -> str:
         identity = {k: v for k, v in asdict(self).items() if k != "resources"}
+        if self.bad_replies == "fail":  # the default leaves the ids of cells stored before it existed
+            del identity["bad_replies"]
         return stable_hash(identity, length=16)
 
     @property

@@ -58,6 +58,9 @@ class Matrix:
     # auto: the dataset's feature net for shipped data; for a user's folder the Inception space
     # where its weights are installed (an auto-trained net on a few labels may not separate models)
     feature_space: Literal["auto", "featnet", "inception"] = "auto"
+    # a malformed client reply (wrong shape, NaN, oversize, bad num-examples): fail the cell, or
+    # leave that client out of the round and record it (see docs/reliability.md)
+    bad_replies: Literal["fail", "drop"] = "fail"
 
     def __post_init__(self):
         if self.clients < 1 or self.rounds < 1:
@@ -174,6 +177,10 @@ def parse_suite(doc: dict, path: Path, text: str) -> Suite:
         for i, entry in enumerate(doc.get("profiles", []))
     ]
     inline = {kind: doc[kind] for kind in ("devices", "networks") if kind in doc}
+    for kind, table in inline.items():
+        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+            raise ConfigError(f"{where(path, text, f'[[{kind}]]') if isinstance(table, list) else path}: inline "
+                              f"{kind} are tables named by the profile, e.g. [{kind}.my-{kind[:-1]}], not [[{kind}]]")
     profiles = [with_inline(p, inline) for p in profiles] or [dict(DEFAULT_ASSIGNMENT)]
     resources = checked_resources(doc.get("resources", {}), f"{where(path, text, '[resources]')} [resources]")
     return Suite(path, header, matrix, protocols, text, profiles, resources=resources)

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from fedfuse.api import DdpmConfig, ProtocolSpec, hookimpl, require_positive
+from fedfuse.api import DdpmConfig, MetricSpec, ProtocolSpec, hookimpl, require_positive
 
 
 @dataclass
@@ -51,4 +51,12 @@ def fedfuse_add_protocols():
                      summary="FedAvg of LoRA adapters (peft) on a base pre-trained on public data"),
         ProtocolSpec(name="fedavg-full-finetune", version="2", config=FullFineTuneConfig, **apps,
                      summary="baseline: the same start and data, every weight fine-tuned and averaged"),
+    ]
+
+
+@hookimpl
+def fedfuse_add_metrics():
+    return [
+        *(MetricSpec(f"base_{m}", "", higher_is_better=m == "recall", aggregate="last",
+                     summary=f"fine-tuning: the pre-trained base's {m}, before any round") for m in ("fid", "recall")),
     ]

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from fedfuse.api import DdpmConfig, ProtocolSpec, hookimpl, require_positive
+from fedfuse.api import DdpmConfig, MetricSpec, ProtocolSpec, hookimpl, require_positive
 
 
 @dataclass
@@ -45,10 +45,19 @@ class FixedConfig(QuantCommon):
 @hookimpl
 def fedfuse_add_protocols():
     apps = {"server": "fedfuse.protocols.ondemand_quant.server_app:server",
-            "client_app": "fedfuse.protocols.ondemand_quant.client_app:app"}
+            "client_app": "fedfuse.protocols.ondemand_quant.client_app:app",
+            "reply_check": "fedfuse.protocols.ondemand_quant.server_app:check_update"}
     return [
         ProtocolSpec(name="ondemand-quant", version="2", config=OnDemandConfig, **apps,
                      summary="FedAvg with per-device bits, CPU frequency and power from an energy-efficiency problem"),
         ProtocolSpec(name="fixed-quant", version="2", config=FixedConfig, **apps,
                      summary="baseline: FedAvg with every update quantized to one fixed bit-width"),
+    ]
+
+
+@hookimpl
+def fedfuse_add_metrics():
+    return [
+        MetricSpec("mean_bits", "bits", higher_is_better=False, aggregate="mean",
+                   summary="quantized FL: mean bit-width of the clients' updates"),
     ]

@@ -91,3 +91,16 @@ def apply_updates(model, replies, run, plan, shapes, block, weights) -> None:
         w.append(weights[client])
     mean = task.weighted_mean(updates, w)
     model.load_state_dict({k: v + mean[k].to(v.dtype) for k, v in model.state_dict().items()})
+
+
+def check_update(sent, reply, config) -> None:
+    """The schema of a client's reply to "train" (``ProtocolSpec.reply_check``): the packed update
+    and its scales (or the float32 delta) sized for the model and the bits it was asked for."""
+    if "arrays" not in sent or "config" not in sent:
+        return
+    n = sum(int(np.prod(a.shape)) for a in sent["arrays"].values())
+    expected = task.update_schema(n, int(sent["config"]["bits"]), config.block)
+    got = {k: (tuple(a.shape), str(a.dtype)) for k, a in reply["update"].items()}
+    if got != expected:
+        raise ValueError(f"'update' holds {got}; a {int(sent['config']['bits'])}-bit update of {n} values "
+                         f"is {expected}")

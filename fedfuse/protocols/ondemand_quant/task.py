@@ -25,6 +25,14 @@ def encode_update(before: dict, after: dict, bits: int, block: int, rng: np.rand
     return {"packed": z.packed, "scales": z.scales}
 
 
+def update_schema(n: int, bits: int, block: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{array name: (shape, dtype)} of the update a client sends for ``n`` values at ``bits``."""
+    if bits == FULL_PRECISION:
+        return {"delta": ((n,), "float32")}
+    blocks = -(-n // min(block, n))
+    return {"packed": ((-(-n * bits // 8),), "uint8"), "scales": ((blocks, 2), "float32")}
+
+
 def decode_update(arrays: dict[str, np.ndarray], shapes: dict[str, tuple], bits: int, block: int) -> dict[str, torch.Tensor]:
     n = sum(int(np.prod(s)) for s in shapes.values())
     if bits == FULL_PRECISION:

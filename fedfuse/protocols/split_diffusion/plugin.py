@@ -5,6 +5,7 @@ from typing import ClassVar, Literal
 
 from fedfuse.api import (
     DdpmConfig,
+    MetricSpec,
     ProtocolSpec,
     check_preset,
     hookimpl,
@@ -74,4 +75,14 @@ def fedfuse_add_protocols():
                      server="fedfuse.protocols.split_diffusion.server_app:centralized",
                      client_app="fedfuse.protocols.split_diffusion.client_app:app",
                      summary="baseline: all clients' images uploaded once; one model trained on the server"),
+    ]
+
+
+@hookimpl
+def fedfuse_add_metrics():
+    return [
+        MetricSpec("server_loss", "mse", higher_is_better=False, aggregate="last",
+                   summary="split: the server denoiser's loss on the shared x_cut pool"),
+        MetricSpec("cut_ratio", "", higher_is_better=False, aggregate="last",
+                   summary="split: the server's share c of the timeline (mean over clients)"),
     ]
