@@ -71,3 +71,18 @@ def test_plain_torch_train(benchmark):
     one_round()
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
     record(benchmark, "plain_torch_train")
+
+
+def test_reply_checks(benchmark):
+    """What the counting grid's reply checks (finite values, keys/shapes/dtypes against the
+    model sent, num-examples, size) cost for one client's reply of this model."""
+    from flwr.app import MetricRecord
+
+    from fedfuse.bench.engine.validation import ReplyPolicy
+
+    model = _global_model()
+    sent = RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord({"server-round": 1})})
+    reply = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord({"num-examples": 100})})
+    policy = ReplyPolicy(sizes={0: 749})
+    benchmark.pedantic(lambda: policy.check(reply, sent, "client 0", 0), rounds=ROUNDS * 4, iterations=1)
+    record(benchmark, "reply_checks")

@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 FULL = os.environ.get("FEDFUSE_BENCH_FULL") == "1"
 MEANS: dict[str, float] = {}
-PAIRS = [("harness ClientApp train / plain torch loop", "harness_client_train", "plain_torch_train")]
+PAIRS = [("harness ClientApp train / plain torch loop", "harness_client_train", "plain_torch_train"),
+         ("reply checks of one reply / one client's training round", "reply_checks", "harness_client_train")]
 
 
 def record(benchmark, key: str) -> None:
