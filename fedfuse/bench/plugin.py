@@ -33,6 +33,10 @@ HARNESS_METRICS = [
                summary="parameters of the model the protocol trains (the size of what FedAvg sends)"),
     MetricSpec("trained_params", "count", higher_is_better=False, aggregate="last",
                summary="parameters clients train and send (adapters only, for LoRA)"),
+    MetricSpec("engine_start_s", "s", higher_is_better=False, aggregate="last",
+               summary="seconds until every client node first answered: the engine's start-up (Ray, actors, SuperNodes)"),
+    MetricSpec("engine_reused", "", higher_is_better=False, aggregate="last",
+               summary="simulation: 1 if the cell found the run's Ray runtime already started"),
     MetricSpec("wall_s", "s", higher_is_better=False, aggregate="sum",
                summary="real wall-clock time of the cell on this machine"),
     # Quality, in the cell's feature space (named by its `feature_space`): computed once, at the end.

@@ -70,9 +70,13 @@ def protocol_client_app(cell_json: str) -> ClientApp:
 
 def serve(grid, run, server_loop) -> dict:
     """The harness's part of every ServerApp, in either engine: map nodes to partitions, count
-    every message, then hand the grid to the protocol's server loop. Returns its metrics."""
-    run.grid = CountingGrid(grid, TrafficMeter(identify_nodes(grid, run.cell.clients)), ReplyPolicy.for_run(run))
-    return server_loop(run.grid, run)
+    every message, then hand the grid to the protocol's server loop. Returns its metrics, with
+    ``engine_start_s``: the time until every node first answered (engine and clients up)."""
+    started = time.perf_counter()
+    nodes = identify_nodes(grid, run.cell.clients)  # the first answer of every node: the engine is up
+    engine_start_s = time.perf_counter() - started
+    run.grid = CountingGrid(grid, TrafficMeter(nodes), ReplyPolicy.for_run(run))
+    return {**server_loop(run.grid, run), "engine_start_s": engine_start_s}
 
 
 def identify_nodes(grid, expected: int, timeout: float = 300) -> dict[int, int]:

@@ -1,7 +1,14 @@
-"""Run one cell on Flower's simulation engine (Ray), in this process."""
+"""Run one cell on Flower's simulation engine (Ray), in this process.
+
+One Ray runtime serves every cell of a ``fedfuse run``: the first cell starts it, later cells
+find it running (Flower's backend only starts Ray if it is not), and it ends with the process.
+Each cell still gets fresh ClientApp actors (Flower ends its actor pool when the run ends), so
+no client state crosses from one cell to the next.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from flwr.serverapp import ServerApp
@@ -39,21 +46,38 @@ def quiet_environment() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+@contextlib.contextmanager
+def ray_kept_running():
+    """Flower's Ray backend shuts Ray down when a run ends; keep the runtime for the next cell
+    (the backend still ends the run's actors). Ray's own exit hook shuts it down at exit."""
+    import ray
+
+    shutdown, ray.shutdown = ray.shutdown, lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        ray.shutdown = shutdown
+
+
 def run_cell(run: ServerRun, server_loop) -> dict:
     """Run ``server_loop(grid, run)`` as the ServerApp, the protocol's ClientApp on
-    ``cell.clients`` virtual SuperNodes. Returns the loop's final metrics; raises its error."""
+    ``cell.clients`` virtual SuperNodes. Returns the loop's final metrics (and whether the
+    cell reused a running Ray); raises the loop's error."""
+    import ray
+
     quiet_environment()
     os.environ[CLIENT_THREADS_ENV] = str(run.cell.system.cpus_per_client)
     outcome: dict = {}
-    server_app = ServerApp()
+    server_app, reused = ServerApp(), ray.is_initialized()
 
     @server_app.main()
     def _main(grid, context):
         outcome["metrics"] = serve(grid, run, server_loop)
 
     client_app = CellClientApp({RUN_CONFIG_KEY: run.cell.to_json()})
-    run_simulation(server_app, client_app, num_supernodes=run.cell.clients,
-                   backend_config=backend_config(run.cell.system))
+    with ray_kept_running():
+        run_simulation(server_app, client_app, num_supernodes=run.cell.clients,
+                       backend_config=backend_config(run.cell.system))
     if "metrics" not in outcome:
         raise RuntimeError("the server loop did not finish (see the cell's log)")
-    return outcome["metrics"]
+    return {**outcome["metrics"], "engine_reused": float(reused)}
