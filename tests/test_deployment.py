@@ -1,7 +1,8 @@
 """Flower's deployment engine: `fedfuse deploy local --tls` and `fedfuse run --backend deployment`.
 
 Real processes: a SuperLink and two SuperNodes over TLS on 127.0.0.1, the same cells run in
-simulation for comparison, a SuperNode killed mid-run, and a clean shutdown at the end.
+simulation for comparison, and a clean shutdown at the end. The ``long`` tests (not in CI:
+``pytest -m long``) add full-model FedAvg's parity and a SuperNode killed mid-run.
 """
 
 from __future__ import annotations
@@ -74,32 +75,47 @@ def by_label(cli: CLI, out: Path) -> dict:
     return {r["label"]: r for r in cli.results(out)}
 
 
-def test_tls_deployment_matches_simulation(deployment, tmp_path):
-    cli = CLI(tmp_path)
-    assert Path(deployment.info["root_certificates"]).is_file() and deployment.info["tls"]
-    split = write_suite(tmp_path / "split.toml", SPLIT, **SPLIT_MATRIX)
+def run_both(cli: CLI, deployment, tmp_path, suite: str, only: list[str]) -> dict:
+    """{backend: {label: record}} of the same suite run on the deployment and in simulation."""
     runs = {}
     for backend, extra in (("deployment", deployment.run_args()), ("simulation", [])):
         out = tmp_path / backend
-        for suite, only in (("smoke", ["--only", "*seed0"]), (str(split), [])):
-            done = cli("run", suite, "--out", str(out), *only, *extra, timeout=900)
-            assert done.returncode == 0, done.stderr[-3000:]
+        done = cli("run", suite, "--out", str(out), *only, *extra, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
         runs[backend] = by_label(cli, out)
-    for label in ("fedavg", "split-diffusion"):
-        dep, sim = runs["deployment"][label]["metrics"], runs["simulation"][label]["metrics"]
-        assert dep["backend"] == "deployment" and sim["backend"] == "simulation"
-        # The same computation: identical payloads, FLOPs and final model, bit for bit.
-        for key in ("payload_up", "payload_down", "client_flops", "server_flops", "messages", "model_sha256", "fid"):
-            assert dep[key] == sim[key], key
-        # Wire bytes differ only in message metadata (ids and task ids the deployment stamps).
-        for key in ("bytes_up", "bytes_down"):
-            assert abs(dep[key] - sim[key]) <= 64 * dep["messages"], (key, dep[key], sim[key])
-        # Flower's own count of the run's traffic: at least fedfuse's (it adds its control traffic,
-        # the handshake and the samples returned for scoring), not much more.
-        assert dep["bytes_up"] <= dep["flower_inbound_bytes"] <= 1.05 * dep["bytes_up"] + 100_000
-        assert dep["exchange_s"] > 0 and sim["exchange_s"] > 0
+    return runs
 
 
+def assert_parity(dep: dict, sim: dict) -> None:
+    assert dep["backend"] == "deployment" and sim["backend"] == "simulation"
+    # The same computation: identical payloads, FLOPs and final model, bit for bit.
+    for key in ("payload_up", "payload_down", "client_flops", "server_flops", "messages", "model_sha256", "fid"):
+        assert dep[key] == sim[key], key
+    # Wire bytes differ only in message metadata (ids and task ids the deployment stamps).
+    for key in ("bytes_up", "bytes_down"):
+        assert abs(dep[key] - sim[key]) <= 64 * dep["messages"], (key, dep[key], sim[key])
+    # Flower's own count of the run's traffic: at least fedfuse's (it adds its control traffic,
+    # the handshake and the samples returned for scoring), not much more.
+    assert dep["bytes_up"] <= dep["flower_inbound_bytes"] <= 1.05 * dep["bytes_up"] + 100_000
+    assert dep["exchange_s"] > 0 and sim["exchange_s"] > 0
+
+
+def test_tls_deployment_matches_simulation(deployment, tmp_path):
+    """Split diffusion (custom messages, client state across rounds), one round at tiny sizes."""
+    assert Path(deployment.info["root_certificates"]).is_file() and deployment.info["tls"]
+    split = write_suite(tmp_path / "split.toml", SPLIT, **SPLIT_MATRIX)
+    runs = run_both(CLI(tmp_path), deployment, tmp_path, str(split), [])
+    assert_parity(runs["deployment"]["split-diffusion"]["metrics"], runs["simulation"]["split-diffusion"]["metrics"])
+
+
+@pytest.mark.long
+def test_fedavg_smoke_cell_matches_simulation(deployment, tmp_path):
+    """Full-model FedAvg (a hundred arrays a message: the deployment's slowest case), two rounds."""
+    runs = run_both(CLI(tmp_path), deployment, tmp_path, "smoke", ["--only", "*seed0"])
+    assert_parity(runs["deployment"]["fedavg"]["metrics"], runs["simulation"]["fedavg"]["metrics"])
+
+
+@pytest.mark.long
 def test_a_client_that_disconnects_fails_its_cell_and_the_next_cell_runs(deployment, tmp_path):
     cli = CLI(tmp_path)
     long = write_suite(tmp_path / "long.toml", SPLIT, **SPLIT_MATRIX, rounds="6")
@@ -122,7 +138,10 @@ def test_a_client_that_disconnects_fails_its_cell_and_the_next_cell_runs(deploym
     short = write_suite(tmp_path / "short.toml", SPLIT, **SPLIT_MATRIX)
     done = cli("run", str(short), "--out", str(tmp_path / "next"), *deployment.run_args(), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    # Ctrl-C stops everything it started, children included, in bounded time.
+
+
+def test_ctrl_c_stops_the_whole_deployment(deployment):
+    """Runs last: Ctrl-C stops everything `deploy local` started, children included, in bounded time."""
     code, took, alive = deployment.stop()
     assert code == 0 and took < 60 and not alive, alive
 

@@ -55,6 +55,10 @@ def ray_kept_running():
     shutdown, ray.shutdown = ray.shutdown, lambda *args, **kwargs: None
     try:
         yield
+    except BaseException:  # a failed or interrupted cell: end Ray now, as Flower would (the next cell starts afresh)
+        ray.shutdown = shutdown
+        shutdown()
+        raise
     finally:
         ray.shutdown = shutdown
 
