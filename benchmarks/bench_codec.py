@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import FULL, PAIRS, record
+from benchutil import FULL, PAIRS, record
 
 from fedfuse.toolkit import quantization
 

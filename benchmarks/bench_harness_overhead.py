@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
-from conftest import FULL, record
+from benchutil import FULL, record
 from diffusers import DDPMScheduler
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity

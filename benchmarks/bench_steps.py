@@ -4,7 +4,7 @@ costs docs/quality.md turns into suite budgets. ``bash scripts/bench.sh -k steps
 
 import pytest
 import torch
-from conftest import FULL
+from benchutil import FULL
 
 from fedfuse.datasets import ClientData
 from fedfuse.toolkit import ddpm, models

@@ -18,7 +18,7 @@ from fedfuse.bench.engine.deploy_local import LocalDeployment
 
 
 def fedfuse(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "fedfuse.bench.cli.main", *args], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "fedfuse.bench.cli", *args], capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"fedfuse {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return done.stdout

@@ -1,7 +1,7 @@
 """Bad input: one line on stderr, exit code 2, nothing written."""
 
 import pytest
-from conftest import write_suite
+from helpers import write_suite
 
 
 @pytest.mark.parametrize("protocols, extra, message", [

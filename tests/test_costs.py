@@ -119,7 +119,7 @@ def test_every_shipped_profile_value_has_a_source_comment():
 
 
 def test_unknown_profile_in_a_suite_is_a_config_error(tmp_path):
-    from conftest import write_suite
+    from helpers import write_suite
 
     from fedfuse.bench.suites.expand import expand
     from fedfuse.bench.suites.parse import load_suite

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import CLI, write_suite
+from helpers import CLI, write_suite
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ class Deployment:
 
     def __init__(self, out: Path):
         self.out = out
-        self.proc = subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli.main", "deploy", "local", "--nodes", "2",
+        self.proc = subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli", "deploy", "local", "--nodes", "2",
                                       "--tls", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         self.lines = []
@@ -121,7 +121,7 @@ def test_a_client_that_disconnects_fails_its_cell_and_the_next_cell_runs(deploym
     long = write_suite(tmp_path / "long.toml", SPLIT, **SPLIT_MATRIX, rounds="6")
     out = tmp_path / "out"
     env = dict(os.environ, COLUMNS="200")
-    runner = subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli.main", "run", str(long), "--out", str(out),
+    runner = subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli", "run", str(long), "--out", str(out),
                                *deployment.run_args()], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     wait_for(lambda: any(p.stat().st_size for p in out.glob("runs/*/rounds.jsonl")), 300)

@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import write_suite
+from helpers import write_suite
 
 pytestmark = pytest.mark.slow
 

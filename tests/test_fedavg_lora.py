@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from conftest import write_suite
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
+from helpers import write_suite
 
 from fedfuse.bench.engine.flower import CellClientApp
 from fedfuse.bench.engine.services import RUN_CONFIG_KEY, ServerRun

@@ -1,7 +1,7 @@
 import types
 
 import pytest
-from conftest import write_suite
+from helpers import write_suite
 
 from fedfuse.plugins import ProtocolSpec, hookimpl
 from fedfuse.plugins.manager import PluginError, Registry, new_plugin_manager, registry

@@ -119,7 +119,7 @@ def test_infeasible_instances_name_the_client_and_the_constraint():
 
 @pytest.mark.slow
 def test_recorded_upload_matches_the_codec_size_for_the_chosen_bits(cli, tmp_path):
-    from conftest import write_suite
+    from helpers import write_suite
 
     protocols = ('[[protocols]]\nname = "ondemand-quant"\nconfig = { model = "tiny", local_steps = 2, deadline_s = 2.0, '
                  'min_bits = [3, 7] }\n[[protocols]]\nname = "fixed-quant"\nconfig = { model = "tiny", local_steps = 2, bits = 4 }\n')

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import write_suite
+from helpers import write_suite
 
 from fedfuse.bench.engine.outlock import OutputLock, has_writer
 from fedfuse.bench.suites.cells import CellSpec
@@ -81,7 +81,7 @@ SLOW_CELL = '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_st
 def start_run(tmp_path, out, local_steps: int, *extra: str) -> subprocess.Popen:
     suite = write_suite(tmp_path / "s.toml", SLOW_CELL.replace("LOCAL", str(local_steps)), rounds="3",
                         samples="16", sample_steps="2")
-    return subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli.main", "run", str(suite), "--out", str(out), *extra],
+    return subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli", "run", str(suite), "--out", str(out), *extra],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

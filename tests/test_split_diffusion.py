@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import write_suite
+from helpers import write_suite
 
 from fedfuse.protocols.split_diffusion import task
 

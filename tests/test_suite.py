@@ -1,5 +1,5 @@
 import pytest
-from conftest import write_suite
+from helpers import write_suite
 
 from fedfuse.bench.suites.expand import expand
 from fedfuse.bench.suites.parse import load_suite, shipped_suites

@@ -63,7 +63,7 @@ def test_resources_reject_unknown_values():
 
 
 def test_resources_table_and_flags(cli, tmp_path):
-    from conftest import write_suite
+    from helpers import write_suite
 
     suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\n[resources]\naccelerator = "tpu"\n')
     done = cli("run", str(suite), "--out", str(tmp_path / "out"))
@@ -98,3 +98,27 @@ def test_training_and_sampling_run_on_cuda():
     model = models.build_unet((1, 8, 8), "tiny", 0)
     images = sample(model, 16, (1, 8, 8), 50, 5, resources=gpu)
     assert images.device.type == "cpu" and torch.isfinite(images).all()
+
+
+def test_train_adds_a_protocols_extra_loss_computed_on_the_model_itself():
+    from fedfuse.datasets import ClientData
+    from fedfuse.toolkit import ddpm, models
+
+    data = ClientData(torch.rand(32, 1, 8, 8) * 2 - 1, torch.zeros(32, dtype=torch.long), torch.arange(32))
+    recipe, seen = ddpm.Recipe(batch_size=8, warmup_steps=0, lr=1e-2), []
+
+    def drift(extra_loss=None) -> float:
+        model = models.build_unet((1, 8, 8), "tiny", 0)
+        anchor = {k: p.detach().clone() for k, p in model.named_parameters()}
+        ddpm.train(model, ddpm.build_scheduler(50), data, 5, recipe, torch.Generator().manual_seed(0),
+                   extra_loss=extra_loss and extra_loss(anchor))
+        return sum(((p.detach() - anchor[k]) ** 2).sum().item() for k, p in model.named_parameters())
+
+    def proximal(anchor):
+        def term(module):
+            params = dict(module.named_parameters())
+            seen.append(set(params) == set(anchor))  # the model's own names, not a wrapper's
+            return 100.0 * sum(((params[k] - w) ** 2).sum() for k, w in anchor.items())
+        return term
+
+    assert drift(proximal) < 0.5 * drift() and seen and all(seen)

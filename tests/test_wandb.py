@@ -37,7 +37,7 @@ def key(item) -> str:
 
 
 def test_offline_runs_hold_config_history_summary_and_keep_their_ids(cli, tmp_path):
-    from conftest import write_suite
+    from helpers import write_suite
 
     suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\nconfig = { local_steps = 2, model = "tiny" }\n',
                         rounds="2", samples="16", sample_steps="2")

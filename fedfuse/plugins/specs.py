@@ -102,7 +102,8 @@ class MetricSpec:
 
     ``aggregate`` folds a figure reported per round (``run.round_end(round, name=value)``)
     into the cell's: "sum" (bytes, FLOPs, time), "last" (a loss after the last round) or
-    "mean". A value the server loop returns at the end wins over the folded one. Over seeds,
+    "mean". A value the server loop returns at the end wins over the folded one, except for
+    the harness's own measured sums (bytes, FLOPs, latency, energy). Over seeds,
     the leaderboard always shows the mean and the std; ``higher_is_better`` orders ranks."""
 
     name: str

@@ -119,7 +119,8 @@ def train(model, scheduler, data, steps: int, recipe: Recipe, generator: torch.G
     def batch_loss(module, device):
         images, labels = data.sample_batch(recipe.batch_size, generator)
         loss = diffusion_loss(module, scheduler, images, generator, labels if conditional else None, t_range, device)
-        return loss + extra_loss(module) if extra_loss is not None else loss
+        # Fabric wraps the model; the term sees the model itself (same parameters, same names)
+        return loss + extra_loss(getattr(module, "module", module)) if extra_loss is not None else loss
 
     return fit(model, batch_loss, steps, recipe, resources, flops, start_step, ema, lambda: shape)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from fedfuse.bench.cli.main import console
+from fedfuse.bench.cli.common import console
 from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import registry
 

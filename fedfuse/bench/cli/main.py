@@ -7,24 +7,15 @@ Exit codes: 0 success; 1 a cell failed (the others ran and are stored); 2 bad in
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
-from rich.console import Console
-
+from fedfuse.bench.cli.common import Terminated, stop_now
 from fedfuse.datasets import DatasetError
 from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import PluginError
 
 DEFAULT_OUT = "fedfuse-out"
-
-
-def console() -> Console:
-    """Rich draws 80 columns when output is not a terminal; tables need a little more."""
-    import shutil
-
-    return Console(width=max(shutil.get_terminal_size((120, 24)).columns, 120))
 LISTABLE = ("protocols", "datasets", "partitioners", "metrics", "profiles", "suites")
 
 
@@ -117,35 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         if stop.code != signal.SIGTERM:
             raise
         stop_now(Terminated())
-
-
-class Terminated(BaseException):
-    """SIGTERM (a scheduler, ``timeout``), handled as Ctrl-C is."""
-
-
-def on_sigterm(signum, frame):
-    raise Terminated()
-
-
-def stop_now(stop: BaseException) -> None:
-    """Exit at once after an interruption: the running cell is already marked ``interrupted``
-    (the runner does that); end every child process (Ray, Flower) and skip the interpreter's
-    shutdown, whose thread pools can wait minutes for workers that will never answer."""
-    import psutil
-
-    code = 143 if isinstance(stop, Terminated) else 130
-    print(f"fedfuse: {'terminated' if code == 143 else 'interrupted'}; finished cells are kept, the running one "
-          "is marked interrupted and runs again next time", file=sys.stderr)
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        child.terminate()
-    psutil.wait_procs(children, timeout=5)
-    for child in children:
-        if child.is_running():
-            child.kill()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 COMMANDS = {"run": "run:cmd_run", "deploy": "run:cmd_deploy", "list": "inspect:cmd_list", "show": "inspect:cmd_show",

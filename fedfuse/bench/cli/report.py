@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from fedfuse.bench.cli.main import console
+from fedfuse.bench.cli.common import console
 from fedfuse.plugins.manager import PluginError, registry
 
 

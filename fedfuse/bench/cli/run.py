@@ -6,7 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
-from fedfuse.bench.cli.main import console, on_sigterm
+from fedfuse.bench.cli.common import console, on_sigterm
 from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import registry
 

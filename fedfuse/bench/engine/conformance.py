@@ -50,12 +50,23 @@ config = {config}
 
 
 def tiny_config(spec, config: dict | None = None) -> dict:
+    if not dataclasses.is_dataclass(spec.config):
+        raise ConfigError(f"protocol '{spec.name}': its config {spec.config!r} is not a dataclass")
     fields = {f.name for f in dataclasses.fields(spec.config) if f.init}
     return {**{k: v for k, v in TINY.items() if k in fields}, **(config or {})}
 
 
+def toml_value(key: str, value) -> str:
+    """A config value as TOML (JSON's spelling coincides for these types)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(key, v) for v in value) + "]"
+    if isinstance(value, float) and not math.isfinite(value) or not isinstance(value, (bool, int, float, str)):
+        raise ConfigError(f"config {key} = {value!r}: give a number, a string, a boolean or a list of them")
+    return json.dumps(value)
+
+
 def suite_text(name: str, config: dict) -> str:
-    inline = "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in config.items()) + " }"
+    inline = "{ " + ", ".join(f"{k} = {toml_value(k, v)}" for k, v in config.items()) + " }"
     return SUITE.format(name=json.dumps(name), config=inline)
 
 
@@ -73,7 +84,7 @@ def run_twice(name: str, config: dict, registry, folder: Path) -> list[dict]:
     for attempt in (1, 2):
         out = folder / f"run-{attempt}"
         with OutputLock(out):
-            runner = SuiteRunner(registry, out, suite.digest)
+            runner = SuiteRunner(registry, out, suite.digest, rerun=True)  # never an old result (--keep)
             runner.run(cells)
             records += runner.store.records([c.cell_id for c in cells])
     return records
@@ -138,5 +149,8 @@ def check(name: str, config: dict | None = None, registry=None, out: Path | None
     with tempfile.TemporaryDirectory(prefix="fedfuse-check-") as tmp:
         folder = Path(out) if out else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        rules = judge(run_twice(name, config, registry, folder), spec)
-    return {"protocol": name, "config": config, "rules": rules, "ok": all(r["ok"] for r in rules)}
+        records = run_twice(name, config, registry, folder)
+        rules = judge(records, spec)
+    runs = [{"status": r["status"], **{k: r["metrics"].get(k) for k in ("wall_s", "engine_start_s", "engine_reused")}}
+            for r in records]
+    return {"protocol": name, "config": config, "rules": rules, "runs": runs, "ok": all(r["ok"] for r in rules)}

@@ -79,7 +79,8 @@ class SuiteRunner:
                 self._restore_artifacts(run.run_dir)
             raise
         folded = totals(run.rounds, self.metric_specs)
-        measured = {k: v for k, v in folded.items() if k in self.measured}  # the protocol cannot override these
+        # what the harness measures, 0 if nothing was exchanged; the protocol cannot override it
+        measured = {k: folded.get(k, 0) for k in self.measured if k != "wall_s"}
         metrics = {**folded, **metrics, **measured, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(),
                    "system": run.system}
         if self.store.finish(cell.cell_id, status, metrics, error):

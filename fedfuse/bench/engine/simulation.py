@@ -9,7 +9,9 @@ no client state crosses from one cell to the next.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import sys
 
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
@@ -46,15 +48,25 @@ def quiet_environment() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+_RAY_STARTED_FOR: str | None = None  # the settings the running Ray was started with
+
+
 @contextlib.contextmanager
-def ray_kept_running():
+def ray_kept_running(settings: str):
     """Flower's Ray backend shuts Ray down when a run ends; keep the runtime for the next cell
-    (the backend still ends the run's actors). Ray's own exit hook shuts it down at exit."""
+    (the backend still ends the run's actors). Ray's own exit hook shuts it down at exit. A
+    cell with other settings (Ray's resources, the workers' threads or path) gets a fresh Ray:
+    workers keep the environment they were started with."""
     import ray
 
+    global _RAY_STARTED_FOR
+    if ray.is_initialized() and settings != _RAY_STARTED_FOR:
+        ray.shutdown()
+    _RAY_STARTED_FOR = settings
+    reused = ray.is_initialized()
     shutdown, ray.shutdown = ray.shutdown, lambda *args, **kwargs: None
     try:
-        yield
+        yield reused
     except BaseException:  # a failed or interrupted cell: end Ray now, as Flower would (the next cell starts afresh)
         ray.shutdown = shutdown
         shutdown()
@@ -67,21 +79,21 @@ def run_cell(run: ServerRun, server_loop) -> dict:
     """Run ``server_loop(grid, run)`` as the ServerApp, the protocol's ClientApp on
     ``cell.clients`` virtual SuperNodes. Returns the loop's final metrics (and whether the
     cell reused a running Ray); raises the loop's error."""
-    import ray
 
     quiet_environment()
     os.environ[CLIENT_THREADS_ENV] = str(run.cell.system.cpus_per_client)
     outcome: dict = {}
-    server_app, reused = ServerApp(), ray.is_initialized()
+    server_app = ServerApp()
 
     @server_app.main()
     def _main(grid, context):
         outcome["metrics"] = serve(grid, run, server_loop)
 
     client_app = CellClientApp({RUN_CONFIG_KEY: run.cell.to_json()})
-    with ray_kept_running():
-        run_simulation(server_app, client_app, num_supernodes=run.cell.clients,
-                       backend_config=backend_config(run.cell.system))
+    config = backend_config(run.cell.system)
+    settings = json.dumps([config, os.environ[CLIENT_THREADS_ENV], sys.path], sort_keys=True)
+    with ray_kept_running(settings) as reused:
+        run_simulation(server_app, client_app, num_supernodes=run.cell.clients, backend_config=config)
     if "metrics" not in outcome:
         raise RuntimeError("the server loop did not finish (see the cell's log)")
     return {**outcome["metrics"], "engine_reused": float(reused)}

@@ -16,6 +16,7 @@ per-client figures; the reason in cell.log).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -92,7 +93,7 @@ def check_examples(reply: RecordDict, who: str, max_examples: int | None) -> Non
     for name, record in reply.metric_records.items():
         if "num-examples" in record:
             n = record["num-examples"]
-            bad = not isinstance(n, (int, float)) or n != int(n) or n < 1
+            bad = not isinstance(n, (int, float)) or not math.isfinite(n) or n != int(n) or n < 1
             if bad or (max_examples is not None and n > max_examples):
                 raise BadReply(f"{who}: '{name}/num-examples' is {n!r}; it must be a whole number from 1 to the "
                                f"client's {max_examples if max_examples is not None else 'partition'} training images")

@@ -29,7 +29,8 @@ def server(grid, run) -> dict:
             run.hardware.redraw(rnd, run.cell.seed)
         plan = plan_round(run, cfg, weights, flops, sum(v.numel() for v in model.state_dict().values()))
         replies = exchange(grid, run, nodes, model, plan, rnd)
-        weights = {run.partition_of(n): float(r.content["metrics"]["num-examples"]) for n, r in replies.items()}
+        # a client dropped from a round (bad_replies = "drop") keeps its last weight for the next plan
+        weights.update({run.partition_of(n): float(r.content["metrics"]["num-examples"]) for n, r in replies.items()})
         apply_updates(model, replies, run, plan, shapes, cfg.block, weights)
         for client, choice in plan.items():
             if cfg.mode == "ondemand":

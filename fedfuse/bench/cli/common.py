@@ -1,0 +1,46 @@
+"""What the commands share: the console, and how a run stops on Ctrl-C or SIGTERM. (One module
+that every command imports, so that the exception raised on SIGTERM is one class whether the
+CLI runs as ``fedfuse`` or as ``python -m fedfuse.bench.cli``.)"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+
+
+def console() -> Console:
+    """Rich draws 80 columns when output is not a terminal; tables need a little more."""
+    import shutil
+
+    return Console(width=max(shutil.get_terminal_size((120, 24)).columns, 120))
+
+
+class Terminated(BaseException):
+    """SIGTERM (a scheduler, ``timeout``), handled as Ctrl-C is."""
+
+
+def on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def stop_now(stop: BaseException) -> None:
+    """Exit at once after an interruption: the running cell is already marked ``interrupted``
+    (the runner does that); end every child process (Ray, Flower) and skip the interpreter's
+    shutdown, whose thread pools can wait minutes for workers that will never answer."""
+    import psutil
+
+    code = 143 if isinstance(stop, Terminated) else 130
+    print(f"fedfuse: {'terminated' if code == 143 else 'interrupted'}; finished cells are kept, the running one "
+          "is marked interrupted and runs again next time", file=sys.stderr)
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        child.terminate()
+    psutil.wait_procs(children, timeout=5)
+    for child in children:
+        if child.is_running():
+            child.kill()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
