@@ -182,6 +182,15 @@ def test_num_examples_and_a_protocols_own_schema_are_checked():
                                               "scales": Array(np.zeros((4, 2), np.float32))})})
     with pytest.raises(BadReply, match=r"client 1: 'update' holds .* a 4-bit update of 1000 values"):
         policy.check(short, sent, "client 1", 1)
+    from fedfuse.protocols.split_diffusion import server_app as split
+    from fedfuse.protocols.split_diffusion.plugin import SplitConfig
+
+    policy = ReplyPolicy(schema=split.check_shared, config=SplitConfig(share_size=8))
+    cut = RecordDict({"config": ConfigRecord({"round": 1})})
+    policy.check(RecordDict({"shared": ArrayRecord({"x_cut": Array(np.zeros((8, 1, 8, 8), np.float32))})}), cut, "c0", 0)
+    with pytest.raises(BadReply, match=r"client 1: 'shared/x_cut' is \(9, 1, 8, 8\) float32; expected 8"):
+        policy.check(RecordDict({"shared": ArrayRecord({"x_cut": Array(np.zeros((9, 1, 8, 8), np.float32))})}),
+                     cut, "client 1", 1)
 
 
 @pytest.mark.slow

@@ -65,7 +65,8 @@ class CentralizedConfig(SplitCommon):
 @hookimpl
 def fedfuse_add_protocols():
     split = {"server": "fedfuse.protocols.split_diffusion.server_app:server",
-             "client_app": "fedfuse.protocols.split_diffusion.client_app:app"}
+             "client_app": "fedfuse.protocols.split_diffusion.client_app:app",
+             "reply_check": "fedfuse.protocols.split_diffusion.server_app:check_shared"}
     return [
         ProtocolSpec(name="split-diffusion", version="2", config=SplitConfig, **split,
                      summary="CollaFuse: clients keep data and low-noise steps; the server trains and runs the rest"),

@@ -146,3 +146,17 @@ def centralized(grid, run) -> dict:
                                             resources=run.resources)
     run.round_end(run.cell.rounds + 1, phase="sampling")
     return {"cut_ratio": 1.0, **last_losses(run), **run.checksum(model), **mean_quality(run, images)}
+
+
+def check_shared(sent, reply, config) -> None:
+    """The schema of a split client's replies (``ProtocolSpec.reply_check``): the images it
+    noised to the cut are ``share_size`` float32 images; its finished samples are as many as
+    the server asked for."""
+    if "shared" in reply:
+        x = reply["shared"]["x_cut"]
+        if len(x.shape) != 4 or x.shape[0] != config.share_size or str(x.dtype) != "float32":
+            raise ValueError(f"'shared/x_cut' is {tuple(x.shape)} {x.dtype}; expected {config.share_size} float32 images")
+    if EVAL_KEY in reply and "config" in sent and "n" in sent["config"]:
+        x0 = reply[EVAL_KEY]["x0"]
+        if len(x0.shape) != 4 or x0.shape[0] != int(sent["config"]["n"]):
+            raise ValueError(f"'{EVAL_KEY}/x0' is {tuple(x0.shape)}; the server asked for {int(sent['config']['n'])} images")
