@@ -67,7 +67,8 @@ def cmd_check(args) -> int:
     if bad := [pair for pair in args.set if "=" not in pair]:
         raise ConfigError(f"--set {bad[0]}: expected KEY=VALUE")
     config = {key: parse_value(value) for key, value in (pair.split("=", 1) for pair in args.set)}
-    report = check(args.name, config, out=args.keep)
+    with console().status(f"running {args.name} twice on a tiny cell (digits, 2 clients, 1 round; about a minute)"):
+        report = check(args.name, config, out=args.keep)
     if args.format == "json":
         print(json.dumps(report, indent=1))
     else:
