@@ -27,7 +27,7 @@ def test_valid_values_are_coerced():
 
 
 @pytest.mark.parametrize("values, expected", [
-    ({"step": 3}, "here: unknown key 'step'; allowed keys: steps (int), lr (float)"),
+    ({"step": 3}, "here: unknown key 'step' (did you mean 'steps'?); allowed keys: steps (int), lr (float)"),
     ({"steps": "3"}, "here: key 'steps' must be int, got str '3'"),
     ({"steps": True}, "here: key 'steps' must be int, got bool True"),
     ({"lr": "fast"}, "here: key 'lr' must be float, got str 'fast'"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
@@ -55,8 +54,8 @@ _RAY_STARTED_FOR: str | None = None  # the settings the running Ray was started 
 def ray_kept_running(settings: str):
     """Flower's Ray backend shuts Ray down when a run ends; keep the runtime for the next cell
     (the backend still ends the run's actors). Ray's own exit hook shuts it down at exit. A
-    cell with other settings (Ray's resources, the workers' threads or path) gets a fresh Ray:
-    workers keep the environment they were started with."""
+    cell with other settings (Ray's resources, the workers' threads) gets a fresh Ray: workers
+    keep the environment they were started with."""
     import ray
 
     global _RAY_STARTED_FOR
@@ -91,7 +90,7 @@ def run_cell(run: ServerRun, server_loop) -> dict:
 
     client_app = CellClientApp({RUN_CONFIG_KEY: run.cell.to_json()})
     config = backend_config(run.cell.system)
-    settings = json.dumps([config, os.environ[CLIENT_THREADS_ENV], sys.path], sort_keys=True)
+    settings = json.dumps([config, os.environ[CLIENT_THREADS_ENV]], sort_keys=True)
     with ray_kept_running(settings) as reused:
         run_simulation(server_app, client_app, num_supernodes=run.cell.clients, backend_config=config)
     if "metrics" not in outcome:
