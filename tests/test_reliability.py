@@ -221,3 +221,34 @@ def test_a_suite_whose_data_cannot_be_split_stops_before_writing(cli, tmp_path, 
     done = cli("run", str(write_suite(tmp_path / "s.toml", FEDAVG, **matrix)), "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr[-1500:]
     assert not (tmp_path / "out").exists()
+
+
+SWALLOWER = """
+import pathlib, sys, time
+from fedfuse.bench.cli.common import stop_on_signals
+stop_on_signals(lambda: pathlib.Path(sys.argv[1]).write_text("settled"))
+while True:  # like a library that catches the interrupt while it starts, and carries on
+    try:
+        print("ready", flush=True)
+        time.sleep(60)
+    except KeyboardInterrupt:
+        pass
+"""
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_an_interrupt_that_is_swallowed_still_ends_the_run(tmp_path, signals):
+    """The watchdog ends it UNWIND_S after the signal; a second signal ends it at once."""
+    from fedfuse.bench.cli.common import UNWIND_S
+
+    marker = tmp_path / "settled"
+    proc = subprocess.Popen([sys.executable, "-c", SWALLOWER, str(marker)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    started = time.time()
+    for _ in range(signals):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+    assert proc.wait(timeout=UNWIND_S + 30) == 130
+    took = time.time() - started
+    assert marker.read_text() == "settled"
+    assert (took < UNWIND_S) if signals == 2 else (took >= UNWIND_S)

@@ -21,8 +21,38 @@ class Terminated(BaseException):
     """SIGTERM (a scheduler, ``timeout``), handled as Ctrl-C is."""
 
 
-def on_sigterm(signum, frame):
-    raise Terminated()
+#: seconds an interrupted run may take to unwind before it is ended from another thread
+UNWIND_S = 10.0
+
+
+def stop_on_signals(settle) -> None:
+    """SIGINT and SIGTERM raise in the main thread, so the running cell is marked and the run
+    unwinds. Two safety nets: Flower and Ray can swallow the interrupt while they start, so a
+    watchdog ends the run UNWIND_S later (``settle()`` marks what is still running, from its
+    own connection); and a second signal ends it at once, the same way."""
+    import signal
+    import threading
+
+    fired: list = []
+
+    def finish(stop: BaseException) -> None:
+        try:
+            settle()
+        finally:
+            stop_now(stop)
+
+    def handler(signum, frame):
+        stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if fired:  # the second signal: do not wait for the unwinding
+            finish(stop)
+        fired.append(signum)
+        timer = threading.Timer(UNWIND_S, finish, args=(stop,))
+        timer.daemon = True
+        timer.start()
+        raise stop
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def stop_now(stop: BaseException) -> None:

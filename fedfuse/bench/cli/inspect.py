@@ -64,11 +64,12 @@ def cmd_check(args) -> int:
     from fedfuse.bench.engine.conformance import check
     from fedfuse.bench.suites.parse import parse_value
 
-    if bad := [pair for pair in args.set if "=" not in pair]:
+    if bad := [pair for pair in args.set + args.data_arg if "=" not in pair]:
         raise ConfigError(f"--set {bad[0]}: expected KEY=VALUE")
     config = {key: parse_value(value) for key, value in (pair.split("=", 1) for pair in args.set)}
+    data = {key: parse_value(value) for key, value in (pair.split("=", 1) for pair in args.data_arg)}
     with console().status(f"running {args.name} twice on a tiny cell (digits, 2 clients, 1 round; about a minute)"):
-        report = check(args.name, config, out=args.keep)
+        report = check(args.name, config, out=args.keep, dataset_args=data)
     if args.format == "json":
         print(json.dumps(report, indent=1))
     else:

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("name")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="config override for the tiny cell (default: tiny presets, 2 local steps)")
+    check.add_argument("--data-arg", action="append", default=[], metavar="K=V",
+                       help="an argument of the digits dataset, e.g. public_classes=[5,6,7,8,9] for fine-tuning")
     check.add_argument("--keep", metavar="DIR", help="keep both runs' output folders here")
     check.add_argument("--format", choices=("table", "json"), default="table")
     sub.add_parser("plugins", help="registered plugins and where each comes from")

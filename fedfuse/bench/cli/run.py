@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
-from fedfuse.bench.cli.common import console, on_sigterm
+from fedfuse.bench.cli.common import console, stop_on_signals
 from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import registry
 
@@ -26,7 +25,9 @@ def cmd_run(args) -> int:
         raise ConfigError(f"--only {args.only!r} matches no cell of suite '{suite.header.name}'")
     preflight(cells)  # the data of every cell, before anything is written
     engine = _engine(args)
-    signal.signal(signal.SIGTERM, on_sigterm)
+    from fedfuse.bench.engine.runner import settle_running
+
+    stop_on_signals(lambda: settle_running(Path(args.out)))
     with OutputLock(Path(args.out)):
         return run_cells(reg, args, suite, cells, engine)
 

@@ -26,7 +26,7 @@ from fedfuse.plugins.config import ConfigError, build_config
 #: fields a config may have, shrunk so the check takes seconds (applied where the field exists)
 TINY = {"model": "tiny", "client_model": "tiny", "local_steps": 2, "server_steps": 2, "pretrain_steps": 4,
         "share_size": 8, "batch_size": 8, "warmup_steps": 1}
-REQUIRED = ("train_loss", "eval_loss", "fid", "fid_vs_noise", "recall", "bytes_up", "bytes_down",
+REQUIRED = ("train_loss", "fid", "fid_vs_noise", "recall", "bytes_up", "bytes_down",
             "client_flops", "latency_s", "energy_j")
 #: wire bytes may differ by a few bytes per message (Flower's ids and timestamps): see WIRE_SLACK
 DETERMINISTIC = ("fid", "train_loss", "eval_loss", "payload_up", "payload_down", "client_flops",
@@ -37,7 +37,7 @@ SUITE = """format = 1
 name = "conformance"
 version = "1"
 [matrix]
-datasets = ["digits"]
+datasets = [{dataset}]
 seeds = [0]
 clients = 2
 rounds = 1
@@ -65,19 +65,23 @@ def toml_value(key: str, value) -> str:
     return json.dumps(value)
 
 
-def suite_text(name: str, config: dict) -> str:
-    inline = "{ " + ", ".join(f"{k} = {toml_value(k, v)}" for k, v in config.items()) + " }"
-    return SUITE.format(name=json.dumps(name), config=inline)
+def inline_table(values: dict) -> str:
+    return "{ " + ", ".join(f"{k} = {toml_value(k, v)}" for k, v in values.items()) + " }"
 
 
-def run_twice(name: str, config: dict, registry, folder: Path) -> list[dict]:
+def suite_text(name: str, config: dict, dataset_args: dict | None = None) -> str:
+    dataset = inline_table({"name": "digits", **(dataset_args or {})})
+    return SUITE.format(name=json.dumps(name), config=inline_table(config), dataset=dataset)
+
+
+def run_twice(name: str, config: dict, registry, folder: Path, dataset_args: dict | None = None) -> list[dict]:
     """Both runs' records (one cell each), each in its own output folder."""
     from fedfuse.bench.engine.outlock import OutputLock
     from fedfuse.bench.engine.runner import SuiteRunner
     from fedfuse.bench.suites.expand import expand
     from fedfuse.bench.suites.parse import load_suite
 
-    (folder / "suite.toml").write_text(suite_text(name, config))
+    (folder / "suite.toml").write_text(suite_text(name, config, dataset_args))
     suite = load_suite(str(folder / "suite.toml"))
     cells = expand(suite, registry)
     records = []
@@ -137,10 +141,12 @@ def config_rule(spec) -> dict:
     return rule("config rejects unknown keys", False, "an unknown key 'no_such_key' was accepted")
 
 
-def check(name: str, config: dict | None = None, registry=None, out: Path | None = None) -> dict:
-    """The conformance report of protocol ``name``: ``{"protocol", "config", "rules", "ok"}``.
-    ``config`` overrides the tiny config; ``out`` keeps the two runs' folders (default: a
-    temporary folder, removed afterwards)."""
+def check(name: str, config: dict | None = None, registry=None, out: Path | None = None,
+          dataset_args: dict | None = None) -> dict:
+    """The conformance report of protocol ``name``: ``{"protocol", "config", "rules", "runs", "ok"}``.
+    ``config`` overrides the tiny config; ``dataset_args`` are digits' arguments (e.g. the
+    ``public_classes`` a fine-tuning protocol pre-trains on); ``out`` keeps the two runs'
+    folders (default: a temporary folder, removed afterwards)."""
     from fedfuse.plugins.manager import registry as default_registry
 
     registry = registry or default_registry()
@@ -149,7 +155,7 @@ def check(name: str, config: dict | None = None, registry=None, out: Path | None
     with tempfile.TemporaryDirectory(prefix="fedfuse-check-") as tmp:
         folder = Path(out) if out else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        records = run_twice(name, config, registry, folder)
+        records = run_twice(name, config, registry, folder, dataset_args)
         rules = judge(records, spec)
     runs = [{"status": r["status"], **{k: r["metrics"].get(k) for k in ("wall_s", "engine_start_s", "engine_reused")}}
             for r in records]

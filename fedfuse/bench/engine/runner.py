@@ -54,8 +54,7 @@ class SuiteRunner:
         self.out_dir, self.suite_digest, self.rerun, self.engine = Path(out_dir), suite_digest, rerun, engine
         self.store = ResultStore(self.out_dir / "results.sqlite")
         # The caller holds the folder's lock: any 'running' cell is a dead process's.
-        for cell_id in self.store.mark_abandoned():
-            self._restore_artifacts(self.out_dir / "runs" / cell_id)
+        settle_running(self.out_dir, self.store)
 
     def run(self, cells: list[CellSpec]) -> list[CellOutcome]:
         return [self.run_one(cell) for cell in cells]
@@ -76,7 +75,7 @@ class SuiteRunner:
             (run.run_dir / "error.txt").write_text(traceback.format_exc() + client_trace(err))
         except BaseException as stop:  # Ctrl-C, SIGTERM (as an exception): record, then let it end the run
             if self.store.finish(cell.cell_id, "interrupted", {}, f"interrupted ({type(stop).__name__})"):
-                self._restore_artifacts(run.run_dir)
+                restore_artifacts(run.run_dir)
             raise
         folded = totals(run.rounds, self.metric_specs)
         # what the harness measures, 0 if nothing was exchanged; the protocol cannot override it
@@ -84,7 +83,7 @@ class SuiteRunner:
         metrics = {**folded, **metrics, **measured, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(),
                    "system": run.system}
         if self.store.finish(cell.cell_id, status, metrics, error):
-            self._restore_artifacts(run.run_dir)
+            restore_artifacts(run.run_dir)
         else:
             shutil.rmtree(aside(run.run_dir), ignore_errors=True)
         self.hook.fedfuse_run_end(run=run, result={"status": status, "error": error, "metrics": metrics})
@@ -106,16 +105,6 @@ class SuiteRunner:
         run.on_round = lambda record: self._round_end(run, record)
         run.on_status = lambda message: self.hook.fedfuse_status(run=run, message=message)
         return run
-
-    @staticmethod
-    def _restore_artifacts(run_dir: Path) -> None:
-        """The rerun did not succeed: its files go to ``<cell>.failed-attempt``, the ok ones come back."""
-        if aside(run_dir).is_dir():
-            failed = run_dir.with_name(run_dir.name + ".failed-attempt")
-            shutil.rmtree(failed, ignore_errors=True)
-            if run_dir.is_dir():
-                run_dir.rename(failed)
-            aside(run_dir).rename(run_dir)
 
     def _record_data(self, run: ServerRun) -> None:
         """Load the data and partition it here first: a data problem fails the cell before
@@ -149,6 +138,25 @@ def client_trace(err: BaseException) -> str:
     """A failed client's own traceback (it ran in another process), for error.txt."""
     detail = getattr(err, "detail", "")
     return f"\nThe client's traceback:\n{detail}" if detail else ""
+
+
+def restore_artifacts(run_dir: Path) -> None:
+    """The rerun did not succeed: its files go to ``<cell>.failed-attempt``, the ok ones come back."""
+    if aside(run_dir).is_dir():
+        failed = run_dir.with_name(run_dir.name + ".failed-attempt")
+        shutil.rmtree(failed, ignore_errors=True)
+        if run_dir.is_dir():
+            run_dir.rename(failed)
+        aside(run_dir).rename(run_dir)
+
+
+def settle_running(out_dir: Path, store: ResultStore | None = None) -> None:
+    """Cells left ``running`` become ``interrupted``; a rerun's ``ok`` result and files come
+    back. For a dead process's cells (at start), or for this process's when it must stop at
+    once: with its own connection when none is given, so it is safe from another thread."""
+    store = store or ResultStore(Path(out_dir) / "results.sqlite")
+    for cell_id in store.mark_abandoned():
+        restore_artifacts(Path(out_dir) / "runs" / cell_id)
 
 
 def aside(run_dir: Path) -> Path:

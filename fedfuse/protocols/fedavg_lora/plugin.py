@@ -47,7 +47,7 @@ def fedfuse_add_protocols():
     apps = {"server": "fedfuse.protocols.fedavg_lora.server_app:server",
             "client_app": "fedfuse.protocols.fedavg_lora.client_app:app"}
     return [
-        ProtocolSpec(name="fedavg-lora", version="2", config=LoraFineTuneConfig, **apps,
+        ProtocolSpec(name="fedavg-lora", version="3", config=LoraFineTuneConfig, **apps,
                      summary="FedAvg of LoRA adapters (peft) on a base pre-trained on public data"),
         ProtocolSpec(name="fedavg-full-finetune", version="2", config=FullFineTuneConfig, **apps,
                      summary="baseline: the same start and data, every weight fine-tuned and averaged"),

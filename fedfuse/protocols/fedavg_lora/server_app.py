@@ -25,7 +25,7 @@ def server(grid, run) -> dict:
     base, card = backbone.denoiser, backbone.card
     classes = sorted(set(data.train_labels[data.private].tolist()))  # what the clients hold
     before = base_score(run, backbone, classes)
-    model = task.fine_tune_model(base, cfg)
+    model = task.fine_tune_model(base, cfg, seed=derive_seed(run.cell.seed, 1))  # the adapters clients start from
     if not cfg.base_on_clients:
         send_base(grid, base)
     scheduler, ema = build_scheduler(cfg.timesteps), Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)

@@ -143,13 +143,18 @@ def load_trainable_state(model, state: dict[str, torch.Tensor], mode: str) -> No
     model.load_state_dict(extra, strict=False)
 
 
-def fine_tune_model(base: UNet2DModel, cfg) -> UNet2DModel:
-    """A copy of the base ready for fine-tuning in the config's mode."""
+def fine_tune_model(base: UNet2DModel, cfg, seed: int = 0) -> UNet2DModel:
+    """A copy of the base ready for fine-tuning in the config's mode. The adapters' initial
+    weights depend only on ``seed`` (peft draws them from torch's global RNG, whose state
+    would otherwise depend on what ran before in the process: a base pre-trained here or
+    loaded from the cache gave different models)."""
     import copy
 
     model = copy.deepcopy(base)
     if cfg.mode == "lora":
-        return add_adapters(model, cfg)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return add_adapters(model, cfg)
     return model.requires_grad_(True)
 
 
