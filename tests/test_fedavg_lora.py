@@ -94,6 +94,7 @@ def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, tmp_path):
     assert "base_fid" in lora["metrics"] and lora["metrics"]["feature_space"] == "digits-featnet-v1"
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_a_saved_stable_diffusion_directory_runs_a_round(cli, tmp_path):
     from tiny_sd import make_tiny_sd

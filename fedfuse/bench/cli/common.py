@@ -4,6 +4,7 @@ CLI runs as ``fedfuse`` or as ``python -m fedfuse.bench.cli``.)"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -64,13 +65,11 @@ def stop_now(stop: BaseException) -> None:
     code = 143 if isinstance(stop, Terminated) else 130
     print(f"fedfuse: {'terminated' if code == 143 else 'interrupted'}; finished cells are kept, the running one "
           "is marked interrupted and runs again next time", file=sys.stderr)
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        child.terminate()
-    psutil.wait_procs(children, timeout=5)
-    for child in children:
-        if child.is_running():
-            child.kill()
     sys.stdout.flush()
     sys.stderr.flush()
+    # Killed outright, and the process gone right after: Ray's client in this process would
+    # otherwise notice its raylet gone and abort, and Flower's threads log the dead actors.
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
     os._exit(code)

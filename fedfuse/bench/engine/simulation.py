@@ -66,10 +66,12 @@ def ray_kept_running(settings: str):
     shutdown, ray.shutdown = ray.shutdown, lambda *args, **kwargs: None
     try:
         yield reused
-    except BaseException:  # a failed or interrupted cell: end Ray now, as Flower would (the next cell starts afresh)
+    except Exception:  # a failed cell: end Ray now, as Flower would (the next cell starts afresh)
         ray.shutdown = shutdown
         shutdown()
         raise
+    # An interrupt (Ctrl-C, SIGTERM) passes through untouched: the CLI marks the cell, kills
+    # Ray's processes and exits at once (a shutdown here races Flower's threads still using Ray).
     finally:
         ray.shutdown = shutdown
 
