@@ -73,12 +73,9 @@ class CountingGrid(Grid):
         try:
             self.policy.check(reply.content, original.content if original else None, self.meter.client_of(reply),
                               self.meter.partition_of.get(node))
-        except Exception as err:  # noqa: BLE001 — whatever a malformed reply breaks is the client's fault
-            if not isinstance(err, BadReply):
-                err = BadReply(f"{self.meter.client_of(reply)} sent a reply that could not be checked: "
-                               f"{type(err).__name__}: {err}")
+        except BadReply as err:
             if not self.policy.drop:
-                raise err from None
+                raise
             log.warning("dropped from this round: %s", err)
             self.meter.drop(node)
             return False

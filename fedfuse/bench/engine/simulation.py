@@ -67,11 +67,11 @@ def ray_kept_running(settings: str):
     try:
         yield reused
     except Exception:  # a failed cell: end Ray now, as Flower would (the next cell starts afresh)
+        # (An interrupt passes through untouched: the CLI marks the cell, kills Ray's processes
+        # and exits at once; a shutdown here would race Flower's threads still using Ray.)
         ray.shutdown = shutdown
         shutdown()
         raise
-    # An interrupt (Ctrl-C, SIGTERM) passes through untouched: the CLI marks the cell, kills
-    # Ray's processes and exits at once (a shutdown here races Flower's threads still using Ray).
     finally:
         ray.shutdown = shutdown
 
@@ -80,7 +80,6 @@ def run_cell(run: ServerRun, server_loop) -> dict:
     """Run ``server_loop(grid, run)`` as the ServerApp, the protocol's ClientApp on
     ``cell.clients`` virtual SuperNodes. Returns the loop's final metrics (and whether the
     cell reused a running Ray); raises the loop's error."""
-
     quiet_environment()
     os.environ[CLIENT_THREADS_ENV] = str(run.cell.system.cpus_per_client)
     outcome: dict = {}

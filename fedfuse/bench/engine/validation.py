@@ -53,12 +53,16 @@ class ReplyPolicy:
         return cls(sizes, run.reply_check, run.config, run.cell.bad_replies == "drop")
 
     def check(self, reply: RecordDict, sent: RecordDict | None, who: str, partition: int | None) -> None:
-        check_reply(reply, sent, who, self.limit, self.sizes.get(partition))
-        if self.schema is not None and sent is not None:
-            try:
+        """Raise ``BadReply`` naming ``who`` for anything wrong with the reply: whatever a
+        malformed reply makes a check raise is the client's fault, not the harness's."""
+        try:
+            check_reply(reply, sent, who, self.limit, self.sizes.get(partition))
+            if self.schema is not None and sent is not None:
                 self.schema(sent, reply, self.config)
-            except (ValueError, KeyError, TypeError) as err:
-                raise BadReply(f"{who}: {err}") from None
+        except BadReply:
+            raise
+        except Exception as err:  # noqa: BLE001 — the schema's ValueError, or a record too broken to read
+            raise BadReply(f"{who}: {err}") from None
 
 
 def check_reply(reply: RecordDict, sent: RecordDict | None, who: str, limit: int | None = None,
