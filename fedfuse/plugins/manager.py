@@ -31,7 +31,8 @@ class Entry:
     """One registered thing and the plugin it came from."""
 
     spec: Any
-    plugin: str
+    plugin: str  # where it comes from, for messages: "'name' (distribution d x.y)"
+    plugin_name: str = ""  # the plugin's registered name
 
 
 class _PluginManager(pluggy.PluginManager):
@@ -119,7 +120,7 @@ def collect(pm: pluggy.PluginManager, kind: str) -> dict[str, Entry]:
                     f"{kind[:-1]} '{spec.name}' is registered twice: by plugin {first} "
                     f"and by plugin {source}"
                 )
-            entries[spec.name] = Entry(spec, source)
+            entries[spec.name] = Entry(spec, source, pm.get_name(impl.plugin))
     return entries
 
 

@@ -12,7 +12,7 @@ from fedfuse.plugins.manager import registry
 
 def cmd_run(args) -> int:
     from fedfuse.bench.engine.outlock import OutputLock
-    from fedfuse.bench.engine.runner import select
+    from fedfuse.bench.engine.runner import select, settle_running
     from fedfuse.bench.suites.expand import expand
     from fedfuse.bench.suites.parse import load_suite
     from fedfuse.bench.suites.preflight import preflight
@@ -25,8 +25,6 @@ def cmd_run(args) -> int:
         raise ConfigError(f"--only {args.only!r} matches no cell of suite '{suite.header.name}'")
     preflight(cells)  # the data of every cell, before anything is written
     engine = _engine(args)
-    from fedfuse.bench.engine.runner import settle_running
-
     stop_on_signals(lambda: settle_running(Path(args.out)))
     with OutputLock(Path(args.out)):
         return run_cells(reg, args, suite, cells, engine)

@@ -50,7 +50,7 @@ class SuiteRunner:
         self.metric_specs = {name: entry.spec for name, entry in registry.entries("metrics").items()}
         # what the harness itself measures and sums over rounds (bytes, FLOPs, latency, energy)
         self.measured = {name for name, entry in registry.entries("metrics").items()
-                         if entry.plugin.startswith("'fedfuse-core'") and entry.spec.aggregate == "sum"}
+                         if entry.plugin_name == "fedfuse-core" and entry.spec.aggregate == "sum"}
         self.out_dir, self.suite_digest, self.rerun, self.engine = Path(out_dir), suite_digest, rerun, engine
         self.store = ResultStore(self.out_dir / "results.sqlite")
         # The caller holds the folder's lock: any 'running' cell is a dead process's.
