@@ -24,6 +24,7 @@ from fedfuse.bench.metrics.quality import save_grid, score
 from fedfuse.datasets import ClientData
 from fedfuse.datasets.loading import load
 from fedfuse.toolkit import ddpm, models
+from fedfuse.toolkit.device import Resources, describe
 from fedfuse.toolkit.sampling import sample
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "quality"
@@ -31,21 +32,25 @@ RECORDS = OUT / "curves.jsonl"
 
 
 def settings(args) -> dict:
-    return {"dataset": args.dataset, "size": args.size, "model": args.model, "lr": args.lr,
-            "batch_size": args.batch_size, "warmup_steps": args.warmup, "ema_decay": args.ema,
-            "timesteps": args.timesteps, "samples": args.samples, "sample_steps": args.sample_steps,
-            "threads": torch.get_num_threads()}
+    out = {"dataset": args.dataset, "size": args.size, "model": args.model, "lr": args.lr,
+           "batch_size": args.batch_size, "warmup_steps": args.warmup, "ema_decay": args.ema,
+           "timesteps": args.timesteps, "samples": args.samples, "sample_steps": args.sample_steps,
+           "threads": torch.get_num_threads()}
+    if args.accelerator != "cpu":  # CPU curves keep their original keys (and stay "already measured")
+        out.update(accelerator=args.accelerator, precision=args.precision)
+    return out
 
 
-def done(setting: dict) -> bool:
-    if not RECORDS.is_file():
+def done(setting: dict, records: Path) -> bool:
+    if not records.is_file():
         return False
-    return any(json.loads(line)["settings"] == setting for line in RECORDS.read_text().splitlines() if line)
+    return any(json.loads(line)["settings"] == setting for line in records.read_text().splitlines() if line)
 
 
 def measure(args) -> None:
-    setting = settings(args)
-    if done(setting) and not args.again:
+    setting, records = settings(args), Path(args.records)
+    resources = Resources(accelerator=args.accelerator, precision=args.precision)
+    if done(setting, records) and not args.again:
         print("already measured:", setting)
         return
     dargs = {"size": args.size} if args.size else {}
@@ -60,20 +65,25 @@ def measure(args) -> None:
     steps_done, cpu, wall = 0, 0.0, 0.0
     for target in sorted(int(s) for s in args.steps.split(",")):
         c0, w0 = time.process_time(), time.time()
-        loss = ddpm.train(model, scheduler, everything, target - steps_done, recipe, gen, start_step=steps_done, ema=ema)
+        loss = ddpm.train(model, scheduler, everything, target - steps_done, recipe, gen, resources,
+                          start_step=steps_done, ema=ema)
         cpu, wall, steps_done = cpu + time.process_time() - c0, wall + time.time() - w0, target
         e0 = time.time()
-        images = sample(ema.model, args.samples, data.image_shape, args.timesteps, args.sample_steps, seed=1)
+        images = sample(ema.model, args.samples, data.image_shape, args.timesteps, args.sample_steps, seed=1,
+                        resources=resources)
         q = score(net, held, images)
         tag = f"{args.dataset}{args.size or ''}-{args.model}-{target}"
-        (OUT / "grids").mkdir(parents=True, exist_ok=True)
-        save_grid(images, OUT / "grids" / f"{tag}.png")
+        grids = records.parent / "grids"
+        grids.mkdir(parents=True, exist_ok=True)
+        save_grid(images, grids / f"{tag}{'-' + args.accelerator if args.accelerator != 'cpu' else ''}.png")
         row = {"settings": setting, "steps": target, "train_cpu_s": round(cpu, 1), "train_wall_s": round(wall, 1),
                "eval_wall_s": round(time.time() - e0, 1), "loss": loss, "params": sum(p.numel() for p in model.parameters()),
                "feature_space": card["feature_space"], **{k: q[k] for k in ("fid", "kid", "recall", "coverage", "precision")},
                "ref": {r: {k: refs[r][k] for k in ("fid", "recall")} for r in refs}}
+        if args.accelerator != "cpu":
+            row["system"] = describe(resources)
         print(json.dumps(row), flush=True)
-        with RECORDS.open("a") as f:
+        with records.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
 
@@ -139,6 +149,9 @@ def main() -> None:
     p.add_argument("--timesteps", type=int, default=200)
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--sample-steps", type=int, default=50)
+    p.add_argument("--accelerator", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
+    p.add_argument("--records", default=str(RECORDS), help="the JSON-lines file to append to (grids go beside it)")
     p.add_argument("--again", action="store_true")
     p.add_argument("--plot", action="store_true")
     args = p.parse_args()

@@ -48,6 +48,23 @@ def test_ema_warms_up_then_lags_and_survives_a_round_trip():
     assert rounds.model.weight.item() == pytest.approx((11 / 20) ** 10, rel=1e-5)  # float32
 
 
+def test_fused_ema_update_is_bit_identical_to_torchs_per_tensor_one():
+    from torch.optim.swa_utils import AveragedModel
+
+    model = models.build_unet((1, 8, 8), "tiny", 0)
+    decay = lambda k: min(0.995, (1 + k) / (10 + k))  # noqa: E731
+    reference = AveragedModel(model, use_buffers=True, avg_fn=lambda a, c, n: a + (c - a) * (1 - decay(int(n))))
+    ema = ddpm.Ema(model, 0.995)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen))
+        ema.update(model), reference.update_parameters(model)
+    got, want = ema.state_dict(), reference.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 @pytest.mark.parametrize("preset,params", [("tiny", 163_985), ("small", 651_041), ("base", 1_001_729)])
 def test_presets_have_their_documented_size(preset, params):
     model = models.build_unet((1, 14, 14), preset, 0)

@@ -8,6 +8,7 @@ Protocols say *what* to train (the model, which parameters, the loss of a batch,
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -89,6 +90,8 @@ def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Reso
     module, optimizer = fab.setup(model, torch.optim.AdamW(params, lr=recipe.lr))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup(start_step + s, recipe.warmup_steps))
     module.train()
+    if ema is not None:
+        ema.averaged.to(fab.device)
     total = 0.0
     for _ in range(steps):
         with flops.step("train", shape_of()) if flops else contextlib.nullcontext():
@@ -104,6 +107,8 @@ def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Reso
             ema.update(model)
         total += value
     model.to("cpu")
+    if ema is not None:
+        ema.averaged.to("cpu")
     return total / steps
 
 
@@ -147,20 +152,29 @@ class Ema:
 
     def __init__(self, model, decay: float, state: dict | None = None, steps_per_update: int = 1):
         self.decay, self.steps_per_update = decay, steps_per_update
-        self.averaged = AveragedModel(model, device=torch.device("cpu"), avg_fn=self._average, use_buffers=True)
+        self.averaged = AveragedModel(model, device=torch.device("cpu"), use_buffers=True)  # update() averages
         if state is not None:
             self.averaged.load_state_dict(state)
 
-    def _average(self, averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
-        k = int(updates) * self.steps_per_update  # optimizer steps averaged so far
-        decay = min(self.decay, (1 + k) / (10 + k)) ** self.steps_per_update
-        return averaged + (current - averaged) * (1 - decay)
-
     def update(self, model) -> None:
+        """Fold ``model``'s weights in, on the EMA's device: one fused (foreach) update with one
+        host sync, not a kernel and a sync per tensor, and no copy of the weights to the CPU
+        each step when training runs on a GPU: ``ema += (weights - ema) * (1 - decay)``."""
+        avg = self.averaged
         if self.decay <= 0:
-            self.averaged.module.load_state_dict(model.state_dict())
+            avg.module.load_state_dict(model.state_dict())
+            return
+        mine = [t.detach() for t in itertools.chain(avg.module.parameters(), avg.module.buffers())]
+        theirs = [t.detach().to(mine[0].device) for t in itertools.chain(model.parameters(), model.buffers())]
+        updates = int(avg.n_averaged)
+        if updates == 0:
+            torch._foreach_copy_(mine, theirs)
         else:
-            self.averaged.update_parameters(model)
+            k = updates * self.steps_per_update
+            diff = torch._foreach_sub(theirs, mine)
+            torch._foreach_mul_(diff, 1 - min(self.decay, (1 + k) / (10 + k)) ** self.steps_per_update)
+            torch._foreach_add_(mine, diff)
+        avg.n_averaged += 1
 
     @property
     def model(self):
