@@ -42,9 +42,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from fedfuse.plugins.config import ConfigError, require_positive
     from fedfuse.toolkit import quantization
     from fedfuse.toolkit.ddpm import (
-        DdpmConfig,
         Ema,
-        Recipe,
         build_scheduler,
         diffusion_loss,
         evaluate,
@@ -52,7 +50,8 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         train,
     )
     from fedfuse.toolkit.device import Resources
-    from fedfuse.toolkit.models import PRESETS, build_unet, check_preset
+    from fedfuse.toolkit.models import build_unet
+    from fedfuse.toolkit.recipe import PRESETS, DdpmConfig, Recipe, check_preset
     from fedfuse.toolkit.rounds import (
         ClientFailure,
         check_replies,
@@ -78,18 +77,18 @@ _EXPORTS = {
     "ConfigError": ("fedfuse.plugins.config", "ConfigError"),
     "require_positive": ("fedfuse.plugins.config", "require_positive"),
     "quantization": ("fedfuse.toolkit", "quantization"),
-    "DdpmConfig": ("fedfuse.toolkit.ddpm", "DdpmConfig"),
+    "DdpmConfig": ("fedfuse.toolkit.recipe", "DdpmConfig"),
     "Ema": ("fedfuse.toolkit.ddpm", "Ema"),
-    "Recipe": ("fedfuse.toolkit.ddpm", "Recipe"),
+    "Recipe": ("fedfuse.toolkit.recipe", "Recipe"),
     "build_scheduler": ("fedfuse.toolkit.ddpm", "build_scheduler"),
     "diffusion_loss": ("fedfuse.toolkit.ddpm", "diffusion_loss"),
     "evaluate": ("fedfuse.toolkit.ddpm", "evaluate"),
     "fit": ("fedfuse.toolkit.ddpm", "fit"),
     "train": ("fedfuse.toolkit.ddpm", "train"),
     "Resources": ("fedfuse.toolkit.device", "Resources"),
-    "PRESETS": ("fedfuse.toolkit.models", "PRESETS"),
+    "PRESETS": ("fedfuse.toolkit.recipe", "PRESETS"),
     "build_unet": ("fedfuse.toolkit.models", "build_unet"),
-    "check_preset": ("fedfuse.toolkit.models", "check_preset"),
+    "check_preset": ("fedfuse.toolkit.recipe", "check_preset"),
     "ClientFailure": ("fedfuse.toolkit.rounds", "ClientFailure"),
     "check_replies": ("fedfuse.toolkit.rounds", "check_replies"),
     "send_each": ("fedfuse.toolkit.rounds", "send_each"),

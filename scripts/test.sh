@@ -8,4 +8,6 @@ if ! command -v chromium >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get install -y -q chromium >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null; }
 fi
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers: most of a test is waiting on a subprocess or a Ray actor, so two share 2 cores
+# well (-n 0 runs them in this process, e.g. under a debugger).
+exec .venv/bin/python -m pytest -q -n 2 --dist worksteal "$@"

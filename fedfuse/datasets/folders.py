@@ -148,7 +148,7 @@ def decode_cached(files: list[Path], size: int, channels: int, skip_unreadable: 
         return z["images"], z["keep"], tuple(z["warnings"].tolist())
     images, keep, warnings = decode(files, size, channels, skip_unreadable)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp.npz")
+    tmp = cached.with_suffix(f".tmp{os.getpid()}.npz")  # one per process: concurrent runs share the cache
     np.savez(tmp, images=images, keep=keep, warnings=np.array(warnings, dtype=str))
     tmp.replace(cached)  # atomic: a crash never leaves a half-written cache file
     return images, keep, warnings

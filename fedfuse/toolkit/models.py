@@ -1,4 +1,4 @@
-"""UNet presets: one name for a denoiser's size, the same for every protocol.
+"""UNets of the presets (``recipe.PRESETS``): one name for a denoiser's size, the same for every protocol.
 
 Measured on 2 CPU cores, batch 64, one training step (docs/quality.md has the curves):
 ``tiny`` 164 k parameters, ``small`` 651 k, ``base`` 1.0 M with self-attention at the lowest
@@ -10,16 +10,7 @@ from __future__ import annotations
 import torch
 from diffusers import UNet2DModel
 
-PRESETS = {
-    "tiny": {"widths": (16, 32), "layers": 1, "attention": False},
-    "small": {"widths": (32, 64), "layers": 1, "attention": False},
-    "base": {"widths": (32, 64), "layers": 2, "attention": True},
-}
-
-
-def check_preset(name: str) -> None:
-    if name not in PRESETS:
-        raise ValueError(f"model must be one of {', '.join(PRESETS)}, got '{name}'")
+from fedfuse.toolkit.recipe import PRESETS, check_preset  # noqa: F401  (models.PRESETS stays valid)
 
 
 def build_unet(image_shape: tuple[int, int, int], preset: str, seed: int, classes: int | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 import warnings
@@ -87,7 +88,7 @@ def train_and_save(name: str, data, folder: Path, log=print) -> tuple[FeatureNet
     net = fit(data, **TRAIN, log=log)
     card = card_for(name, net, data, time.time() - start)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{card['feature_space']}.pt.tmp"
+    tmp = folder / f"{card['feature_space']}.pt.tmp{os.getpid()}"  # one per process
     torch.save(net.state_dict(), tmp)
     tmp.replace(folder / f"{card['feature_space']}.pt")
     (folder / f"{card['feature_space']}.json").write_text(json.dumps(card, indent=1) + "\n")

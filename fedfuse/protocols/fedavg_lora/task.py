@@ -71,8 +71,9 @@ def pretrained_base(dataset: str, dataset_args: dict, data, public_view, cfg, pr
         return model, json.loads((folder / "card.json").read_text())
     card = pretrain(model, public_view, cfg, progress, resources)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "unet.pt.tmp")
-    (folder / "unet.pt.tmp").replace(folder / "unet.pt")
+    tmp = folder / f"unet.pt.tmp{os.getpid()}"  # one per process: concurrent cells may pre-train the same base
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(folder / "unet.pt")
     (folder / "card.json").write_text(json.dumps({**card, "key": folder.name}, indent=1))  # written last: marks complete
     return model, card
 
