@@ -194,6 +194,18 @@ def test_num_examples_and_a_protocols_own_schema_are_checked():
 
 
 @pytest.mark.slow
+def test_cells_share_warm_actors_but_never_client_state(plugin_cli, tmp_path):
+    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "stateful"\n', seeds="[0, 1]", rounds="2")
+    done = plugin_cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = (r["metrics"] for r in sorted(plugin_cli.results(tmp_path / "out"), key=lambda r: r["seed"]))
+    for m in (first, second):  # each cell's clients start with an empty Context: 2 rounds, 2 messages each
+        assert (m["seen_first"], m["seen_last"]) == (1, 2)
+    assert {second["pid_low"], second["pid_high"]} & {first["pid_low"], first["pid_high"]}  # an actor was reused
+    assert second["engine_reused"] == 1.0
+
+
+@pytest.mark.slow
 def test_hostile_clients_fail_their_cell_by_name_or_are_dropped(plugin_cli, tmp_path):
     attacks = "".join(f'[[protocols]]\nname = "hostile"\nlabel = "{a}"\nconfig = {{ attack = "{a}" }}\n'
                       for a in ("shape", "examples"))  # NaN: test_replies_are_checked_before_use

@@ -91,14 +91,17 @@ class SuiteRunner:
 
     def _prepare(self, cell: CellSpec) -> ServerRun:
         run_dir = self.out_dir / "runs" / cell.cell_id
-        if self.store.status(cell.cell_id) == "ok" and run_dir.is_dir():  # a rerun: keep the ok artifacts aside
+        rerun = self.store.status(cell.cell_id) == "ok" and run_dir.is_dir()
+        # The store first: from here on a process killed at any point finds the cell "running"
+        # at the next start, and the ok result and its files (set aside next) come back.
+        self.store.start(cell, self.suite_digest, run_dir)
+        if rerun:  # keep the ok artifacts aside until the new attempt ends
             shutil.rmtree(aside(run_dir), ignore_errors=True)
             run_dir.rename(aside(run_dir))
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "cell.json").write_text(cell.to_json())
         env = environment(cell.system)
         (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
-        self.store.start(cell, self.suite_digest, run_dir)
         run = ServerRun.for_cell(cell, run_dir, self.registry)
         run.system = system_label(env["system"])
         (run_dir / "clients.json").write_text(json.dumps(run.hardware.describe(), indent=1))

@@ -2,8 +2,11 @@
 
 One Ray runtime serves every cell of a ``fedfuse run``: the first cell starts it, later cells
 find it running (Flower's backend only starts Ray if it is not), and it ends with the process.
-Each cell still gets fresh ClientApp actors (Flower ends its actor pool when the run ends), so
-no client state crosses from one cell to the next.
+Its ClientApp actors are kept warm too: a Flower actor is a stateless worker (each message
+comes with the ClientApp to run and the client's Context), so a later cell reuses the idle
+actors instead of paying a new process and its imports per actor. No client state crosses
+cells: that lives in the Context, which Flower makes per run. A failed cell ends Ray and its
+actors, and an actor found dead is replaced.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def quiet_environment() -> None:
 
 
 _RAY_STARTED_FOR: str | None = None  # the settings the running Ray was started with
+_IDLE_ACTORS: list = []  # ClientApp actors the last cell left idle, for the next one
 
 
 @contextlib.contextmanager
@@ -61,6 +65,8 @@ def ray_kept_running(settings: str):
     global _RAY_STARTED_FOR
     if ray.is_initialized() and settings != _RAY_STARTED_FOR:
         ray.shutdown()
+    if not ray.is_initialized():
+        _IDLE_ACTORS.clear()  # they ended with the runtime
     _RAY_STARTED_FOR = settings
     reused = ray.is_initialized()
     shutdown, ray.shutdown = ray.shutdown, lambda *args, **kwargs: None
@@ -71,9 +77,50 @@ def ray_kept_running(settings: str):
         # and exits at once; a shutdown here would race Flower's threads still using Ray.)
         ray.shutdown = shutdown
         shutdown()
+        _IDLE_ACTORS.clear()
         raise
     finally:
         ray.shutdown = shutdown
+
+
+@contextlib.contextmanager
+def actors_kept_warm():
+    """Flower's pool creates its actors when a run starts and ends them when it ends; here
+    it takes live idle actors first and hands its actors back instead of ending them."""
+    from flwr.simulation.ray_transport.ray_actor import BasicActorPool
+
+    add, end = BasicActorPool.add_actors_to_pool, BasicActorPool.terminate_all_actors
+
+    def add_warm(pool, num_actors: int) -> None:
+        warm = live(_IDLE_ACTORS[:num_actors])
+        del _IDLE_ACTORS[:num_actors]
+        pool.pool.extend(warm)
+        pool.num_actors += len(warm)
+        add(pool, num_actors - len(warm))
+
+    def keep(pool) -> None:
+        _IDLE_ACTORS.extend(pool.pool)
+        pool.pool.clear()
+
+    BasicActorPool.add_actors_to_pool, BasicActorPool.terminate_all_actors = add_warm, keep
+    try:
+        yield
+    finally:
+        BasicActorPool.add_actors_to_pool, BasicActorPool.terminate_all_actors = add, end
+
+
+def live(actors: list) -> list:
+    """The actors that still answer (one whose process died, e.g. killed for memory, does not)."""
+    import ray
+
+    alive = []
+    for actor in actors:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=30)
+            alive.append(actor)
+        except Exception:  # noqa: BLE001 - dead or unreachable: Ray reclaims it, a new one replaces it
+            pass
+    return alive
 
 
 def run_cell(run: ServerRun, server_loop) -> dict:
@@ -92,7 +139,7 @@ def run_cell(run: ServerRun, server_loop) -> dict:
     client_app = CellClientApp({RUN_CONFIG_KEY: run.cell.to_json()})
     config = backend_config(run.cell.system)
     settings = json.dumps([config, os.environ[CLIENT_THREADS_ENV]], sort_keys=True)
-    with ray_kept_running(settings) as reused:
+    with ray_kept_running(settings) as reused, actors_kept_warm():
         run_simulation(server_app, client_app, num_supernodes=run.cell.clients, backend_config=config)
     if "metrics" not in outcome:
         raise RuntimeError("the server loop did not finish (see the cell's log)")
