@@ -205,6 +205,24 @@ def test_cells_share_warm_actors_but_never_client_state(plugin_cli, tmp_path):
     assert second["engine_reused"] == 1.0
 
 
+def test_a_clients_process_cache_is_per_flower_run():
+    from flwr.app import Context, RecordDict
+
+    from fedfuse.bench.engine.services import RUN_CONFIG_KEY, client_run
+    from fedfuse.bench.suites.cells import CellSpec
+
+    cell = CellSpec("s", "1", "a", "fedavg", "1", {}, "digits", {}, "iid", clients=2)
+
+    def context(run_id: int) -> Context:
+        return Context(run_id=run_id, node_id=1, state=RecordDict(), run_config={RUN_CONFIG_KEY: cell.to_json()},
+                       node_config={"partition-id": 0, "num-partitions": 2})
+
+    first = client_run(context(1))
+    first.cache["model"] = "fine-tuned in run 1"
+    assert client_run(context(1)) is first  # the same run: kept between its messages
+    assert client_run(context(2)).cache == {}  # a warm actor serving the cell again starts afresh
+
+
 @pytest.mark.slow
 def test_hostile_clients_fail_their_cell_by_name_or_are_dropped(plugin_cli, tmp_path):
     attacks = "".join(f'[[protocols]]\nname = "hostile"\nlabel = "{a}"\nconfig = {{ attack = "{a}" }}\n'

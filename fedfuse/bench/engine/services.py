@@ -207,8 +207,8 @@ class ClientRun:
     num_partitions: int
     data: ClientData
     flops: FlopMeter = field(default_factory=FlopMeter)  # wrap training/sampling steps in flops.step(...)
-    #: what a protocol keeps between messages of this cell in this process (a model being
-    #: fine-tuned). Bounded: the engine keeps the ClientRuns of the last 8 (cell, partition)s.
+    #: what a protocol keeps between messages of this run in this process (a model being
+    #: fine-tuned). Bounded: the engine keeps the ClientRuns of the last 8 (run, partition)s.
     cache: dict = field(default_factory=dict)
 
     @property
@@ -222,13 +222,16 @@ class ClientRun:
 
 
 def client_run(context) -> ClientRun:
-    """Build (once per process and cell) the ClientRun for a Flower ``Context``."""
+    """Build (once per process and Flower run) the ClientRun for a Flower ``Context``. Keyed
+    by the run too: a warm actor that serves the same cell again (a rerun, the conformance
+    check's second run) starts with an empty ``cache``, as a fresh process would."""
     node = context.node_config
-    return _client_run(context.run_config[RUN_CONFIG_KEY], int(node["partition-id"]), int(node["num-partitions"]))
+    return _client_run(context.run_config[RUN_CONFIG_KEY], int(node["partition-id"]), int(node["num-partitions"]),
+                       context.run_id)
 
 
 @functools.lru_cache(maxsize=8)
-def _client_run(cell_json: str, partition_id: int, num_partitions: int) -> ClientRun:
+def _client_run(cell_json: str, partition_id: int, num_partitions: int, run_id: int) -> ClientRun:
     cell = CellSpec.from_json(cell_json)
     if num_partitions != cell.clients:
         raise RuntimeError(f"this SuperNode is one of {num_partitions} partitions, the cell has {cell.clients} clients")
