@@ -50,13 +50,15 @@ def sample_grids(rows, records: list[dict], folder: Path) -> str:
     import shutil
 
     folder.mkdir(exist_ok=True)
+    several = len({r.data for r in rows}) > 1  # then a configuration has a grid per data split
     cells = []
     for r in rows:
         grid = grid_of(r, records)
         if grid is not None:
-            name = "".join(c if c.isalnum() or c in "-." else "_" for c in r.label) + ".png"
+            title = f"{r.label}, {r.data.split('/')[-1].split('(')[0]}" if several else r.label
+            name = "".join(c if c.isalnum() or c in "-." else "_" for c in title) + ".png"
             shutil.copyfile(grid, folder / name)
-            cells.append((r.label, f"samples/{name}"))
+            cells.append((title, f"samples/{name}"))
     heads = " | ".join(label for label, _ in cells)
     images = " | ".join(f'<img src="{path}" width="128">' for _, path in cells)
     return f"Samples (lowest seed; client 0 where each client samples its own classes):\n\n| {heads} |\n|{'---|' * len(cells)}\n| {images} |\n"
