@@ -4,7 +4,9 @@
 # -gpu tiers' data) on the card. Results go to $OUT (default /tmp/gpu-out):
 #   OUT=/tmp/gpu-out bash scripts/gpu_checks.sh
 # On a bare machine without the venv, a folder .gpu/ may carry wheels (.gpu/whl: fedfuse and what
-# the image lacks) and Fashion-MNIST's IDX files (.gpu/fashion); they are installed first.
+# the image lacks: on the lent H200 that was diffusers, lightning-fabric, importlib_metadata and
+# prdc) and Fashion-MNIST's IDX files (.gpu/fashion); they are installed first. Flower's simulation
+# (Ray) cannot travel that way, so the -gpu suites themselves are not run here.
 # DEADLINE (seconds, default 420) skips the curves that would start after it.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -63,6 +63,13 @@ def test_fused_ema_update_is_bit_identical_to_torchs_per_tensor_one():
         ema.update(model), reference.update_parameters(model)
     got, want = ema.state_dict(), reference.state_dict()
     assert all(torch.equal(got[k], want[k]) for k in want)
+    # a plugin's model may carry integer buffers (BatchNorm's counter): they follow the model
+    bn = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    ema = ddpm.Ema(bn, 0.9)
+    for _ in range(3):
+        bn(torch.randn(4, 3, generator=gen))
+        ema.update(bn)
+    assert ema.model[1].num_batches_tracked.item() == 3 and ema.averaged.n_averaged.item() == 3
 
 
 @pytest.mark.parametrize("preset,params", [("tiny", 163_985), ("small", 651_041), ("base", 1_001_729)])

@@ -58,22 +58,24 @@ def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Reso
     if ema is not None:
         ema.averaged.to(fab.device)
     total = 0.0
-    for _ in range(steps):
-        with flops.step("train", shape_of()) if flops else contextlib.nullcontext():
-            loss = batch_loss(module, fab.device)
-            optimizer.zero_grad(set_to_none=True)
-            fab.backward(loss)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"training loss became {value}; lower the learning rate")
-        optimizer.step()
-        schedule.step()
+    try:
+        for _ in range(steps):
+            with flops.step("train", shape_of()) if flops else contextlib.nullcontext():
+                loss = batch_loss(module, fab.device)
+                optimizer.zero_grad(set_to_none=True)
+                fab.backward(loss)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"training loss became {value}; lower the learning rate")
+            optimizer.step()
+            schedule.step()
+            if ema is not None:
+                ema.update(model)
+            total += value
+    finally:  # back on the CPU however the loop ends: a kept model never holds GPU memory
+        model.to("cpu")
         if ema is not None:
-            ema.update(model)
-        total += value
-    model.to("cpu")
-    if ema is not None:
-        ema.averaged.to("cpu")
+            ema.averaged.to("cpu")
     return total / steps
 
 
@@ -129,12 +131,15 @@ class Ema:
         if self.decay <= 0:
             avg.module.load_state_dict(model.state_dict())
             return
-        mine = [t.detach() for t in itertools.chain(avg.module.parameters(), avg.module.buffers())]
-        theirs = [t.detach().to(mine[0].device) for t in itertools.chain(model.parameters(), model.buffers())]
+        pairs = [(a.detach(), b.detach().to(a.device)) for a, b in zip(
+            itertools.chain(avg.module.parameters(), avg.module.buffers()),
+            itertools.chain(model.parameters(), model.buffers()))]
+        floats = [(a, b) for a, b in pairs if a.is_floating_point()]
         updates = int(avg.n_averaged)
-        if updates == 0:
-            torch._foreach_copy_(mine, theirs)
-        else:
+        for a, b in pairs if updates == 0 else [p for p in pairs if not p[0].is_floating_point()]:
+            a.copy_(b)  # the first update copies; counters (e.g. BatchNorm's) follow the model
+        if updates and floats:
+            mine, theirs = (list(t) for t in zip(*floats))
             k = updates * self.steps_per_update
             diff = torch._foreach_sub(theirs, mine)
             torch._foreach_mul_(diff, 1 - min(self.decay, (1 + k) / (10 + k)) ** self.steps_per_update)

@@ -92,11 +92,12 @@ class SuiteRunner:
     def _prepare(self, cell: CellSpec) -> ServerRun:
         run_dir = self.out_dir / "runs" / cell.cell_id
         rerun = self.store.status(cell.cell_id) == "ok" and run_dir.is_dir()
+        if rerun:  # an aside folder now is a finished rerun's leftover: run_dir holds the ok files
+            shutil.rmtree(aside(run_dir), ignore_errors=True)
         # The store first: from here on a process killed at any point finds the cell "running"
         # at the next start, and the ok result and its files (set aside next) come back.
         self.store.start(cell, self.suite_digest, run_dir)
         if rerun:  # keep the ok artifacts aside until the new attempt ends
-            shutil.rmtree(aside(run_dir), ignore_errors=True)
             run_dir.rename(aside(run_dir))
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "cell.json").write_text(cell.to_json())

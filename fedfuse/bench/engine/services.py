@@ -225,9 +225,16 @@ def client_run(context) -> ClientRun:
     """Build (once per process and Flower run) the ClientRun for a Flower ``Context``. Keyed
     by the run too: a warm actor that serves the same cell again (a rerun, the conformance
     check's second run) starts with an empty ``cache``, as a fresh process would."""
+    global _LAST_RUN_ID
+    if context.run_id != _LAST_RUN_ID:  # a process serves one run at a time: free the last run's
+        _client_run.cache_clear()
+        _LAST_RUN_ID = context.run_id
     node = context.node_config
     return _client_run(context.run_config[RUN_CONFIG_KEY], int(node["partition-id"]), int(node["num-partitions"]),
                        context.run_id)
+
+
+_LAST_RUN_ID = None
 
 
 @functools.lru_cache(maxsize=8)

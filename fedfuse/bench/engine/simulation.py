@@ -118,8 +118,8 @@ def live(actors: list) -> list:
         try:
             ray.get(actor.__ray_ready__.remote(), timeout=30)
             alive.append(actor)
-        except Exception:  # noqa: BLE001 - dead or unreachable: Ray reclaims it, a new one replaces it
-            pass
+        except Exception:  # noqa: BLE001 - dead or unreachable: freed now, a new one replaces it
+            ray.kill(actor, no_restart=True)
     return alive
 
 
@@ -141,6 +141,6 @@ def run_cell(run: ServerRun, server_loop) -> dict:
     settings = json.dumps([config, os.environ[CLIENT_THREADS_ENV]], sort_keys=True)
     with ray_kept_running(settings) as reused, actors_kept_warm():
         run_simulation(server_app, client_app, num_supernodes=run.cell.clients, backend_config=config)
-    if "metrics" not in outcome:
-        raise RuntimeError("the server loop did not finish (see the cell's log)")
+        if "metrics" not in outcome:  # raised inside: a failed cell ends Ray and its actors
+            raise RuntimeError("the server loop did not finish (see the cell's log)")
     return {**outcome["metrics"], "engine_reused": float(reused)}

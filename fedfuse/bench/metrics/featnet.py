@@ -88,10 +88,13 @@ def train_and_save(name: str, data, folder: Path, log=print) -> tuple[FeatureNet
     net = fit(data, **TRAIN, log=log)
     card = card_for(name, net, data, time.time() - start)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{card['feature_space']}.pt.tmp{os.getpid()}"  # one per process
+    # The card first, the weights last: a reader that finds the weights finds a whole card.
+    tmp = folder / f"{card['feature_space']}.json.tmp{os.getpid()}"  # one per process
+    tmp.write_text(json.dumps(card, indent=1) + "\n")
+    tmp.replace(folder / f"{card['feature_space']}.json")
+    tmp = folder / f"{card['feature_space']}.pt.tmp{os.getpid()}"
     torch.save(net.state_dict(), tmp)
     tmp.replace(folder / f"{card['feature_space']}.pt")
-    (folder / f"{card['feature_space']}.json").write_text(json.dumps(card, indent=1) + "\n")
     return net, card
 
 

@@ -74,7 +74,9 @@ def pretrained_base(dataset: str, dataset_args: dict, data, public_view, cfg, pr
     tmp = folder / f"unet.pt.tmp{os.getpid()}"  # one per process: concurrent cells may pre-train the same base
     torch.save(model.state_dict(), tmp)
     tmp.replace(folder / "unet.pt")
-    (folder / "card.json").write_text(json.dumps({**card, "key": folder.name}, indent=1))  # written last: marks complete
+    tmp = folder / f"card.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps({**card, "key": folder.name}, indent=1))
+    tmp.replace(folder / "card.json")  # last, and whole: the card marks the base complete
     return model, card
 
 
