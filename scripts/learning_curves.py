@@ -94,17 +94,22 @@ def plot() -> None:
     import matplotlib.pyplot as plt
 
     curves: dict[str, list] = {}
-    for line in RECORDS.read_text().splitlines():
-        r = json.loads(line)
-        s = r["settings"]
-        curves.setdefault(f"{s['dataset']}{s['size'] or ''} {s['model']}", []).append(r)
+    gpu = RECORDS.with_name("curves-gpu.jsonl")  # scripts/gpu_checks.sh's; no CPU-seconds axis for these
+    for path in (RECORDS, gpu) if gpu.is_file() else (RECORDS,):
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            s = r["settings"]
+            card = f" ({r['system']['device_name']})" if "system" in r else ""
+            curves.setdefault(f"{s['dataset']}{s['size'] or ''} {s['model']}{card}", []).append(r)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for label, rows in sorted(curves.items()):
+    for i, (label, rows) in enumerate(sorted(curves.items())):
         rows.sort(key=lambda r: r["steps"])
         ratio = [r["fid"] / r["ref"]["noise"]["fid"] for r in rows]
-        axes[0].plot([r["steps"] for r in rows], ratio, "o-", label=label)
-        axes[1].plot([r["train_cpu_s"] for r in rows], ratio, "o-", label=label)
-        axes[2].plot([r["steps"] for r in rows], [r["recall"] for r in rows], "o-", label=label)
+        style = {"marker": "o", "color": f"C{i}", "label": label}  # one colour per curve on every axis
+        axes[0].plot([r["steps"] for r in rows], ratio, **style)
+        if "system" not in rows[0]:
+            axes[1].plot([r["train_cpu_s"] for r in rows], ratio, **style)
+        axes[2].plot([r["steps"] for r in rows], [r["recall"] for r in rows], **style)
     from matplotlib.ticker import NullFormatter
 
     for ax, xl, yl in zip(axes, ("optimizer steps", "training CPU-seconds (one core)", "optimizer steps"),
