@@ -79,3 +79,17 @@ def test_markdown_shows_references_and_not_learned_rows():
     assert "cannot rank models" not in text  # 200 >= 20 x 2
     weak = [scored("x", 0, 5.0, noise=30.0)]
     assert "cannot rank models on digits/iid" in markdown(rank(group(weak, {}, {}), SPECS))
+
+
+def test_each_data_split_of_a_configuration_shows_its_own_sample_grid(tmp_path):
+    from fedfuse.leaderboard.html import grid_of
+
+    records = []
+    for split in ("iid", "dirichlet"):
+        run_dir = tmp_path / split
+        run_dir.mkdir()
+        (run_dir / "samples.png").write_bytes(split.encode())
+        records.append({**record("lora", 0, 1.0, 1.0), "partitioner": split, "run_dir": str(run_dir)})
+    rows = group(records, {})
+    assert len(rows) == 2
+    assert {grid_of(r, records).read_bytes().decode() for r in rows} == {"iid", "dirichlet"}

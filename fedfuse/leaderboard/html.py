@@ -17,6 +17,7 @@ from fedfuse.leaderboard.ranking import (
     PRIMARY,
     REFERENCES,
     Row,
+    data_of,
     reference_rows,
 )
 from fedfuse.leaderboard.render import LEGEND, REFERENCE_NAMES, UNITS, space_notes
@@ -116,7 +117,10 @@ GRIDS = ("samples.png", "final_samples.png", "samples_client0.png")  # fedavg-li
 
 def grid_of(row: Row, records: list[dict]) -> Path | None:
     """The sample grid of the configuration's lowest-seed ok cell (client 0's where clients sample apart)."""
-    runs = sorted((r for r in records if r["label"] == row.label and r["status"] == "ok"), key=lambda r: r["seed"])
+    def of_row(r: dict) -> bool:  # the same configuration on the same data split and profile
+        return (r["label"], data_of(r), r["profile"]) == (row.label, row.data, row.profile)
+
+    runs = sorted((r for r in records if r["status"] == "ok" and of_row(r)), key=lambda r: r["seed"])
     return next((Path(r["run_dir"]) / g for r in runs for g in GRIDS if (Path(r["run_dir"]) / g).is_file()), None)
 
 

@@ -73,12 +73,17 @@ def track_of(record: dict, shipped_digests: dict[str, str]) -> str:
     return f"{record['suite']} v{record['suite_version']} ({'closed' if closed else 'open'}, {space})"
 
 
+def data_of(record: dict) -> str:
+    """A cell's data as a row names it: dataset and partitioner."""
+    return f"{record['dataset']}/{record['partitioner']}"
+
+
 def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: dict[str, int] | None = None) -> list[Row]:
     rows: dict[tuple, Row] = {}
     for r in records:
         if r["status"] == "running":  # in progress (or killed): not a result yet
             continue
-        key = (track_of(r, shipped_digests), r["label"], f"{r['dataset']}/{r['partitioner']}", r["profile"])
+        key = (track_of(r, shipped_digests), r["label"], data_of(r), r["profile"])
         row = rows.setdefault(key, Row(*key))
         row.planned = (planned_seeds or {}).get(r["suite"], 0)
         if r["status"] != "ok":
