@@ -8,7 +8,6 @@ Protocols say *what* to train (the model, which parameters, the loss of a batch,
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 from typing import Callable
 
@@ -119,32 +118,26 @@ class Ema:
 
     def __init__(self, model, decay: float, state: dict | None = None, steps_per_update: int = 1):
         self.decay, self.steps_per_update = decay, steps_per_update
-        self.averaged = AveragedModel(model, device=torch.device("cpu"), use_buffers=True)  # update() averages
+        self.averaged = AveragedModel(model, device=torch.device("cpu"), multi_avg_fn=self._average, use_buffers=True)
         if state is not None:
             self.averaged.load_state_dict(state)
 
-    def update(self, model) -> None:
-        """Fold ``model``'s weights in, on the EMA's device: one fused (foreach) update with one
-        host sync, not a kernel and a sync per tensor, and no copy of the weights to the CPU
-        each step when training runs on a GPU: ``ema += (weights - ema) * (1 - decay)``."""
-        avg = self.averaged
-        if self.decay <= 0:
-            avg.module.load_state_dict(model.state_dict())
+    def _average(self, averaged: list, current: list, updates: torch.Tensor) -> None:
+        """One fused (foreach) update per device and dtype, on the EMA's device: no copy of the
+        weights to the CPU each step when training runs on a GPU, one host sync per update."""
+        if not averaged[0].is_floating_point():  # counters (e.g. BatchNorm's) follow the model
+            torch._foreach_copy_(averaged, current)
             return
-        pairs = [(a.detach(), b.detach().to(a.device)) for a, b in zip(
-            itertools.chain(avg.module.parameters(), avg.module.buffers()),
-            itertools.chain(model.parameters(), model.buffers()))]
-        floats = [(a, b) for a, b in pairs if a.is_floating_point()]
-        updates = int(avg.n_averaged)
-        for a, b in pairs if updates == 0 else [p for p in pairs if not p[0].is_floating_point()]:
-            a.copy_(b)  # the first update copies; counters (e.g. BatchNorm's) follow the model
-        if updates and floats:
-            mine, theirs = (list(t) for t in zip(*floats))
-            k = updates * self.steps_per_update
-            diff = torch._foreach_sub(theirs, mine)
-            torch._foreach_mul_(diff, 1 - min(self.decay, (1 + k) / (10 + k)) ** self.steps_per_update)
-            torch._foreach_add_(mine, diff)
-        avg.n_averaged += 1
+        k = int(updates) * self.steps_per_update  # optimizer steps averaged so far
+        diff = torch._foreach_sub(current, averaged)  # ema += (weights - ema) * (1 - decay)
+        torch._foreach_mul_(diff, 1 - min(self.decay, (1 + k) / (10 + k)) ** self.steps_per_update)
+        torch._foreach_add_(averaged, diff)
+
+    def update(self, model) -> None:
+        if self.decay <= 0:
+            self.averaged.module.load_state_dict(model.state_dict())
+        else:
+            self.averaged.update_parameters(model)
 
     @property
     def model(self):
