@@ -55,7 +55,7 @@ def test_adapter_only_averaging(cells, tmp_path):
     assert not torch.equal(sent[0]["class_embedding.weight"], start.to_torch_state_dict()["class_embedding.weight"])
     from fedfuse.bench.engine.services import _client_run
 
-    client_model, _ = _client_run(cell.to_json(), 0, cell.clients, 1).cache["model"]  # run 1, as client_round says
+    client_model, _ = _client_run(cell.to_json(), 0, cell.clients).cache["model"]
     task.load_trainable_state(client_model, aggregated.to_torch_state_dict(), "lora")
     frozen = {k.replace(".base_layer", ""): v for k, v in client_model.state_dict().items()
               if "lora_" not in k and not k.startswith("class_embedding")}

@@ -208,7 +208,7 @@ class ClientRun:
     data: ClientData
     flops: FlopMeter = field(default_factory=FlopMeter)  # wrap training/sampling steps in flops.step(...)
     #: what a protocol keeps between messages of this run in this process (a model being
-    #: fine-tuned). Bounded: the engine keeps the ClientRuns of the last 8 (run, partition)s.
+    #: fine-tuned). Bounded: the engine keeps the run's ClientRuns of the last 8 partitions.
     cache: dict = field(default_factory=dict)
 
     @property
@@ -222,23 +222,22 @@ class ClientRun:
 
 
 def client_run(context) -> ClientRun:
-    """Build (once per process and Flower run) the ClientRun for a Flower ``Context``. Keyed
-    by the run too: a warm actor that serves the same cell again (a rerun, the conformance
-    check's second run) starts with an empty ``cache``, as a fresh process would."""
+    """Build (once per process and Flower run) the ClientRun for a Flower ``Context``. A process
+    serves one run at a time, so a new run empties the cache: a warm actor that serves a cell
+    again (a rerun, the conformance check's second run) starts afresh, as a new process would."""
     global _LAST_RUN_ID
-    if context.run_id != _LAST_RUN_ID:  # a process serves one run at a time: free the last run's
+    if context.run_id != _LAST_RUN_ID:
         _client_run.cache_clear()
         _LAST_RUN_ID = context.run_id
     node = context.node_config
-    return _client_run(context.run_config[RUN_CONFIG_KEY], int(node["partition-id"]), int(node["num-partitions"]),
-                       context.run_id)
+    return _client_run(context.run_config[RUN_CONFIG_KEY], int(node["partition-id"]), int(node["num-partitions"]))
 
 
 _LAST_RUN_ID = None
 
 
 @functools.lru_cache(maxsize=8)
-def _client_run(cell_json: str, partition_id: int, num_partitions: int, run_id: int) -> ClientRun:
+def _client_run(cell_json: str, partition_id: int, num_partitions: int) -> ClientRun:
     cell = CellSpec.from_json(cell_json)
     if num_partitions != cell.clients:
         raise RuntimeError(f"this SuperNode is one of {num_partitions} partitions, the cell has {cell.clients} clients")
