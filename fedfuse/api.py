@@ -13,7 +13,8 @@ Groups:
 - **rounds**: ``strategy_rounds`` (FedAvg-style rounds of a Flower strategy), ``send_each``
   (custom messages), ``check_replies``, ``ClientFailure``.
 - **toolkit**: UNet presets, the DDPM recipe (``DdpmConfig``, ``train`` with an
-  ``extra_loss`` hook, ``fit`` for any batch loss, ``Ema``), sampling, the quantization codec.
+  ``extra_loss`` hook, ``fit`` for any batch loss, ``Ema``), sampling, the quantization codec,
+  ``write_atomic`` for cache files that concurrent cells share.
 - **accounting**: ``FlopMeter`` and the record keys the harness reads (``PAYLOAD_KEY`` for a
   packed payload's logical size, ``EVAL_KEY`` for evaluation-only traffic), the cost model.
 - **config helpers**: ``ConfigError``, ``require_positive``.
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from fedfuse.bench.costs.flops import FlopMeter
     from fedfuse.bench.engine.services import ClientRun, ServerRun, client_run
     from fedfuse.datasets import ClientData, ImageData
+    from fedfuse.files import write_atomic
     from fedfuse.datasets.loading import load as load_dataset
     from fedfuse.plugins.config import ConfigError, require_positive
     from fedfuse.toolkit import quantization
@@ -98,6 +100,7 @@ _EXPORTS = {
     "sample": ("fedfuse.toolkit.sampling", "sample"),
     "derive_seed": ("fedfuse.toolkit.seeding", "derive_seed"),
     "stable_hash": ("fedfuse.toolkit.seeding", "stable_hash"),
+    "write_atomic": ("fedfuse.files", "write_atomic"),
 }
 
 
@@ -134,7 +137,7 @@ __all__ = [
     # toolkit
     "PRESETS", "build_unet", "check_preset", "DdpmConfig", "Recipe", "build_scheduler", "diffusion_loss",
     "train", "fit", "evaluate", "Ema", "sample", "denoise", "make_scheduler", "quantization",
-    "derive_seed", "stable_hash",
+    "derive_seed", "stable_hash", "write_atomic",
     # accounting
     "FlopMeter", "PAYLOAD_KEY", "EVAL_KEY", "costmodel",
     # config and testing

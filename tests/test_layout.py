@@ -19,7 +19,7 @@ TIERS = {
     "fedfuse.bench.engine": 4, "fedfuse.bench.plugin": 4,
     "fedfuse.bench.cli": 5,
 }
-SHARED = {"fedfuse", "fedfuse.installed"}  # the version string and installed-package lookup
+SHARED = {"fedfuse", "fedfuse.installed", "fedfuse.files"}  # version, installed-package lookup, atomic writes
 
 
 def imports_of(path: Path) -> set[str]:

@@ -21,6 +21,7 @@ import torch
 
 from fedfuse.datasets import DatasetError, ImageData, held_out_split, to_unit_range
 from fedfuse.datasets.builtin import SPLIT_SEED
+from fedfuse.files import write_atomic
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 CELEBA_ATTRS = "list_attr_celeba.txt"
@@ -148,9 +149,12 @@ def decode_cached(files: list[Path], size: int, channels: int, skip_unreadable: 
         return z["images"], z["keep"], tuple(z["warnings"].tolist())
     images, keep, warnings = decode(files, size, channels, skip_unreadable)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".tmp{os.getpid()}.npz")  # one per process: concurrent runs share the cache
-    np.savez(tmp, images=images, keep=keep, warnings=np.array(warnings, dtype=str))
-    tmp.replace(cached)  # atomic: a crash never leaves a half-written cache file
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: np.savez would add ".npz" to a name
+            np.savez(f, images=images, keep=keep, warnings=np.array(warnings, dtype=str))
+
+    write_atomic(cached, save)
     return images, keep, warnings
 
 

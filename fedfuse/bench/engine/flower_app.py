@@ -12,7 +12,6 @@ partition there: raw data never travels.
 from __future__ import annotations
 
 import json
-import os
 import traceback
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from flwr.serverapp import ServerApp
 
 from fedfuse.bench.engine.flower import CellClientApp, serve
 from fedfuse.bench.engine.services import RUN_CONFIG_KEY
+from fedfuse.files import write_atomic
 from fedfuse.bench.suites.cells import CellSpec
 
 RUN_DIR_KEY = "fedfuse-run-dir"
@@ -67,9 +67,7 @@ def write_app(directory: Path) -> Path:
 
 
 def write_json_atomic(path: Path, value: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(value)))
 
 
 @server_app.main()

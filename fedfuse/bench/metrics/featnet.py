@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 import warnings
@@ -21,6 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from fedfuse.files import write_atomic
 
 VERSION = "v1"
 FEATURE_DIM = 128
@@ -89,12 +90,9 @@ def train_and_save(name: str, data, folder: Path, log=print) -> tuple[FeatureNet
     card = card_for(name, net, data, time.time() - start)
     folder.mkdir(parents=True, exist_ok=True)
     # The card first, the weights last: a reader that finds the weights finds a whole card.
-    tmp = folder / f"{card['feature_space']}.json.tmp{os.getpid()}"  # one per process
-    tmp.write_text(json.dumps(card, indent=1) + "\n")
-    tmp.replace(folder / f"{card['feature_space']}.json")
-    tmp = folder / f"{card['feature_space']}.pt.tmp{os.getpid()}"
-    torch.save(net.state_dict(), tmp)
-    tmp.replace(folder / f"{card['feature_space']}.pt")
+    space = card["feature_space"]
+    write_atomic(folder / f"{space}.json", lambda tmp: tmp.write_text(json.dumps(card, indent=1) + "\n"))
+    write_atomic(folder / f"{space}.pt", lambda tmp: torch.save(net.state_dict(), tmp))
     return net, card
 
 

@@ -22,6 +22,7 @@ import torch
 
 from fedfuse.bench.metrics.calibrate import gaussian_blur
 from fedfuse.bench.metrics.quality import score
+from fedfuse.files import write_atomic
 
 ROWS = ("real", "blur", "noise")
 REFERENCE_SEED = 11
@@ -60,9 +61,7 @@ def _cached(digest: str, net, held_out, train, n) -> dict[str, dict]:
         return json.loads(_cached_read(str(path)))
     rows = compute(net, held_out, train, n)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(rows))
-    tmp.replace(path)  # atomic: concurrent cells never read half a file
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(rows)))  # concurrent cells never read half a file
     return rows
 
 

@@ -33,6 +33,7 @@ from fedfuse.api import (
     build_unet,
     stable_hash,
     train,
+    write_atomic,
 )
 
 BASE_VERSION = "2"
@@ -71,12 +72,9 @@ def pretrained_base(dataset: str, dataset_args: dict, data, public_view, cfg, pr
         return model, json.loads((folder / "card.json").read_text())
     card = pretrain(model, public_view, cfg, progress, resources)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"unet.pt.tmp{os.getpid()}"  # one per process: concurrent cells may pre-train the same base
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(folder / "unet.pt")
-    tmp = folder / f"card.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps({**card, "key": folder.name}, indent=1))
-    tmp.replace(folder / "card.json")  # last, and whole: the card marks the base complete
+    # Whole files only (concurrent cells may pre-train the same base); the card last: it marks the base complete.
+    write_atomic(folder / "unet.pt", lambda tmp: torch.save(model.state_dict(), tmp))
+    write_atomic(folder / "card.json", lambda tmp: tmp.write_text(json.dumps({**card, "key": folder.name}, indent=1)))
     return model, card
 
 
