@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         build_scheduler,
         diffusion_loss,
         evaluate,
+        drop_labels,
         fit,
         train,
     )
@@ -60,7 +61,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         send_each,
         strategy_rounds,
     )
-    from fedfuse.toolkit.sampling import denoise, make_scheduler, sample
+    from fedfuse.toolkit.sampling import Guided, conditioned, denoise, make_scheduler, sample
     from fedfuse.toolkit.seeding import derive_seed, stable_hash
 
 # name -> (module, attribute). Loaded on first use (PEP 562), so a plugin module that only
@@ -96,6 +97,9 @@ _EXPORTS = {
     "send_each": ("fedfuse.toolkit.rounds", "send_each"),
     "strategy_rounds": ("fedfuse.toolkit.rounds", "strategy_rounds"),
     "denoise": ("fedfuse.toolkit.sampling", "denoise"),
+    "conditioned": ("fedfuse.toolkit.sampling", "conditioned"),
+    "Guided": ("fedfuse.toolkit.sampling", "Guided"),
+    "drop_labels": ("fedfuse.toolkit.ddpm", "drop_labels"),
     "make_scheduler": ("fedfuse.toolkit.sampling", "make_scheduler"),
     "sample": ("fedfuse.toolkit.sampling", "sample"),
     "derive_seed": ("fedfuse.toolkit.seeding", "derive_seed"),
@@ -137,6 +141,7 @@ __all__ = [
     # toolkit
     "PRESETS", "build_unet", "check_preset", "DdpmConfig", "Recipe", "build_scheduler", "diffusion_loss",
     "train", "fit", "evaluate", "Ema", "sample", "denoise", "make_scheduler", "quantization",
+    "conditioned", "Guided", "drop_labels",
     "derive_seed", "stable_hash", "write_atomic",
     # accounting
     "FlopMeter", "PAYLOAD_KEY", "EVAL_KEY", "costmodel",

@@ -18,8 +18,10 @@ from fedfuse.plugins.manager import registry
 STUDIES = {  # protocol folder, extra table columns, (x, [y, ...]) of the figure
     "fedavg-lora": ("fedavg_lora", ("trained_params", "base_fid", "eval_loss", "pretrain_s"),
                     ("bytes_up", ["fid", "energy_j"])),
-    "split-diffusion": ("split_diffusion", ("cut_ratio", "server_flops", "nn_mse", "nn_ssim", "recon_nn_mse"),
-                        ("cut_ratio", ["client_flops", "nn_mse", "fid"])),
+    "split-diffusion": ("split_diffusion", ("cut_ratio", "server_flops", "client_gen_flops", "nn_mse", "nn_ssim",
+                                            "disclosure_fid_cut", "disclosure_fid_approx",
+                                            "disclosure_fid_approx_heldout", "disclosure_fid_fresh"),
+                        ("cut_ratio", ["client_flops", "disclosure_fid_approx", "fid"])),
     "ondemand-quant": ("ondemand_quant", ("mean_bits", "eval_loss"), ("bytes_up", ["energy_j", "fid"])),
 }
 MARK = "## Measured"

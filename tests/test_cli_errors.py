@@ -51,7 +51,7 @@ def test_data_show_prints_the_partition_and_plots(cli, tmp_path):
     assert "dirichlet(alpha=0.3,min_partition_size=10)" in done.stdout and "mean total-variation" in done.stdout
     assert png.read_bytes()[:4] == b"\x89PNG"
     bad = cli("data", "show", "digits", "--arg", "alpha=0.3")
-    assert bad.returncode == 2 and "unknown argument 'alpha'; allowed: none" in bad.stderr
+    assert bad.returncode == 2 and "unknown argument 'alpha'; allowed: max_per_client" in bad.stderr
     missing = cli("data", "show", "image-folder", "--data-arg", f"path={tmp_path / 'nowhere'}")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 

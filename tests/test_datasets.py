@@ -1,12 +1,16 @@
 import numpy as np
 import pytest
+from helpers import write_suite
 from PIL import Image
 
+from fedfuse.bench.suites.expand import expand
+from fedfuse.bench.suites.parse import load_suite
 from fedfuse.datasets import DatasetError
 from fedfuse.datasets.builtin import load_digits, load_fashion_mnist, load_mnist
 from fedfuse.datasets.folders import load_hf_disk, load_image_folder
 from fedfuse.datasets.loading import choose_public, load
 from fedfuse.datasets.partition import partition_indices, summarize
+from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import registry
 
 
@@ -167,3 +171,151 @@ def test_groups_by_attribute_needs_matching_clients(tmp_path, monkeypatch):
         parts("image-folder", "groups", clients=3, data_args=data_args, by="smile")
     with pytest.raises(DatasetError, match="no attribute 'Male'"):
         parts("image-folder", "groups", clients=2, data_args=data_args, by="Male")
+
+
+# --- attribute-sets (CollaFuse's clients) and max_per_client ----------------------------------
+
+SETS = [["Black_Hair"], ["Smiling"], ["Blond_Hair", "Wearing_Earrings"]]
+
+
+def make_celeba(root, n=40):
+    """A CelebA-layout folder: img_align_celeba/*.png and list_attr_celeba.txt (a count line,
+    the attribute names, then 'file v1 v2 ...' with -1/1). Image i is black-haired if i % 3 == 0,
+    smiling if even, blond if i % 3 == 1, wears earrings unless i % 5 == 0: sets 0 and 1 overlap
+    (i % 6 == 0), as do 1 and 2; sets 0 and 2 never; odd i with i % 3 == 2 match no set."""
+    names = [f"{i:06d}.png" for i in range(1, n + 1)]
+    make_images(root / "img_align_celeba", names, size=(8, 8))
+    rows = [name + " " + " ".join(f"{1 if has else -1:2d}" for has in (i % 3 == 0, i % 2 == 0, i % 3 == 1, i % 5 != 0))
+            for i, name in enumerate(names)]
+    (root / "list_attr_celeba.txt").write_text(f"{n}\nBlack_Hair Smiling Blond_Hair Wearing_Earrings\n"
+                                               + "\n".join(rows) + "\n")
+    return {"path": str(root), "size": 8}
+
+
+def set_parts(data_args, seed=0, sets=SETS, clients=None, **args):
+    return parts("image-folder", "attribute-sets", clients or len(sets), seed, data_args, sets=sets, **args)
+
+
+def matching(data, sets=SETS):
+    """(private images, sets) booleans, and the private indices, from the loaded attributes."""
+    private = data.private
+    return np.stack([np.all([data.attributes[a][private] == 1 for a in s], axis=0) for s in sets], 1), private
+
+
+@pytest.fixture
+def celeba(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDFUSE_CACHE", str(tmp_path / "cache"))
+    return make_celeba(tmp_path / "celeba")
+
+
+def test_attribute_sets_give_each_client_the_images_of_its_set(celeba):
+    data = load("image-folder", celeba)
+    split = set_parts(celeba)
+    for p, attrs in zip(split, SETS):
+        assert len(p) and all((data.attributes[a][p] == 1).all() for a in attrs)
+    union = np.concatenate(split)
+    assert len(union) == len(set(union.tolist()))  # disjoint
+    matches, private = matching(data)
+    assert set(union.tolist()) == set(private[matches.any(1)].tolist())  # every match placed, no other image
+    multi = private[matches.sum(1) > 1]
+    assert len(multi) >= 4  # the folder has overlaps
+    assert all(sum(int(i in p) for p in split) == 1 for i in multi)  # each in exactly one client
+
+
+def test_attribute_sets_are_a_pure_function_of_the_seed(celeba):
+    data = load("image-folder", celeba)
+    matches, private = matching(data)
+    single = {int(i): int(m.argmax()) for i, m in zip(private, matches) if m.sum() == 1}
+    owner = [{int(i): c for c, p in enumerate(set_parts(celeba, seed)) for i in p} for seed in range(6)]
+    assert owner[0] == {int(i): c for c, p in enumerate(set_parts(celeba, 0)) for i in p}  # same seed, same split
+    assert all({i: o[i] for i in single} == single for o in owner)  # a single match never moves
+    assert any(o != owner[0] for o in owner[1:])  # images matching two sets move with the seed
+
+
+def test_attribute_sets_errors_say_what_to_fix(celeba):
+    with pytest.raises(DatasetError, match=r"3 set\(s\) given for 2 clients"):
+        set_parts(celeba, clients=2)
+    with pytest.raises(DatasetError, match="no attribute.*Red_Hair; attributes: Black_Hair, Smiling, Blond_Hair"):
+        set_parts(celeba, sets=[["Black_Hair"], ["Red_Hair"]])
+    with pytest.raises(DatasetError, match=r"set\(s\) 1 \['Black_Hair', 'Blond_Hair'\] match none of the"):
+        set_parts(celeba, sets=[["Smiling"], ["Black_Hair", "Blond_Hair"]])
+    with pytest.raises(DatasetError, match="one non-empty list of attribute names per client"):
+        set_parts(celeba, sets=["Black_Hair", "Smiling"])
+    with pytest.raises(DatasetError, match="needs sets ="):
+        parts("image-folder", "attribute-sets", 2, 0, celeba)  # the default, None: required
+
+
+def test_max_per_client_caps_every_partitioner(celeba):
+    capped = set_parts(celeba, max_per_client=4)
+    assert [len(p) for p in capped] == [4, 4, 4]
+    assert all(set(c.tolist()) <= set(p.tolist()) for c, p in zip(capped, set_parts(celeba)))
+    assert all(np.array_equal(a, b) for a, b in zip(capped, set_parts(celeba, max_per_client=4)))
+    labels = load("digits").train_labels.numpy()
+    for partitioner in ("iid", "groups", "shard", "dirichlet"):
+        split = parts(partitioner=partitioner, clients=3, max_per_client=50)
+        assert [len(p) for p in split] == [50, 50, 50], partitioner
+    # a shard comes sorted by label: the capped subset is drawn in the shuffled table's order instead
+    assert all(len(set(labels[p].tolist())) >= 2 for p in parts(partitioner="shard", clients=3, max_per_client=50))
+    assert [len(p) for p in parts(clients=3, max_per_client=10_000)] == [len(p) for p in parts(clients=3)]
+    for bad in (-1, 2.5, "ten"):
+        with pytest.raises(DatasetError, match="max_per_client must be a whole number >= 0"):
+            parts(max_per_client=bad)
+
+
+def test_max_per_client_is_accepted_for_every_partitioner_and_keys_the_cell(tmp_path):
+    def cells(partitioners):
+        suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\n', partitioners=partitioners)
+        return expand(load_suite(str(suite)), registry())
+
+    (plain,) = cells('["groups", { name = "groups", max_per_client = 0 }]')  # 0 = unset: one cell
+    assert plain.partitioner_args == {"by": "label"}
+    (capped,) = cells('[{ name = "groups", max_per_client = 100 }]')
+    assert capped.partitioner_args == {"by": "label", "max_per_client": 100} and capped.cell_id != plain.cell_id
+    assert capped.partition_key() != plain.partition_key() and "max_per_client=100" in capped.name
+    with pytest.raises(ConfigError, match="partitioner 'iid': max_per_client must be a whole number >= 0"):
+        cells('[{ name = "iid", max_per_client = -5 }]')
+
+
+def test_data_show_prints_attribute_set_counts_and_overlaps(cli, celeba):
+    done = cli("data", "show", "image-folder", "--data-arg", f"path={celeba['path']}", "--data-arg", "size=8",
+               "--partitioner", "attribute-sets", "--clients", "3", "--arg", f"sets={SETS!r}".replace("'", '"'),
+               "--arg", "max_per_client=5")
+    assert done.returncode == 0, done.stderr
+    assert "mean total-variation" in done.stdout  # the label table stays
+    matches, _ = matching(load("image-folder", celeba))
+    overlaps = matches.T.astype(int) @ matches.astype(int)
+    for i, attrs in enumerate(SETS):
+        row = next(ln for ln in done.stdout.splitlines() if f" {' & '.join(attrs)} " in ln)
+        cells = [c.strip() for c in row.split("│") if c.strip()]
+        assert cells[:3] == [str(i), " & ".join(attrs), str(matches[:, i].sum())]
+        assert 0 < int(cells[3]) <= 5  # assigned, capped at 5
+        assert cells[4:] == ["·" if i == j else str(overlaps[i, j]) for j in range(len(SETS))]
+    assert overlaps[0, 1] > 0 and overlaps[1, 2] > 0 and overlaps[0, 2] == 0
+    assert "match no set and belong to no client" in done.stdout
+    bad = cli("data", "show", "image-folder", "--data-arg", f"path={celeba['path']}", "--partitioner",
+              "attribute-sets", "--clients", "2", "--arg", 'sets=[["Smiling"]]')
+    assert bad.returncode == 2 and "1 set(s) given for 2 clients" in bad.stderr
+
+
+@pytest.mark.slow
+def test_an_attribute_sets_cell_runs_end_to_end(cli, celeba):
+    """A CelebA-layout folder split by attribute sets runs as a CollaFuse cell (Flower
+    simulation), both sides' models conditioned on an attribute, as the paper's; the per-set
+    counts are stored with the cell's partition summary. (eval_fraction = 0.3: the
+    recall/coverage scores need more held-out images than their 5 nearest neighbours.)"""
+    protocols = ('[[protocols]]\nname = "split-diffusion"\n'
+                 'config = { model = "tiny", client_model = "tiny", cut_ratio = 0.6, local_steps = 2, batch_size = 4, '
+                 'timesteps = 20, warmup_steps = 0, condition = "Wearing_Earrings" }\n')
+    partitioner = f'[{{ name = "attribute-sets", sets = {SETS!r}, max_per_client = 6 }}]'.replace("'", '"')
+    dataset = f'[{{ name = "image-folder", path = "{celeba["path"]}", size = 8, label = "Smiling", eval_fraction = 0.3 }}]'
+    suite = write_suite(cli.cwd / "s.toml", protocols, datasets=dataset, partitioners=partitioner, clients="3",
+                        samples="16", sample_steps="2", feature_space='"featnet"')
+    done = cli("run", str(suite), "--out", str(cli.cwd / "out"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = cli.results(cli.cwd / "out")
+    assert record["status"] == "ok" and record["partitioner"].startswith("attribute-sets(max_per_client=6,")
+    summary = record["partition_summary"]
+    assert summary["sizes"] == summary["sets"]["assigned"] and max(summary["sizes"]) <= 6
+    assert summary["sets"]["sets"] == SETS and summary["sets"]["overlaps"][0][2] == 0
+    metrics = record["metrics"]  # the server received each image's attribute with it
+    assert metrics["disclosed_conditions"] == 2 * 4 and metrics["fid"] > 0

@@ -185,11 +185,18 @@ def test_num_examples_and_a_protocols_own_schema_are_checked():
     from fedfuse.protocols.split_diffusion import server_app as split
     from fedfuse.protocols.split_diffusion.plugin import SplitConfig
 
-    policy = ReplyPolicy(schema=split.check_shared, config=SplitConfig(share_size=8))
+    policy = ReplyPolicy(schema=split.check_shared, config=SplitConfig(share="subset", share_size=8))
     cut = RecordDict({"config": ConfigRecord({"round": 1})})
     policy.check(RecordDict({"shared": ArrayRecord({"x_cut": Array(np.zeros((8, 1, 8, 8), np.float32))})}), cut, "c0", 0)
     with pytest.raises(BadReply, match=r"client 1: 'shared/x_cut' is \(9, 1, 8, 8\) float32; expected 8"):
         policy.check(RecordDict({"shared": ArrayRecord({"x_cut": Array(np.zeros((9, 1, 8, 8), np.float32))})}),
+                     cut, "client 1", 1)
+    # share = "batches": one image per trained example, and one condition per image
+    policy = ReplyPolicy(schema=split.check_shared, config=SplitConfig(local_steps=2, batch_size=4))
+    x_cut = Array(np.zeros((8, 1, 8, 8), np.float32))
+    policy.check(RecordDict({"shared": ArrayRecord({"x_cut": x_cut, "cond": Array(np.zeros(8, np.int64))})}), cut, "c0", 0)
+    with pytest.raises(BadReply, match=r"client 1: 'shared/cond' has shape \(7,\); expected \(8,\)"):
+        policy.check(RecordDict({"shared": ArrayRecord({"x_cut": x_cut, "cond": Array(np.zeros(7, np.int64))})}),
                      cut, "client 1", 1)
 
 

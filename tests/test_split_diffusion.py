@@ -47,7 +47,7 @@ def test_mixed_cuts_condition_the_server_in_exact_mode_only():
     x_cut, cuts = torch.randn(6, 1, 8, 8), torch.tensor([40, 40, 40, 120, 120, 120])
     loss = task.server_loss(model, x_cut, cuts, torch.tensor([0, 0, 0, 1, 1, 1]), 200, "exact", gen)
     assert torch.isfinite(loss) and loss.item() > 0
-    x = task.server_sample(model, 200, 120, "exact", 3, (1, 8, 8), 4, gen, label=1)
+    x = task.server_sample(model, 200, 120, "exact", 3, (1, 8, 8), 4, gen, labels=torch.full((3,), 1))
     assert x.shape == (3, 1, 8, 8) and torch.isfinite(x).all()
 
 
@@ -62,10 +62,10 @@ def test_cut_ratios_must_match_the_clients(cli, tmp_path):
 
 
 SWEEP = "".join(f'[[protocols]]\nname = "split-diffusion"\nlabel = "c{c}"\n'
-                f'config = {{ model = "tiny", client_model = "tiny", cut_ratio = {c}, local_steps = 4, server_steps = 4, share_size = 32 }}\n'
+                f'config = {{ model = "tiny", client_model = "tiny", cut_ratio = {c}, local_steps = 4, server_steps = 4, share = "subset", share_size = 32 }}\n'
                 for c in (0.0, 0.2, 0.6, 1.0)) + (
     '[[protocols]]\nname = "split-diffusion"\nlabel = "mixed"\n'
-    'config = { model = "tiny", client_model = "tiny", cut_ratios = [0.2, 0.6], local_steps = 4, server_steps = 4, share_size = 32 }\n')
+    'config = { model = "tiny", client_model = "tiny", cut_ratios = [0.2, 0.6], local_steps = 4, server_steps = 4, share = "subset", share_size = 32 }\n')
 
 
 @pytest.mark.slow
@@ -118,3 +118,70 @@ def test_split_sampling_hands_over_at_the_cut():
     assert x_cut.shape == x0.shape == (5, 1, 8, 8)
     assert x0.min() >= -1 and x0.max() <= 1 and torch.isfinite(x0).all()
     assert task.ddim_over(task.full_schedule(T).betas[:t_c], 6).timesteps[0] == t_c - 1  # starts at the cut
+
+
+CONDITIONED = ('[[protocols]]\nname = "split-diffusion"\nlabel = "split"\n'
+               'config = { model = "tiny", client_model = "tiny", cut_ratio = 0.6, local_steps = 3, batch_size = 8, '
+               'server_pool = 40, condition = "label" }\n'
+               '[[protocols]]\nname = "local-only"\n'
+               'config = { client_model = "tiny", local_steps = 3, batch_size = 8, condition = "label" }\n'
+               '[[protocols]]\nname = "centralized"\nconfig = { model = "tiny", local_steps = 3, batch_size = 8, '
+               'condition = "label" }\n')
+
+
+@pytest.mark.slow
+def test_batches_conditions_and_what_the_server_can_make_of_them(cli, tmp_path):
+    """share = "batches": each round a client sends the cut-noised copy of every batch it
+    trained on, with each image's label; the server takes one step per batch received, keeps a
+    bounded pool, and its own model's view of what it received is scored as disclosure."""
+    suite = write_suite(tmp_path / "s.toml", CONDITIONED, partitioners='[{ name = "groups", by = "label" }]',
+                        rounds="2", samples="16", sample_steps="6")  # fewer samples than x_cut received
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    cells = {r["label"]: r for r in cli.results(tmp_path / "out")}
+    split, alone, central = cells["split"], cells["local-only"], cells["centralized"]
+    *training, sampling = split["rounds"]
+    for rnd in training:  # 3 batches of 8: float32 8x8 images and one int64 label each
+        assert rnd["server_steps"] == 2 * 3 * 8 / 8
+        for client in rnd["per_client"].values():
+            assert client["payload_up"] == 3 * 8 * (64 * 4 + 8)
+    m = split["metrics"]
+    assert m["disclosed_conditions"] == 24
+    for what in ("cut", "rescaled", "approx", "fresh"):
+        assert m[f"disclosure_fid_{what}"] > 0 and m[f"disclosure_fid_{what}_heldout"] > 0
+    # Generating costs the split client its share of the 6 steps, the lone client all 6, the
+    # centralized baseline's clients nothing; guidance runs two passes a step.
+    assert central["metrics"]["client_gen_flops"] == 0
+    per_step = alone["metrics"]["client_gen_flops"] / 6
+    assert m["client_gen_flops"] == pytest.approx(per_step * task.split_steps(6, task.cut_index(0.6, 200), 200)[1])
+    assert per_step > 0 and alone["metrics"]["client_gen_s"] > 0
+    assert all(r["status"] == "ok" and r["metrics"]["fid"] > 0 for r in cells.values())
+
+
+def test_the_server_pool_keeps_the_newest_images():
+    pool = task.Pool(5)
+    pool.add(x_cut=torch.arange(4.0), cut=torch.zeros(4))
+    pool.add(x_cut=torch.arange(4.0, 7.0), cut=torch.ones(3))
+    assert len(pool) == 5 and pool.tensors["x_cut"].tolist() == [2, 3, 4, 5, 6]
+    assert pool.tensors["cut"].tolist() == [0, 0, 1, 1, 1]
+
+
+def test_joint_labels_give_cut_and_condition_their_own_embedding():
+    cond, cut = torch.tensor([0, 2, 3]), torch.tensor([1, 1, 0])
+    assert task.joint_label(None, None, 0) is None and task.joint_label(cut, None, 0).tolist() == [1, 1, 0]
+    assert task.joint_label(None, cond, 3).tolist() == [0, 2, 3]  # 3 = no condition
+    assert task.joint_label(cut, cond, 3).tolist() == [4, 6, 3]
+    assert task.server_classes(2, 3) == 8 and task.server_classes(0, 3) == 4 and task.server_classes(0, 0) is None
+
+
+def test_guidance_combines_conditional_and_null_predictions():
+    from fedfuse.toolkit.models import build_unet
+    from fedfuse.toolkit.sampling import Guided
+
+    model = build_unet((1, 8, 8), "tiny", 0, classes=3)
+    x, t, labels = torch.randn(2, 1, 8, 8), torch.tensor(5), torch.tensor([0, 1])
+    with torch.no_grad():
+        cond = model(x, t, class_labels=labels).sample
+        null = model(x, t, class_labels=torch.full((2,), 2)).sample
+        guided = Guided(model, labels, torch.full((2,), 2), 3.0)(x, t).sample
+    assert torch.allclose(guided, null + 3.0 * (cond - null), atol=1e-5)

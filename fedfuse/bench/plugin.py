@@ -68,6 +68,20 @@ HARNESS_METRICS = [
                summary="mean SSIM of shared tensors to their nearest private image (lower = less disclosed)"),
     MetricSpec("kid_to_private", "", higher_is_better=True, aggregate="last",
                summary="KID between shared tensors and private images (higher = less disclosed)"),
+    *(MetricSpec(f"disclosure_{m}_{what}{ref}", "", higher_is_better=True, aggregate="last",
+                 summary=f"{m.upper()} of {about} against the client's {against} (higher = less disclosed)")
+      for m in ("fid", "kid")
+      for what, about in (("cut", "the x_cut the server received"), ("rescaled", "received x_cut rescaled"),
+                          ("approx", "the server's model carrying received x_cut to x_0"),
+                          ("fresh", "the server's model's own samples carried to x_0"))
+      for ref, against in (("", "private images"), ("_heldout", "held-out images of its classes (reference)"))),
+    # What generating one image costs a client at deployment (0 when the server generates).
+    MetricSpec("client_gen_flops", "FLOP", higher_is_better=False, aggregate="last",
+               summary="client FLOPs to generate one image at deployment (torch's counter x steps)"),
+    MetricSpec("client_gen_s", "s", higher_is_better=False, aggregate="last",
+               summary="simulated client time to generate one image (cost model, client's device)"),
+    MetricSpec("client_gen_j", "J", higher_is_better=False, aggregate="last",
+               summary="simulated client compute energy to generate one image"),
 ]
 
 

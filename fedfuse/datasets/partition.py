@@ -4,6 +4,9 @@ The partitioners see a small table (``idx``, ``label`` and any attributes) rathe
 images, so a partition is a list of indices into the decoded images: clients get views,
 not copies. The table is shuffled with the cell's seed first, which makes every partition a
 pure function of (dataset, partitioner, args, seed) — also for partitioners without a seed.
+
+Every partitioner also accepts the harness's ``max_per_client`` (``COMMON_ARGS``): applied
+here after the partitioner ran, so it caps a plugin's partitioner as well as the built-in ones.
 """
 
 from __future__ import annotations
@@ -17,6 +20,27 @@ from fedfuse.datasets import DatasetError
 from fedfuse.plugins.specs import PartitionerSpec
 
 # flwr-datasets and HF datasets are imported inside the builders: listing plugins stays fast.
+
+#: Arguments every partitioner accepts besides its own; 0 = no cap.
+COMMON_ARGS = {"max_per_client": 0}
+
+
+def allowed_args(spec: PartitionerSpec) -> dict:
+    return {**spec.args, **COMMON_ARGS}
+
+
+def with_defaults(spec: PartitionerSpec, args: dict) -> dict:
+    """The partitioner's own defaults filled in; a common argument is kept only where it is
+    set, so cells that set none keep the ids (and cached partitions) they had before."""
+    unset = {k for k, v in args.items() if k in COMMON_ARGS and (type(v), v) == (type(COMMON_ARGS[k]), COMMON_ARGS[k])}
+    return {**spec.args, **{k: v for k, v in args.items() if k not in unset}}
+
+
+def max_per_client(args: dict) -> int:
+    cap = args.get("max_per_client", 0)
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+        raise DatasetError(f"max_per_client must be a whole number >= 0 (0 = no cap), got {cap!r}")
+    return cap
 
 
 def build_iid(num_partitions: int, seed: int):
@@ -64,6 +88,20 @@ def build_groups(num_partitions: int, seed: int, by: str):
     return NaturalIdPartitioner(partition_by="group" if by == "label" else by)
 
 
+def build_attribute_sets(num_partitions: int, seed: int, sets):
+    from fedfuse.datasets.attribute_sets import AttributeSetPartitioner
+
+    example = '[["Black_Hair"], ["Blond_Hair", "Wearing_Earrings"]]'
+    if not (isinstance(sets, list) and sets and all(
+            isinstance(s, list) and s and all(isinstance(a, str) for a in s) for s in sets)):
+        raise DatasetError(f"attribute-sets needs sets = {example}: one non-empty list of attribute "
+                           f"names per client, got {sets!r}")
+    if len(sets) != num_partitions:
+        raise DatasetError(f"attribute-sets: {len(sets)} set(s) given for {num_partitions} clients; "
+                           "give one set per client")
+    return AttributeSetPartitioner(sets, seed)
+
+
 PARTITIONERS = [
     PartitionerSpec("iid", build_iid, {}, "uniformly random, equal sizes"),
     PartitionerSpec("dirichlet", build_dirichlet, {"alpha": 0.5, "min_partition_size": 10},
@@ -76,6 +114,8 @@ PARTITIONERS = [
                     "client i holds a share growing with i: linear, square or exponential"),
     PartitionerSpec("groups", build_groups, {"by": "label"},
                     "disjoint class blocks (by=label) or attribute values (by=<attribute>) per client"),
+    PartitionerSpec("attribute-sets", build_attribute_sets, {"sets": None},
+                    "client i holds the images with every attribute of set i; overlaps go to one set by the seed"),
 ]
 
 
@@ -111,14 +151,35 @@ def check_attribute_groups(attributes, private, by, num_partitions) -> None:
 
 
 def partition_indices(data, spec: PartitionerSpec, args: dict, num_partitions: int, seed: int) -> list[np.ndarray]:
+    cap = max_per_client(args)
+    args = {k: v for k, v in args.items() if k not in COMMON_ARGS}
     table = index_table(data.train_labels.numpy(), data.attributes, data.private, num_partitions, args)
+    table = table.shuffle(seed=seed)
     partitioner = spec.build(num_partitions=num_partitions, seed=seed, **args)
-    partitioner.dataset = table.shuffle(seed=seed)
-    parts = [np.sort(np.asarray(partitioner.load_partition(i)["idx"], dtype=np.int64)) for i in range(num_partitions)]
+    partitioner.dataset = table
+    rank = table_rank(np.asarray(table["idx"]), len(data.train_labels))
+    parts = [first_in_table(np.asarray(partitioner.load_partition(i)["idx"], dtype=np.int64), rank, cap)
+             for i in range(num_partitions)]
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
     if empty:
         raise DatasetError(f"partitioner '{spec.name}' left client(s) {empty} without data")
     return parts
+
+
+def table_rank(shuffled_idx: np.ndarray, num_images: int) -> np.ndarray:
+    """Each image's row in the seed-shuffled table."""
+    rank = np.zeros(num_images, dtype=np.int64)
+    rank[shuffled_idx] = np.arange(len(shuffled_idx))
+    return rank
+
+
+def first_in_table(part: np.ndarray, rank: np.ndarray, cap: int) -> np.ndarray:
+    """The partition, sorted; with a cap, its first ``cap`` images in the shuffled table's
+    order: a random subset fixed by the seed, whatever order the partitioner returns (shard
+    partitions come sorted by label, so their own first images would be one class)."""
+    if cap:
+        part = part[np.argsort(rank[part], kind="stable")[:cap]]
+    return np.sort(part)
 
 
 @functools.lru_cache(maxsize=16)
@@ -129,6 +190,17 @@ def cached_partition(dataset: str, dataset_args: str, partitioner: str, args: st
 
     spec = registry().get("partitioners", partitioner)
     return partition_indices(load(dataset, json.loads(dataset_args)), spec, json.loads(args), num_partitions, seed)
+
+
+def describe(data, parts: list[np.ndarray], partitioner: str, args: dict) -> dict:
+    """A partition's summary as stored with its cell and shown by ``fedfuse data show``: the
+    label counts, and for ``attribute-sets`` the per-set counts and overlaps (``sets``)."""
+    out = summarize(parts, data.train_labels.numpy(), len(data.class_names))
+    if partitioner == "attribute-sets":
+        from fedfuse.datasets.attribute_sets import set_summary
+
+        out["sets"] = set_summary(data.attributes, data.private, args["sets"], parts)
+    return out
 
 
 def summarize(parts: list[np.ndarray], labels: np.ndarray, num_classes: int) -> dict:

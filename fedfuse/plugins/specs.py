@@ -34,7 +34,7 @@ class ProtocolSpec:
     :func:`fedfuse.bench.engine.services.client_run` to get their partition, config and seeds.
 
     ``reply_check(sent, reply, config)`` (optional) is the schema of the protocol's own replies:
-    called on every client reply with the server's message and the reply (``RecordDict``\ s) and
+    called on every client reply with the server's message and the reply (``RecordDict`` objects) and
     the protocol config, it raises ``ValueError`` saying what is wrong. The harness already
     checks what needs no schema: finite arrays, a returned model's keys, shapes and dtypes, the
     size limit and ``num-examples`` (fedfuse/bench/engine/validation.py).
@@ -83,8 +83,10 @@ class PartitionerSpec:
     """A way to split a dataset's training part across clients.
 
     ``build(num_partitions, seed, **args)`` returns a flwr-datasets ``Partitioner``.
-    The harness hands it a ``datasets.Dataset`` with columns ``idx`` and ``label``.
-    ``args`` maps each accepted argument to its default value.
+    The harness hands it a ``datasets.Dataset`` with columns ``idx``, ``label`` and one per
+    attribute of the dataset (if any). ``args`` maps each accepted argument to its default
+    value (``None``: required). The harness's own ``max_per_client`` is accepted by every
+    partitioner and applied after it ran; ``build`` never sees it.
     """
 
     name: str

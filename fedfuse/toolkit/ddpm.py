@@ -38,6 +38,14 @@ def diffusion_loss(model, scheduler, images: torch.Tensor, generator: torch.Gene
     return F.mse_loss(model(noisy, t.to(device), **kwargs).sample, noise.to(device))
 
 
+def drop_labels(labels: torch.Tensor, p: float, null_label: int, generator: torch.Generator) -> torch.Tensor:
+    """Classifier-free guidance training: each label replaced by ``null_label`` with probability
+    ``p``, so one model learns the conditional and the unconditional noise prediction."""
+    if p <= 0:
+        return labels
+    return torch.where(torch.rand(len(labels), generator=generator) < p, torch.full_like(labels, null_label), labels)
+
+
 def warmup(step: int, warmup_steps: int) -> float:
     """The learning-rate factor at optimizer step ``step`` (counted over all rounds)."""
     return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
@@ -81,14 +89,16 @@ def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Reso
 def train(model, scheduler, data, steps: int, recipe: Recipe, generator: torch.Generator,
           resources: Resources | None = None, flops=None, conditional: bool = False,
           t_range: tuple[int, int] | None = None, start_step: int = 0, ema: "Ema | None" = None,
-          extra_loss: Callable | None = None) -> float:
+          extra_loss: Callable | None = None, label_dropout: float = 0.0, null_label: int = -1) -> float:
     """DDPM training on batches drawn from ``data`` (a ClientData) at timesteps in ``t_range``.
     ``extra_loss(module)``, if given, is added to every batch's loss: a protocol's own term
-    (a proximal term, a regulariser) without a copy of this loop."""
+    (a proximal term, a regulariser) without a copy of this loop. A conditional model with
+    ``label_dropout`` > 0 learns classifier-free guidance (``null_label`` = no condition)."""
     shape = (recipe.batch_size, *data.images.shape[1:])
 
     def batch_loss(module, device):
         images, labels = data.sample_batch(recipe.batch_size, generator)
+        labels = drop_labels(labels, label_dropout, null_label, generator) if conditional else labels
         loss = diffusion_loss(module, scheduler, images, generator, labels if conditional else None, t_range, device)
         # Fabric wraps the model; the term sees the model itself (same parameters, same names)
         return loss + extra_loss(getattr(module, "module", module)) if extra_loss is not None else loss

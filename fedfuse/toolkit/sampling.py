@@ -11,6 +11,8 @@ import contextlib
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers.models.unets.unet_2d import UNet2DOutput
+from torch import nn
 
 SCHEDULERS = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}
 
@@ -22,6 +24,31 @@ def make_scheduler(kind: str, train_timesteps: int, steps: int):
     scheduler = SCHEDULERS[kind](num_train_timesteps=train_timesteps)
     scheduler.set_timesteps(min(steps, train_timesteps))
     return scheduler
+
+
+class Guided(nn.Module):
+    """Classifier-free guidance around a conditional denoiser: each call runs the model on the
+    batch twice (with ``labels`` and with ``null_labels``, in one forward pass, so the FLOP
+    meter counts both) and returns ``eps_null + scale * (eps_cond - eps_null)``."""
+
+    def __init__(self, model: nn.Module, labels: torch.Tensor, null_labels: torch.Tensor, scale: float):
+        super().__init__()
+        self.model, self.scale = model, scale
+        self.register_buffer("labels", torch.cat([labels, null_labels]))  # buffers move with the module
+
+    def forward(self, x, t, **kwargs):
+        eps_cond, eps_null = self.model(torch.cat([x, x]), t, class_labels=self.labels, **kwargs).sample.chunk(2)
+        return UNet2DOutput(sample=eps_null + self.scale * (eps_cond - eps_null))
+
+
+def conditioned(model: nn.Module, labels: torch.Tensor | None, null_label: int, scale: float) -> tuple:
+    """(denoiser, model kwargs) for sampling: unconditional when ``labels`` is None, plain
+    conditional at ``scale`` 1, classifier-free guided above."""
+    if labels is None:
+        return model, {}
+    if scale == 1.0:
+        return model, {"class_labels": labels}
+    return Guided(model, labels, torch.full_like(labels, null_label), scale), {}
 
 
 @torch.no_grad()

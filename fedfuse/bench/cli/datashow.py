@@ -7,7 +7,8 @@ from rich.table import Table
 from fedfuse.bench.suites.cells import DataSplit
 from fedfuse.bench.suites.parse import parse_value
 from fedfuse.datasets.loading import allowed_args, load
-from fedfuse.datasets.partition import cached_partition, summarize
+from fedfuse.datasets.partition import allowed_args as partitioner_args
+from fedfuse.datasets.partition import cached_partition, describe, with_defaults
 from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import registry
 
@@ -28,13 +29,16 @@ def show_partition(args, console) -> dict:
     reg = registry()
     dspec, pspec = reg.get("datasets", args.dataset), reg.get("partitioners", args.partitioner)
     data_args = parse_pairs(args.data_arg, "--data-arg", allowed_args(dspec))
-    part_args = {**pspec.args, **parse_pairs(args.arg, "--arg", pspec.args)}
+    part_args = with_defaults(pspec, parse_pairs(args.arg, "--arg", partitioner_args(pspec)))
     cell = DataSplit(args.dataset, data_args, args.partitioner, part_args, args.clients, args.seed)
     data = load(args.dataset, data_args)
-    summary = summarize(cached_partition(*cell.key()), data.train_labels.numpy(), len(data.class_names))
+    summary = describe(data, cached_partition(*cell.key()), args.partitioner, part_args)
     console.print(partition_table(cell, data.class_names, summary))
     console.print(f"mean total-variation distance to the pooled label distribution: "
                   f"{summary['mean_tv_distance']:.3f} (0 = IID, 1 = disjoint)")
+    if "sets" in summary:
+        console.print(sets_table(summary["sets"]))
+        console.print(f"{summary['sets']['matching_none']} private image(s) match no set and belong to no client")
     if args.plot:
         save_heatmap(summary, data.class_names, cell, args.plot)
         console.print(f"heatmap written to {args.plot}")
@@ -50,6 +54,19 @@ def partition_table(cell: DataSplit, class_names, summary: dict) -> Table:
     table.add_column("TV", justify="right")
     for i, (row, tv) in enumerate(zip(summary["counts"], summary["tv_distance"])):
         table.add_row(str(i), *(str(c) for c in row), str(sum(row)), f"{tv:.2f}")
+    return table
+
+
+def sets_table(sets: dict) -> Table:
+    """Per attribute set: images matching it, images its client got, and overlaps with the
+    other sets (an image matching several went to one of them, drawn by the seed)."""
+    n = len(sets["sets"])
+    table = Table(title="attribute sets: matching images, assigned, and images matching both set i and set j")
+    for name in ("set", "attributes", "matching", "assigned", *(f"∩ {j}" for j in range(n))):
+        table.add_column(name, justify="left" if name == "attributes" else "right")
+    for i, attrs in enumerate(sets["sets"]):
+        overlaps = ["·" if i == j else str(sets["overlaps"][i][j]) for j in range(n)]
+        table.add_row(str(i), " & ".join(attrs), str(sets["matching"][i]), str(sets["assigned"][i]), *overlaps)
     return table
 
 

@@ -54,6 +54,14 @@ class CellHardware:
         networks = {c.network: network(c.network) for c in clients}
         return cls(clients, devices, networks, resolve_profile(assignment["server"], "device", inline, registry))
 
+    def client_compute(self, flops: dict[int, float]) -> dict:
+        """Time and energy of ``flops`` {client: FLOPs} on each client's device at its highest
+        frequency (the cost model's compute terms); the means over the clients."""
+        devices = [self.devices[self.clients[c].device] for c in flops]
+        time = [costmodel.compute_time(f, d) for f, d in zip(flops.values(), devices)]
+        energy = [costmodel.compute_energy(f, d) for f, d in zip(flops.values(), devices)]
+        return {"t_cmp_s": float(np.mean(time)), "e_cmp_j": float(np.mean(energy))}
+
     def redraw(self, round: int, seed: int) -> None:
         """New distances for every client (a moving device, a changed channel) for this round."""
         rng = np.random.default_rng([seed, round, 0x4A2D])

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from contextlib import contextmanager
 
+import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 KINDS = ("train", "sample")
@@ -58,3 +59,17 @@ class FlopMeter:
         out = {f"flops_{k}": float(self._totals.get(k, 0.0)) for k in KINDS}
         self._totals.clear()
         return out
+
+
+@torch.no_grad()
+def denoiser_call_flops(model, image_shape: tuple, passes: int = 1, conditional: bool | None = None) -> float:
+    """FLOPs of one denoiser call ``model(x, t[, class_labels=...])`` on one input of
+    ``image_shape`` (``passes`` inputs: 2 under classifier-free guidance), counted by torch.
+    ``conditional`` None: read from a diffusers UNet2DModel's ``num_class_embeds``."""
+    if conditional is None:
+        conditional = bool(getattr(getattr(model, "config", None), "num_class_embeds", None))
+    x, t = torch.zeros((passes, *image_shape)), torch.tensor(1)
+    kwargs = {"class_labels": torch.zeros(passes, dtype=torch.long)} if conditional else {}
+    with FlopCounterMode(display=False) as counter:
+        model(x, t, **kwargs)
+    return float(counter.get_total_flops())

@@ -22,7 +22,7 @@ from pathlib import Path
 from fedfuse.bench.engine.envinfo import environment
 from fedfuse.bench.engine.services import ServerRun
 from fedfuse.bench.suites.cells import CellSpec, cell_partitions
-from fedfuse.datasets.partition import summarize
+from fedfuse.datasets.partition import describe
 from fedfuse.leaderboard.store import ResultStore
 from fedfuse.plugins.manager import Registry
 
@@ -114,7 +114,7 @@ class SuiteRunner:
         """Load the data and partition it here first: a data problem fails the cell before
         Flower starts, and the partition's summary is stored with the cell."""
         data = run.data
-        partition = summarize(cell_partitions(run.cell), data.train_labels.numpy(), len(data.class_names))
+        partition = describe(data, cell_partitions(run.cell), run.cell.partitioner, run.cell.partitioner_args)
         facts = {"partition": partition, "warnings": list(data.warnings), "hardware": run.hardware.describe()}
         (run.run_dir / "partition.json").write_text(json.dumps(facts, indent=1))
         self.store.set_data(run.cell.cell_id, facts)

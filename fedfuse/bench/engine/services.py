@@ -162,13 +162,16 @@ class ServerRun:
 
     def sample_and_score(self, model, train_timesteps: int) -> dict:
         """Generate the cell's evaluation samples with an unconditional ``model`` (sampler
-        service) and score them. Evaluation: its FLOPs are not counted as the protocol's."""
+        service) and score them. Evaluation: its FLOPs are not counted as the protocol's. Adds
+        ``client_gen_*``: a client holding ``model`` generating one image itself."""
         from fedfuse.toolkit.sampling import sample
 
         ev = self.cell.evaluation
         images = sample(model, ev["samples"], self.data.image_shape, train_timesteps, ev["sample_steps"],
                         ev["sampler"], seed=derive_seed(self.cell.seed, 0x5A), resources=self.resources)
-        return {**self.checksum(model), **self.score_samples(images)}
+        # every client holds this model: generating at deployment costs it all the steps
+        return {**self.checksum(model), **self.score_samples(images),
+                **self.client_generation(model, min(ev["sample_steps"], train_timesteps))}
 
     @staticmethod
     def checksum(model) -> dict:
@@ -185,6 +188,32 @@ class ServerRun:
         from fedfuse.bench.metrics.disclosure import disclosure
 
         return disclosure(shared, private, self.feature_space()[0])
+
+    def disclosure_sets(self, sets: dict[str, torch.Tensor], private: torch.Tensor, classes: list[int]) -> dict:
+        """FID and KID of each named set of images (what the server received, or what it made
+        of it) against a client's ``private`` images and, as the reference point, against
+        held-out images of its ``classes``: ``disclosure_fid_<name>``, ``..._heldout``."""
+        from fedfuse.bench.metrics.disclosure import set_distances
+
+        heldout, _ = self.eval_subset(self.cell.evaluation["samples"], classes)
+        return set_distances(sets, private, heldout, self.feature_space()[0])
+
+    def client_generation(self, model, steps: int | dict[int, int], guided: bool = False, shape=None,
+                          conditional: bool | None = None) -> dict:
+        """What generating one image costs a client at deployment: ``steps`` calls of
+        ``model`` (one per sampling step; an int for all clients or {client: steps}; two passes
+        a call when ``guided``) on an input of ``shape`` (default: the images'), FLOPs from
+        torch's counter, time and energy from each client's device profile; the means over
+        clients. ``model`` None: clients do not generate. Denoiser calls only (not a decoder)."""
+        from fedfuse.bench.costs.flops import denoiser_call_flops
+
+        per_call = 0.0 if model is None else denoiser_call_flops(model, shape or self.data.image_shape,
+                                                                 2 if guided else 1, conditional)
+        counts = steps if isinstance(steps, dict) else dict.fromkeys(range(self.cell.clients), steps)
+        flops = {c: per_call * counts.get(c, 0) for c in range(self.cell.clients)}
+        cost = self.hardware.client_compute(flops)
+        return {"client_gen_flops": float(np.mean(list(flops.values()))), "client_gen_s": cost["t_cmp_s"],
+                "client_gen_j": cost["e_cmp_j"]}
 
     def round_end(self, round: int, **figures: float) -> dict:
         traffic, counts = self.grid.meter.take_round()

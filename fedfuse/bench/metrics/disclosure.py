@@ -45,3 +45,23 @@ def disclosure(shared: torch.Tensor, private: torch.Tensor, net=None, kid_sample
         pick = torch.randperm(len(private), generator=torch.Generator().manual_seed(0))[:kid_sample]
         out["kid_to_private"] = fid_kid(embed(net, private[pick]), embed(net, shared.clamp(-1, 1)), kid_subsets=20)["kid"]
     return out
+
+
+@torch.no_grad()
+def set_distances(sets: dict[str, torch.Tensor], private: torch.Tensor, heldout: torch.Tensor, net,
+                  sample: int = 2000) -> dict:
+    """FID and KID of each named image set against ``private`` (a fixed random ``sample`` of
+    them) and against ``heldout`` images of the same classes: a set that is closer to the private
+    images than to held-out ones of the same classes reveals those images, not just their kind."""
+    from fedfuse.bench.metrics.quality import embed, fid_kid
+
+    pick = torch.randperm(len(private), generator=torch.Generator().manual_seed(0))[:sample]
+    references = {"": embed(net, private[pick]), "_heldout": embed(net, heldout)}
+    out = {}
+    for name, images in sets.items():
+        features = embed(net, images.clamp(-1, 1))
+        for suffix, reference in references.items():
+            distance = fid_kid(reference, features, kid_subsets=20)
+            out[f"disclosure_fid_{name}{suffix}"] = distance["fid"]
+            out[f"disclosure_kid_{name}{suffix}"] = distance["kid"]
+    return out

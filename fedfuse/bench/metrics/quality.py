@@ -57,8 +57,13 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 50) -> di
 
 
 def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict:
+    """Precision, recall, density, coverage (Naeem et al. 2020) with ``k`` nearest neighbours;
+    fewer when a set is too small to have k (a client's few held-out images of its classes)."""
     from prdc import compute_prdc
 
+    k = min(k, len(real) - 2, len(fake) - 2)  # compute_prdc partitions at k + 1 over each set
+    if k < 1:
+        return dict.fromkeys(("precision", "recall", "density", "coverage"), float("nan"))
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the sample counts
         out = compute_prdc(real_features=real.numpy(), fake_features=fake.numpy(), nearest_k=k)
     return {key: float(value) for key, value in out.items()}

@@ -90,11 +90,12 @@ def _check_profile(registry, suite, profile: dict, i: int, clients: int) -> None
 
 def _check_args(registry, suite, kind, name, args) -> tuple[str, dict]:
     """A dataset's or partitioner's arguments: known keys only, required ones present.
-    Datasets keep only the arguments given (their defaults stay the loader's)."""
-    from fedfuse.datasets.loading import allowed_args
+    Datasets keep only the arguments given (their defaults stay the loader's); partitioners
+    get their own defaults filled in (fedfuse.datasets.partition.with_defaults)."""
+    from fedfuse.datasets import loading, partition
 
     spec = _lookup(registry, kind, name, suite, kind)
-    allowed = allowed_args(spec) if kind == "datasets" else spec.args
+    allowed = loading.allowed_args(spec) if kind == "datasets" else partition.allowed_args(spec)
     at = where(suite.path, suite.text, kind)
     for key in args:
         if key not in allowed:
@@ -102,7 +103,13 @@ def _check_args(registry, suite, kind, name, args) -> tuple[str, dict]:
     missing = [k for k, v in allowed.items() if v is None and k not in args]
     if missing:
         raise ConfigError(f"{at}: {kind[:-1]} '{name}' needs argument(s) {', '.join(missing)}")
-    return name, (dict(args) if kind == "datasets" else {**spec.args, **args})
+    if kind == "datasets":
+        return name, dict(args)
+    try:
+        partition.max_per_client(args)
+    except ValueError as err:
+        raise ConfigError(f"{at}: partitioner '{name}': {err}") from None
+    return name, partition.with_defaults(spec, args)
 
 
 def _lookup(registry, kind, name, suite, key):

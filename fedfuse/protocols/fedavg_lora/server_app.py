@@ -91,5 +91,11 @@ def score(run, backbone, model, classes: list[int], prefix: str = "") -> dict:
     images = backbone.decode(sample(model, ev["samples"], backbone.shape, run.config.timesteps, ev["sample_steps"],
                                     ev["sampler"], seed=derive_seed(run.cell.seed, 0x5A), resources=run.resources,
                                     class_labels=labels))
-    metrics = {**run.checksum(model), **run.score_samples(images, classes=classes, grid_name=f"{prefix or 'final_'}samples.png")}
-    return {f"{prefix}{k}": v for k, v in metrics.items() if not (prefix and k in ("feature_space", "featnet_accuracy", "model_sha256"))}
+    grid = f"{prefix or 'final_'}samples.png"
+    metrics = {**run.checksum(model), **run.score_samples(images, classes=classes, grid_name=grid)}
+    if prefix:  # the base model's reference scores
+        return {f"{prefix}{k}": v for k, v in metrics.items()
+                if k not in ("feature_space", "featnet_accuracy", "model_sha256")}
+    # every client holds the fine-tuned model: generating an image costs it all the steps
+    steps = min(ev["sample_steps"], run.config.timesteps)
+    return {**metrics, **run.client_generation(model, steps, shape=backbone.shape, conditional=True)}

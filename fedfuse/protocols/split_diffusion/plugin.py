@@ -18,14 +18,28 @@ class SplitCommon(DdpmConfig):
     """``model`` is the server's UNet preset (the high-noise part), ``client_model`` the clients'."""
 
     local_steps: int = 20  # a client's optimizer steps per round on its own denoiser
-    server_steps: int = 20  # the server's optimizer steps per round on the shared x_cut pool
-    share_size: int = 64  # images a client noises to the cut and sends per round
+    # What a client sends each round: "batches" (CollaFuse's way) the cut-noised copy of every
+    # batch it trained on; "subset" a fresh draw of share_size images.
+    share: Literal["batches", "subset"] = "batches"
+    share_size: int = 64  # images a client noises to the cut and sends per round (share = "subset")
+    server_pool: int = 20000  # received images the server keeps across rounds (newest first)
+    # The server's optimizer steps per round; 0: one step per batch_size images received this
+    # round (with share = "batches", as many steps as all clients took together).
+    server_steps: int = 0
     client_model: str = "small"  # clients' UNet preset (the low-noise part)
+    condition: str = "none"  # "none", "label" or a dataset attribute: both sides' models take it
+    guidance: float = 2.0  # classifier-free guidance scale at sampling (1: plain conditional)
+    cond_dropout: float = 0.1  # training: share of batches' conditions replaced by "none"
 
     def __post_init__(self):
         super().__post_init__()
         check_preset(self.client_model)
-        require_positive(self, "local_steps", "server_steps", "share_size")
+        require_positive(self, "local_steps", "share_size", "server_pool")
+        if self.server_steps < 0:
+            raise ValueError(f"'server_steps' must be >= 0 (0: follow the data received), got {self.server_steps}")
+        if not 0.0 <= self.cond_dropout < 1.0 or self.guidance < 0:
+            raise ValueError(f"'cond_dropout' must be in [0, 1) and 'guidance' >= 0, got {self.cond_dropout} "
+                             f"and {self.guidance}")
 
     def cut_of(self, client: int) -> float:
         """The cut ratio of client (partition) ``client``."""
@@ -68,11 +82,11 @@ def fedfuse_add_protocols():
              "client_app": "fedfuse.protocols.split_diffusion.client_app:app",
              "reply_check": "fedfuse.protocols.split_diffusion.server_app:check_shared"}
     return [
-        ProtocolSpec(name="split-diffusion", version="2", config=SplitConfig, **split,
+        ProtocolSpec(name="split-diffusion", version="3", config=SplitConfig, **split,
                      summary="CollaFuse: clients keep data and low-noise steps; the server trains and runs the rest"),
-        ProtocolSpec(name="local-only", version="2", config=LocalOnlyConfig, **split,
+        ProtocolSpec(name="local-only", version="3", config=LocalOnlyConfig, **split,
                      summary="baseline: each client trains and samples alone (split diffusion at cut ratio 0)"),
-        ProtocolSpec(name="centralized", version="2", config=CentralizedConfig,
+        ProtocolSpec(name="centralized", version="3", config=CentralizedConfig,
                      server="fedfuse.protocols.split_diffusion.server_app:centralized",
                      client_app="fedfuse.protocols.split_diffusion.client_app:app",
                      summary="baseline: all clients' images uploaded once; one model trained on the server"),
@@ -84,6 +98,10 @@ def fedfuse_add_metrics():
     return [
         MetricSpec("server_loss", "mse", higher_is_better=False, aggregate="last",
                    summary="split: the server denoiser's loss on the shared x_cut pool"),
+        MetricSpec("server_steps", "count", higher_is_better=False, aggregate="sum",
+                   summary="split: the server's optimizer steps (per round: follows the images received)"),
+        MetricSpec("disclosed_conditions", "count", higher_is_better=False, aggregate="last",
+                   summary="split: conditions (labels/attributes) the server received from a client in the last round"),
         MetricSpec("cut_ratio", "", higher_is_better=False, aggregate="last",
                    summary="split: the server's share c of the timeline (mean over clients)"),
     ]

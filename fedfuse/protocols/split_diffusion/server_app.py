@@ -2,6 +2,7 @@
 baseline is split diffusion at cut ratio 0."""
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,24 +24,54 @@ def server(grid, run) -> dict:
     cfg, nodes = run.config, sorted(grid.get_node_ids())
     cuts = {n: task.cut_index(cfg.cut_of(run.partition_of(n)), cfg.timesteps) for n in nodes}
     labels = cut_labels(cfg.marginal, cuts.values(), cfg.timesteps)
+    n_cond = task.condition_values(run.data, cfg.condition)[1]
     model = build_unet(run.data.image_shape, cfg.model, derive_seed(run.cell.seed, 3),
-                       classes=len(labels) if labels else None)
-    ema, shared = Ema(model, cfg.ema_decay), {}
+                       classes=task.server_classes(len(labels), n_cond))
+    ema, pool, shared = Ema(model, cfg.ema_decay), task.Pool(cfg.server_pool), {}
     for rnd in range(1, run.cell.rounds + 1):
         config = {n: RecordDict({"config": ConfigRecord({"round": rnd})}) for n in nodes}
         replies = send_each(grid, config, "train.local_and_cut")
         # Pool in client order: replies arrive in any order and node ids differ from run to run.
-        shared = {n: torch.from_numpy(replies[n].content["shared"]["x_cut"].numpy())
-                  for n in sorted(replies, key=run.partition_of) if "shared" in replies[n].content}
+        shared = received(replies, sorted(replies, key=run.partition_of))
         figures = client_losses(replies)
-        if shared:  # the server trains its denoiser on the pooled x_cut of the round
+        if shared:  # the server trains its denoiser on what it has received so far
+            add_to_pool(pool, shared, cuts, labels)
+            steps = cfg.server_steps or math.ceil(sum(len(x) for x, _ in shared.values()) / cfg.recipe.batch_size)
             figures["server_loss"] = task.train_server(
-                model, pool(shared, cuts, labels), cfg.timesteps, cfg.marginal, cfg.server_steps, cfg.recipe,
-                run.torch_generator(rnd), run.resources, run.flops, start_step=(rnd - 1) * cfg.server_steps, ema=ema)
+                model, pool.tensors, cfg.timesteps, cfg.marginal, steps, cfg.recipe, run.torch_generator(rnd),
+                run.resources, run.flops, start_step=(rnd - 1) * steps, ema=ema, n_cond=n_cond,
+                cond_dropout=cfg.cond_dropout)
+            figures["server_steps"] = float(steps)
         run.round_end(rnd, **figures)
-    quality = split_sampling(grid, run, ema.model, nodes, cuts, labels)
+    server = Server(ema.model, cuts, labels, n_cond)
+    quality = split_sampling(grid, run, server, nodes, shared)
     return {**cut_figures(cfg, run, cuts), "marginal": cfg.marginal, **last_losses(run), **run.checksum(model),
-            **quality, **disclosure(run, shared, cuts)}
+            **quality, **generation_cost(run, cuts, n_cond), **disclosure(run, server, shared)}
+
+
+@dataclass
+class Server:
+    """The server's trained (EMA) model and how it is labelled: the cut labels and the number
+    of condition values."""
+
+    model: object
+    cuts: dict
+    labels: dict
+    n_cond: int
+
+    def label_of(self, node, cond: torch.Tensor | None, n: int):
+        """(class labels, null label) of the server's model for ``n`` images of ``node`` with
+        conditions ``cond``."""
+        cut_label = self.labels.get(self.cuts[node])
+        if cond is None and cut_label is None:
+            return None, -1
+        cut = None if cut_label is None else torch.full((n,), cut_label)
+        null = task.joint_label(cut_label, self.n_cond, self.n_cond) if self.n_cond else -1
+        return task.joint_label(cut, cond, self.n_cond), null
+
+    def guidance(self, scale: float) -> float:
+        """Classifier-free guidance applies to conditions, not to the cut label."""
+        return scale if self.n_cond else 1.0
 
 
 def cut_labels(marginal: str, cuts, timesteps: int) -> dict[int, int]:
@@ -49,13 +80,26 @@ def cut_labels(marginal: str, cuts, timesteps: int) -> dict[int, int]:
     return {t_c: i for i, t_c in enumerate(distinct)} if task.needs_cut_labels(marginal, distinct) else {}
 
 
-def pool(shared: dict, cuts: dict, labels: dict) -> dict:
-    """The round's x_cut of every client, with each image's cut (and its label)."""
-    per_image = [torch.full((len(x),), cuts[n]) for n, x in shared.items()]
-    out = {"x_cut": torch.cat(list(shared.values())), "cut": torch.cat(per_image)}
-    if labels:
-        out["label"] = torch.cat([torch.full((len(x),), labels[cuts[n]]) for n, x in shared.items()])
+def received(replies, order) -> dict:
+    """{node: (x_cut, conditions or None)} of the clients that shared this round."""
+    out = {}
+    for n in order:
+        if "shared" in replies[n].content:
+            record = replies[n].content["shared"]
+            cond = torch.from_numpy(record["cond"].numpy()) if "cond" in record else None
+            out[n] = (torch.from_numpy(record["x_cut"].numpy()), cond)
     return out
+
+
+def add_to_pool(pool: task.Pool, shared: dict, cuts: dict, labels: dict) -> None:
+    """The round's x_cut of every client, with each image's cut (its label, its condition)."""
+    for n, (x, cond) in shared.items():
+        entry = {"x_cut": x, "cut": torch.full((len(x),), cuts[n])}
+        if labels:
+            entry["cut_label"] = torch.full((len(x),), labels[cuts[n]])
+        if cond is not None:
+            entry["cond"] = cond
+        pool.add(**entry)
 
 
 def cut_figures(cfg, run, cuts: dict) -> dict:
@@ -77,26 +121,37 @@ def last_losses(run) -> dict:
     return {k: last[k] for k in ("train_loss", "server_loss") if k in last}
 
 
-def split_sampling(grid, run, model, nodes, cuts: dict, labels: dict) -> dict:
+def split_sampling(grid, run, server: Server, nodes, shared: dict) -> dict:
     """Server: noise -> x_cut; each client: x_cut -> x_0 with its own model; each client's
-    samples scored against held-out images of its classes; the mean over clients. Counted as a
-    last round (``phase: sampling``): its bytes and FLOPs are the protocol's."""
+    samples scored against held-out images of its classes; the mean over clients. Conditioned
+    models generate for conditions drawn from those the client sent (the client draws from its
+    own data when it owns the whole timeline). Counted as a last round (``phase: sampling``):
+    its bytes and FLOPs are the protocol's."""
     cfg, ev = run.config, run.cell.evaluation
     contents = {}
     for n in nodes:
-        t_c, seed = cuts[n], derive_seed(run.cell.seed, 0x5A, run.partition_of(n))
+        t_c, seed = server.cuts[n], derive_seed(run.cell.seed, 0x5A, run.partition_of(n))
         server_steps, client_steps = task.split_steps(ev["sample_steps"], t_c, cfg.timesteps)
         content = RecordDict({"config": ConfigRecord({"n": ev["samples"], "seed": seed, "client_steps": client_steps})})
         if server_steps:
-            x_cut = task.server_sample(model, cfg.timesteps, t_c, cfg.marginal, ev["samples"], run.data.image_shape,
-                                       server_steps, torch.Generator().manual_seed(seed), run.flops, labels.get(t_c),
-                                       run.resources)
-            content["shared"] = ArrayRecord({"x_cut": Array(x_cut.numpy())})
+            generator = torch.Generator().manual_seed(seed)
+            cond = draw_conditions(shared[n][1], ev["samples"], generator) if n in shared else None
+            labels, null = server.label_of(n, cond, ev["samples"])
+            x_cut = task.server_sample(server.model, cfg.timesteps, t_c, cfg.marginal, ev["samples"],
+                                       run.data.image_shape, server_steps, generator, run.flops, labels, null,
+                                       server.guidance(cfg.guidance), run.resources)
+            content["shared"] = ArrayRecord({"x_cut": Array(x_cut.numpy()),
+                                             **({"cond": Array(cond.numpy())} if cond is not None else {})})
         contents[n] = content
     replies = send_each(grid, contents, "query.finish_sampling")
     images = {n: torch.from_numpy(r.content[EVAL_KEY]["x0"].numpy()) for n, r in replies.items()}
     run.round_end(run.cell.rounds + 1, phase="sampling")
     return mean_quality(run, {run.partition_of(n): x for n, x in images.items()})
+
+
+def draw_conditions(cond: torch.Tensor | None, n: int, generator: torch.Generator) -> torch.Tensor | None:
+    """``n`` conditions drawn from those a client sent: its own mix of classes or attributes."""
+    return None if cond is None else cond[torch.randint(len(cond), (n,), generator=generator)]
 
 
 def mean_quality(run, images: dict) -> dict:
@@ -108,54 +163,105 @@ def mean_quality(run, images: dict) -> dict:
     return {**scores[0], **{k: float(np.mean([s[k] for s in scores])) for k in numeric}}
 
 
-def disclosure(run, shared: dict, cuts: dict) -> dict:
-    """What the server received in the last round (x_cut), and its naive reconstruction of
-    x_0 from it, against each client's private images; the mean over clients."""
+def generation_cost(run, cuts: dict, n_cond: int) -> dict:
+    """What generating one image costs a client at deployment: its own steps of the cut, with
+    its own model (guided: two passes a step); the mean over clients."""
+    cfg, ev = run.config, run.cell.evaluation
+    model = build_unet(run.data.image_shape, cfg.client_model, 0, classes=n_cond + 1 if n_cond else None)
+    steps = {run.partition_of(n): task.split_steps(ev["sample_steps"], t_c, cfg.timesteps)[1]
+             for n, t_c in cuts.items()}
+    return run.client_generation(model, steps, guided=bool(n_cond) and cfg.guidance != 1.0)
+
+
+def disclosure(run, server: Server, shared: dict) -> dict:
+    """What the server received in the last round, against each client's private images; the
+    mean over clients. Per shared image: nearest-neighbour MSE/SSIM of x_cut and of its
+    rescaled mean (``recon_``). As sets (FID/KID, also against held-out images of the client's
+    classes as the reference point): x_cut, rescaled, the server's own model carrying x_cut on
+    to x_0 (``approx``), and a fresh sample of the server's model carried on to x_0 (``fresh``)."""
     if not shared:
         return {}
     rows = []
-    for node, x_cut in shared.items():
-        private, _ = run.client_private(run.partition_of(node))
-        recon = task.naive_reconstruction(x_cut, run.config.timesteps, cuts[node])
+    for node, (x_cut, cond) in shared.items():
+        private, classes = run.client_private(run.partition_of(node))
+        n = min(len(x_cut), run.cell.evaluation["samples"])
+        x_cut, cond = x_cut[:n], None if cond is None else cond[:n]
+        recon = task.naive_reconstruction(x_cut, run.config.timesteps, server.cuts[node])
         d_shared, d_recon = run.disclosure(x_cut, private), run.disclosure(recon, private)
-        rows.append({**d_shared, **{f"recon_{k}": v for k, v in d_recon.items()}})
+        sets = {"cut": x_cut, "rescaled": recon, **server_views(run, server, node, x_cut, cond)}
+        rows.append({**d_shared, **{f"recon_{k}": v for k, v in d_recon.items()},
+                     **run.disclosure_sets(sets, private, classes),
+                     "disclosed_conditions": float(0 if cond is None else len(shared[node][1]))})
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if all(math.isfinite(r[k]) for r in rows)}
 
 
+def server_views(run, server: Server, node, x_cut: torch.Tensor, cond) -> dict:
+    """The server's own model carried down to x_0 from the received x_cut (``approx``) and from
+    its own fresh x_cut (``fresh``). Evaluation: its FLOPs are not the protocol's."""
+    cfg, t_c = run.config, server.cuts[node]
+    if t_c == 0:  # the server received clean images: nothing to approximate
+        return {}
+    steps = task.split_steps(run.cell.evaluation["sample_steps"], t_c, cfg.timesteps)
+    generator = torch.Generator().manual_seed(derive_seed(run.cell.seed, 0xD1, run.partition_of(node)))
+    labels, null = server.label_of(node, cond, len(x_cut))
+    scale = server.guidance(cfg.guidance)
+    approx = task.client_sample(server.model, cfg.timesteps, t_c, x_cut, steps[1], generator, None, run.resources,
+                                labels, null, scale)
+    fresh_cut = task.server_sample(server.model, cfg.timesteps, t_c, cfg.marginal, len(x_cut), run.data.image_shape,
+                                   steps[0], generator, None, labels, null, scale, run.resources)
+    fresh = task.client_sample(server.model, cfg.timesteps, t_c, fresh_cut, steps[1], generator, None,
+                               run.resources, labels, null, scale)
+    return {"approx": approx, "fresh": fresh}
+
+
 def centralized(grid, run) -> dict:
-    """Baseline: every client uploads all its images once (counted); the server trains one model."""
+    """Baseline: every client uploads all its images (and their conditions) once, counted; the
+    server trains one model, by default for as many steps as all clients' local steps together,
+    and generates for every client: clients pay nothing to generate."""
     cfg, nodes = run.config, sorted(grid.get_node_ids())
     replies = send_each(grid, {n: RecordDict() for n in nodes}, "query.upload_data")
-    pooled = torch.cat([torch.from_numpy(replies[n].content["data"]["images"].numpy())
-                        for n in sorted(replies, key=run.partition_of)])
-    data = ClientData(pooled, torch.zeros(len(pooled), dtype=torch.long), torch.arange(len(pooled)))
-    model = build_unet(run.data.image_shape, cfg.model, derive_seed(run.cell.seed, 3))
-    ema = Ema(model, cfg.ema_decay)
+    uploads = {n: replies[n].content["data"] for n in sorted(replies, key=run.partition_of)}
+    conds = {n: torch.from_numpy(u["cond"].numpy()) for n, u in uploads.items() if "cond" in u}
+    pooled = torch.cat([torch.from_numpy(u["images"].numpy()) for u in uploads.values()])
+    labels = torch.cat(list(conds.values())) if conds else torch.zeros(len(pooled), dtype=torch.long)
+    n_cond = task.condition_values(run.data, cfg.condition)[1]
+    model = build_unet(run.data.image_shape, cfg.model, derive_seed(run.cell.seed, 3),
+                       classes=n_cond + 1 if n_cond else None)
+    ema, steps = Ema(model, cfg.ema_decay), cfg.server_steps or cfg.local_steps * len(nodes)
     for rnd in range(1, run.cell.rounds + 1):
-        loss = train(model, task.full_schedule(cfg.timesteps), data, cfg.server_steps, cfg.recipe,
-                     run.torch_generator(rnd), run.resources, run.flops, start_step=(rnd - 1) * cfg.server_steps, ema=ema)
-        run.round_end(rnd, train_loss=loss, server_loss=loss)
-    model = ema.model
-    ev = run.cell.evaluation
-    images = {}
-    for n in nodes:
-        client = run.partition_of(n)
-        images[client] = task.server_sample(model, cfg.timesteps, 0, "exact", ev["samples"], run.data.image_shape,
-                                            ev["sample_steps"], torch.Generator().manual_seed(
-                                                derive_seed(run.cell.seed, 0x5A, client)), run.flops,
-                                            resources=run.resources)
+        loss = train(model, task.full_schedule(cfg.timesteps), ClientData(pooled, labels, torch.arange(len(pooled))),
+                     steps, cfg.recipe, run.torch_generator(rnd), run.resources, run.flops, conditional=n_cond > 0,
+                     start_step=(rnd - 1) * steps, ema=ema, label_dropout=cfg.cond_dropout, null_label=n_cond)
+        run.round_end(rnd, train_loss=loss, server_loss=loss, server_steps=float(steps))
+    images = {run.partition_of(n): central_samples(run, ema.model, run.partition_of(n), conds.get(n), n_cond)
+              for n in nodes}
     run.round_end(run.cell.rounds + 1, phase="sampling")
-    return {"cut_ratio": 1.0, **last_losses(run), **run.checksum(model), **mean_quality(run, images)}
+    return {"cut_ratio": 1.0, **last_losses(run), **run.checksum(ema.model), **mean_quality(run, images),
+            **run.client_generation(None, {})}
+
+
+def central_samples(run, model, client: int, cond, n_cond: int) -> torch.Tensor:
+    """The server's samples for ``client``: of the conditions it uploaded, when conditioned."""
+    cfg, ev = run.config, run.cell.evaluation
+    generator = torch.Generator().manual_seed(derive_seed(run.cell.seed, 0x5A, client))
+    cond = draw_conditions(cond, ev["samples"], generator)
+    return task.server_sample(model, cfg.timesteps, 0, "exact", ev["samples"], run.data.image_shape,
+                              ev["sample_steps"], generator, run.flops, cond, n_cond, cfg.guidance,
+                              run.resources).clamp(-1, 1)
 
 
 def check_shared(sent, reply, config) -> None:
     """The schema of a split client's replies (``ProtocolSpec.reply_check``): the images it
-    noised to the cut are ``share_size`` float32 images; its finished samples are as many as
-    the server asked for."""
+    noised to the cut are float32 images, ``share_size`` of them when it shares a subset, one
+    batch per local step when it shares its batches; each with one condition when the models
+    are conditioned; its finished samples are as many as the server asked for."""
     if "shared" in reply:
         x = reply["shared"]["x_cut"]
-        if len(x.shape) != 4 or x.shape[0] != config.share_size or str(x.dtype) != "float32":
-            raise ValueError(f"'shared/x_cut' is {tuple(x.shape)} {x.dtype}; expected {config.share_size} float32 images")
+        n = config.share_size if config.share == "subset" else config.local_steps * config.recipe.batch_size
+        if len(x.shape) != 4 or x.shape[0] != n or str(x.dtype) != "float32":
+            raise ValueError(f"'shared/x_cut' is {tuple(x.shape)} {x.dtype}; expected {n} float32 images")
+        if "cond" in reply["shared"] and tuple(reply["shared"]["cond"].shape) != (n,):
+            raise ValueError(f"'shared/cond' has shape {tuple(reply['shared']['cond'].shape)}; expected ({n},)")
     if EVAL_KEY in reply and "config" in sent and "n" in sent["config"]:
         x0 = reply[EVAL_KEY]["x0"]
         if len(x0.shape) != 4 or x0.shape[0] != int(sent["config"]["n"]):

@@ -12,6 +12,11 @@ server's denoiser is a diffusion model whose data are these ``x_cut``, with the 
 ``exact`` mode, default). The reference code instead re-noises ``x_cut`` with fresh noise as if
 it were clean (``reference`` mode), which over-noises it. Clients may cut at different points;
 then, in exact mode, the server's one denoiser is conditioned on the cut (``needs_cut_labels``).
+
+Conditioning (``condition = "label"`` or an attribute): both sides' models take the image's
+condition, learnt with classifier-free guidance (a null condition in training, ``Guided`` at
+sampling). The server's model has one embedding per (cut label, condition or null):
+``joint_label``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from fedfuse.api import fit
+from fedfuse.api import ClientData, ConfigError, ImageData, conditioned, drop_labels, fit
 
 
 def cut_index(cut_ratio: float, timesteps: int) -> int:
@@ -91,17 +96,93 @@ def server_loss(model, x_cut, cuts, labels, timesteps: int, marginal: str, gener
 
 
 def train_server(model, pool: dict, timesteps: int, marginal: str, steps: int, recipe, generator: torch.Generator,
-                 resources=None, flops=None, start_step: int = 0, ema=None) -> float:
+                 resources=None, flops=None, start_step: int = 0, ema=None, n_cond: int = 0,
+                 cond_dropout: float = 0.0) -> float:
     """The server's denoiser, trained by the shared recipe on the shared pool: ``x_cut`` with
-    each image's ``cut`` and, when the model is cut-conditioned, ``label``."""
+    each image's ``cut``, its ``cut_label`` when the model is cut-conditioned and its ``cond``
+    (one of ``n_cond`` values, dropped to none with probability ``cond_dropout``)."""
     shape = (recipe.batch_size, *pool["x_cut"].shape[1:])
 
     def batch_loss(module, device):
         pick = torch.randint(len(pool["x_cut"]), (recipe.batch_size,), generator=generator)
-        labels = None if pool.get("label") is None else pool["label"][pick]
-        return server_loss(module, pool["x_cut"][pick], pool["cut"][pick], labels, timesteps, marginal, generator, device)
+        cut_label = pool["cut_label"][pick] if "cut_label" in pool else None
+        cond = drop_labels(pool["cond"][pick], cond_dropout, n_cond, generator) if "cond" in pool else None
+        return server_loss(module, pool["x_cut"][pick], pool["cut"][pick], joint_label(cut_label, cond, n_cond),
+                           timesteps, marginal, generator, device)
 
     return fit(model, batch_loss, steps, recipe, resources, flops, start_step, ema, lambda: shape)
+
+
+# --- conditioning ------------------------------------------------------------------------------
+
+def condition_values(data: ImageData, condition: str) -> tuple[torch.Tensor | None, int]:
+    """Each training image's condition and the number of values (0: unconditional): the class
+    label, or a dataset attribute such as CelebA's ``Smiling`` (0/1)."""
+    if condition == "none":
+        return None, 0
+    if condition == "label":
+        return data.train_labels, len(data.class_names)
+    if condition not in data.attributes:
+        raise ConfigError(f"condition '{condition}': the dataset has no such attribute; use 'none', 'label' "
+                          f"or one of: {', '.join(data.attributes) or '(no attributes)'}")
+    values = torch.from_numpy(data.attributes[condition]).long()
+    return values, int(values.max()) + 1
+
+
+def with_conditions(view: ClientData, values: torch.Tensor | None) -> ClientData:
+    """The client's data with each image's condition as its label (unchanged when unconditional)."""
+    return view if values is None else ClientData(view.images, values, view.indices)
+
+
+def joint_label(cut_label, cond, n_cond: int):
+    """The server model's class label for (cut label, condition); ``cond == n_cond`` is 'no
+    condition'. None when the model is neither cut- nor condition-conditioned."""
+    if n_cond == 0:
+        return cut_label
+    return cond if cut_label is None else cut_label * (n_cond + 1) + cond
+
+
+def server_classes(cut_labels: int, n_cond: int) -> int | None:
+    """How many class embeddings the server's model needs (None: unconditional)."""
+    if n_cond == 0:
+        return cut_labels or None
+    return max(1, cut_labels) * (n_cond + 1)
+
+
+class Recorded:
+    """A client's data that keeps every batch it hands out: with ``share = "batches"`` a client
+    shares exactly the images it trained on, as CollaFuse's clients do."""
+
+    def __init__(self, data: ClientData):
+        self.data, self.batches = data, []
+
+    @property
+    def images(self) -> torch.Tensor:
+        return self.data.images
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.data.sample_batch(batch_size, generator)
+        self.batches.append(batch)
+        return batch
+
+    def drawn(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat([x for x, _ in self.batches]), torch.cat([y for _, y in self.batches])
+
+
+class Pool:
+    """The server's training data across rounds: every image received, with its cut and
+    (when conditioned) condition; the newest ``capacity`` are kept (first in, first out)."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.tensors = capacity, {}
+
+    def add(self, **tensors: torch.Tensor) -> None:
+        for key, value in tensors.items():
+            joined = torch.cat([self.tensors[key], value]) if key in self.tensors else value
+            self.tensors[key] = joined[-self.capacity:]
+
+    def __len__(self) -> int:
+        return len(self.tensors.get("x_cut", ()))
 
 
 def ddim_over(betas: torch.Tensor, steps: int) -> DDIMScheduler:
@@ -120,29 +201,36 @@ def split_steps(total: int, t_c: int, timesteps: int) -> tuple[int, int]:
 
 
 def server_sample(model, timesteps: int, t_c: int, marginal: str, n: int, shape, steps: int,
-                  generator: torch.Generator, flops=None, label: int | None = None, resources=None) -> torch.Tensor:
-    """The server's part of sampling: pure noise down to the cut (x_cut); ``label`` is the
-    cut's label when the model is cut-conditioned."""
+                  generator: torch.Generator, flops=None, labels: torch.Tensor | None = None, null_label: int = -1,
+                  guidance: float = 1.0, resources=None) -> torch.Tensor:
+    """The server's part of sampling: pure noise down to the cut (x_cut); ``labels`` are the
+    model's class labels (``joint_label``) when it is conditioned, ``null_label`` the one
+    guidance contrasts them with."""
     from fedfuse.api import denoise
 
     x = torch.randn((n, *shape), generator=generator)
-    kwargs = {} if label is None else {"class_labels": torch.full((n,), label)}
     betas = full_schedule(timesteps).betas
     if marginal == "exact":
         scheduler = ddim_over(betas[t_c:], steps)
-        return denoise(Offset(model, t_c), scheduler, x, scheduler.timesteps, generator, flops, resources, **kwargs)
+        model, kwargs = conditioned(Offset(model, t_c), labels, null_label, guidance)
+        return denoise(model, scheduler, x, scheduler.timesteps, generator, flops, resources, **kwargs)
     scheduler = ddim_over(betas, round(steps * timesteps / max(1, timesteps - t_c)))
+    model, kwargs = conditioned(model, labels, null_label, guidance)
     return denoise(model, scheduler, x, [t for t in scheduler.timesteps if t >= t_c], generator, flops, resources,
                    **kwargs)
 
 
-def client_sample(model, timesteps: int, t_c: int, x_cut: torch.Tensor, steps: int,
-                  generator: torch.Generator, flops=None, resources=None) -> torch.Tensor:
-    """The client's part: from the cut (or from pure noise when it owns everything) to x_0."""
+def client_sample(model, timesteps: int, t_c: int, x_cut: torch.Tensor, steps: int, generator: torch.Generator,
+                  flops=None, resources=None, labels: torch.Tensor | None = None, null_label: int = -1,
+                  guidance: float = 1.0) -> torch.Tensor:
+    """The client's part: from the cut (or from pure noise when it owns everything) to x_0.
+    With the server's model instead, the server's own approximation of x_0 (``cloud_approx``
+    in CollaFuse's code): a model that never trained on t < t_c carried on down to 0."""
     from fedfuse.api import denoise
 
     scheduler = ddim_over(full_schedule(timesteps).betas[:t_c], steps)
-    return denoise(model, scheduler, x_cut, scheduler.timesteps, generator, flops, resources).clamp(-1, 1)
+    model, kwargs = conditioned(model, labels, null_label, guidance)
+    return denoise(model, scheduler, x_cut, scheduler.timesteps, generator, flops, resources, **kwargs).clamp(-1, 1)
 
 
 def naive_reconstruction(x_cut: torch.Tensor, timesteps: int, t_c: int) -> torch.Tensor:
