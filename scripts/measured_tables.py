@@ -22,7 +22,9 @@ STUDIES = {  # protocol folder, extra table columns, (x, [y, ...]) of the figure
                                             "disclosure_fid_cut", "disclosure_fid_approx",
                                             "disclosure_fid_approx_heldout", "disclosure_fid_fresh"),
                         ("cut_ratio", ["client_flops", "disclosure_fid_approx", "fid"])),
-    "ondemand-quant": ("ondemand_quant", ("mean_bits", "eval_loss"), ("bytes_up", ["energy_j", "fid"])),
+    "ondemand-quant": ("ondemand_quant", ("mean_bits", "e_static_j", "rounds_to_target", "energy_to_target_j",
+                                          "latency_to_target_s", "eval_loss"),
+                       ("mean_bits", ["fid", "energy_j", "energy_to_target_j"])),
 }
 MARK = "## Measured"
 

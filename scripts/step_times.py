@@ -1,36 +1,25 @@
 """Seconds per optimizer step of each UNet preset, through the shared training loop
-(``ddpm.train``: batch draw on the CPU, move to the device, forward, backward, AdamW, EMA).
+(``fedfuse.bench.costs.steptime.TrainStep``: ``ddpm.train``'s batch draw on the CPU, move to the
+device, forward, backward, AdamW, EMA), and the step's FLOPs by torch's counter.
 The suites' expected times (docs/quality.md, each suite file's header) are steps x these.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/step_times.py --side 8 --side 28
     .venv/bin/python scripts/step_times.py --accelerator cuda --precision bf16-mixed --json out.json
 
 Random images stand in for data: a step's cost does not depend on what the pixels show.
+``fedfuse profile measure`` times the same step to write a device profile.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 
-from fedfuse.datasets import ClientData
-from fedfuse.toolkit import ddpm, models
+from fedfuse.bench.costs.steptime import TrainStep
+from fedfuse.toolkit import models
 from fedfuse.toolkit.device import Resources, describe
-
-
-def seconds_per_step(preset: str, side: int, resources: Resources, steps: int, batch: int) -> float:
-    data = ClientData(torch.rand(1024, 1, side, side) * 2 - 1, torch.zeros(1024, dtype=torch.long), torch.arange(1024))
-    model = models.build_unet((1, side, side), preset, 0)
-    recipe, scheduler = ddpm.Recipe(batch_size=batch), ddpm.build_scheduler(200)
-    ema = ddpm.Ema(model, recipe.ema_decay)
-    run = lambda n: ddpm.train(model, scheduler, data, n, recipe, torch.Generator().manual_seed(0), resources, ema=ema)  # noqa: E731
-    run(max(3, steps // 10))  # warm-up: kernels chosen, allocator filled
-    start = time.perf_counter()
-    run(steps)  # ends with loss.item() and a move back to the CPU: the device has finished
-    return (time.perf_counter() - start) / steps
 
 
 def main() -> None:
@@ -47,8 +36,11 @@ def main() -> None:
     system = describe(resources)
     for side in args.side or [8, 28]:
         for preset in args.preset or list(models.PRESETS):
-            s = seconds_per_step(preset, side, resources, args.steps, args.batch_size)
+            step = TrainStep(preset, side, args.batch_size, resources)
+            step.warm_up(max(3, args.steps // 10))
+            s = step.seconds_per_step(args.steps)
             row = {"preset": preset, "side": side, "batch_size": args.batch_size, "s_per_step": round(s, 5),
+                   "flops_per_step": step.flops_per_step,
                    "threads": torch.get_num_threads(), **system}
             print(json.dumps(row), flush=True)
             if args.json:

@@ -7,6 +7,8 @@ from importlib import resources
 import pytest
 import torch
 
+from helpers import write_suite
+
 from fedfuse.bench.costs import costmodel
 from fedfuse.bench.costs.costing import CellHardware
 from fedfuse.bench.costs.flops import FlopMeter
@@ -133,3 +135,33 @@ def test_unknown_profile_in_a_suite_is_a_config_error(tmp_path):
               'cpu_freq_max_hz = 2e8\nkappa = 1e-27\nmemory_bytes = 1e8\n')
     cells = expand(load_suite(str(write_suite(tmp_path / "t.toml", inline))), registry())
     assert cells[0].profile["inline"]["devices"]["toaster"]["flops_per_cycle"] == 2
+
+
+def test_to_target_sums_what_was_spent_until_the_first_round_that_met_it():
+    from fedfuse.bench.metrics.target import to_target
+
+    rounds = [{"round": 1, "energy_j": 2.0, "latency_s": 1.0, "bytes_up": 10, "bytes_down": 5},
+              {"round": 2, "energy_j": 3.0, "latency_s": 2.0, "bytes_up": 10, "bytes_down": 5, "target_fid": 80.0},
+              {"round": 3, "energy_j": 4.0, "latency_s": 3.0, "bytes_up": 10, "bytes_down": 5, "target_fid": 30.0},
+              {"round": 4, "phase": "sampling", "energy_j": 9.0, "target_fid": 1.0}]
+    assert to_target(rounds, {"fid": 40}) == {"target_reached": 1.0, "rounds_to_target": 3.0, "bytes_to_target": 45.0,
+                                              "energy_to_target_j": 9.0, "latency_to_target_s": 6.0}
+    assert to_target(rounds, {"fid": 10}) == {"target_reached": 0.0}  # the sampling phase does not count
+    assert to_target(rounds, {}) == {}
+
+
+@pytest.mark.slow
+def test_a_suite_target_records_energy_to_quality(cli, tmp_path):
+    """target = { fid = ... } with eval_every = 2: FID is scored in rounds 2 and 3 (the last);
+    a target every model meets is met in round 2, and what it cost is the sum of rounds 1-2."""
+    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = 2 }\n',
+                        rounds="3", samples="16", sample_steps="2", target="{ fid = 1e9 }", eval_every="2",
+                        target_samples="16")
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = cli.results(tmp_path / "out")
+    rounds, m = record["rounds"], record["metrics"]
+    assert [("target_fid" in r) for r in rounds[:3]] == [False, True, True]
+    assert m["target_reached"] == 1 and m["rounds_to_target"] == 2
+    assert m["energy_to_target_j"] == pytest.approx(rounds[0]["energy_j"] + rounds[1]["energy_j"])
+    assert m["bytes_to_target"] == sum(r["bytes_up"] + r["bytes_down"] for r in rounds[:2])

@@ -75,6 +75,21 @@ HARNESS_METRICS = [
                           ("approx", "the server's model carrying received x_cut to x_0"),
                           ("fresh", "the server's model's own samples carried to x_0"))
       for ref, against in (("", "private images"), ("_heldout", "held-out images of its classes (reference)"))),
+    # Time- and energy-to-quality (suite target = { fid = X }; docs/suites.md).
+    MetricSpec("target_fid", "", higher_is_better=False, aggregate="last",
+               summary="FID of target_samples images at the rounds the target is checked"),
+    MetricSpec("target_reached", "", higher_is_better=True, aggregate="last",
+               summary="1 if some round met the suite's quality target, else 0"),
+    MetricSpec("rounds_to_target", "rounds", higher_is_better=False, aggregate="last",
+               summary="the first round whose target_fid met the target"),
+    MetricSpec("energy_to_target_j", "J", higher_is_better=False, aggregate="last",
+               summary="simulated client energy of the rounds until the target was met"),
+    MetricSpec("latency_to_target_s", "s", higher_is_better=False, aggregate="last",
+               summary="simulated latency of the rounds until the target was met"),
+    MetricSpec("bytes_to_target", "B", higher_is_better=False, aggregate="last",
+               summary="bytes up and down until the target was met"),
+    MetricSpec("e_static_j", "J", higher_is_better=False, aggregate="sum",
+               summary="static energy: each device's idle power over the rounds it was awake for"),
     # What generating one image costs a client at deployment (0 when the server generates).
     MetricSpec("client_gen_flops", "FLOP", higher_is_better=False, aggregate="last",
                summary="client FLOPs to generate one image at deployment (torch's counter x steps)"),

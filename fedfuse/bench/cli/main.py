@@ -91,7 +91,31 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--port", type=int, default=0, help="the SuperLink's port (default: a free one)")
     local.add_argument("--advertise", action="append", default=[], metavar="NAME_OR_IP",
                        help="another name the SuperLink is reached by (put in its certificate)")
+    add_profile_parser(sub)
     return parser
+
+
+def add_profile_parser(sub) -> None:
+    """`fedfuse profile measure NAME`: a device profile from a measurement on this machine."""
+    profile = sub.add_parser("profile", help="device profiles from measurement")
+    what = profile.add_subparsers(dest="profile_command", required=True)
+    m = what.add_parser("measure", help="time the shared training step here and write a device profile TOML")
+    m.add_argument("name", help="the profile's name (letters, digits, - and _)")
+    m.add_argument("--out", metavar="FILE", help="where to write it (default ./NAME.toml)")
+    m.add_argument("--description", help="the profile's description (default: the CPU model and the date)")
+    m.add_argument("--preset", default="small", choices=("tiny", "small", "base"), help="UNet preset timed (default small)")
+    m.add_argument("--side", type=int, default=28, help="image side in px (default 28)")
+    m.add_argument("--batch-size", type=int, default=64)
+    m.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    m.add_argument("--warmup", type=int, default=3, help="untimed steps first; the first counts the FLOPs (default 3)")
+    m.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    m.add_argument("--idle-s", type=float, default=5.0, help="seconds of idle package power for static_power_w (RAPL)")
+    m.add_argument("--static-power-w", type=float, help="static (idle) power in W, where RAPL cannot measure it")
+    load = m.add_mutually_exclusive_group()
+    load.add_argument("--load-power-w", type=float, help="power under load in W; kappa = (load - static) / f_max^3")
+    load.add_argument("--kappa", type=float, help="kappa itself (E = kappa * cycles * f^2)")
+    m.add_argument("--print-only", action="store_true",
+                   help="time the step and print how the registered profiles predict it; write nothing (no power needed)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
 COMMANDS = {"run": "run:cmd_run", "deploy": "run:cmd_deploy", "list": "inspect:cmd_list", "show": "inspect:cmd_show",
             "plugins": "inspect:cmd_plugins", "data": "inspect:cmd_data", "check": "inspect:cmd_check",
-            "results": "report:cmd_results", "leaderboard": "report:cmd_leaderboard", "publish": "report:cmd_publish"}
+            "results": "report:cmd_results", "leaderboard": "report:cmd_leaderboard", "publish": "report:cmd_publish",
+            "profile": "profile:cmd_profile"}
 
 
 def command(name: str):

@@ -56,10 +56,11 @@ class CellHardware:
 
     def client_compute(self, flops: dict[int, float]) -> dict:
         """Time and energy of ``flops`` {client: FLOPs} on each client's device at its highest
-        frequency (the cost model's compute terms); the means over the clients."""
+        frequency (the cost model's compute terms, static power for that time included); the
+        means over the clients."""
         devices = [self.devices[self.clients[c].device] for c in flops]
         time = [costmodel.compute_time(f, d) for f, d in zip(flops.values(), devices)]
-        energy = [costmodel.compute_energy(f, d) for f, d in zip(flops.values(), devices)]
+        energy = [costmodel.compute_energy(f, d) + d.static_power_w * t for f, d, t in zip(flops.values(), devices, time)]
         return {"t_cmp_s": float(np.mean(time)), "e_cmp_j": float(np.mean(energy))}
 
     def redraw(self, round: int, seed: int) -> None:
@@ -83,7 +84,11 @@ class CellHardware:
                                          self.networks[hw.network], hw.distance_m, f, p)
             per_client[str(pid)] = {**t, **cost, "cpu_freq_hz": f or self.devices[hw.device].cpu_freq_max_hz,
                                     "tx_power_w": p or self.networks[hw.network].tx_power_w}
-        summary = costmodel.round_cost(per_client, server_flops, self.server)
+        static = {k: self.devices[self.clients[int(k)].device].static_power_w for k in per_client}
+        summary = costmodel.round_cost(per_client, server_flops, self.server, static)
+        for k, c in per_client.items():  # each device is awake for the whole round
+            c["e_static_j"] = static[k] * summary["latency_s"]
+            c["energy_j"] += c["e_static_j"]
         totals = {k: sum(c[k] for c in traffic.values()) for k in SUMS}
         client_flops = sum(c["flops_train"] + c["flops_sample"] for c in traffic.values())
         return {**totals, "client_flops": client_flops, "server_flops": server_flops, **summary,

@@ -4,13 +4,20 @@ Every protocol is costed by these functions and no other (DESIGN.md section 5):
 
 * compute time      T_cmp = FLOPs / (flops_per_cycle * f)                        [s]
 * compute energy    E_cmp = kappa * (FLOPs / flops_per_cycle) * f^2              [J]
+* static energy     E_static = P_static * T_round: a device draws its static (idle) power for
+                    the whole round it takes part in, waiting included               [J]
 * channel gain      g = 10^(-PL/10),  PL = pl_ref_db + 10 * pl_exponent * log10(d / 1 km)
 * link rate         r = B * log2(1 + p * g / (N0 * B))                            [bit/s]
 * transfer time     T = bits / r;  uplink energy E_up = p_client * T_up          [s], [J]
 * round latency     max over the round's clients of (T_down + T_cmp + T_up), plus the server's
                     compute time (a synchronous round)
-* round energy      sum over clients of (E_cmp + E_up): what the edge devices spend.
-                    Downlink reception and server energy are not part of it.
+* round energy      sum over clients of (E_cmp + E_up + E_static): what the edge devices
+                    spend. Downlink reception and server energy are not part of it.
+
+With static power, running the clock slower is no longer almost free: every second the round
+lasts costs each device P_static. kappa is derived from the load power minus the static power
+(fedfuse/bench/costs/profiles/devices.toml), so a device at full load still draws its measured
+power.
 """
 
 from __future__ import annotations
@@ -62,9 +69,12 @@ def client_cost(flops: float, bytes_up: float, bytes_down: float, device: Device
             "e_cmp_j": e_cmp, "e_up_j": p * t_up, "energy_j": e_cmp + p * t_up}
 
 
-def round_cost(clients: dict, server_flops: float, server: DeviceProfile) -> dict:
-    """``clients``: {client: client_cost(...)} of those that took part in the round."""
+def round_cost(clients: dict, server_flops: float, server: DeviceProfile, static_power_w: dict | None = None) -> dict:
+    """``clients``: {client: client_cost(...)} of those that took part in the round;
+    ``static_power_w``: {client: W}, drawn for the whole round (``e_static_j``, in ``energy_j``)."""
     slowest = max((c["latency_s"] for c in clients.values()), default=0.0)
     t_server = compute_time(server_flops, server)
-    return {"latency_s": slowest + t_server, "server_time_s": t_server,
-            "energy_j": sum(c["energy_j"] for c in clients.values())}
+    latency = slowest + t_server
+    e_static = sum((static_power_w or {}).get(k, 0.0) for k in clients) * latency
+    return {"latency_s": latency, "server_time_s": t_server, "e_static_j": e_static,
+            "energy_j": sum(c["energy_j"] for c in clients.values()) + e_static}

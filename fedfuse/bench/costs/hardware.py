@@ -24,12 +24,15 @@ class DeviceProfile:
     cpu_freq_max_hz: float
     kappa: float
     memory_bytes: float
+    static_power_w: float = 0.0  # drawn while awake, whatever the clock: idle power of the board
     kind: str = "device"
 
     def __post_init__(self):
         if not 0 < self.cpu_freq_min_hz <= self.cpu_freq_max_hz or self.flops_per_cycle <= 0 or self.kappa <= 0:
             raise ValueError(f"device '{self.name}': need 0 < cpu_freq_min_hz <= cpu_freq_max_hz, "
                              "flops_per_cycle > 0 and kappa > 0")
+        if self.static_power_w < 0:
+            raise ValueError(f"device '{self.name}': static_power_w must be >= 0, got {self.static_power_w}")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fedfuse.bench.engine.envinfo import environment
 from fedfuse.bench.engine.services import ServerRun
+from fedfuse.bench.metrics.target import to_target
 from fedfuse.bench.suites.cells import CellSpec, cell_partitions
 from fedfuse.datasets.partition import describe
 from fedfuse.leaderboard.store import ResultStore
@@ -77,7 +78,7 @@ class SuiteRunner:
             if self.store.finish(cell.cell_id, "interrupted", {}, f"interrupted ({type(stop).__name__})"):
                 restore_artifacts(run.run_dir)
             raise
-        folded = totals(run.rounds, self.metric_specs)
+        folded = {**totals(run.rounds, self.metric_specs), **to_target(run.rounds, cell.evaluation.get("target", {}))}
         # what the harness measures, 0 if nothing was exchanged; the protocol cannot override it
         measured = {k: folded.get(k, 0) for k in self.measured if k != "wall_s"}
         metrics = {**folded, **metrics, **measured, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(),

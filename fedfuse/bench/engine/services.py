@@ -173,6 +173,26 @@ class ServerRun:
         return {**self.checksum(model), **self.score_samples(images),
                 **self.client_generation(model, min(ev["sample_steps"], train_timesteps))}
 
+    def target_check(self, model, round: int, train_timesteps: int, **model_kwargs) -> dict:
+        """``{"target_fid": FID}`` of ``target_samples`` images from ``model`` (the sampler
+        service; ``model_kwargs`` such as ``class_labels`` for a conditional one) in the rounds
+        the suite's target asks for (every ``eval_every``-th and the last), else ``{}``. Pass
+        it to ``round_end``: the harness then records the first round that meets the target and
+        the energy, latency and bytes spent until then. Evaluation: FLOPs not counted."""
+        from fedfuse.bench.metrics.quality import embed, fid_kid
+        from fedfuse.toolkit.sampling import sample
+
+        ev = self.cell.evaluation
+        if "target" not in ev or (round % ev["eval_every"] and round != self.cell.rounds):
+            return {}
+        n = ev["target_samples"]
+        images = sample(model, n, self.data.image_shape, train_timesteps, ev["sample_steps"], ev["sampler"],
+                        seed=derive_seed(self.cell.seed, 0x7A), resources=self.resources,
+                        **{k: v[:n] for k, v in model_kwargs.items()})
+        net, _ = self.feature_space()
+        real, _ = self.eval_subset(n)
+        return {"target_fid": fid_kid(embed(net, real), embed(net, images), kid_subsets=2)["fid"]}
+
     @staticmethod
     def checksum(model) -> dict:
         """``model_sha256``: the final weights' digest (the first 16 hex digits), to tell whether

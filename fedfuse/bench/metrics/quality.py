@@ -62,8 +62,8 @@ def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict:
     from prdc import compute_prdc
 
     k = min(k, len(real) - 2, len(fake) - 2)  # compute_prdc partitions at k + 1 over each set
-    if k < 1:
-        return dict.fromkeys(("precision", "recall", "density", "coverage"), float("nan"))
+    if k < 1:  # too few images for any neighbour: no such scores (a cell's metrics stay finite)
+        return {}
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the sample counts
         out = compute_prdc(real_features=real.numpy(), fake_features=fake.numpy(), nearest_k=k)
     return {key: float(value) for key, value in out.items()}

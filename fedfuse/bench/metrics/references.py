@@ -68,7 +68,8 @@ def _cached(digest: str, net, held_out, train, n) -> dict[str, dict]:
 def cell_figures(quality: dict, rows: dict[str, dict]) -> dict:
     """What a cell stores beside its own scores: each row's FID and recall, and its FID as a
     fraction of the noise row's."""
-    out = {f"ref_{metric}_{row}": rows[row][metric] for row in ROWS for metric in ("fid", "recall")}
+    out = {f"ref_{metric}_{row}": rows[row][metric] for row in ROWS for metric in ("fid", "recall")
+           if metric in rows[row]}
     out["fid_vs_noise"] = quality["fid"] / rows["noise"]["fid"]
     out["ref_separation"] = rows["noise"]["fid"] / max(rows["real"]["fid"], 1e-9)
     return out

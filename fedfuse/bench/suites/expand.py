@@ -61,6 +61,8 @@ def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
 def evaluation(matrix: Matrix, dataset_spec) -> dict:
     """The cell's evaluation settings, its feature space resolved (``auto``) and the reason kept."""
     out = {k: getattr(matrix, k) for k in DEFAULT_EVALUATION}
+    if matrix.target:  # only then: cells without a target keep their ids
+        out.update(target=dict(matrix.target), eval_every=matrix.eval_every, target_samples=matrix.target_samples)
     if matrix.feature_space == "auto":
         out["feature_space"], out["feature_space_reason"] = auto_space(dataset_spec)
     return out

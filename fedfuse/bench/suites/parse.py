@@ -35,7 +35,8 @@ from fedfuse.plugins.config import ConfigError, build_config
 from fedfuse.toolkit.seeding import stable_hash
 
 FORMAT = 1
-TOP_LEVEL = {"format", "suite", "matrix", "protocols", "profiles", "devices", "networks", "resources"}
+TOP_LEVEL = {"format", "suite", "matrix", "protocols", "profiles", "profile_files", "devices", "networks", "resources"}
+PROFILE_KINDS = ("devices", "networks")
 
 
 @dataclass
@@ -61,10 +62,19 @@ class Matrix:
     # a malformed client reply (wrong shape, NaN, oversize, bad num-examples): fail the cell, or
     # leave that client out of the round and record it (see docs/reliability.md)
     bad_replies: Literal["fail", "drop"] = "fail"
+    # time- and energy-to-quality: e.g. { fid = 40 }; the harness scores target_samples images
+    # every eval_every rounds (where the protocol offers its model) and records when it is met
+    target: dict = field(default_factory=dict)
+    eval_every: int = 1
+    target_samples: int = 256
 
     def __post_init__(self):
         if self.clients < 1 or self.rounds < 1:
             raise ValueError("clients and rounds must be >= 1")
+        if set(self.target) - {"fid"} or any(not isinstance(v, (int, float)) or v <= 0 for v in self.target.values()):
+            raise ValueError(f"target must be {{ fid = <a number > 0> }}, got {self.target}")
+        if self.eval_every < 1 or self.target_samples < 16:
+            raise ValueError("eval_every must be >= 1 and target_samples >= 16")
         if self.samples < 16 or self.sample_steps < 1:
             raise ValueError("samples must be >= 16 and sample_steps >= 1")
         if not self.datasets or not self.seeds:
@@ -176,14 +186,51 @@ def parse_suite(doc: dict, path: Path, text: str) -> Suite:
         dataclasses.asdict(build_config(ProfileEntry, entry, f"{where(path, text, '[[profiles]]', i)} profiles[{i}]"))
         for i, entry in enumerate(doc.get("profiles", []))
     ]
-    inline = {kind: doc[kind] for kind in ("devices", "networks") if kind in doc}
-    for kind, table in inline.items():
-        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
-            raise ConfigError(f"{where(path, text, f'[[{kind}]]') if isinstance(table, list) else path}: inline "
-                              f"{kind} are tables named by the profile, e.g. [{kind}.my-{kind[:-1]}], not [[{kind}]]")
+    inline = inline_profiles(doc, path, text)
     profiles = [with_inline(p, inline) for p in profiles] or [dict(DEFAULT_ASSIGNMENT)]
     resources = checked_resources(doc.get("resources", {}), f"{where(path, text, '[resources]')} [resources]")
     return Suite(path, header, matrix, protocols, text, profiles, resources=resources)
+
+
+def inline_profiles(doc: dict, path: Path, text: str) -> dict:
+    """The suite's own [devices.NAME] and [networks.NAME] tables, plus those of the files its
+    ``profile_files`` names (relative to the suite; e.g. written by ``fedfuse profile measure``).
+    A name defined twice is an error: which definition a cell used would be unclear."""
+    own = {kind: doc[kind] for kind in PROFILE_KINDS if kind in doc}
+    _check_tables(own, lambda kind: where(path, text, f"[[{kind}]]") if isinstance(own[kind], list) else path)
+    inline = {kind: dict(table) for kind, table in own.items()}
+    files = doc.get("profile_files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ConfigError(f"{where(path, text, 'profile_files')}: profile_files must be a list of paths")
+    for name in files:
+        file = path.parent / name
+        for kind, table in read_profile_file(file, where(path, text, "profile_files")).items():
+            if twice := sorted(set(table) & set(inline.get(kind, {}))):
+                raise ConfigError(f"{file}: {kind} {', '.join(twice)} defined again (in the suite or another file)")
+            inline.setdefault(kind, {}).update(table)
+    return inline
+
+
+def read_profile_file(file: Path, at: str) -> dict:
+    """A profile file: [devices.NAME] and [networks.NAME] tables only, as inline in a suite."""
+    if not file.is_file():
+        raise ConfigError(f"{at}: profile file {file} not found (paths are relative to the suite file)")
+    try:
+        doc = tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{file}: not valid TOML: {err}") from None
+    if unknown := sorted(set(doc) - set(PROFILE_KINDS)):
+        raise ConfigError(f"{file}: unknown key '{unknown[0]}'; a profile file holds [devices.NAME] and "
+                          "[networks.NAME] tables only")
+    _check_tables(doc, lambda kind: file)
+    return doc
+
+
+def _check_tables(tables: dict, at) -> None:
+    for kind, table in tables.items():
+        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+            raise ConfigError(f"{at(kind)}: inline {kind} are tables named by the profile, e.g. "
+                              f"[{kind}.my-{kind[:-1]}], not [[{kind}]]")
 
 
 def with_inline(assignment: dict, inline: dict) -> dict:

@@ -18,7 +18,7 @@ def server(grid, run) -> dict:
         model.load_state_dict(arrays.to_torch_state_dict())
         ema = ema or task.Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)
         ema.update(model)
-        return {"eval_loss": run.held_out_loss(ema.model, scheduler)}
+        return {"eval_loss": run.held_out_loss(ema.model, scheduler), **run.target_check(ema.model, rnd, cfg.timesteps)}
 
     strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
     strategy_rounds(grid, run, strategy, ArrayRecord(model.state_dict()), evaluate_fn=evaluate)

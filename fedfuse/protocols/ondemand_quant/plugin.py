@@ -11,10 +11,15 @@ class QuantCommon(DdpmConfig):
     local_steps: int = 20
     block: int = 4096  # values per quantization scale
     redraw_channel: bool = False  # draw clients' distances anew every round
+    # the model's way down: 32 sends it as it is; fewer bits send the change of the global model
+    # since the last broadcast, quantized (every client keeps the model it was sent)
+    downlink_bits: int = 32
 
     def __post_init__(self):
         super().__post_init__()
         require_positive(self, "local_steps", "block")
+        if not (1 <= self.downlink_bits <= 16 or self.downlink_bits == 32):
+            raise ValueError(f"'downlink_bits' must be in 1..16 or 32, got {self.downlink_bits}")
 
 
 @dataclass
@@ -35,11 +40,17 @@ class OnDemandConfig(QuantCommon):
 class FixedConfig(QuantCommon):
     mode: ClassVar[str] = "fixed"
     bits: int = 8  # one bit-width for all (32 = full precision)
+    # false: every device at its maximum CPU frequency and transmit power; true: the least-energy
+    # frequency and power within deadline_s, as on-demand chooses them, with the bits fixed
+    dvfs: bool = False
+    deadline_s: float = 5.0
 
     def __post_init__(self):
         super().__post_init__()
         if not (1 <= self.bits <= 16 or self.bits == 32):
             raise ValueError(f"'bits' must be in 1..16 or 32, got {self.bits}")
+        if self.deadline_s <= 0:
+            raise ValueError(f"'deadline_s' must be > 0, got {self.deadline_s}")
 
 
 @hookimpl
@@ -48,10 +59,10 @@ def fedfuse_add_protocols():
             "client_app": "fedfuse.protocols.ondemand_quant.client_app:app",
             "reply_check": "fedfuse.protocols.ondemand_quant.server_app:check_update"}
     return [
-        ProtocolSpec(name="ondemand-quant", version="2", config=OnDemandConfig, **apps,
+        ProtocolSpec(name="ondemand-quant", version="3", config=OnDemandConfig, **apps,
                      summary="FedAvg with per-device bits, CPU frequency and power from an energy-efficiency problem"),
-        ProtocolSpec(name="fixed-quant", version="2", config=FixedConfig, **apps,
-                     summary="baseline: FedAvg with every update quantized to one fixed bit-width"),
+        ProtocolSpec(name="fixed-quant", version="3", config=FixedConfig, **apps,
+                     summary="baseline: FedAvg with every update quantized to one fixed bit-width (32: full precision); dvfs optional"),
     ]
 
 

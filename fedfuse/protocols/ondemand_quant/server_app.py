@@ -3,7 +3,7 @@ transmit power), send the model, decode and average the quantized updates."""
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedfuse.api import (
     Ema,
@@ -24,22 +24,24 @@ def server(grid, run) -> dict:
     scheduler, ema = build_scheduler(cfg.timesteps), None
     flops = cfg.local_steps * step_flops(model, scheduler, cfg.batch_size, run.data.image_shape)
     weights = {run.partition_of(n): 1.0 for n in nodes}  # FedAvg weights; clients report sizes each round
+    downlink = Downlink(cfg, model, run.cell.seed)
     for rnd in range(1, run.cell.rounds + 1):
         if cfg.redraw_channel:
             run.hardware.redraw(rnd, run.cell.seed)
-        plan = plan_round(run, cfg, weights, flops, sum(v.numel() for v in model.state_dict().values()))
-        replies = exchange(grid, run, nodes, model, plan, rnd)
+        params = sum(v.numel() for v in model.state_dict().values())
+        plan = plan_round(run, cfg, weights, flops, params)
+        replies = exchange(grid, run, nodes, downlink.broadcast(model, rnd), plan, rnd, params)
         # a client dropped from a round (bad_replies = "drop") keeps its last weight for the next plan
         weights.update({run.partition_of(n): float(r.content["metrics"]["num-examples"]) for n, r in replies.items()})
         apply_updates(model, replies, run, plan, shapes, cfg.block, weights)
-        for client, choice in plan.items():
-            if cfg.mode == "ondemand":
-                run.set_operating_point(client, choice.cpu_freq_hz, choice.tx_power_w)
+        for client, choice in plan.items():  # the maxima, unless the plan chose them
+            run.set_operating_point(client, choice.cpu_freq_hz, choice.tx_power_w)
         losses = [float(r.content["metrics"]["train_loss"]) for r in replies.values()]
         ema = ema or Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)  # samples and evaluates
         ema.update(model)
         eval_loss = run.held_out_loss(ema.model, scheduler)
         run.round_end(rnd, train_loss=float(np.mean(losses)), eval_loss=eval_loss,
+                      **run.target_check(ema.model, rnd, cfg.timesteps),
                       plan={str(c): {"bits": o.bits, "cpu_freq_hz": o.cpu_freq_hz, "tx_power_w": o.tx_power_w}
                             for c, o in sorted(plan.items())})
     bits = [b["bits"] for r in run.rounds for b in r["plan"].values()]
@@ -57,17 +59,41 @@ def step_flops(model, scheduler, batch_size: int, shape) -> float:
 
 
 def plan_round(run, cfg, weights: dict, flops: float, params: int) -> dict:
-    """{client: solver.Choice}. Fixed-bit baselines run at their device's maximum f and p."""
+    """{client: solver.Choice}. Fixed-bit baselines run at their device's maximum f and p, or
+    (``dvfs``) at the least-energy f and p within the deadline for their fixed bits."""
     hw = run.hardware
-    if cfg.mode != "ondemand":
+    if cfg.mode == "fixed" and not cfg.dvfs:
         return {k: solver.Choice(cfg.bits, hw.devices[c.device].cpu_freq_max_hz, hw.networks[c.network].tx_power_w,
                                  0.0, 0.0, 0.0) for k, c in enumerate(hw.clients)}
     total = sum(weights.values())
+    ondemand = cfg.mode == "ondemand"
     clients = [solver.ClientProblem(flops, params, weights[k] / total, hw.devices[c.device], hw.networks[c.network],
-                                    c.distance_m, pick(cfg.min_bits, k, 1), pick(cfg.energy_budget_j, k, np.inf),
-                                    cfg.block) for k, c in enumerate(hw.clients)]
+                                    c.distance_m, pick(cfg.min_bits, k, 1) if ondemand else 1,
+                                    pick(cfg.energy_budget_j, k, np.inf) if ondemand else np.inf, cfg.block)
+               for k, c in enumerate(hw.clients)]
+    if not ondemand:  # the bits are fixed: only frequency, power and the round length are chosen
+        return dict(enumerate(solver.solve(clients, cfg.deadline_s, np.inf, [cfg.bits])))
     bound = sum(c.weight**2 * solver.error(cfg.error_bits) for c in clients)
     return dict(enumerate(solver.solve(clients, cfg.deadline_s, bound)))
+
+
+class Downlink:
+    """What the server broadcasts: the model as it is (``downlink_bits`` = 32), or its change
+    since the last broadcast quantized to ``downlink_bits`` with the shared codec. The server
+    keeps ``view``, the model every client holds (each applies the same bytes), so quantization
+    error does not accumulate: each round sends the difference to the true model."""
+
+    def __init__(self, cfg, model, seed: int):
+        self.cfg, self.seed = cfg, seed
+        self.view = {k: v.clone() for k, v in model.state_dict().items()}  # clients build the same seeded init
+
+    def broadcast(self, model, rnd: int) -> RecordDict:
+        if self.cfg.downlink_bits == task.FULL_PRECISION:
+            return RecordDict({"arrays": ArrayRecord(model.state_dict())})
+        rng = np.random.default_rng(derive_seed(self.seed, rnd, 0xD0))
+        change = task.encode_update(self.view, model.state_dict(), self.cfg.downlink_bits, self.cfg.block, rng)
+        self.view = task.apply_change(self.view, change, self.cfg.downlink_bits, self.cfg.block)
+        return RecordDict({"down": ArrayRecord({k: Array(v) for k, v in change.items()})})
 
 
 def pick(values: tuple, client: int, default):
@@ -77,10 +103,11 @@ def pick(values: tuple, client: int, default):
     return values[client] if len(values) > 1 else values[0]
 
 
-def exchange(grid, run, nodes, model, plan, rnd: int) -> dict:
-    arrays = ArrayRecord(model.state_dict())
-    return send_each(grid, {n: RecordDict({"arrays": arrays, "config": ConfigRecord(
-        {"server-round": rnd, "bits": plan[run.partition_of(n)].bits})}) for n in nodes}, "train")
+def exchange(grid, run, nodes, broadcast: RecordDict, plan, rnd: int, params: int) -> dict:
+    """The round's broadcast to every client, with its planned bits (and the model's size, for
+    a client that receives only the quantized change)."""
+    return send_each(grid, {n: RecordDict({**broadcast, "config": ConfigRecord(
+        {"server-round": rnd, "params": params, "bits": plan[run.partition_of(n)].bits})}) for n in nodes}, "train")
 
 
 def apply_updates(model, replies, run, plan, shapes, block, weights) -> None:
@@ -97,9 +124,10 @@ def apply_updates(model, replies, run, plan, shapes, block, weights) -> None:
 def check_update(sent, reply, config) -> None:
     """The schema of a client's reply to "train" (``ProtocolSpec.reply_check``): the packed update
     and its scales (or the float32 delta) sized for the model and the bits it was asked for."""
-    if "arrays" not in sent or "config" not in sent:
+    if "config" not in sent or "bits" not in sent["config"]:
         return
-    n = sum(int(np.prod(a.shape)) for a in sent["arrays"].values())
+    n = (int(sent["config"]["params"]) if "params" in sent["config"]
+         else sum(int(np.prod(a.shape)) for a in sent["arrays"].values()))
     expected = task.update_schema(n, int(sent["config"]["bits"]), config.block)
     got = {k: (tuple(a.shape), str(a.dtype)) for k, a in reply["update"].items()}
     if got != expected:

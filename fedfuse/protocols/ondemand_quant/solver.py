@@ -18,6 +18,15 @@ transmit term): a golden-section search finds it. The bit-widths are then chosen
 exactly, by a Pareto dynamic programme over (error, energy) of partial assignments, for small
 instances; at scale, greedily on each client's convex hull, upgrading the client with the least
 energy per unit of error removed until the bound holds.
+
+Static power. A device awake for the round draws P_static,k for its whole length T, waiting
+included, so the objective gains sum_k P_static,k * T and the round length becomes a decision:
+a longer round lowers every device's dynamic energy (the problem above with deadline T) but
+costs static energy. E*(T) + sum_k P_static,k T is searched over T_min <= T <= T_max (T_min: every
+device at its maximum clock and power with its fewest allowed bits): a geometric grid of round
+lengths (an infeasible T counts as infinite), then a golden-section refinement between the best
+grid point's neighbours. Without static power the optimum is T = T_max, as before, and the
+search is skipped. The download and the server's time add the same to every plan and are left out.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from fedfuse.api import costmodel
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 SCALE_BITS = 64  # lo and step per block, float32 each
+FULL_PRECISION = 32  # bits: the float32 update as it is, no scales
+ROUND_GRID = 24  # round lengths tried from the fastest possible to T_max when devices draw static power
 
 
 class Infeasible(ValueError):
@@ -66,8 +77,13 @@ def error(bits: int) -> float:
     return 1.0 / (4 * (2**bits - 1) ** 2)
 
 
+def scale_bits(params: int, block: int, bits) -> float:
+    """The per-block scales of a quantized update; full precision (32 bits) sends none."""
+    return np.where(np.asarray(bits) == FULL_PRECISION, 0, SCALE_BITS * -(-params // block))
+
+
 def upload_bits(c: ClientProblem, bits: int) -> float:
-    return c.params * bits + SCALE_BITS * -(-c.params // c.block)
+    return c.params * bits + float(scale_bits(c.params, c.block, bits))
 
 
 def power_for(c: ClientProblem, bits: float, seconds: float) -> float:
@@ -87,7 +103,7 @@ def operating_points(clients: list[ClientProblem], bit_set, deadline_s: float, i
     kappa, fmin, fmax = col(lambda c: c.device.kappa), col(lambda c: c.device.cpu_freq_min_hz), col(lambda c: c.device.cpu_freq_max_hz)
     bw, noise, pmax = col(lambda c: c.network.bandwidth_hz), col(lambda c: c.network.noise_psd_w_per_hz), col(lambda c: c.network.tx_power_w)
     gain = col(lambda c: costmodel.path_gain(c.network, c.distance_m))
-    payload = col(lambda c: c.params) * bits + SCALE_BITS * col(lambda c: -(-c.params // c.block))
+    payload = col(lambda c: c.params) * bits + np.array([scale_bits(c.params, c.block, bits[0]) for c in clients])
     t_up_min = payload / (bw * np.log2(1 + pmax * gain / (noise * bw)))
     lo = np.broadcast_to(cycles / fmax, payload.shape)
     hi = np.minimum(cycles / fmin, deadline_s - t_up_min)
@@ -127,10 +143,11 @@ def options(c: ClientProblem, index: int, deadline_s: float, bit_set, points=Non
     if not timely:
         raise Infeasible(f"client {index}: cannot meet the {deadline_s:g} s deadline even at {min(allowed)} bits, "
                          "maximum frequency and power")
-    within = [o for o in timely if o.energy_j <= c.energy_budget_j]
+    static = c.device.static_power_w * deadline_s  # the budget covers the device's whole round
+    within = [o for o in timely if o.energy_j + static <= c.energy_budget_j]
     if not within:
         raise Infeasible(f"client {index}: its energy budget {c.energy_budget_j:g} J is below the least energy "
-                         f"{min(o.energy_j for o in timely):.4g} J of any timely plan")
+                         f"{min(o.energy_j for o in timely) + static:.4g} J of any timely plan")
     return within
 
 
@@ -149,7 +166,66 @@ def check_bound(clients, opts, error_bound: float) -> None:
 
 def solve(clients: list[ClientProblem], deadline_s: float, error_bound: float, bit_set=range(1, 17),
           exact: bool | None = None) -> list[Choice]:
-    """The plan: one Choice per client. ``exact`` defaults to True for up to 12 clients."""
+    """The plan: one Choice per client, all finishing at the same round length (``round_length``).
+    ``exact`` defaults to True for up to 12 clients."""
+    if not static_power(clients):
+        return solve_at(clients, deadline_s, error_bound, bit_set, exact)
+    best = best_round(clients, deadline_s, error_bound, bit_set, exact)
+    return best[1] if best[1] is not None else solve_at(clients, deadline_s, error_bound, bit_set, exact)
+
+
+def static_power(clients) -> float:
+    return float(sum(c.device.static_power_w for c in clients))
+
+
+def plan_energy(clients, plan: list[Choice]) -> float:
+    """Dynamic (compute + upload) plus static energy of a plan: what the devices spend in the round."""
+    return total_energy(plan) + static_power(clients) * round_length(plan)
+
+
+def round_length(plan: list[Choice]) -> float:
+    return max(o.t_cmp_s + o.t_up_s for o in plan)
+
+
+def best_round(clients, deadline_s: float, error_bound: float, bit_set, exact) -> tuple[float, list | None]:
+    """(energy, plan) of the best round length T <= deadline: a geometric grid, then golden
+    section between the best grid point's neighbours; (inf, None) if no T is feasible."""
+    def at(T: float) -> tuple[float, list | None]:
+        try:
+            plan = solve_at(clients, T, error_bound, bit_set, exact)
+        except Infeasible:
+            return math.inf, None
+        return total_energy(plan) + static_power(clients) * T, plan
+
+    shortest = fastest_round(clients, bit_set)
+    if shortest > deadline_s:
+        return math.inf, None
+    lengths = np.geomspace(shortest, deadline_s, ROUND_GRID)
+    tried = [at(T) for T in lengths]
+    i = int(np.argmin([e for e, _ in tried]))
+    a, b, best = lengths[max(i - 1, 0)], lengths[min(i + 1, len(lengths) - 1)], tried[i]
+    for _ in range(30):
+        x1, x2 = b - GOLDEN * (b - a), a + GOLDEN * (b - a)
+        (e1, p1), (e2, p2) = at(x1), at(x2)
+        best = min([best, (e1, p1), (e2, p2)], key=lambda item: item[0])
+        a, b = (a, x2) if e1 <= e2 else (x1, b)
+    return best
+
+
+def fastest_round(clients, bit_set) -> float:
+    """No round can be shorter: every device at its maximum frequency and power, sending its
+    fewest allowed bits."""
+    def fastest(c: ClientProblem) -> float:
+        bits = min((b for b in bit_set if b >= c.min_bits), default=max(bit_set))
+        rate = costmodel.uplink_rate(c.network, c.distance_m)
+        return c.flops / (c.device.flops_per_cycle * c.device.cpu_freq_max_hz) + upload_bits(c, bits) / rate
+
+    return max(fastest(c) for c in clients)
+
+
+def solve_at(clients: list[ClientProblem], deadline_s: float, error_bound: float, bit_set=range(1, 17),
+             exact: bool | None = None) -> list[Choice]:
+    """The least dynamic-energy plan when every device has ``deadline_s`` for compute + upload."""
     opts = all_options(clients, deadline_s, bit_set)
     check_bound(clients, opts, error_bound)
     if exact if exact is not None else len(clients) <= 12:

@@ -47,6 +47,15 @@ def decode_update(arrays: dict[str, np.ndarray], shapes: dict[str, tuple], bits:
     return out
 
 
+def apply_change(view: dict[str, torch.Tensor], change: dict[str, np.ndarray], bits: int,
+                 block: int) -> dict[str, torch.Tensor]:
+    """A quantized broadcast applied to the model a client holds: server and clients apply the
+    same bytes, so both keep the same ``view``."""
+    shapes = {k: tuple(v.shape) for k, v in view.items()}
+    delta = decode_update(change, shapes, bits, block)
+    return {k: v + delta[k].to(v.dtype) for k, v in view.items()}
+
+
 def weighted_mean(updates: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
     total = sum(weights)
     return {k: sum(w * u[k] for u, w in zip(updates, weights)) / total for k in updates[0]}

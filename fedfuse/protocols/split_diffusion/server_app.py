@@ -159,7 +159,7 @@ def mean_quality(run, images: dict) -> dict:
     for client, x in sorted(images.items()):
         _, classes = run.client_private(client)
         scores.append(run.score_samples(x, classes=classes, grid_name=f"samples_client{client}.png"))
-    numeric = [k for k, v in scores[0].items() if isinstance(v, float)]
+    numeric = [k for k, v in scores[0].items() if isinstance(v, float) and all(k in s for s in scores)]
     return {**scores[0], **{k: float(np.mean([s[k] for s in scores])) for k in numeric}}
 
 
