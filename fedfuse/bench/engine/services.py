@@ -164,11 +164,8 @@ class ServerRun:
         """Generate the cell's evaluation samples with an unconditional ``model`` (sampler
         service) and score them. Evaluation: its FLOPs are not counted as the protocol's. Adds
         ``client_gen_*``: a client holding ``model`` generating one image itself."""
-        from fedfuse.toolkit.sampling import sample
-
         ev = self.cell.evaluation
-        images = sample(model, ev["samples"], self.data.image_shape, train_timesteps, ev["sample_steps"],
-                        ev["sampler"], seed=derive_seed(self.cell.seed, 0x5A), resources=self.resources)
+        images = self._generate(model, ev["samples"], 0x5A, train_timesteps)
         # every client holds this model: generating at deployment costs it all the steps
         return {**self.checksum(model), **self.score_samples(images),
                 **self.client_generation(model, min(ev["sample_steps"], train_timesteps))}
@@ -179,19 +176,24 @@ class ServerRun:
         the suite's target asks for (every ``eval_every``-th and the last), else ``{}``. Pass
         it to ``round_end``: the harness then records the first round that meets the target and
         the energy, latency and bytes spent until then. Evaluation: FLOPs not counted."""
-        from fedfuse.bench.metrics.quality import embed, fid_kid
-        from fedfuse.toolkit.sampling import sample
+        from fedfuse.bench.metrics.quality import embed, fid
 
         ev = self.cell.evaluation
         if "target" not in ev or (round % ev["eval_every"] and round != self.cell.rounds):
             return {}
         n = ev["target_samples"]
-        images = sample(model, n, self.data.image_shape, train_timesteps, ev["sample_steps"], ev["sampler"],
-                        seed=derive_seed(self.cell.seed, 0x7A), resources=self.resources,
-                        **{k: v[:n] for k, v in model_kwargs.items()})
+        images = self._generate(model, n, 0x7A, train_timesteps, **{k: v[:n] for k, v in model_kwargs.items()})
         net, _ = self.feature_space()
         real, _ = self.eval_subset(n)
-        return {"target_fid": fid_kid(embed(net, real), embed(net, images), kid_subsets=2)["fid"]}
+        return {"target_fid": fid(embed(net, real), embed(net, images))}
+
+    def _generate(self, model, n: int, salt: int, train_timesteps: int, **model_kwargs) -> torch.Tensor:
+        """``n`` images from ``model`` by the suite's sampler, seeded by the cell and ``salt``."""
+        from fedfuse.toolkit.sampling import sample
+
+        ev = self.cell.evaluation
+        return sample(model, n, self.data.image_shape, train_timesteps, ev["sample_steps"], ev["sampler"],
+                      seed=derive_seed(self.cell.seed, salt), resources=self.resources, **model_kwargs)
 
     @staticmethod
     def checksum(model) -> dict:

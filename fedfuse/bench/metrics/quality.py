@@ -37,13 +37,19 @@ def embed(net: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.
     return torch.cat([net(batch) for batch in images.split(batch_size)]).double()
 
 
-def fid_kid(real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 50) -> dict:
+def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """FID between two sets of features."""
     from torchmetrics.image.fid import FrechetInceptionDistance
+
+    metric = FrechetInceptionDistance(feature=Precomputed(real.shape[1])).double()
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    return float(metric.compute())
+
+
+def fid_kid(real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 50) -> dict:
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    fid = FrechetInceptionDistance(feature=Precomputed(real.shape[1])).double()
-    fid.update(real, real=True)
-    fid.update(fake, real=False)
     subset = min(len(real), len(fake), 1000) // 2  # two disjoint-ish halves per draw: an unbiased spread
     with warnings.catch_warnings():  # "will save all extracted features": a few hundred vectors here
         warnings.simplefilter("ignore", UserWarning)
@@ -53,7 +59,7 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 50) -> di
     with torch.random.fork_rng():  # KID draws its subsets from the global RNG: make them repeatable
         torch.manual_seed(0)
         kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+    return {"fid": fid(real, fake), "kid": float(kid_mean), "kid_std": float(kid_std)}
 
 
 def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict:
