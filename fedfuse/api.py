@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         drop_labels,
         fit,
         train,
+        training_target,
     )
     from fedfuse.toolkit.device import Resources
     from fedfuse.toolkit.models import build_unet
@@ -88,6 +89,7 @@ _EXPORTS = {
     "evaluate": ("fedfuse.toolkit.ddpm", "evaluate"),
     "fit": ("fedfuse.toolkit.ddpm", "fit"),
     "train": ("fedfuse.toolkit.ddpm", "train"),
+    "training_target": ("fedfuse.toolkit.ddpm", "training_target"),
     "Resources": ("fedfuse.toolkit.device", "Resources"),
     "PRESETS": ("fedfuse.toolkit.recipe", "PRESETS"),
     "build_unet": ("fedfuse.toolkit.models", "build_unet"),
@@ -140,7 +142,7 @@ __all__ = [
     "strategy_rounds", "send_each", "check_replies", "ClientFailure",
     # toolkit
     "PRESETS", "build_unet", "check_preset", "DdpmConfig", "Recipe", "build_scheduler", "diffusion_loss",
-    "train", "fit", "evaluate", "Ema", "sample", "denoise", "make_scheduler", "quantization",
+    "train", "training_target", "fit", "evaluate", "Ema", "sample", "denoise", "make_scheduler", "quantization",
     "conditioned", "Guided", "drop_labels",
     "derive_seed", "stable_hash", "write_atomic",
     # accounting

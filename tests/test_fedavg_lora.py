@@ -72,7 +72,8 @@ def framing_bound(tensors: int) -> int:
 
 @pytest.mark.slow
 def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, tmp_path):
-    suite = write_suite(tmp_path / "s.toml", PROTOCOLS, datasets=DATASET, samples="64", sample_steps="5")
+    suite = write_suite(tmp_path / "s.toml", PROTOCOLS, datasets=DATASET, samples="64", sample_steps="5",
+                        target="{ fid = 1e9 }", target_samples="16")
     cli.cwd = tmp_path
     done = cli("run", str(suite), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -92,6 +93,41 @@ def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, tmp_path):
     assert lora["metrics"]["payload_up"] < 0.05 * full["metrics"]["payload_up"]
     assert lora["metrics"]["pretrain_flops"] == full["metrics"]["pretrain_flops"] > 0  # one cached base
     assert "base_fid" in lora["metrics"] and lora["metrics"]["feature_space"] == "digits-featnet-v1"
+    for record in (lora, full):  # the quality target is checked on the fine-tuned model
+        assert record["rounds"][0]["target_fid"] > 0 and record["metrics"]["rounds_to_target"] == 1
+    assert lora["rounds"][0]["aggregation_error"] > 0 and "aggregation_error" not in full["rounds"][0]
+    assert all(0 <= r["metrics"]["mia_auc"] <= 1 and r["metrics"]["mia_members"] > 0 for r in (lora, full))
+
+
+def test_the_three_ways_to_combine_lora_factors(tmp_path, monkeypatch):
+    """One real client round per aggregation from the same start: FFA-LoRA clients keep the
+    server's A (frozen, not sent) and the aggregate is exact; SVD re-factoring errs only by
+    truncation, less than averaging A and B apart (the clients made the same updates there)."""
+    from fedfuse.api import derive_seed
+    from fedfuse.protocols.fedavg_lora import aggregation
+    from fedfuse.protocols.fedavg_lora.server_app import strategy
+
+    monkeypatch.setenv("FEDFUSE_CACHE", str(tmp_path / "cache"))
+    protocols = "".join(f'[[protocols]]\nname = "fedavg-lora"\nlabel = "{a}"\nconfig = {{ pretrain_steps = 30, '
+                        f'local_steps = 3, model = "tiny", aggregation = "{a}" }}\n' for a in aggregation.AGGREGATIONS)
+    errors, sent = {}, {}
+    for cell in expand(load_suite(str(write_suite(tmp_path / "s.toml", protocols, datasets=DATASET))), registry()):
+        run = ServerRun(cell=cell, config=registry().get("protocols", cell.protocol).config(**cell.config),
+                        run_dir=tmp_path)
+        model = task.fine_tune_model(pretrained_base(run)[0], run.config, derive_seed(cell.seed, task.ADAPTER_SEED_SALT))
+        start = ArrayRecord(task.trainable_state(model, "lora", run.config.aggregation))
+        replies = [client_round(cell, p, start) for p in range(cell.clients)]
+        _, metrics = strategy(run, model).aggregate_train(1, replies)
+        errors[run.config.aggregation] = metrics["aggregation_error"]
+        sent[run.config.aggregation] = replies[0].content["arrays"].to_torch_state_dict()
+        if run.config.aggregation == "ffa":  # the client trained B on the server's very A
+            from fedfuse.bench.engine.services import _client_run
+
+            client_model, _ = _client_run(cell.to_json(), 0, cell.clients).cache["model"]
+            client_a = {k: v for k, v in task.trainable_state(client_model, "lora").items() if "lora_A" in k}
+            assert client_a and all(torch.equal(v, task.trainable_state(model, "lora")[k]) for k, v in client_a.items())
+    assert errors["ffa"] < 1e-6 < errors["svd"] < errors["fedavg-ab"]
+    assert not any("lora_A" in k for k in sent["ffa"]) and set(sent["ffa"]) < set(sent["fedavg-ab"])
 
 
 @pytest.mark.long

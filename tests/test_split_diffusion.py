@@ -133,9 +133,11 @@ CONDITIONED = ('[[protocols]]\nname = "split-diffusion"\nlabel = "split"\n'
 def test_batches_conditions_and_what_the_server_can_make_of_them(cli, tmp_path):
     """share = "batches": each round a client sends the cut-noised copy of every batch it
     trained on, with each image's label; the server takes one step per batch received, keeps a
-    bounded pool, and its own model's view of what it received is scored as disclosure."""
+    bounded pool, and its own model's view of what it received is scored as disclosure. The
+    quality target is checked the protocol's way after round 2, and costs the protocol nothing."""
     suite = write_suite(tmp_path / "s.toml", CONDITIONED, partitioners='[{ name = "groups", by = "label" }]',
-                        rounds="2", samples="16", sample_steps="6")  # fewer samples than x_cut received
+                        rounds="2", samples="16", sample_steps="6",  # fewer samples than x_cut received
+                        target="{ fid = 1e9 }", eval_every="2", target_samples="16")
     done = cli("run", str(suite), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr[-3000:]
     cells = {r["label"]: r for r in cli.results(tmp_path / "out")}
@@ -156,6 +158,32 @@ def test_batches_conditions_and_what_the_server_can_make_of_them(cli, tmp_path):
     assert m["client_gen_flops"] == pytest.approx(per_step * task.split_steps(6, task.cut_index(0.6, 200), 200)[1])
     assert per_step > 0 and alone["metrics"]["client_gen_s"] > 0
     assert all(r["status"] == "ok" and r["metrics"]["fid"] > 0 for r in cells.values())
+    for cell in cells.values():  # evaluation exchanges leave the rounds' traffic and client FLOPs as they were
+        first, second = cell["rounds"][:2]
+        assert "target_fid" not in first and second["target_fid"] > 0
+        assert cell["metrics"]["target_reached"] == 1 and cell["metrics"]["rounds_to_target"] == 2
+        assert all(c["flops_sample"] == 0 for c in second["per_client"].values())
+    for cell in (split, alone):  # the same exchange in both rounds, the evaluation's on top uncounted
+        first, second = cell["rounds"][:2]
+        assert (first["bytes_down"], first["bytes_up"], first["messages"]) == \
+            (second["bytes_down"], second["bytes_up"], second["messages"])
+    assert central["rounds"][1]["bytes_up"] == central["rounds"][1]["messages"] == 0  # the upload was in round 1
+    # membership inference on what the server holds: its denoiser, or nothing at c = 0
+    for cell in (split, central):
+        assert 0 <= cell["metrics"]["mia_auc"] <= 1 and cell["metrics"]["mia_members"] == cell["metrics"]["mia_nonmembers"] > 0
+    assert "mia_auc" not in alone["metrics"]
+
+
+def test_the_attacks_loss_on_the_server_targets_the_noise_added_since_the_cut():
+    """cut_step_loss: x_t from q(x_t | x_0) and the target sqrt((1 - r) / (1 - abar_t)) eps, with
+    r = abar_t / abar_{t_c - 1}; at t_c = 0 the plain noise-prediction loss."""
+    zero = lambda x, t, **kw: type("Out", (), {"sample": torch.zeros_like(x)})()  # noqa: E731
+    x0, noise = torch.zeros(3, 1, 8, 8), torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    t, abar = torch.tensor([150, 150, 199]), task.full_schedule(200).alphas_cumprod
+    mean_sq = noise.pow(2).flatten(1).mean(1)
+    assert torch.allclose(task.cut_step_loss(200, 0)(zero, x0, t, noise, None), mean_sq)
+    r = abar[t] / abar[119]
+    assert torch.allclose(task.cut_step_loss(200, 120)(zero, x0, t, noise, None), (1 - r) / (1 - abar[t]) * mean_sq)
 
 
 def test_the_server_pool_keeps_the_newest_images():

@@ -1,12 +1,22 @@
 """A tiny Stable Diffusion directory with random weights, made offline with save_pretrained:
-UNet2DConditionModel, AutoencoderKL, a 2-layer CLIP text encoder and a character-level CLIP
-tokenizer (vocab.json of single characters, no merges)."""
+UNet2DConditionModel, AutoencoderKL, a 2-layer CLIP text encoder, a character-level CLIP
+tokenizer (vocab.json of single characters, no merges) and a real pipeline's scheduler config
+(``SCHEDULERS``: Stable Diffusion 1.x's, epsilon, or 2.x's, v-prediction)."""
 
 import json
 from pathlib import Path
 
+SD_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+               "trained_betas": None, "clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True,
+               "steps_offset": 1}
+SCHEDULERS = {  # scheduler/scheduler_config.json as the Stable Diffusion 1.5 and 2.1 repositories ship it
+    "epsilon": {"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", **SD_SCHEDULE},
+    "v_prediction": {"_class_name": "DDIMScheduler", "_diffusers_version": "0.8.0", **SD_SCHEDULE,
+                     "prediction_type": "v_prediction"},
+}
 
-def make_tiny_sd(root: Path) -> Path:
+
+def make_tiny_sd(root: Path, prediction_type: str = "epsilon") -> Path:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -34,4 +44,6 @@ def make_tiny_sd(root: Path) -> Path:
     CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_attention_heads=4,
                                  num_hidden_layers=2, max_position_embeddings=16, bos_token_id=vocab["<|startoftext|>"],
                                  eos_token_id=vocab["<|endoftext|>"])).save_pretrained(root / "text_encoder")
+    (root / "scheduler").mkdir()
+    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULERS[prediction_type]))
     return root

@@ -75,6 +75,15 @@ HARNESS_METRICS = [
                           ("approx", "the server's model carrying received x_cut to x_0"),
                           ("fresh", "the server's model's own samples carried to x_0"))
       for ref, against in (("", "private images"), ("_heldout", "held-out images of its classes (reference)"))),
+    # Membership inference on the model the server holds (loss-threshold attack; docs/metrics.md).
+    MetricSpec("mia_auc", "", higher_is_better=False, aggregate="last",
+               summary="membership attack's AUC, clients' private vs held-out images (0.5 = no leak)"),
+    MetricSpec("mia_tpr_at_1fpr", "", higher_is_better=False, aggregate="last",
+               summary="membership attack's true-positive rate at 1% false positives (~0.01 = no leak)"),
+    MetricSpec("mia_members", "count", higher_is_better=True, aggregate="last",
+               summary="member images the membership attack scored (not a ranking figure)"),
+    MetricSpec("mia_nonmembers", "count", higher_is_better=True, aggregate="last",
+               summary="held-out images of the same classes it scored (not a ranking figure)"),
     # Time- and energy-to-quality (suite target = { fid = X }; docs/suites.md).
     MetricSpec("target_fid", "", higher_is_better=False, aggregate="last",
                summary="FID of target_samples images at the rounds the target is checked"),

@@ -20,7 +20,13 @@ from fedfuse.leaderboard.ranking import (
     data_of,
     reference_rows,
 )
-from fedfuse.leaderboard.render import LEGEND, REFERENCE_NAMES, UNITS, space_notes
+from fedfuse.leaderboard.render import (
+    LEGEND,
+    PRIVACY,
+    REFERENCE_NAMES,
+    UNITS,
+    space_notes,
+)
 
 STYLE = """body{font:14px system-ui,sans-serif;margin:2em auto;max-width:1700px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}
@@ -135,9 +141,9 @@ def sample_grid(row: Row, records: list[dict]) -> str:
 
 def table(rows: list[Row], records: list[dict]) -> str:
     heads = ["#", "configuration", "data", "profile", "n", f"{PRIMARY} ↓", "fid/noise ↓", "kid", "recall ↑", "coverage ↑",
-             *(UNITS[c][0] for c in COSTS), "Pareto", "system", "samples"]
-    metrics = [None, None, None, None, None, PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", *COSTS, None, None,
-               None]
+             *PRIVACY.values(), *(UNITS[c][0] for c in COSTS), "Pareto", "system", "samples"]
+    metrics = [None, None, None, None, None, PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", *PRIVACY, *COSTS,
+               None, None, None]
     left = {1, 2, 3, len(heads) - 3, len(heads) - 2, len(heads) - 1}
     th = "".join(f'<th class="{"l" if i in left else ""}"'
                  f'{f" data-metric={chr(34)}{m}{chr(34)}" if m else ""}>{html.escape(h)}</th>'
@@ -151,7 +157,7 @@ def table_row(i: int, r: Row, records: list[dict]) -> str:
     cells = [f'<td data-v="{i}">{html.escape(r.place)}</td>', f'<td class="l">{html.escape(r.label)}</td>',
              f'<td class="l">{html.escape(r.data)}</td>', f'<td class="l">{html.escape(r.profile)}</td>',
              f'<td data-v="{len(r.seeds)}">{n}</td>', td(r, PRIMARY), td(r, "fid_vs_noise"), td(r, "kid"),
-             td(r, "recall"), td(r, "coverage"), *(td(r, c, UNITS[c][1]) for c in COSTS),
+             td(r, "recall"), td(r, "coverage"), *(td(r, m) for m in PRIVACY), *(td(r, c, UNITS[c][1]) for c in COSTS),
              f'<td class="l">{html.escape(", ".join(r.pareto))}</td>', f'<td class="l">{html.escape("; ".join(r.systems))}</td>',
              f'<td class="l">{sample_grid(r, records)}</td>']
     css = "unlearned" if r.not_learned else ("front" if r.pareto else "")

@@ -28,11 +28,15 @@ def cell(row: Row, metric: str, scale: float = 1.0) -> str:
 
 
 QUALITY = (PRIMARY, "fid_vs_noise", "kid", "recall", "coverage")
+#: the membership attack on the model the server holds (docs/metrics.md): lower = less leaked
+PRIVACY = {"mia_auc": "MIA AUC ↓", "mia_tpr_at_1fpr": "MIA TPR@1%FPR ↓"}
 REFERENCE_NAMES = {"real": "real held-out (floor)", "blur": "real, blurred σ=1", "noise": "pure noise"}
 LEGEND = (f"n = seeds pooled (mean ± std); * = fewer seeds than the suite asks for, or a failed cell. "
           f"fid/noise = FID as a fraction of the pure-noise reference's; above {NOT_LEARNED} a configuration is "
           "*not learned*: listed after the ranked ones, on no Pareto front. `2=`: a shared rank (mean ± std "
           "overlaps that of the group's first configuration). Pareto: on the front of FID vs that cost. "
+          "MIA: the loss-threshold membership attack on the model the server holds, clients' private vs held-out "
+          "images (AUC 0.5 and TPR@1%FPR ~0.01 = nothing told apart; docs/metrics.md). "
           "system: the device and precision its cells trained on.")
 
 
@@ -41,7 +45,7 @@ def markdown(rows: list[Row], extra: tuple[str, ...] = ()) -> str:
     for track in dict.fromkeys(r.track for r in rows):
         members = [r for r in rows if r.track == track]
         heads = ["#", "configuration", "data", "profile", "n", f"{PRIMARY} ↓", "fid/noise ↓", "kid", "recall ↑",
-                 "coverage ↑", *(UNITS[c][0] for c in COSTS), *extra, "Pareto", "system"]
+                 "coverage ↑", *PRIVACY.values(), *(UNITS[c][0] for c in COSTS), *extra, "Pareto", "system"]
         out += [f"### {track}", "", *space_notes(members), "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         out += [markdown_row(r, extra) for r in members]
         out += ["", *reference_table(members), ""]
@@ -51,7 +55,8 @@ def markdown(rows: list[Row], extra: tuple[str, ...] = ()) -> str:
 
 def markdown_row(r: Row, extra: tuple[str, ...]) -> str:
     n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
-    values = [cell(r, m) for m in QUALITY] + [cell(r, c, UNITS[c][1]) for c in COSTS] + [cell(r, e) for e in extra]
+    values = ([cell(r, m) for m in (*QUALITY, *PRIVACY)] + [cell(r, c, UNITS[c][1]) for c in COSTS]
+              + [cell(r, e) for e in extra])
     return (f"| {r.place} | {r.label} | {r.data} | {r.profile} | {n} | " + " | ".join(values)
             + f" | {', '.join(r.pareto)} | {'; '.join(r.systems)} |")
 

@@ -15,6 +15,7 @@ COLUMNS = [  # (header, how to get it from a record)
     ("FID", lambda r: r["metrics"].get("fid")),
     ("fid/noise", lambda r: r["metrics"].get("fid_vs_noise")),
     ("recall", lambda r: r["metrics"].get("recall")),
+    ("MIA AUC", lambda r: r["metrics"].get("mia_auc")),
     ("MB up", lambda r: _scaled(r["metrics"].get("bytes_up"), 1e6)),
     ("client GFLOP", lambda r: _scaled(r["metrics"].get("client_flops"), 1e9)),
     ("sim s", lambda r: r["metrics"].get("latency_s")),

@@ -56,19 +56,21 @@ def board_table(wandb, rows):
     """The ranked rows (rank "2=" shared; "not learned" rows last), then each track's three
     reference rows, in one table."""
     from fedfuse.leaderboard.ranking import COSTS, PRIMARY, REFERENCES, reference_rows
+    from fedfuse.leaderboard.render import PRIVACY
 
     columns = ["track", "rank", "configuration", "data", "profile", "n", PRIMARY, f"{PRIMARY}_std", "fid_vs_noise",
-               "recall", *COSTS, "pareto", "system"]
+               "recall", *PRIVACY, *COSTS, "pareto", "system"]
     table = wandb.Table(columns=columns)
     for r in rows:
         table.add_data(r.track, r.rank or ("not learned" if r.not_learned else ""), r.label, r.data, r.profile,
                        len(r.seeds), r.mean(PRIMARY), r.std(PRIMARY), r.mean("fid_vs_noise"), r.mean("recall"),
-                       *(r.mean(c) for c in COSTS), ", ".join(r.pareto), "; ".join(r.systems))
+                       *(r.mean(m) for m in PRIVACY), *(r.mean(c) for c in COSTS), ", ".join(r.pareto), "; ".join(r.systems))
     for track in dict.fromkeys(r.track for r in rows):
         for data, refs in reference_rows([r for r in rows if r.track == track]).items():
             for ref in REFERENCES:
                 table.add_data(track, "reference", f"reference: {ref}", data, "", 0, refs[ref][0], 0.0,
-                               refs[ref][0] / refs["noise"][0], refs[ref][1], *([None] * len(COSTS)), "", "")
+                               refs[ref][0] / refs["noise"][0], refs[ref][1], *([None] * (len(PRIVACY) + len(COSTS))),
+                               "", "")
     return table
 
 

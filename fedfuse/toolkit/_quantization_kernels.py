@@ -171,6 +171,16 @@ def _group_tables(bits, shifts):
 
 
 @njit(inline="always")
+def _slot_tables(bits):
+    """A work slot's scratch for (un)packing ``bits``-bit values: the groups' words (then the
+    packed stream's) and the shift tables of ``_group_tables``."""
+    words = np.empty(CHUNK // 2 + 3, np.uint64)
+    shifts = np.empty((8, 5), np.uint64)
+    _group_tables(bits, shifts)
+    return words, shifts
+
+
+@njit(inline="always")
 def _pack(q, bits, out, shifts, words):
     """Pack q (b-bit values, zeros past those of ``out``) into the bytes ``out``, little-endian
     bit order: value i is bits i*b .. i*b+b-1, bit k being bit k % 8 of byte k // 8."""
@@ -241,9 +251,7 @@ def quantize(flat, flat_bits, scales, scale_bits, key, bits, block, chunk, fused
     slots = max(1, min(slots, chunks))
     for w in prange(slots):
         q = np.zeros(CHUNK + 64, np.uint16)  # per slot, in cache: the chunk's integers, zeros past them
-        words = np.empty(CHUNK // 2 + 3, np.uint64)  # the groups' words, then the packed stream's
-        shifts = np.empty((8, 5), np.uint64)
-        _group_tables(bits, shifts)
+        words, shifts = _slot_tables(bits)
         for c in range(w, chunks, slots):
             start = c * chunk
             stop = min(n, start + chunk)
@@ -321,9 +329,7 @@ def dequantize(packed, scales, bits, block, slots, out):
     slots = max(1, min(slots, chunks))
     for w in prange(slots):
         q = np.empty(CHUNK, np.uint16)  # per slot, in cache (CHUNK: a multiple of 8)
-        words = np.empty(CHUNK // 2 + 3, np.uint64)  # the groups' words, then the packed stream's
-        shifts = np.empty((8, 5), np.uint64)
-        _group_tables(bits, shifts)
+        words, shifts = _slot_tables(bits)
         for c in range(w, chunks, slots):
             start = c * CHUNK
             stop = min(n, start + CHUNK)

@@ -1,5 +1,7 @@
-"""The DDPM recipe every protocol trains with: epsilon loss, AdamW with a linear warm-up,
-an EMA of the weights for sampling and evaluation, on the device Lightning Fabric gives.
+"""The DDPM recipe every protocol trains with: the loss of the scheduler's prediction type
+(epsilon for fedfuse's own schedule; v or the clean sample for a scheduler configured so),
+AdamW with a linear warm-up, an EMA of the weights for sampling and evaluation, on the device
+Lightning Fabric gives.
 
 Protocols say *what* to train (the model, which parameters, the loss of a batch, a t-range);
 ``fit`` owns *how* (device, precision, optimizer, warm-up, the non-finite guard, FLOP counting).
@@ -24,18 +26,34 @@ def build_scheduler(timesteps: int) -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=timesteps)
 
 
+def training_target(scheduler, images: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the model learns to output for ``images`` noised with ``noise`` at ``t``, by the
+    scheduler's ``prediction_type``: the noise (epsilon), the velocity (v, as Stable Diffusion
+    2.x) or the clean images (sample). A sampler built from the same config reads the output so."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(images, noise, t)
+    if kind == "sample":
+        return images
+    raise ValueError(f"prediction_type must be epsilon, v_prediction or sample, got '{kind}'")
+
+
 def diffusion_loss(model, scheduler, images: torch.Tensor, generator: torch.Generator,
                    labels: torch.Tensor | None = None, t_range: tuple[int, int] | None = None,
                    device="cpu") -> torch.Tensor:
-    """The noise-prediction (epsilon) loss at timesteps drawn uniformly from ``t_range``
-    (default: all); ``labels`` condition a class-conditional model. ``images`` (on the CPU) are
-    noised with the CPU generator's draws; the model computes on ``device``."""
+    """The denoising loss (MSE to ``training_target``: the noise, for fedfuse's own schedule) at
+    timesteps drawn uniformly from ``t_range`` (default: all); ``labels`` condition a
+    class-conditional model. ``images`` (on the CPU) are noised with the CPU generator's draws;
+    the model computes on ``device``."""
     low, high = t_range or (0, scheduler.config.num_train_timesteps)
     t = torch.randint(low, high, (len(images),), generator=generator)
     noise = torch.randn(images.shape, generator=generator)
     noisy = scheduler.add_noise(images, noise, t).to(device)
     kwargs = {"class_labels": labels.to(device)} if labels is not None else {}
-    return F.mse_loss(model(noisy, t.to(device), **kwargs).sample, noise.to(device))
+    target = training_target(scheduler, images, noise, t)
+    return F.mse_loss(model(noisy, t.to(device), **kwargs).sample, target.to(device))
 
 
 def drop_labels(labels: torch.Tensor, p: float, null_label: int, generator: torch.Generator) -> torch.Tensor:
@@ -109,7 +127,8 @@ def train(model, scheduler, data, steps: int, recipe: Recipe, generator: torch.G
 @torch.no_grad()
 def evaluate(model, scheduler, images: torch.Tensor, batch_size: int, generator: torch.Generator,
              labels: torch.Tensor | None = None) -> float:
-    """Held-out noise-prediction loss; the same generator seed gives the same noise each call."""
+    """Held-out denoising loss (``diffusion_loss``, so of the scheduler's prediction type); the
+    same generator seed gives the same noise each call."""
     model.eval()
     label_batches = labels.split(batch_size) if labels is not None else [None] * len(images.split(batch_size))
     losses = [diffusion_loss(model, scheduler, x, generator, y).item()

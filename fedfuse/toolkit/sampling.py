@@ -17,12 +17,19 @@ from torch import nn
 SCHEDULERS = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}
 
 
-def make_scheduler(kind: str, train_timesteps: int, steps: int):
-    """A sampling scheduler with the training schedule's betas, set to ``steps`` steps."""
+def make_scheduler(kind: str, train_timesteps, steps: int):
+    """A ``kind`` sampling scheduler with the training schedule, set to ``steps`` steps.
+    ``train_timesteps``: the length of fedfuse's own schedule (``build_scheduler``'s), or the
+    training scheduler itself (e.g. a Stable Diffusion pipeline's), whose config — betas,
+    length, prediction type, timestep spacing and offset, clipping — the sampler is built from,
+    as diffusers swaps a pipeline's scheduler; it then reads the model's output as trained."""
     if kind not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got '{kind}'")
-    scheduler = SCHEDULERS[kind](num_train_timesteps=train_timesteps)
-    scheduler.set_timesteps(min(steps, train_timesteps))
+    if isinstance(train_timesteps, int):
+        scheduler = SCHEDULERS[kind](num_train_timesteps=train_timesteps)
+    else:
+        scheduler = SCHEDULERS[kind].from_config(train_timesteps.config)
+    scheduler.set_timesteps(min(steps, scheduler.config.num_train_timesteps))
     return scheduler
 
 
@@ -71,16 +78,27 @@ def denoise(model, scheduler, x: torch.Tensor, timesteps, generator: torch.Gener
     return x.cpu()
 
 
-def sample(model, n: int, shape: tuple[int, int, int], train_timesteps: int, steps: int = 50,
+def batch_denoiser(model: nn.Module, kwargs: dict, null_label: int, guidance: float) -> tuple:
+    """(denoiser, model kwargs) for one batch: ``conditioned`` on its ``class_labels``, if any."""
+    labels = kwargs.pop("class_labels", None)
+    denoiser, label_kwargs = conditioned(model, labels, null_label, guidance)
+    return denoiser, {**kwargs, **label_kwargs}
+
+
+def sample(model, n: int, shape: tuple[int, int, int], train_timesteps, steps: int = 50,
            kind: str = "ddim", seed: int = 0, batch_size: int = 256, flops=None, resources=None,
-           **model_kwargs) -> torch.Tensor:
-    """``n`` images in [-1, 1]: pure noise denoised over ``steps`` steps of a ``kind`` scheduler."""
+           guidance: float = 1.0, null_label: int = -1, clamp: bool = True, **model_kwargs) -> torch.Tensor:
+    """``n`` images in [-1, 1]: pure noise denoised over ``steps`` steps of a ``kind`` scheduler
+    (``make_scheduler``: ``train_timesteps`` is a length or the training scheduler). With
+    ``class_labels``, ``guidance`` > 1 samples with classifier-free guidance against
+    ``null_label``. ``clamp`` False leaves the result unclamped: latents, not images."""
     generator = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, n, batch_size):
         size = min(batch_size, n - start)
         scheduler = make_scheduler(kind, train_timesteps, steps)
         x = torch.randn((size, *shape), generator=generator)
-        kwargs = {k: v[start:start + size] for k, v in model_kwargs.items()}
-        out.append(denoise(model, scheduler, x, scheduler.timesteps, generator, flops, resources, **kwargs))
-    return torch.cat(out).clamp(-1, 1)
+        denoiser, kwargs = batch_denoiser(model, {k: v[start:start + size] for k, v in model_kwargs.items()},
+                                          null_label, guidance)
+        out.append(denoise(denoiser, scheduler, x, scheduler.timesteps, generator, flops, resources, **kwargs))
+    return torch.cat(out).clamp(-1, 1) if clamp else torch.cat(out)

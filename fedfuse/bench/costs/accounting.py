@@ -11,6 +11,7 @@ A protocol never counts its own traffic, so none can count in its own favour.
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import contextmanager
 
 import numpy as np
 from flwr.app import Message
@@ -82,6 +83,18 @@ class TrafficMeter:
             for key, value in message.content[COST_KEY].items():
                 client[key] = client.get(key, 0) + value
         self.messages += 1
+
+    @contextmanager
+    def uncounted(self):
+        """Whatever crosses inside is evaluation, not the protocol's: the round's figures are
+        put back as they were on leaving (bytes, payload, client FLOPs, messages, exchanges)."""
+        saved = ({k: dict(v) for k, v in self.clients.items()}, self.messages, self.exchanges, self.exchange_s)
+        try:
+            yield
+        finally:
+            self.reset()
+            self.clients.update(saved[0])
+            self.messages, self.exchanges, self.exchange_s = saved[1:]
 
     def drop(self, node_id: int) -> None:
         """The client's reply was left out of this round (the suite's ``bad_replies = "drop"``)."""

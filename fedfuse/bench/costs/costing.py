@@ -86,9 +86,9 @@ class CellHardware:
                                     "tx_power_w": p or self.networks[hw.network].tx_power_w}
         static = {k: self.devices[self.clients[int(k)].device].static_power_w for k in per_client}
         summary = costmodel.round_cost(per_client, server_flops, self.server, static)
-        for k, c in per_client.items():  # each device is awake for the whole round
-            c["e_static_j"] = static[k] * summary["latency_s"]
-            c["energy_j"] += c["e_static_j"]
+        for k, e_static in costmodel.static_energy(static, summary["latency_s"]).items():
+            per_client[k]["e_static_j"] = e_static
+            per_client[k]["energy_j"] += e_static
         totals = {k: sum(c[k] for c in traffic.values()) for k in SUMS}
         client_flops = sum(c["flops_train"] + c["flops_sample"] for c in traffic.values())
         return {**totals, "client_flops": client_flops, "server_flops": server_flops, **summary,

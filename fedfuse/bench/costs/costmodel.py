@@ -75,6 +75,11 @@ def round_cost(clients: dict, server_flops: float, server: DeviceProfile, static
     slowest = max((c["latency_s"] for c in clients.values()), default=0.0)
     t_server = compute_time(server_flops, server)
     latency = slowest + t_server
-    e_static = sum((static_power_w or {}).get(k, 0.0) for k in clients) * latency
+    e_static = sum(static_energy({k: (static_power_w or {}).get(k, 0.0) for k in clients}, latency).values())
     return {"latency_s": latency, "server_time_s": t_server, "e_static_j": e_static,
             "energy_j": sum(c["energy_j"] for c in clients.values()) + e_static}
+
+
+def static_energy(static_power_w: dict, round_latency_s: float) -> dict:
+    """{client: E_static = P_static * T_round}: every device is awake for the whole round."""
+    return {k: p * round_latency_s for k, p in static_power_w.items()}

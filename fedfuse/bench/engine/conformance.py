@@ -30,7 +30,7 @@ REQUIRED = ("train_loss", "fid", "fid_vs_noise", "recall", "bytes_up", "bytes_do
             "client_flops", "latency_s", "energy_j")
 #: wire bytes may differ by a few bytes per message (Flower's ids and timestamps): see WIRE_SLACK
 DETERMINISTIC = ("fid", "train_loss", "eval_loss", "payload_up", "payload_down", "client_flops",
-                 "server_flops", "messages", "model_sha256")
+                 "server_flops", "messages", "model_sha256", "mia_auc")
 WIRE_SLACK = 64  # bytes per message, as in the deployment parity test
 SUITE = """format = 1
 [suite]

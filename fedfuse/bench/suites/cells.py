@@ -13,6 +13,9 @@ from fedfuse.toolkit.seeding import stable_hash
 
 #: generated images scored per cell, sampler steps and kind, and the feature space of FID & co.
 DEFAULT_EVALUATION = {"samples": 256, "sample_steps": 50, "sampler": "ddim", "feature_space": "featnet"}
+#: members (and as many non-members) of the membership attack. Not in DEFAULT_EVALUATION: a cell
+#: carries ``mia_samples`` only when a suite sets another value, so other cells keep their ids.
+DEFAULT_MIA_SAMPLES = 256
 
 
 def with_args(name: str, args: dict) -> str:

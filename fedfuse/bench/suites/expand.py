@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
-from fedfuse.bench.suites.cells import DEFAULT_EVALUATION, CellSpec
+from fedfuse.bench.suites.cells import DEFAULT_EVALUATION, DEFAULT_MIA_SAMPLES, CellSpec
 from fedfuse.bench.suites.parse import Matrix, Suite, named_entries, where, where_in
 from fedfuse.plugins.config import ConfigError, build_config
 from fedfuse.plugins.manager import PluginError, Registry
@@ -63,6 +63,8 @@ def evaluation(matrix: Matrix, dataset_spec) -> dict:
     out = {k: getattr(matrix, k) for k in DEFAULT_EVALUATION}
     if matrix.target:  # only then: cells without a target keep their ids
         out.update(target=dict(matrix.target), eval_every=matrix.eval_every, target_samples=matrix.target_samples)
+    if matrix.mia_samples != DEFAULT_MIA_SAMPLES:  # only then: other cells keep their ids
+        out["mia_samples"] = matrix.mia_samples
     if matrix.feature_space == "auto":
         out["feature_space"], out["feature_space_reason"] = auto_space(dataset_spec)
     return out

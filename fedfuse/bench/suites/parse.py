@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fedfuse.bench.costs.hardware import DEFAULT_ASSIGNMENT
-from fedfuse.bench.suites.cells import DEFAULT_EVALUATION
+from fedfuse.bench.suites.cells import DEFAULT_EVALUATION, DEFAULT_MIA_SAMPLES
 from fedfuse.plugins.config import ConfigError, build_config
 from fedfuse.toolkit.seeding import stable_hash
 
@@ -67,6 +67,8 @@ class Matrix:
     target: dict = field(default_factory=dict)
     eval_every: int = 1
     target_samples: int = 256
+    # membership inference: the clients' private images attacked, and as many held-out ones
+    mia_samples: int = DEFAULT_MIA_SAMPLES
 
     def __post_init__(self):
         if self.clients < 1 or self.rounds < 1:
@@ -75,8 +77,8 @@ class Matrix:
             raise ValueError(f"target must be {{ fid = <a number > 0> }}, got {self.target}")
         if self.eval_every < 1 or self.target_samples < 16:
             raise ValueError("eval_every must be >= 1 and target_samples >= 16")
-        if self.samples < 16 or self.sample_steps < 1:
-            raise ValueError("samples must be >= 16 and sample_steps >= 1")
+        if self.samples < 16 or self.sample_steps < 1 or self.mia_samples < 16:
+            raise ValueError("samples and mia_samples must be >= 16, and sample_steps >= 1")
         if not self.datasets or not self.seeds:
             raise ValueError("datasets and seeds must not be empty")
         if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:

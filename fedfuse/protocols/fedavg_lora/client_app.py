@@ -5,7 +5,7 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfuse.api import ClientData, build_scheduler, client_run, train
+from fedfuse.api import ClientData, client_run, derive_seed, train
 from fedfuse.api import load_dataset as load
 from fedfuse.protocols.fedavg_lora import task
 
@@ -24,26 +24,38 @@ def fine_tune(msg: Message, context) -> Message:
     run = client_run(context)
     cfg = run.config
     model, data = client_model(run, context)
+    scheduler, null_label = run.cache["schedule"]
     task.load_trainable_state(model, msg.content["arrays"].to_torch_state_dict(), cfg.mode)
     rnd = int(msg.content["config"]["server-round"])
-    loss = train(model, build_scheduler(cfg.timesteps), data, cfg.local_steps, cfg.recipe, run.torch_generator(rnd),
-                 run.resources, run.flops, conditional=True, start_step=(rnd - 1) * cfg.local_steps)
-    reply = RecordDict({"arrays": ArrayRecord(task.trainable_state(model, cfg.mode)),
+    loss = train(model, scheduler, data, cfg.local_steps, cfg.recipe, run.torch_generator(rnd), run.resources,
+                 run.flops, conditional=True, start_step=(rnd - 1) * cfg.local_steps, label_dropout=cfg.cond_dropout,
+                 null_label=null_label)
+    reply = RecordDict({"arrays": ArrayRecord(task.trainable_state(model, cfg.mode, cfg.aggregation)),
                         "metrics": MetricRecord({"train_loss": loss, "num-examples": len(data)})})
     return Message(reply, reply_to=msg)
 
 
 def client_model(run, context):
-    """(model being fine-tuned, the client's training data in the model's input space)."""
-    if "model" not in run.cache:  # built once per process and cell: the base loads once
-        if run.config.model_path:  # Stable Diffusion: train on VAE latents of the client's images
-            backbone = task.stable_diffusion_backbone(run.config, load(run.cell.dataset, run.cell.dataset_args))
-            images, labels = run.data.images[run.data.indices], run.data.labels[run.data.indices]
-            data = ClientData(backbone.encode(images), labels, torch.arange(len(labels)))
-            run.cache["model"] = (task.fine_tune_model(backbone.denoiser, run.config), data)
-        else:
-            run.cache["model"] = (task.fine_tune_model(client_base(run, context), run.config), run.data)
+    """(model being fine-tuned, the client's training data in the model's input space). Built
+    once per process and cell (the base loads once), with the backbone's (noise scheduler, null
+    label) in ``run.cache["schedule"]``: not the backbone itself, whose base weights and VAE
+    would stay in memory beside the model's copy."""
+    if "model" not in run.cache:
+        backbone, data = client_backbone(run, context)
+        # the server's adapter initialisation: FFA-LoRA's frozen A must be the same everywhere
+        seed = derive_seed(run.cell.seed, task.ADAPTER_SEED_SALT)
+        run.cache["model"] = (task.fine_tune_model(backbone.denoiser, run.config, seed), data)
+        run.cache["schedule"] = (backbone.scheduler, backbone.null_label)
     return run.cache["model"]
+
+
+def client_backbone(run, context) -> tuple[task.Backbone, ClientData]:
+    """(the base, the client's training data in its input space)."""
+    if run.config.model_path:  # Stable Diffusion: train on VAE latents of the client's images
+        backbone = task.stable_diffusion_backbone(run.config, load(run.cell.dataset, run.cell.dataset_args))
+        images, labels = run.data.images[run.data.indices], run.data.labels[run.data.indices]
+        return backbone, ClientData(backbone.encode(images), labels, torch.arange(len(labels)))
+    return task.small_backbone(client_base(run, context), run.config, tuple(run.data.images.shape[1:])), run.data
 
 
 def client_base(run, context):

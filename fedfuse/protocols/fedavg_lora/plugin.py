@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from fedfuse.api import DdpmConfig, MetricSpec, ProtocolSpec, hookimpl, require_positive
+from fedfuse.protocols.fedavg_lora.aggregation import AGGREGATIONS
 
 
 @dataclass
@@ -16,10 +17,19 @@ class FineTuneConfig(DdpmConfig):
     pretrain_seed: int = 0
     base_on_clients: bool = True  # False: the server sends the base once before round 1 (counted)
     model_path: str = ""  # a local diffusers Stable Diffusion directory to fine-tune instead of the small base
+    # Classifier-free guidance, Stable Diffusion only (the small base has no empty condition):
+    guidance_scale: float = 1.0  # at sampling; 1 = off (plain conditional); SD users typically set 7.5
+    cond_dropout: float = 0.0  # in training, P(a prompt is replaced by the empty one); SD users typically set 0.1
 
     def __post_init__(self):
         super().__post_init__()
         require_positive(self, "local_steps", "pretrain_steps")
+        if not 0.0 <= self.cond_dropout < 1.0 or self.guidance_scale < 0:
+            raise ValueError(f"'cond_dropout' must be in [0, 1) and 'guidance_scale' >= 0, got {self.cond_dropout} "
+                             f"and {self.guidance_scale}")
+        if not self.model_path and (self.guidance_scale != 1.0 or self.cond_dropout > 0):
+            raise ValueError("'guidance_scale' and 'cond_dropout' need an empty condition to guide against: only a "
+                             "Stable Diffusion base (model_path) has one; leave them at 1.0 and 0.0 for the small base")
 
 
 @dataclass
@@ -29,16 +39,23 @@ class LoraFineTuneConfig(FineTuneConfig):
     rank: int = 4
     alpha: float = 4.0
     targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections
+    # How the server combines the clients' factors (aggregation.py): "fedavg-ab" averages A and
+    # B apart (inexact), "ffa" freezes A at a shared init and sends B only (exact), "svd"
+    # re-factors the mean of the products B @ A to rank r (exact up to truncation).
+    aggregation: str = "fedavg-ab"
 
     def __post_init__(self):
         super().__post_init__()
         if self.rank < 1:
             raise ValueError(f"'rank' must be >= 1, got {self.rank}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"'aggregation' must be one of {', '.join(AGGREGATIONS)}; got '{self.aggregation}'")
 
 
 @dataclass
 class FullFineTuneConfig(FineTuneConfig):
     mode: ClassVar[str] = "full"
+    aggregation: ClassVar[str] = "fedavg-ab"  # every weight averaged: exact
     lr: float = 5e-4
 
 
@@ -47,9 +64,9 @@ def fedfuse_add_protocols():
     apps = {"server": "fedfuse.protocols.fedavg_lora.server_app:server",
             "client_app": "fedfuse.protocols.fedavg_lora.client_app:app"}
     return [
-        ProtocolSpec(name="fedavg-lora", version="3", config=LoraFineTuneConfig, **apps,
+        ProtocolSpec(name="fedavg-lora", version="4", config=LoraFineTuneConfig, **apps,
                      summary="FedAvg of LoRA adapters (peft) on a base pre-trained on public data"),
-        ProtocolSpec(name="fedavg-full-finetune", version="2", config=FullFineTuneConfig, **apps,
+        ProtocolSpec(name="fedavg-full-finetune", version="3", config=FullFineTuneConfig, **apps,
                      summary="baseline: the same start and data, every weight fine-tuned and averaged"),
     ]
 
@@ -59,4 +76,6 @@ def fedfuse_add_metrics():
     return [
         *(MetricSpec(f"base_{m}", "", higher_is_better=m == "recall", aggregate="last",
                      summary=f"fine-tuning: the pre-trained base's {m}, before any round") for m in ("fid", "recall")),
+        MetricSpec("aggregation_error", "", higher_is_better=False, aggregate="mean",
+                   summary="LoRA: ||mean(B A) - applied update|| / ||mean(B A)|| per round (0: exact)"),
     ]

@@ -2,8 +2,11 @@
 
 The denoiser is the pipeline's UNet, wrapped so that it takes class labels like fedfuse's own
 base: each class becomes the prompt "a photo of a <class name>", encoded once by the pipeline's
-CLIP text encoder. Images are trained on and generated in the VAE's latent space. Nothing is
-downloaded: a hub id instead of a directory fails with a message that says so.
+CLIP text encoder, and one more label, ``null_label``, is the empty prompt "" (the unconditional
+branch of classifier-free guidance). Images are trained on and generated in the VAE's latent
+space, with the pipeline's own noise schedule (``scheduler/``: betas, length, prediction type),
+not fedfuse's. Nothing is downloaded: a hub id instead of a directory fails with a message that
+says so.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PARTS = ("unet", "vae", "text_encoder", "tokenizer")
+PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+NULL_PROMPT = ""  # the unconditional prompt, as diffusers' pipelines encode it for guidance
 
 
 def check_dir(model_path: str) -> Path:
@@ -29,7 +33,8 @@ def check_dir(model_path: str) -> Path:
 
 
 class PromptConditioned(nn.Module):
-    """UNet2DConditionModel called as ``model(x, t, class_labels=y)``: y picks a prompt embedding."""
+    """UNet2DConditionModel called as ``model(x, t, class_labels=y)``: y picks a prompt embedding
+    (a row of ``prompt_embeds``: the classes' prompts, then the empty prompt)."""
 
     def __init__(self, unet, prompt_embeds: torch.Tensor):
         super().__init__()
@@ -52,7 +57,10 @@ class StableDiffusionBase:
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
         text = CLIPTextModel.from_pretrained(path, subfolder="text_encoder").eval()
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet")
-        self.denoiser = PromptConditioned(unet.requires_grad_(False), encode_prompts(tokenizer, text, class_names))
+        prompts = [*class_prompts(class_names), NULL_PROMPT]
+        self.denoiser = PromptConditioned(unet.requires_grad_(False), encode_prompts(tokenizer, text, prompts))
+        self.null_label = len(class_names)  # the empty prompt's row
+        self.scheduler = load_scheduler(path)
         self.image_size = unet.config.sample_size * 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.latent_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
 
@@ -72,9 +80,24 @@ class StableDiffusionBase:
         return x.mean(1, keepdim=True) if shape[0] == 1 else x
 
 
+def class_prompts(class_names) -> list[str]:
+    return [f"a photo of a {name}" for name in class_names]
+
+
 @torch.no_grad()
-def encode_prompts(tokenizer, text_encoder, class_names) -> torch.Tensor:
-    prompts = [f"a photo of a {name}" for name in class_names]
+def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
+    """The text encoder's last hidden states, each prompt padded to the tokenizer's full length
+    (as the pipeline encodes prompts, the empty one included)."""
     tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                        return_tensors="pt")
     return text_encoder(tokens.input_ids).last_hidden_state
+
+
+def load_scheduler(path: Path):
+    """The pipeline's training noise schedule as a ``DDPMScheduler`` (``add_noise`` and
+    ``get_velocity`` for training, whatever class the pipeline samples with). Its config keeps
+    every key of the pipeline's (``set_alpha_to_one``, ``steps_offset``, ...), so the sampler
+    fedfuse builds from it (``make_scheduler``) is the pipeline's schedule too."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_pretrained(path, subfolder="scheduler")

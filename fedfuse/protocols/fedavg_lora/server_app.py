@@ -10,13 +10,11 @@ from flwr.serverapp.strategy import FedAvg
 from fedfuse.api import (
     ClientData,
     Ema,
-    build_scheduler,
     derive_seed,
-    sample,
     send_each,
     strategy_rounds,
 )
-from fedfuse.protocols.fedavg_lora import task
+from fedfuse.protocols.fedavg_lora import aggregation, task
 
 
 def server(grid, run) -> dict:
@@ -25,32 +23,77 @@ def server(grid, run) -> dict:
     base, card = backbone.denoiser, backbone.card
     classes = sorted(set(data.train_labels[data.private].tolist()))  # what the clients hold
     before = base_score(run, backbone, classes)
-    model = task.fine_tune_model(base, cfg, seed=derive_seed(run.cell.seed, 1))  # the adapters clients start from
+    # the adapters clients start from (with FFA-LoRA, the A factors every party keeps)
+    model = task.fine_tune_model(base, cfg, seed=derive_seed(run.cell.seed, task.ADAPTER_SEED_SALT))
     if not cfg.base_on_clients:
         send_base(grid, base)
-    scheduler, ema = build_scheduler(cfg.timesteps), Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)
+    ema = Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)
 
-    def held_out_loss(rnd, arrays):
+    def evaluate(rnd, arrays):
         task.load_trainable_state(model, arrays.to_torch_state_dict(), cfg.mode)
         ema.update(model)
-        return {"eval_loss": run.held_out_loss(ema.model, scheduler, classes, conditional=True, encode=backbone.encode)}
+        return {"eval_loss": run.held_out_loss(ema.model, backbone.scheduler, classes, conditional=True,
+                                               encode=backbone.encode), **target(run, backbone, ema.model, classes, rnd)}
 
-    n = run.cell.clients
-    strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
-    start = ArrayRecord(task.trainable_state(model, cfg.mode))
-    strategy_rounds(grid, run, strategy, start, evaluate_fn=held_out_loss)
-    sent = sum(v.numel() for v in task.trainable_state(model, cfg.mode).values())
+    start = task.trainable_state(model, cfg.mode, cfg.aggregation)
+    strategy_rounds(grid, run, strategy(run, model), ArrayRecord(start), evaluate_fn=evaluate)
     return {"train_loss": run.rounds[-1]["train_loss"], "eval_loss": run.rounds[-1]["eval_loss"],
-            "trained_params": sent, "model_params": sum(p.numel() for p in base.parameters()),
+            "trained_params": sum(v.numel() for v in start.values()),
+            "model_params": sum(p.numel() for p in base.parameters()),
             **{k: card[k] for k in ("pretrain_flops", "pretrain_s")}, **before,
             **score(run, backbone, ema.model, classes)}
+
+
+def strategy(run, model) -> FedAvg:
+    n = run.cell.clients
+    if run.config.mode == "full":
+        return FedAvg(fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
+    frozen = {k: v for k, v in task.trainable_state(model, "lora").items() if k.endswith(aggregation.A_SUFFIX)}
+    return LoraFedAvg(run.config.aggregation, run.config.rank, frozen, fraction_evaluate=0.0, min_train_nodes=n,
+                      min_available_nodes=n)
+
+
+class LoraFedAvg(FedAvg):
+    """FedAvg of what the clients send (weighted by their examples), then the config's way of
+    combining the LoRA factors (aggregation.py), and each round's ``aggregation_error``.
+    ``frozen``: the shared A factors, which FFA-LoRA clients do not send."""
+
+    def __init__(self, method: str, rank: int, frozen: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.method, self.rank, self.frozen = method, rank, frozen
+
+    def aggregate_train(self, server_round, replies):
+        replies = list(replies)
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is None:
+            return arrays, metrics
+        states = [self.full(r.content["arrays"].to_torch_state_dict()) for r in replies]
+        exact = aggregation.mean_products(states, [float(r.content["metrics"]["num-examples"]) for r in replies])
+        applied = self.full(arrays.to_torch_state_dict())
+        if self.method == "svd":
+            applied = aggregation.with_refactored(applied, exact, self.rank)
+            arrays = ArrayRecord(applied)
+        metrics["aggregation_error"] = aggregation.aggregation_error(exact, applied)
+        return arrays, metrics
+
+    def full(self, state: dict) -> dict:
+        """A client's factors with the frozen A added where it did not send them (FFA-LoRA)."""
+        return {**self.frozen, **state} if self.method == "ffa" else state
+
+
+def target(run, backbone, model, classes: list[int], rnd: int) -> dict:
+    """The suite's quality target (``target_fid``) after round ``rnd``, on the clients' classes."""
+    if not run.target_due(rnd):
+        return {}
+    images = class_samples(run, backbone, model, classes, run.cell.evaluation["target_samples"], 0x7A)
+    return run.target_score(images, classes)
 
 
 def server_backbone(run) -> task.Backbone:
     if run.config.model_path:
         return task.stable_diffusion_backbone(run.config, run.data)
     base, card = pretrained_base(run)
-    return task.Backbone(base, run.data.image_shape, card=card)
+    return task.small_backbone(base, run.config, run.data.image_shape, card)
 
 
 def pretrained_base(run):
@@ -73,10 +116,19 @@ _BASE_SCORES: dict = {}  # the base's quality depends only on (base, seed, evalu
 BASE_SCORES_KEPT = 16
 
 
+def class_samples(run, backbone, model, classes: list[int], n: int, salt: int) -> torch.Tensor:
+    """``n`` images from ``model``, the ``classes`` in turn, by the suite's sampler (guided at
+    the config's scale), seeded by the cell and ``salt``."""
+    ev = run.cell.evaluation
+    labels = torch.tensor(classes).repeat(n // len(classes) + 1)[:n]
+    return task.generate(backbone, model, labels, run.config.guidance_scale, ev["sample_steps"], ev["sampler"],
+                         seed=derive_seed(run.cell.seed, salt), resources=run.resources)
+
+
 def base_score(run, backbone, classes) -> dict:
     cfg, cell = run.config, run.cell
     key = (cfg.model_path or task.base_key(cell.dataset, cell.dataset_args, cfg), cell.seed,
-           json.dumps(cell.evaluation, sort_keys=True), tuple(classes))
+           json.dumps(cell.evaluation, sort_keys=True), tuple(classes), cfg.guidance_scale)
     if key not in _BASE_SCORES:
         if len(_BASE_SCORES) >= BASE_SCORES_KEPT:
             _BASE_SCORES.pop(next(iter(_BASE_SCORES)))  # bounded: the oldest goes
@@ -86,16 +138,15 @@ def base_score(run, backbone, classes) -> dict:
 
 def score(run, backbone, model, classes: list[int], prefix: str = "") -> dict:
     """Quality of class-conditional samples of the clients' classes vs held-out images of them."""
-    ev = run.cell.evaluation
-    labels = torch.tensor(classes).repeat(ev["samples"] // len(classes) + 1)[: ev["samples"]]
-    images = backbone.decode(sample(model, ev["samples"], backbone.shape, run.config.timesteps, ev["sample_steps"],
-                                    ev["sampler"], seed=derive_seed(run.cell.seed, 0x5A), resources=run.resources,
-                                    class_labels=labels))
+    ev, guidance = run.cell.evaluation, run.config.guidance_scale
+    images = class_samples(run, backbone, model, classes, ev["samples"], 0x5A)
     grid = f"{prefix or 'final_'}samples.png"
     metrics = {**run.checksum(model), **run.score_samples(images, classes=classes, grid_name=grid)}
     if prefix:  # the base model's reference scores
         return {f"{prefix}{k}": v for k, v in metrics.items()
                 if k not in ("feature_space", "featnet_accuracy", "model_sha256")}
     # every client holds the fine-tuned model: generating an image costs it all the steps
-    steps = min(ev["sample_steps"], run.config.timesteps)
-    return {**metrics, **run.client_generation(model, steps, shape=backbone.shape, conditional=True)}
+    steps = min(ev["sample_steps"], backbone.train_timesteps)
+    return {**metrics, **run.client_generation(model, steps, guided=guidance != 1.0, shape=backbone.shape,
+                                               conditional=True),
+            **run.membership_inference(model, backbone.scheduler, conditional=True, encode=backbone.encode)}

@@ -31,12 +31,16 @@ from fedfuse.api import (
     Recipe,
     build_scheduler,
     build_unet,
+    sample,
     stable_hash,
     train,
     write_atomic,
 )
 
+from fedfuse.protocols.fedavg_lora.aggregation import sent_keys
+
 BASE_VERSION = "2"
+ADAPTER_SEED_SALT = 1  # the adapters' initialisation: the same on the server and every client (FFA-LoRA's A)
 EXTRA_TRAINED = ("class_embedding",)  # trained and sent along with the adapters in lora mode
 
 
@@ -119,20 +123,24 @@ def lora_config(cfg) -> LoraConfig:
 
 
 def add_adapters(model: UNet2DModel, cfg) -> UNet2DModel:
-    """LoRA on the attention projections; base frozen; the class embedding trainable too."""
+    """LoRA on the attention projections; base frozen; the class embedding trainable too.
+    With FFA-LoRA (``aggregation = "ffa"``) the A factors stay frozen at their initialisation."""
     model = inject_adapter_in_model(lora_config(cfg), model)
+    frozen = "lora_A" if cfg.aggregation == "ffa" else None
     for name, param in model.named_parameters():
-        param.requires_grad = "lora_" in name or name.startswith(EXTRA_TRAINED)
+        trained = "lora_" in name or name.startswith(EXTRA_TRAINED)
+        param.requires_grad = trained and not (frozen and frozen in name)
     return model
 
 
-def trainable_state(model, mode: str) -> dict[str, torch.Tensor]:
-    """What a client sends: the adapters (and class embedding), or the whole model."""
+def trainable_state(model, mode: str, aggregation: str = "fedavg-ab") -> dict[str, torch.Tensor]:
+    """What a client sends: the adapters (and class embedding; with ``ffa`` B only), or the
+    whole model."""
     if mode == "full":
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
     state = get_peft_model_state_dict(model)
     state.update({k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(EXTRA_TRAINED)})
-    return state
+    return sent_keys(state, aggregation)
 
 
 def load_trainable_state(model, state: dict[str, torch.Tensor], mode: str) -> None:
@@ -162,17 +170,42 @@ def fine_tune_model(base: UNet2DModel, cfg, seed: int = 0) -> UNet2DModel:
 # --- the two bases: fedfuse's small conditional UNet, or a user's Stable Diffusion ------------
 
 class Backbone:
-    """What fine-tuning works on: a class-conditional ``denoiser`` over inputs of ``shape``;
-    ``encode`` maps dataset images to those inputs (identity, or VAE latents) and ``decode``
-    back to images of the dataset's shape. ``card`` is the base's pre-training cost."""
+    """What fine-tuning works on: a class-conditional ``denoiser`` over inputs of ``shape``,
+    trained and sampled with the noise ``scheduler`` it was pre-trained with (its betas, length
+    and prediction type); ``encode`` maps dataset images to those inputs (identity, or VAE
+    latents) and ``decode`` the sampler's outputs back to images in [-1, 1] of the dataset's
+    shape. ``null_label`` is the label of the empty condition (classifier-free guidance), None
+    when the base has none. ``card`` is the base's pre-training cost."""
 
-    def __init__(self, denoiser, shape, encode=lambda x: x, decode=lambda x: x, card=None):
-        self.denoiser, self.shape, self.encode, self.decode = denoiser, shape, encode, decode
+    def __init__(self, denoiser, shape, scheduler, encode=lambda x: x, decode=lambda x: x.clamp(-1, 1),
+                 null_label: int | None = None, card=None):
+        self.denoiser, self.shape, self.scheduler, self.encode, self.decode = denoiser, shape, scheduler, encode, decode
+        self.null_label = null_label
         self.card = card or {"pretrain_flops": 0.0, "pretrain_s": 0.0}
+
+    @property
+    def train_timesteps(self) -> int:
+        return self.scheduler.config.num_train_timesteps
+
+
+def small_backbone(base: UNet2DModel, cfg, image_shape, card=None) -> Backbone:
+    """fedfuse's own base: images as they are, the DDPM schedule it was pre-trained with, no null class."""
+    return Backbone(base, image_shape, build_scheduler(cfg.timesteps), card=card)
 
 
 def stable_diffusion_backbone(cfg, data) -> Backbone:
     from fedfuse.protocols.fedavg_lora.sd import StableDiffusionBase
 
     sd = StableDiffusionBase(cfg.model_path, data.class_names)
-    return Backbone(sd.denoiser, sd.latent_shape, sd.encode, lambda x: sd.decode(x, data.image_shape))
+    return Backbone(sd.denoiser, sd.latent_shape, sd.scheduler, sd.encode, lambda x: sd.decode(x, data.image_shape),
+                    null_label=sd.null_label)
+
+
+def generate(backbone: Backbone, model, labels: torch.Tensor, guidance: float, steps: int, kind: str, seed: int,
+             resources=None) -> torch.Tensor:
+    """Images of classes ``labels`` from ``model`` (the backbone's denoiser, fine-tuned): the
+    suite's ``kind`` sampler built from the backbone's scheduler, classifier-free guided at
+    ``guidance`` (1: plain conditional) against its null condition, then decoded."""
+    raw = sample(model, len(labels), backbone.shape, backbone.scheduler, steps, kind, seed=seed, resources=resources,
+                 guidance=guidance, null_label=backbone.null_label, clamp=False, class_labels=labels)
+    return backbone.decode(raw)  # clamped there: latents must not be clamped as images are

@@ -42,11 +42,14 @@ def server(grid, run) -> dict:
                 run.resources, run.flops, start_step=(rnd - 1) * steps, ema=ema, n_cond=n_cond,
                 cond_dropout=cfg.cond_dropout)
             figures["server_steps"] = float(steps)
+        if run.target_due(rnd):
+            figures.update(target_figures(grid, run, Server(ema.model, cuts, labels, n_cond), nodes, shared))
         run.round_end(rnd, **figures)
     server = Server(ema.model, cuts, labels, n_cond)
     quality = split_sampling(grid, run, server, nodes, shared)
     return {**cut_figures(cfg, run, cuts), "marginal": cfg.marginal, **last_losses(run), **run.checksum(model),
-            **quality, **generation_cost(run, cuts, n_cond), **disclosure(run, server, shared)}
+            **quality, **generation_cost(run, cuts, n_cond), **disclosure(run, server, shared),
+            **membership(run, server)}
 
 
 @dataclass
@@ -122,31 +125,47 @@ def last_losses(run) -> dict:
 
 
 def split_sampling(grid, run, server: Server, nodes, shared: dict) -> dict:
-    """Server: noise -> x_cut; each client: x_cut -> x_0 with its own model; each client's
-    samples scored against held-out images of its classes; the mean over clients. Conditioned
-    models generate for conditions drawn from those the client sent (the client draws from its
-    own data when it owns the whole timeline). Counted as a last round (``phase: sampling``):
-    its bytes and FLOPs are the protocol's."""
+    """Each client's evaluation samples, scored against held-out images of its classes; the
+    mean over clients. Counted as a last round (``phase: sampling``): its bytes and FLOPs are
+    the protocol's."""
+    images = client_samples(grid, run, server, nodes, shared, run.cell.evaluation["samples"], 0x5A, run.flops)
+    run.round_end(run.cell.rounds + 1, phase="sampling")
+    return mean_quality(run, images)
+
+
+def target_figures(grid, run, server: Server, nodes, shared: dict) -> dict:
+    """The quality target's FID after a round: ``target_samples`` images made the protocol's
+    way, shared among the clients, against held-out images of their classes. Evaluation:
+    nothing it moves or computes is counted."""
+    per_client = math.ceil(run.cell.evaluation["target_samples"] / len(nodes))
+    with run.uncounted():
+        images = client_samples(grid, run, server, nodes, shared, per_client, 0x7A, None)
+    classes = sorted({c for client in images for c in run.client_private(client)[1]})
+    return run.target_score(torch.cat([images[c] for c in sorted(images)]), classes)
+
+
+def client_samples(grid, run, server: Server, nodes, shared: dict, n: int, salt: int, flops) -> dict:
+    """{client: n samples}. Server: noise -> x_cut; each client: x_cut -> x_0 with its own
+    model. Conditioned models generate for conditions drawn from those the client sent (the
+    client draws from its own data when it owns the whole timeline)."""
     cfg, ev = run.config, run.cell.evaluation
     contents = {}
-    for n in nodes:
-        t_c, seed = server.cuts[n], derive_seed(run.cell.seed, 0x5A, run.partition_of(n))
+    for node in nodes:
+        t_c, seed = server.cuts[node], derive_seed(run.cell.seed, salt, run.partition_of(node))
         server_steps, client_steps = task.split_steps(ev["sample_steps"], t_c, cfg.timesteps)
-        content = RecordDict({"config": ConfigRecord({"n": ev["samples"], "seed": seed, "client_steps": client_steps})})
+        content = RecordDict({"config": ConfigRecord({"n": n, "seed": seed, "client_steps": client_steps})})
         if server_steps:
             generator = torch.Generator().manual_seed(seed)
-            cond = draw_conditions(shared[n][1], ev["samples"], generator) if n in shared else None
-            labels, null = server.label_of(n, cond, ev["samples"])
-            x_cut = task.server_sample(server.model, cfg.timesteps, t_c, cfg.marginal, ev["samples"],
-                                       run.data.image_shape, server_steps, generator, run.flops, labels, null,
-                                       server.guidance(cfg.guidance), run.resources)
+            cond = draw_conditions(shared[node][1], n, generator) if node in shared else None
+            labels, null = server.label_of(node, cond, n)
+            x_cut = task.server_sample(server.model, cfg.timesteps, t_c, cfg.marginal, n, run.data.image_shape,
+                                       server_steps, generator, flops, labels, null, server.guidance(cfg.guidance),
+                                       run.resources)
             content["shared"] = ArrayRecord({"x_cut": Array(x_cut.numpy()),
                                              **({"cond": Array(cond.numpy())} if cond is not None else {})})
-        contents[n] = content
+        contents[node] = content
     replies = send_each(grid, contents, "query.finish_sampling")
-    images = {n: torch.from_numpy(r.content[EVAL_KEY]["x0"].numpy()) for n, r in replies.items()}
-    run.round_end(run.cell.rounds + 1, phase="sampling")
-    return mean_quality(run, {run.partition_of(n): x for n, x in images.items()})
+    return {run.partition_of(node): torch.from_numpy(r.content[EVAL_KEY]["x0"].numpy()) for node, r in replies.items()}
 
 
 def draw_conditions(cond: torch.Tensor | None, n: int, generator: torch.Generator) -> torch.Tensor | None:
@@ -187,12 +206,30 @@ def disclosure(run, server: Server, shared: dict) -> dict:
         n = min(len(x_cut), run.cell.evaluation["samples"])
         x_cut, cond = x_cut[:n], None if cond is None else cond[:n]
         recon = task.naive_reconstruction(x_cut, run.config.timesteps, server.cuts[node])
-        d_shared, d_recon = run.disclosure(x_cut, private), run.disclosure(recon, private)
+        # KID to the private images comes with the set distances (the same figure, computed once)
+        d_shared, d_recon = run.disclosure(x_cut, private, kid=False), run.disclosure(recon, private, kid=False)
         sets = {"cut": x_cut, "rescaled": recon, **server_views(run, server, node, x_cut, cond)}
-        rows.append({**d_shared, **{f"recon_{k}": v for k, v in d_recon.items()},
-                     **run.disclosure_sets(sets, private, classes),
+        distances = run.disclosure_sets(sets, private, classes)
+        rows.append({**d_shared, **{f"recon_{k}": v for k, v in d_recon.items()}, **distances,
+                     "kid_to_private": distances["disclosure_kid_cut"],
+                     "recon_kid_to_private": distances["disclosure_kid_rescaled"],
                      "disclosed_conditions": float(0 if cond is None else len(shared[node][1]))})
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if all(math.isfinite(r[k]) for r in rows)}
+
+
+def membership(run, server: Server) -> dict:
+    """The membership attack on what the server holds, its denoiser, over the timesteps it
+    owns. Offered where the server's target is one known function of the noise: the exact
+    marginal, one cut (no cut labels), a label or no condition; else {} (the server holds
+    nothing to attack at c = 0)."""
+    cfg, cuts = run.config, set(server.cuts.values())
+    if len(cuts) != 1 or cfg.marginal != "exact" or cfg.condition not in ("none", "label"):
+        return {}
+    t_c = cuts.pop()
+    if t_c >= cfg.timesteps:
+        return {}
+    return run.membership_inference(server.model, task.full_schedule(cfg.timesteps), conditional=server.n_cond > 0,
+                                    t_range=(t_c, cfg.timesteps), step_loss=task.cut_step_loss(cfg.timesteps, t_c))
 
 
 def server_views(run, server: Server, node, x_cut: torch.Tensor, cond) -> dict:
@@ -232,22 +269,38 @@ def centralized(grid, run) -> dict:
         loss = train(model, task.full_schedule(cfg.timesteps), ClientData(pooled, labels, torch.arange(len(pooled))),
                      steps, cfg.recipe, run.torch_generator(rnd), run.resources, run.flops, conditional=n_cond > 0,
                      start_step=(rnd - 1) * steps, ema=ema, label_dropout=cfg.cond_dropout, null_label=n_cond)
-        run.round_end(rnd, train_loss=loss, server_loss=loss, server_steps=float(steps))
-    images = {run.partition_of(n): central_samples(run, ema.model, run.partition_of(n), conds.get(n), n_cond)
-              for n in nodes}
+        target = central_target(run, ema.model, nodes, conds, n_cond) if run.target_due(rnd) else {}
+        run.round_end(rnd, train_loss=loss, server_loss=loss, server_steps=float(steps), **target)
+    n_samples = run.cell.evaluation["samples"]
+    images = {run.partition_of(n): central_samples(run, ema.model, run.partition_of(n), conds.get(n), n_cond,
+                                                   n_samples, 0x5A, run.flops) for n in nodes}
     run.round_end(run.cell.rounds + 1, phase="sampling")
+    attack = (run.membership_inference(ema.model, task.full_schedule(cfg.timesteps), conditional=n_cond > 0)
+              if cfg.condition in ("none", "label") else {})  # an attribute's values are the server's own labels
     return {"cut_ratio": 1.0, **last_losses(run), **run.checksum(ema.model), **mean_quality(run, images),
-            **run.client_generation(None, {})}
+            **run.client_generation(None, {}), **attack}
 
 
-def central_samples(run, model, client: int, cond, n_cond: int) -> torch.Tensor:
-    """The server's samples for ``client``: of the conditions it uploaded, when conditioned."""
+def central_samples(run, model, client: int, cond, n_cond: int, n: int, salt: int, flops) -> torch.Tensor:
+    """The server's ``n`` samples for ``client``: of the conditions it uploaded, when
+    conditioned; FLOPs go to ``flops`` (None: evaluation, not counted)."""
     cfg, ev = run.config, run.cell.evaluation
-    generator = torch.Generator().manual_seed(derive_seed(run.cell.seed, 0x5A, client))
-    cond = draw_conditions(cond, ev["samples"], generator)
-    return task.server_sample(model, cfg.timesteps, 0, "exact", ev["samples"], run.data.image_shape,
-                              ev["sample_steps"], generator, run.flops, cond, n_cond, cfg.guidance,
+    generator = torch.Generator().manual_seed(derive_seed(run.cell.seed, salt, client))
+    cond = draw_conditions(cond, n, generator)
+    return task.server_sample(model, cfg.timesteps, 0, "exact", n, run.data.image_shape, ev["sample_steps"],
+                              generator, flops, cond, n_cond, cfg.guidance,
                               run.resources).clamp(-1, 1)
+
+
+def central_target(run, model, nodes, conds: dict, n_cond: int) -> dict:
+    """The quality target's FID after a round (as ``target_figures``): the server generates for
+    every client; evaluation, not counted."""
+    per_client = math.ceil(run.cell.evaluation["target_samples"] / len(nodes))
+    clients = {run.partition_of(n): n for n in nodes}
+    images = [central_samples(run, model, c, conds.get(clients[c]), n_cond, per_client, 0x7A, None)
+              for c in sorted(clients)]
+    classes = sorted({k for c in clients for k in run.client_private(c)[1]})
+    return run.target_score(torch.cat(images), classes)
 
 
 def check_shared(sent, reply, config) -> None:

@@ -95,6 +95,24 @@ def server_loss(model, x_cut, cuts, labels, timesteps: int, marginal: str, gener
     return F.mse_loss(model(noisy, t.to(device), **kwargs).sample, noise.to(device))
 
 
+def cut_step_loss(timesteps: int, t_c: int):
+    """The membership attack's per-image loss on the server's denoiser (exact marginal, one cut
+    t_c): x_t drawn from q(x_t | x_0), and as the target the noise added since the cut, in
+    expectation given x_t and x_0: sqrt((1 - r) / (1 - abar_t)) * eps with r = abar_t / abar_{t_c - 1}
+    (abar_t when x_cut is x_0). It differs from the server's own loss by a constant per t."""
+    schedule = full_schedule(timesteps)
+    abar = schedule.alphas_cumprod
+
+    def step_loss(model, x0, t, noise, labels):
+        r = abar[t] / (abar[t_c - 1] if t_c > 0 else 1.0)
+        scale = ((1 - r) / (1 - abar[t])).sqrt().view(-1, *[1] * (x0.dim() - 1))
+        kwargs = {} if labels is None else {"class_labels": labels}
+        prediction = model(schedule.add_noise(x0, noise, t), t, **kwargs).sample
+        return (prediction - scale * noise).pow(2).flatten(1).mean(1)
+
+    return step_loss
+
+
 def train_server(model, pool: dict, timesteps: int, marginal: str, steps: int, recipe, generator: torch.Generator,
                  resources=None, flops=None, start_step: int = 0, ema=None, n_cond: int = 0,
                  cond_dropout: float = 0.0) -> float:
