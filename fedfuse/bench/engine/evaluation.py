@@ -1,0 +1,189 @@
+"""What the harness measures of a protocol's models, for ``ServerRun`` (the ``Evaluation`` half
+of it): held-out loss, generated samples scored with reference points, quality targets,
+membership inference and disclosure. Evaluation only: nothing here is counted as the
+protocol's bytes or FLOPs."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable
+
+import numpy as np
+import torch
+
+from fedfuse.bench.suites.cells import DEFAULT_MIA_SAMPLES, cell_partitions
+from fedfuse.toolkit.seeding import derive_seed
+
+EVAL_SUBSET_SEED = 7
+EVAL_LOSS_IMAGES = 512  # held-out images of every protocol's eval_loss
+EVAL_NOISE_SALT = 0xE7A1  # the held-out loss draws the same t and noise in every round and protocol
+MIA_SALT = 0x3E3B  # the membership attack's members: the same for every protocol of a cell's seed and split
+
+
+class Evaluation:
+    """Services that measure models; mixed into ``ServerRun``, whose ``cell``, ``data``,
+    ``run_dir``, ``resources`` and ``client_generation`` they use."""
+
+    def eval_subset(self, n: int, classes: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` held-out images and labels (of ``classes`` only, if given), the same for every
+        cell of this dataset: a fixed random subset, never the first n (test sets may be ordered)."""
+        data, pick = self.data, self.eval_order(classes)[:n]
+        return data.eval_images[pick], data.eval_labels[pick]
+
+    def eval_order(self, classes: list[int] | None = None) -> np.ndarray:
+        """Indices of the held-out images (of ``classes`` only, if given) in one fixed random
+        order, the same for every cell of this dataset: ``eval_subset`` takes the first n."""
+        labels = self.data.eval_labels.numpy()
+        pick = np.random.default_rng(EVAL_SUBSET_SEED).permutation(len(labels))
+        return pick if classes is None else pick[np.isin(labels[pick], classes)]
+
+    def held_out_loss(self, model, scheduler, classes: list[int] | None = None, conditional: bool = False,
+                      encode=lambda x: x) -> float:
+        """Every protocol's ``eval_loss``: the noise-prediction loss on the same
+        ``EVAL_LOSS_IMAGES`` held-out images (of ``classes`` only, if given) with the same
+        timesteps and noise, whatever the protocol or round. ``encode`` maps images to the
+        model's inputs (e.g. VAE latents)."""
+        from fedfuse.toolkit.ddpm import evaluate
+
+        images, labels = self.eval_subset(EVAL_LOSS_IMAGES, classes)
+        return evaluate(model, scheduler, encode(images), 64, self.torch_generator(EVAL_NOISE_SALT),
+                        labels if conditional else None)
+
+    def feature_space(self):
+        """(feature network, card) that quality and disclosure are measured in for this cell."""
+        from fedfuse.bench.metrics import spaces
+
+        return spaces.for_cell(self.cell, self.data)
+
+    def score_samples(self, images: torch.Tensor, classes: list[int] | None = None,
+                      grid_name: str = "samples.png") -> dict:
+        """FID, KID (± std), precision, recall, density and coverage of generated ``images``
+        against the held-out split (its ``classes`` only, if given), in the cell's feature
+        space; saves a sample grid PNG in the run directory."""
+        from fedfuse.bench.metrics.quality import save_grid, score
+
+        net, card = self.feature_space()
+        real, _ = self.eval_subset(self.cell.evaluation["samples"], classes)
+        save_grid(images, self.run_dir / grid_name)
+        quality = score(net, real, images)
+        return {**quality, **self.reference_figures(quality, net, card, real, classes),
+                "feature_space": card["feature_space"], "featnet_accuracy": card.get("test_accuracy")}
+
+    def reference_figures(self, quality: dict, net, card: dict, real: torch.Tensor, classes) -> dict:
+        """The real / blur / noise reference rows at this cell's n, and ``fid_vs_noise``."""
+        from fedfuse.bench.metrics import references
+
+        data = self.data
+        pool = data.train_images if classes is None else data.train_images[np.isin(data.train_labels.numpy(), classes)]
+        key = {"space": card["feature_space"], "dataset": self.cell.dataset, "args": self.cell.dataset_args,
+               "classes": classes}
+        rows = references.references(key, net, real, pool, self.cell.evaluation["samples"])
+        return references.cell_figures(quality, rows)
+
+    def sample_and_score(self, model, train_timesteps: int) -> dict:
+        """Generate the cell's evaluation samples with an unconditional ``model`` (sampler
+        service) and score them. Evaluation: its FLOPs are not counted as the protocol's. Adds
+        ``client_gen_*``: a client holding ``model`` generating one image itself, and
+        ``mia_*``: the membership attack on ``model`` (trained with the toolkit's scheduler)."""
+        from fedfuse.toolkit.ddpm import build_scheduler
+
+        ev = self.cell.evaluation
+        images = self._generate(model, ev["samples"], 0x5A, train_timesteps)
+        # every client holds this model: generating at deployment costs it all the steps
+        return {**self.checksum(model), **self.score_samples(images),
+                **self.client_generation(model, min(ev["sample_steps"], train_timesteps)),
+                **self.membership_inference(model, build_scheduler(train_timesteps))}
+
+    def membership_inference(self, model, scheduler, *, conditional: bool = False, label_map: Callable | None = None,
+                             t_range: tuple[int, int] | None = None, encode: Callable = lambda x: x,
+                             step_loss: Callable | None = None) -> dict:
+        """The loss-threshold membership attack on the ``model`` the server holds (trained with
+        ``scheduler``'s noising and prediction type): ``mia_auc``, ``mia_tpr_at_1fpr`` and the
+        counts ``mia_members``, ``mia_nonmembers`` (docs/metrics.md). The harness picks the
+        members (the clients' private images) and the class-matched non-members (held-out
+        images). ``conditional``: the model takes class labels, ``label_map(labels)`` of the
+        dataset's; ``t_range``: the timesteps the model denoises, [low, high); ``encode``: images
+        to the model's inputs (e.g. VAE latents); ``step_loss(model, x, t, noise, labels)``: a
+        per-image loss for a denoiser trained on another noising or target than ``scheduler``'s.
+        Evaluation: its FLOPs are not counted as the protocol's."""
+        from fedfuse.bench.metrics.mia import attack
+
+        data, (members, heldout) = self.data, self.membership_sets()
+        labels = (label_map or (lambda y: y)) if conditional else (lambda y: None)
+        return attack(model, scheduler, encode(data.train_images[members]), encode(data.eval_images[heldout]),
+                      labels(data.train_labels[members]), labels(data.eval_labels[heldout]), t_range, step_loss)
+
+    def membership_sets(self) -> tuple[np.ndarray, np.ndarray]:
+        """The attack's members, a seeded draw of ``mia_samples`` of the clients' private images
+        over all clients (training-image indices), and as many held-out images with the same
+        classes (held-out indices), pair i of the same class."""
+        from fedfuse.bench.metrics.mia import class_matched, draw_members
+
+        n = self.cell.evaluation.get("mia_samples", DEFAULT_MIA_SAMPLES)
+        private = np.unique(np.concatenate(cell_partitions(self.cell)))
+        members, pool = draw_members(private, n, derive_seed(self.cell.seed, MIA_SALT)), self.eval_order()
+        mine, theirs = class_matched(self.data.train_labels.numpy()[members], self.data.eval_labels.numpy()[pool])
+        return members[mine], pool[theirs]
+
+    def target_check(self, model, round: int, train_timesteps: int, classes: list[int] | None = None,
+                     **model_kwargs) -> dict:
+        """``{"target_fid": FID}`` of ``target_samples`` images from ``model`` (the sampler
+        service; ``model_kwargs`` such as ``class_labels`` for a conditional one) in the rounds
+        the suite's target asks for (``target_due``), else ``{}``. Pass it to ``round_end``:
+        the harness then records the first round that meets the target and the energy,
+        latency and bytes spent until then. Evaluation: FLOPs not counted. A protocol whose
+        model is spread over parties generates its own way and calls ``target_score``."""
+        if not self.target_due(round):
+            return {}
+        n = self.cell.evaluation["target_samples"]
+        images = self._generate(model, n, 0x7A, train_timesteps, **{k: v[:n] for k, v in model_kwargs.items()})
+        return self.target_score(images, classes)
+
+    def target_due(self, round: int) -> bool:
+        """Whether the suite's quality target is checked after ``round`` (every ``eval_every``-th
+        and the last); generate ``target_samples`` images then, inside ``uncounted()``."""
+        ev = self.cell.evaluation
+        return "target" in ev and (round % ev["eval_every"] == 0 or round == self.cell.rounds)
+
+    def target_score(self, images: torch.Tensor, classes: list[int] | None = None) -> dict:
+        """``{"target_fid": FID}`` of ``images`` against as many held-out images (of ``classes``
+        only, if given), in the cell's feature space."""
+        from fedfuse.bench.metrics.quality import embed, fid
+
+        net, _ = self.feature_space()
+        real, _ = self.eval_subset(len(images), classes)
+        return {"target_fid": fid(embed(net, real), embed(net, images))}
+
+    def _generate(self, model, n: int, salt: int, train_timesteps: int, **model_kwargs) -> torch.Tensor:
+        """``n`` images from ``model`` by the suite's sampler, seeded by the cell and ``salt``."""
+        from fedfuse.toolkit.sampling import sample
+
+        ev = self.cell.evaluation
+        return sample(model, n, self.data.image_shape, train_timesteps, ev["sample_steps"], ev["sampler"],
+                      seed=derive_seed(self.cell.seed, salt), resources=self.resources, **model_kwargs)
+
+    @staticmethod
+    def checksum(model) -> dict:
+        """``model_sha256``: the final weights' digest (the first 16 hex digits), to tell whether
+        two runs of a cell (e.g. simulation and deployment) trained exactly the same model."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return {"model_sha256": digest.hexdigest()[:16]}
+
+    def disclosure(self, shared: torch.Tensor, private: torch.Tensor, kid: bool = True) -> dict:
+        """How close ``shared`` tensors (or reconstructions from them) are to ``private`` images;
+        ``kid=False`` leaves out ``kid_to_private`` (for a caller that scores the set anyway)."""
+        from fedfuse.bench.metrics.disclosure import disclosure
+
+        return disclosure(shared, private, self.feature_space()[0] if kid else None)
+
+    def disclosure_sets(self, sets: dict[str, torch.Tensor], private: torch.Tensor, classes: list[int]) -> dict:
+        """FID and KID of each named set of images (what the server received, or what it made
+        of it) against a client's ``private`` images and, as the reference point, against
+        held-out images of its ``classes``: ``disclosure_fid_<name>``, ``..._heldout``."""
+        from fedfuse.bench.metrics.disclosure import set_distances
+
+        heldout, _ = self.eval_subset(self.cell.evaluation["samples"], classes)
+        return set_distances(sets, private, heldout, self.feature_space()[0])
