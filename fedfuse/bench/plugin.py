@@ -99,6 +99,8 @@ HARNESS_METRICS = [
                summary="bytes up and down until the target was met"),
     MetricSpec("e_static_j", "J", higher_is_better=False, aggregate="sum",
                summary="static energy: each device's idle power over the rounds it was awake for"),
+    MetricSpec("clients_late", "count", higher_is_better=False, aggregate="sum",
+               summary="with a suite deadline_s: client rounds that missed the deadline (updates left out)"),
     # What generating one image costs a client at deployment (0 when the server generates).
     MetricSpec("client_gen_flops", "FLOP", higher_is_better=False, aggregate="last",
                summary="client FLOPs to generate one image at deployment (torch's counter x steps)"),

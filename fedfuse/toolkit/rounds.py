@@ -42,9 +42,11 @@ def check_replies(replies: Iterable[Message], expected: int, grid=None) -> list[
             who = meter.client_of(reply) if meter else f"node {reply.metadata.src_node_id}"
             log.error("%s failed:\n%s", who, reason)  # full trace: cell.log
             raise ClientFailure(f"{who} failed: {last_line(reason)}", detail=reason)
-    dropped = getattr(grid, "dropped_last", 0)  # bad replies the suite chose to drop, not wait for
+    dropped = getattr(grid, "dropped_last", 0)  # bad or late replies the suite chose to drop, not wait for
     if dropped and not replies:
-        raise ClientFailure(f"every client's reply was dropped as malformed ({dropped}); see cell.log")
+        late = getattr(grid, "late_last", 0)
+        why = "missed the suite's deadline_s" if late == dropped else "was dropped as malformed or late"
+        raise ClientFailure(f"every client's reply {why} ({dropped}); see the round's per-client latency_s")
     if len(replies) < expected - dropped:
         raise ClientFailure(f"only {len(replies)} of {expected} clients replied before the timeout")
     return replies

@@ -100,6 +100,14 @@ class TrafficMeter:
         """The client's reply was left out of this round (the suite's ``bad_replies = "drop"``)."""
         self._client(node_id)["dropped"] = 1
 
+    def mark_late(self, node_id: int) -> None:
+        """The client missed the round's deadline: its reply was left out (costed up to the deadline)."""
+        self._client(node_id)["late"] = 1
+
+    def client_figures(self, node_id: int) -> dict:
+        """The round's figures so far of the client a node serves."""
+        return self._client(node_id)
+
     def take_round(self) -> tuple[dict[int, dict], dict]:
         """({partition id: figures}, {messages, exchanges, exchange_s}) since the last call, then reset."""
         counts = {"messages": self.messages, "exchanges": self.exchanges, "exchange_s": self.exchange_s}

@@ -73,15 +73,24 @@ class CellHardware:
     def describe(self) -> list[dict]:
         return [dataclasses.asdict(c) for c in self.clients]
 
-    def round_figures(self, traffic: dict[int, dict], server_flops: float, points: dict) -> dict:
+    def client_round_cost(self, pid: int, t: dict, point: tuple = (None, None)) -> dict:
+        """Client ``pid``'s times and energies for its round figures ``t`` (bytes, FLOPs) at its
+        operating ``point`` (f, power_w; the profile's maxima where None)."""
+        hw, (f, p) = self.clients[pid], point
+        return costmodel.client_cost(t["flops_train"] + t["flops_sample"], t["bytes_up"], t["bytes_down"],
+                                     self.devices[hw.device], self.networks[hw.network], hw.distance_m, f, p)
+
+    def round_figures(self, traffic: dict[int, dict], server_flops: float, points: dict,
+                      deadline_s: float = 0.0) -> dict:
         """The round's totals and per-client detail. ``points`` = {client: (f, power_w)} chosen
-        by the protocol this round (the profile's maxima otherwise)."""
+        by the protocol this round (the profile's maxima otherwise); a client the grid marked
+        ``late`` worked until ``deadline_s`` (costmodel.cut_at_deadline)."""
         per_client = {}
         for pid, t in traffic.items():
             hw, (f, p) = self.clients[pid], points.get(pid, (None, None))
-            flops = t["flops_train"] + t["flops_sample"]
-            cost = costmodel.client_cost(flops, t["bytes_up"], t["bytes_down"], self.devices[hw.device],
-                                         self.networks[hw.network], hw.distance_m, f, p)
+            cost = self.client_round_cost(pid, t, (f, p))
+            if t.get("late"):
+                cost = costmodel.cut_at_deadline(cost, deadline_s)
             per_client[str(pid)] = {**t, **cost, "cpu_freq_hz": f or self.devices[hw.device].cpu_freq_max_hz,
                                     "tx_power_w": p or self.networks[hw.network].tx_power_w}
         static = {k: self.devices[self.clients[int(k)].device].static_power_w for k in per_client}
@@ -91,5 +100,6 @@ class CellHardware:
             per_client[k]["energy_j"] += e_static
         totals = {k: sum(c[k] for c in traffic.values()) for k in SUMS}
         client_flops = sum(c["flops_train"] + c["flops_sample"] for c in traffic.values())
+        late = sum(1 for c in traffic.values() if c.get("late"))
         return {**totals, "client_flops": client_flops, "server_flops": server_flops, **summary,
-                "per_client": per_client}
+                **({"clients_late": late} if deadline_s else {}), "per_client": per_client}

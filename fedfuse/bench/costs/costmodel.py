@@ -13,6 +13,10 @@ Every protocol is costed by these functions and no other (DESIGN.md section 5):
                     compute time (a synchronous round)
 * round energy      sum over clients of (E_cmp + E_up + E_static): what the edge devices
                     spend. Downlink reception and server energy are not part of it.
+* deadline D        (a suite's ``deadline_s``) a client whose T_down + T_cmp + T_up exceeds D
+                    misses the round: its update is not aggregated; it works until D in that
+                    order (receive, compute, upload), spending E_cmp and E_up pro rata to the
+                    time each phase got, and the round lasts D (plus the server's time).
 
 With static power, running the clock slower is no longer almost free: every second the round
 lasts costs each device P_static. kappa is derived from the load power minus the static power
@@ -83,3 +87,15 @@ def round_cost(clients: dict, server_flops: float, server: DeviceProfile, static
 def static_energy(static_power_w: dict, round_latency_s: float) -> dict:
     """{client: E_static = P_static * T_round}: every device is awake for the whole round."""
     return {k: p * round_latency_s for k, p in static_power_w.items()}
+
+
+def cut_at_deadline(cost: dict, deadline_s: float) -> dict:
+    """A client's ``client_cost`` when it misses the deadline: each phase (down, compute, up)
+    runs until the deadline, its energy pro rata to the time it got; latency = the deadline."""
+    left, out = deadline_s, dict(cost)
+    for phase, energy in (("t_down_s", None), ("t_cmp_s", "e_cmp_j"), ("t_up_s", "e_up_j")):
+        got = min(cost[phase], max(left, 0.0))
+        if energy:
+            out[energy] = cost[energy] * (got / cost[phase] if cost[phase] > 0 else 0.0)
+        out[phase], left = got, left - got
+    return {**out, "latency_s": deadline_s, "energy_j": out["e_cmp_j"] + out["e_up_j"]}

@@ -75,7 +75,8 @@ def serve(grid, run, server_loop) -> dict:
     started = time.perf_counter()
     nodes = identify_nodes(grid, run.cell.clients)  # the first answer of every node: the engine is up
     engine_start_s = time.perf_counter() - started
-    run.grid = CountingGrid(grid, TrafficMeter(nodes), ReplyPolicy.for_run(run))
+    run.grid = CountingGrid(grid, TrafficMeter(nodes), ReplyPolicy.for_run(run),
+                            run.misses_deadline if run.cell.deadline_s else None)
     return {**server_loop(run.grid, run), "engine_start_s": engine_start_s}
 
 

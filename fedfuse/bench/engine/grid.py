@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from flwr.app import Message
 from flwr.serverapp import Grid
@@ -18,11 +18,16 @@ log = logging.getLogger("flwr")
 class CountingGrid(Grid):
     """A Grid that forwards to Flower's and counts every message both ways."""
 
-    def __init__(self, inner: Grid, meter: TrafficMeter, policy: ReplyPolicy | None = None):
+    def __init__(self, inner: Grid, meter: TrafficMeter, policy: ReplyPolicy | None = None,
+                 misses_deadline: Callable[[int, dict], bool] | None = None):
         self._inner = inner
         self.meter = meter
         self.policy = policy or ReplyPolicy()
-        self.dropped_last = 0  # replies of the last send_and_receive left out by the "drop" policy
+        # (partition, its round figures so far) -> whether its simulated latency exceeds the
+        # suite's deadline_s: then its training reply is left out, as a straggler's would be
+        self.misses_deadline = misses_deadline
+        self.dropped_last = 0  # replies of the last send_and_receive left out ("drop" policy or deadline)
+        self.late_last = 0  # of those, the ones that missed the deadline
 
     def set_run(self, run) -> None:
         self._inner.set_run(run)
@@ -64,8 +69,20 @@ class CountingGrid(Grid):
         for reply in replies:
             self.meter.received(reply)
         kept = [r for r in replies if r.has_error() or self._acceptable(r, sent.get(r.metadata.reply_to_message_id))]
-        self.dropped_last = len(replies) - len(kept)
-        return kept
+        on_time = [r for r in kept if r.has_error() or not self._late(r)]
+        self.dropped_last, self.late_last = len(replies) - len(on_time), len(kept) - len(on_time)
+        return on_time
+
+    def _late(self, reply: Message) -> bool:
+        """A training reply whose client's simulated round latency exceeds the deadline: marked
+        late (costed up to the deadline) and left out of the round."""
+        if self.misses_deadline is None or not reply.metadata.message_type.startswith("train"):
+            return False
+        node = self.meter.node_of(reply)
+        late = self.misses_deadline(self.meter.partition_of.get(node, node), self.meter.client_figures(node))
+        if late:
+            self.meter.mark_late(node)
+        return late
 
     def _acceptable(self, reply: Message, original: Message | None) -> bool:
         """Check a reply; a bad one fails the cell, or is dropped (and recorded) under "drop"."""

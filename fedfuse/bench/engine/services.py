@@ -40,7 +40,8 @@ class ServerRun(Evaluation):
     steps (``with run.flops.step("train", key): ...``). Call ``round_end(r, train_loss=...)``
     once per round: the harness adds the round's traffic, FLOPs, simulated latency and energy,
     stores the record and notifies observers. A protocol that chooses clients' CPU frequency
-    or transmit power calls ``set_operating_point`` before ``round_end``.
+    or transmit power calls ``set_operating_point`` before the round's exchange (a suite's
+    ``deadline_s`` is checked as the replies arrive) and in any case before ``round_end``.
     """
 
     cell: CellSpec
@@ -130,10 +131,16 @@ class ServerRun(Evaluation):
         return {"client_gen_flops": float(np.mean(list(flops.values()))), "client_gen_s": cost["t_cmp_s"],
                 "client_gen_j": cost["e_cmp_j"]}
 
+    def misses_deadline(self, client: int, figures: dict) -> bool:
+        """Whether ``client``'s simulated latency from its round ``figures`` so far (bytes,
+        FLOPs, at its operating point) exceeds the suite's ``deadline_s`` (the grid asks)."""
+        cost = self.hardware.client_round_cost(client, figures, self._points.get(client, (None, None)))
+        return cost["latency_s"] > self.cell.deadline_s
+
     def round_end(self, round: int, **figures: float) -> dict:
         traffic, counts = self.grid.meter.take_round()
         server_flops = sum(self.flops.take().values())
-        costs = self.hardware.round_figures(traffic, server_flops, self._points)
+        costs = self.hardware.round_figures(traffic, server_flops, self._points, self.cell.deadline_s)
         self._points = {}
         record = {"round": round, "elapsed_s": time.time() - self.started, **figures, **costs, **counts}
         self.rounds.append(record)

@@ -73,6 +73,7 @@ class CellSpec:
     # run again on a GPU.
     resources: dict[str, Any] = field(default_factory=dict)
     bad_replies: str = "fail"  # or "drop": a malformed client reply leaves that client out of its round
+    deadline_s: float = 0.0  # > 0: a client whose simulated round latency exceeds it misses the round
 
     @property
     def config_hash(self) -> str:
@@ -81,8 +82,10 @@ class CellSpec:
     @property
     def cell_id(self) -> str:
         identity = {k: v for k, v in asdict(self).items() if k != "resources"}
-        if self.bad_replies == "fail":  # the default leaves the ids of cells stored before it existed
+        if self.bad_replies == "fail":  # the defaults leave the ids of cells stored before they existed
             del identity["bad_replies"]
+        if not self.deadline_s:
+            del identity["deadline_s"]
         return stable_hash(identity, length=16)
 
     @property

@@ -51,7 +51,7 @@ def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
             config=config, dataset=dname, dataset_args=dargs, partitioner=pname, partitioner_args=pargs,
             profile=profile, clients=m.clients, rounds=m.rounds, seed=seed,
             evaluation=evaluation(m, registry.get("datasets", dname)), resources=dict(suite.resources),
-            bad_replies=m.bad_replies,
+            bad_replies=m.bad_replies, deadline_s=float(m.deadline_s),
         )
         for (dname, dargs), (pname, pargs), profile, seed
         in itertools.product(datasets, parts, suite.profiles, m.seeds)

@@ -62,6 +62,9 @@ class Matrix:
     # a malformed client reply (wrong shape, NaN, oversize, bad num-examples): fail the cell, or
     # leave that client out of the round and record it (see docs/reliability.md)
     bad_replies: Literal["fail", "drop"] = "fail"
+    # > 0: a client whose simulated T_down + T_cmp + T_up in a round exceeds this many seconds
+    # misses it (its update is left out; its energy until the deadline is spent); 0: no deadline
+    deadline_s: float = 0.0
     # time- and energy-to-quality: e.g. { fid = 40 }; the harness scores target_samples images
     # every eval_every rounds (where the protocol offers its model) and records when it is met
     target: dict = field(default_factory=dict)
@@ -75,6 +78,8 @@ class Matrix:
             raise ValueError("clients and rounds must be >= 1")
         if set(self.target) - {"fid"} or any(not isinstance(v, (int, float)) or v <= 0 for v in self.target.values()):
             raise ValueError(f"target must be {{ fid = <a number > 0> }}, got {self.target}")
+        if not isinstance(self.deadline_s, (int, float)) or self.deadline_s < 0:
+            raise ValueError(f"deadline_s must be a number of seconds >= 0 (0: none), got {self.deadline_s!r}")
         if self.eval_every < 1 or self.target_samples < 16:
             raise ValueError("eval_every must be >= 1 and target_samples >= 16")
         if self.samples < 16 or self.sample_steps < 1 or self.mia_samples < 16:

@@ -30,12 +30,12 @@ def server(grid, run) -> dict:
             run.hardware.redraw(rnd, run.cell.seed)
         params = sum(v.numel() for v in model.state_dict().values())
         plan = plan_round(run, cfg, weights, flops, params)
+        for client, choice in plan.items():  # the maxima, unless the plan chose them; before a deadline is checked
+            run.set_operating_point(client, choice.cpu_freq_hz, choice.tx_power_w)
         replies = exchange(grid, run, nodes, downlink.broadcast(model, rnd), plan, rnd, params)
         # a client dropped from a round (bad_replies = "drop") keeps its last weight for the next plan
         weights.update({run.partition_of(n): float(r.content["metrics"]["num-examples"]) for n, r in replies.items()})
         apply_updates(model, replies, run, plan, shapes, cfg.block, weights)
-        for client, choice in plan.items():  # the maxima, unless the plan chose them
-            run.set_operating_point(client, choice.cpu_freq_hz, choice.tx_power_w)
         losses = [float(r.content["metrics"]["train_loss"]) for r in replies.values()]
         ema = ema or Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)  # samples and evaluates
         ema.update(model)
