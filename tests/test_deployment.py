@@ -1,8 +1,9 @@
 """Flower's deployment engine: `fedfuse deploy local --tls` and `fedfuse run --backend deployment`.
 
-Real processes: a SuperLink and two SuperNodes over TLS on 127.0.0.1, the same cells run in
-simulation for comparison, and a clean shutdown at the end. The ``long`` tests (not in CI:
-``pytest -m long``) add full-model FedAvg's parity and a SuperNode killed mid-run.
+Real processes: a SuperLink and two authenticated SuperNodes over TLS on 127.0.0.1, the same
+cells run in simulation for comparison, SuperNodes the SuperLink does not know refused, and a
+clean shutdown at the end. The ``long`` tests (not in CI: ``pytest -m long``) add full-model
+FedAvg's parity and a SuperNode killed mid-run.
 """
 
 from __future__ import annotations
@@ -15,9 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
+from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from helpers import CLI, write_suite
+
+from fedfuse.bench.engine.deploy_local import base_env, free_port
+from fedfuse.bench.engine.deployment import CONNECTION, flower_command, flower_env
+from fedfuse.bench.engine.tls import make_node_key
 
 pytestmark = pytest.mark.slow
 
@@ -138,6 +145,68 @@ def test_a_client_that_disconnects_fails_its_cell_and_the_next_cell_runs(deploym
     short = write_suite(tmp_path / "short.toml", SPLIT, **SPLIT_MATRIX)
     done = cli("run", str(short), "--out", str(tmp_path / "next"), *deployment.run_args(), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_only_registered_supernodes_get_in(deployment, tmp_path):
+    """Node authentication: the CA lets anyone reach the SuperLink over TLS, but only the keys
+    `deploy local` registered get in. A SuperNode without a key cannot register itself, one with
+    an unknown key cannot activate, and that key cannot pull a real node's messages either."""
+    assert deployment.info["node_auth"]
+    wait_for(lambda: sorted(supernodes(deployment).values()) == ["online", "online"], 120)
+    real = supernodes(deployment)
+    unknown = make_node_key(tmp_path / "keys", "stranger")
+    anonymous = stranger(deployment, tmp_path / "anonymous")
+    unregistered = stranger(deployment, tmp_path / "unregistered", "--auth-supernode-private-key", str(unknown["key"]))
+    for (code, log), refusal in ((anonymous, "[code: 2001]"),  # FLEET_SUPERNODE_REGISTRATION_DISABLED
+                                 (unregistered, "[code: 2004]")):  # FLEET_NODE_ACTIVATION_FAILED
+        assert code == 1 and refusal in log and "SuperNode ID:" not in log, log[-2000:]
+    assert pull_status(deployment, int(next(iter(real))), unknown["key"]) == httpx.codes.UNAUTHORIZED
+    assert supernodes(deployment) == real  # nobody else was let in
+
+
+def supernodes(deployment) -> dict[str, str]:
+    """{node id: status} of the SuperNodes the SuperLink knows (`flwr supernode ls`)."""
+    done = subprocess.run([flower_command("flwr"), "supernode", "ls", CONNECTION, "--format", "json"],
+                          capture_output=True, text=True, env=flower_env(Path(deployment.info["flower_cli_home"])),
+                          timeout=120)
+    return {node["node-id"]: node["status"] for node in json.loads(done.stdout)["nodes"]}
+
+
+def stranger(deployment, home: Path, *key_args: str) -> tuple[int, str]:
+    """Run a SuperNode that has the CA, as any machine could, and none of the registered keys:
+    (its exit code, its log)."""
+    home.mkdir(parents=True)
+    log = home / "supernode.log"
+    with log.open("w") as out:  # a file, not a pipe: its SuperExec child may hold the pipe open
+        node = subprocess.Popen([flower_command("flower-supernode"), "--superlink", deployment.info["address"],
+                                 "--root-certificates", deployment.info["root_certificates"],
+                                 "--port", str(free_port()), "--max-retries", "0", *key_args],
+                                env=base_env(home, 1.0), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            code = node.wait(timeout=120)
+        finally:
+            if node.poll() is None:
+                node.kill()
+    return code, log.read_text(errors="replace")
+
+
+def pull_status(deployment, node_id: int, private_key: Path) -> int:
+    """The HTTP status the SuperLink answers to a pull of ``node_id``'s messages signed with
+    ``private_key`` (Flower's own Fleet client and request signing)."""
+    from flwr.proto.fleet_pb2 import PullMessagesRequest
+    from flwr.proto.node_pb2 import Node
+    from flwr.supernode.fleet_http_client import FleetHttpClient
+    from flwr.supernode.node_auth_http_interceptor import NodeAuthHttpInterceptor
+
+    key = load_ssh_private_key(private_key.read_bytes(), password=None)
+    client = FleetHttpClient.from_server_address(deployment.info["address"], False, deployment.info["root_certificates"],
+                                                 interceptors=[NodeAuthHttpInterceptor(key, key.public_key())])
+    with client:
+        try:
+            client.PullMessages(PullMessagesRequest(node=Node(node_id=node_id)))
+        except httpx.HTTPStatusError as refused:
+            return refused.response.status_code
+    return httpx.codes.OK
 
 
 def test_ctrl_c_stops_the_whole_deployment(deployment):

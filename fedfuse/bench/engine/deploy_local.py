@@ -1,8 +1,13 @@
 """``fedfuse deploy local``: a SuperLink and N SuperNodes on this machine, supervised.
 
 Each process gets its own log file and Flower home under the output directory. A SuperNode
-that exits is restarted (a new node, the same partition); the SuperLink exiting stops
-everything. Ctrl-C (or SIGTERM) stops every process started here, children included.
+that exits is restarted (the same partition); the SuperLink exiting stops everything. Ctrl-C
+(or SIGTERM) stops every process started here, children included.
+
+With TLS, the SuperNodes are also authenticated (Flower's CLI-managed node authentication):
+the SuperLink runs with ``--enable-supernode-auth``, each SuperNode gets a key pair of its own,
+and its public key is registered with ``flwr supernode register`` before it starts. A node
+whose key is not registered is refused. Flower allows node authentication only over TLS.
 """
 
 from __future__ import annotations
@@ -19,11 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from flwr.supercore.error import ApiErrorCode
 
-from fedfuse.bench.engine.deployment import flower_command, flower_env
+from fedfuse.bench.engine.deployment import CONNECTION, SuperLink, flower_command, flower_env
 from fedfuse.bench.engine.flower import CLIENT_THREADS_ENV
 
 READY_TIMEOUT_S = 60
+NODE_KEYS_DIR = "node-keys"
+CLI_HOME_DIR = "home-cli"  # Flower's CLI config naming this SuperLink, for `flwr supernode register/ls`
+# `flwr supernode register` of a key the SuperLink knows already (deploy local restarted on the
+# same directory, hence the same superlink.db and keys): nothing to do.
+KEY_ALREADY_REGISTERED = f"[code: {int(ApiErrorCode.PUBLIC_KEY_ALREADY_IN_USE)}]"
+# The least time between two starts of one SuperNode. With node authentication, a restarted node
+# keeps its key, so it is the same node, and the SuperLink refuses to activate it while it still
+# counts the previous process online (until 2 missed heartbeats after a crash: about 60 s). Its
+# start then fails at once; this keeps those retries from spinning.
+RESTART_INTERVAL_S = 10.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -49,9 +65,11 @@ class Managed:
     log: Path
     proc: subprocess.Popen | None = None
     starts: int = 0
+    started_at: float = 0.0
 
     def start(self) -> None:
         self.starts += 1
+        self.started_at = time.time()
         with self.log.open("a") as out:
             out.write(f"\n--- fedfuse: start #{self.starts}: {' '.join(self.argv)}\n")
             out.flush()
@@ -60,6 +78,9 @@ class Managed:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def due_for_restart(self) -> bool:
+        return time.time() - self.started_at >= RESTART_INTERVAL_S
 
     def stop(self, grace_s: float = 10) -> None:
         """SIGTERM to the process and everything it started; SIGKILL what is left after ``grace_s``."""
@@ -95,6 +116,13 @@ class LocalDeployment:
         self.out = Path(self.out).resolve()
         self.port = self.port or free_port(self.host)
         self.certs = self.make_certs() if self.tls else None
+        self.node_keys = self.make_node_keys() if self.node_auth else {}
+        self.cli_home = self.out / CLI_HOME_DIR
+
+    @property
+    def node_auth(self) -> bool:
+        """Authenticated SuperNodes: always with TLS (Flower refuses them without)."""
+        return self.tls
 
     @property
     def address(self) -> str:
@@ -106,6 +134,13 @@ class LocalDeployment:
 
         names = [self.address.rsplit(":", 1)[0], "127.0.0.1", "localhost", *self.advertise]
         return make_certificates(self.out / "certs", list(dict.fromkeys(names)))
+
+    def make_node_keys(self) -> dict[int, dict[str, Path]]:
+        """{partition: its SuperNode's ``key`` and ``pub`` files}; existing ones are kept."""
+        from fedfuse.bench.engine.tls import make_node_key
+
+        return {partition: make_node_key(self.out / NODE_KEYS_DIR, f"supernode{partition}")
+                for partition in range(self.nodes)}
 
     def trust_args(self, for_server: bool) -> list[str]:
         if self.certs is None:
@@ -119,11 +154,15 @@ class LocalDeployment:
         argv = [flower_command("flower-superlink"), *self.trust_args(True), "--host", self.host,
                 "--port", str(self.port), "--disable-runtime-dependency-installation",
                 "--database", str(self.out / "superlink.db")]
+        if self.node_auth:
+            argv.append("--enable-supernode-auth")  # only registered keys get in
         return Managed("superlink", argv, base_env(self.out / "home-superlink", self.task_poll_s), self.out / "superlink.log")
 
     def supernode(self, partition: int) -> Managed:
         argv = [flower_command("flower-supernode"), *self.trust_args(False), "--superlink", self.address,
                 "--port", str(free_port()), "--node-config", f"partition-id={partition} num-partitions={self.nodes}"]
+        if self.node_auth:
+            argv += ["--auth-supernode-private-key", str(self.node_keys[partition]["key"])]
         # One core per client, as the simulation engine gives each ClientApp (and N nodes share this machine).
         env = {**base_env(self.out / f"home-node{partition}", self.task_poll_s), CLIENT_THREADS_ENV: "1"}
         return Managed(f"supernode{partition}", argv, env, self.out / f"supernode{partition}.log")
@@ -134,7 +173,10 @@ class LocalDeployment:
         self.processes = [link]
         link.start()
         self.wait_for_superlink(link)
+        self.write_cli_config()
         for partition in range(self.nodes):
+            if self.node_auth:
+                self.register(self.node_keys[partition]["pub"])
             node = self.supernode(partition)
             self.processes.append(node)
             node.start()
@@ -148,9 +190,38 @@ class LocalDeployment:
                 raise RuntimeError(f"the SuperLink did not start; see {link.log}:\n{_tail(link.log)}")
             time.sleep(0.2)
 
+    def write_cli_config(self) -> None:
+        """Flower's CLI configuration with this SuperLink as connection ``fedfuse``: for the
+        registrations here, and for ``FLWR_HOME=<out>/home-cli flwr supernode ...`` by hand."""
+        link = SuperLink(self.address, root_certificates=self.certs["ca.pem"]) if self.certs \
+            else SuperLink(self.address, insecure=True)
+        self.cli_home.mkdir(parents=True, exist_ok=True)
+        (self.cli_home / "config.toml").write_text(link.flower_config())
+
+    def flwr(self, *args: str) -> subprocess.CompletedProcess:
+        """A ``flwr`` CLI command against this SuperLink."""
+        return subprocess.run([flower_command("flwr"), *args], capture_output=True, text=True,
+                              env=flower_env(self.cli_home), timeout=120)
+
+    def register(self, public_key: Path) -> None:
+        """Let one SuperNode in: register its public key with the SuperLink (through its Control
+        API, as Flower's documentation does). A key already registered is fine."""
+        done = self.flwr("supernode", "register", str(public_key), CONNECTION, "--format", "json")
+        try:  # the CLI exits 0 with "success": false on a refusal
+            answer = json.loads(done.stdout)
+        except json.JSONDecodeError:
+            answer = {}
+        if answer.get("success") or KEY_ALREADY_REGISTERED in answer.get("error-message", ""):
+            return
+        self.stop()
+        raise RuntimeError(f"could not register {public_key} with the SuperLink: "
+                           f"{answer.get('error-message') or (done.stderr or done.stdout).strip()[-800:]}")
+
     def write_info(self) -> None:
         info = {"address": self.address, "tls": self.tls, "nodes": self.nodes,
                 "root_certificates": str(self.certs["ca.pem"]) if self.certs else None,
+                "node_auth": self.node_auth, "flower_cli_home": str(self.cli_home),
+                "node_keys": {f"supernode{p}": str(keys["key"]) for p, keys in self.node_keys.items()},
                 "pids": {p.name: p.proc.pid for p in self.processes}}
         (self.out / "deploy.json").write_text(json.dumps(info, indent=1))
 
@@ -162,7 +233,7 @@ class LocalDeployment:
                 print(f"fedfuse: the SuperLink exited (code {link.proc.returncode}); see {link.log}", file=sys.stderr)
                 return 1
             for node in nodes:
-                if not node.alive():
+                if not node.alive() and node.due_for_restart():
                     print(f"fedfuse: {node.name} exited (code {node.proc.returncode}); restarting it", flush=True)
                     node.start()
                     self.write_info()
@@ -175,17 +246,27 @@ class LocalDeployment:
 
     def instructions(self) -> str:
         trust = (f"--root-certificates {self.certs['ca.pem']}" if self.certs else "--insecure")
-        return (f"SuperLink  {self.address} ({'TLS, CA ' + str(self.certs['ca.pem']) if self.certs else 'no TLS'})\n"
+        security = (f"TLS, CA {self.certs['ca.pem']}; registered SuperNodes only" if self.certs
+                    else "no TLS; any SuperNode may join")
+        return (f"SuperLink  {self.address} ({security})\n"
                 f"SuperNodes {self.nodes} here" + (f" (partition-id 0..{self.nodes - 1})" if self.nodes else "")
                 + f"; logs in {self.out}\n\n"
                 f"Run a suite on it (from this machine):\n"
                 f"  fedfuse run smoke --backend deployment --superlink {self.address} {trust}\n\n"
-                f"A SuperNode on another machine (fedfuse installed there, ca.pem copied; start this\n"
-                f"command with --host 0.0.0.0 --advertise <this machine's name or IP> so it can dial in):\n"
-                f"  flower-supernode --superlink <this machine>:{self.port} "
-                f"{'--root-certificates ca.pem' if self.certs else '--insecure'} "
-                f"--node-config \"partition-id=K num-partitions=N\"\n\n"
+                f"A SuperNode on another machine (fedfuse installed there; start this command with\n"
+                f"--host 0.0.0.0 --advertise <this machine's name or IP> so it can dial in):\n"
+                f"{self.remote_node_steps()}\n\n"
                 f"Ctrl-C stops everything.")
+
+    def remote_node_steps(self) -> str:
+        node_config = '--node-config "partition-id=K num-partitions=N"'
+        if not self.certs:
+            return f"  flower-supernode --superlink <this machine>:{self.port} --insecure {node_config}"
+        return (f"  there: ssh-keygen -t ecdsa -b 384 -N '' -f nodeK.key   (nodeK.key stays there)\n"
+                f"  copy ca.pem there, and nodeK.key.pub here; then\n"
+                f"  here:  FLWR_HOME={self.cli_home} flwr supernode register nodeK.key.pub {CONNECTION}\n"
+                f"  there: flower-supernode --superlink <this machine>:{self.port} --root-certificates ca.pem "
+                f"--auth-supernode-private-key nodeK.key {node_config}")
 
 
 def _accepts(host: str, port: int) -> bool:

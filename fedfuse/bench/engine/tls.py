@@ -1,4 +1,5 @@
-"""A self-signed CA and a SuperLink certificate it signs, for trying TLS deployments.
+"""A self-signed CA and a SuperLink certificate it signs, for trying TLS deployments; and
+the SuperNodes' key pairs for Flower's node authentication.
 
 For production, use certificates from your own CA; these are for one machine or a lab.
 """
@@ -64,4 +65,26 @@ def make_certificates(directory: Path, hosts: list[str]) -> dict[str, Path]:
     _write(paths["ca.pem"], cert=ca)
     _write(paths["server.pem"], cert=server)
     _write(paths["server.key"], key=server_key)
+    return paths
+
+
+def make_node_key(directory: Path, name: str) -> dict[str, Path]:
+    """A SuperNode's identity for Flower's node authentication: ``<name>.key`` (its private key,
+    for ``flower-supernode --auth-supernode-private-key``; it stays with the node) and
+    ``<name>.pub`` (for ``flwr supernode register`` on the SuperLink's side).
+
+    Flower reads both in OpenSSH format and wants an EC key on a NIST curve; P-384 is the
+    curve its documentation uses (``ssh-keygen -t ecdsa -b 384``). An existing pair is kept,
+    so that a node keeps its identity when the deployment restarts on the same directory.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {"key": directory / f"{name}.key", "pub": directory / f"{name}.pub"}
+    if paths["key"].is_file() and paths["pub"].is_file():
+        return paths
+    key = ec.generate_private_key(ec.SECP384R1())
+    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                               serialization.NoEncryption()))
+    paths["key"].chmod(0o600)
+    paths["pub"].write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                           serialization.PublicFormat.OpenSSH) + b"\n")
     return paths
