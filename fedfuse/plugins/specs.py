@@ -38,6 +38,11 @@ class ProtocolSpec:
     the protocol config, it raises ``ValueError`` saying what is wrong. The harness already
     checks what needs no schema: finite arrays, a returned model's keys, shapes and dtypes, the
     size limit and ``num-examples`` (fedfuse/bench/engine/validation.py).
+
+    ``partial_participation``: the server loop calls ``run.begin_round(r)`` at the start of every
+    round and trains only the nodes it returns (or builds its Flower strategy with
+    ``min_available_nodes = run.cell.per_round``), so a suite's ``participation`` < all works;
+    the harness refuses such a suite for a protocol that does not say so.
     """
 
     name: str
@@ -47,6 +52,7 @@ class ProtocolSpec:
     client_app: Any  # a flwr ClientApp, or "module:attr" (keeps `fedfuse list` light)
     summary: str = ""
     reply_check: Callable[..., None] | str | None = None  # or "module:attr"
+    partial_participation: bool = False
 
     def load_reply_check(self) -> Callable[..., None] | None:
         return load_ref(self.reply_check) if self.reply_check else None

@@ -70,6 +70,7 @@ def strategy_rounds(grid, run, strategy, arrays: ArrayRecord, train_config: Conf
     """
     train_config = train_config or ConfigRecord()
     for rnd in range(1, run.cell.rounds + 1):
+        run.begin_round(rnd)  # the round's participants: the strategy samples from them
         messages = list(strategy.configure_train(rnd, arrays, train_config, grid))
         replies = check_replies(grid.send_and_receive(messages, timeout=timeout), len(messages), grid)
         arrays, metrics = strategy.aggregate_train(rnd, replies)

@@ -27,6 +27,7 @@ class CountingGrid(Grid):
         # suite's deadline_s: then its training reply is left out, as a straggler's would be
         self.misses_deadline = misses_deadline
         self.dropped_last = 0  # replies of the last send_and_receive left out ("drop" policy or deadline)
+        self.active: list[int] | None = None  # this round's participants (ServerRun.begin_round), else all
         self.late_last = 0  # of those, the ones that missed the deadline
 
     def set_run(self, run) -> None:
@@ -40,9 +41,10 @@ class CountingGrid(Grid):
         return self._inner.create_message(*args, **kwargs)
 
     def get_node_ids(self) -> Iterable[int]:
-        """The cell's nodes, one per partition: in a deployment the SuperLink may also list
-        other or stale nodes, which the harness's handshake left out."""
-        return list(self.meter.partition_of)
+        """The cell's nodes, one per partition (in a deployment the SuperLink may also list
+        other or stale nodes, which the harness's handshake left out); during a round with
+        partial participation, only the round's participants."""
+        return list(self.meter.partition_of) if self.active is None else list(self.active)
 
     # Outgoing messages are measured after Flower has stamped their ids, as they travel.
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:

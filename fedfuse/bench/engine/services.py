@@ -19,6 +19,8 @@ from fedfuse.datasets import ClientData, ImageData
 from fedfuse.datasets.loading import load
 from fedfuse.toolkit.seeding import derive_seed
 
+PARTICIPATION_SALT = 0x9A47  # each round's participants: drawn from (cell seed, round, this)
+
 #: Key of the Flower run config that carries the cell (as JSON) to ServerApp and ClientApps.
 RUN_CONFIG_KEY = "fedfuse-cell"
 
@@ -131,6 +133,19 @@ class ServerRun(Evaluation):
         return {"client_gen_flops": float(np.mean(list(flops.values()))), "client_gen_s": cost["t_cmp_s"],
                 "client_gen_j": cost["e_cmp_j"]}
 
+    def begin_round(self, round: int) -> list[int]:
+        """This round's participants (node ids in partition order): all clients, or with a
+        suite's ``participation`` a draw of ``cell.per_round`` of them from the cell's seed and
+        the round. Until ``round_end``, ``grid.get_node_ids()`` lists only them (so a Flower
+        strategy samples from them). Call it first thing in every round."""
+        nodes = sorted(self.grid.meter.partition_of, key=self.partition_of)
+        k = self.cell.per_round
+        if k < len(nodes):
+            picked = np.random.default_rng([self.cell.seed, round, PARTICIPATION_SALT]).choice(len(nodes), k, replace=False)
+            nodes = [nodes[i] for i in sorted(picked)]
+        self.grid.active = nodes
+        return nodes
+
     def misses_deadline(self, client: int, figures: dict) -> bool:
         """Whether ``client``'s simulated latency from its round ``figures`` so far (bytes,
         FLOPs, at its operating point) exceeds the suite's ``deadline_s`` (the grid asks)."""
@@ -141,6 +156,9 @@ class ServerRun(Evaluation):
         traffic, counts = self.grid.meter.take_round()
         server_flops = sum(self.flops.take().values())
         costs = self.hardware.round_figures(traffic, server_flops, self._points, self.cell.deadline_s)
+        if self.grid.active is not None and self.cell.per_round < self.cell.clients:
+            figures = {**figures, "participants": len(self.grid.active)}
+        self.grid.active = None
         self._points = {}
         record = {"round": round, "elapsed_s": time.time() - self.started, **figures, **costs, **counts}
         self.rounds.append(record)

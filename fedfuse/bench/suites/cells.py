@@ -74,6 +74,7 @@ class CellSpec:
     resources: dict[str, Any] = field(default_factory=dict)
     bad_replies: str = "fail"  # or "drop": a malformed client reply leaves that client out of its round
     deadline_s: float = 0.0  # > 0: a client whose simulated round latency exceeds it misses the round
+    participation: int | float = 1.0  # clients per round: a fraction (float) or a count (int)
 
     @property
     def config_hash(self) -> str:
@@ -86,7 +87,15 @@ class CellSpec:
             del identity["bad_replies"]
         if not self.deadline_s:
             del identity["deadline_s"]
+        if self.participation == 1.0 and isinstance(self.participation, float):
+            del identity["participation"]
         return stable_hash(identity, length=16)
+
+    @property
+    def per_round(self) -> int:
+        """How many clients take part in each round."""
+        p = self.participation
+        return p if isinstance(p, int) else max(1, round(p * self.clients))
 
     @property
     def system(self):

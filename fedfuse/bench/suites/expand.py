@@ -20,6 +20,10 @@ def expand(suite: Suite, registry: Registry) -> list[CellSpec]:
         at = f"{where_in(suite.path, suite.text, '[[protocols]]', i, 'config')} protocols[{i}] ('{entry.name}') config"
         config = build_config(spec.config, dict(entry.config), at)
         check_clients(config, suite.matrix.clients, at)
+        if suite.matrix.participation != 1.0 and not spec.partial_participation:
+            raise ConfigError(f"{where(suite.path, suite.text, 'participation')}: protocols[{i}] ('{entry.name}') "
+                              f"trains every client every round; it does not support participation = "
+                              f"{suite.matrix.participation!r}")
         cells += _cells_for(suite, registry, entry, spec, dataclasses.asdict(config))
     configs_by_label: dict[str, str] = {}
     for cell in cells:
@@ -51,7 +55,7 @@ def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
             config=config, dataset=dname, dataset_args=dargs, partitioner=pname, partitioner_args=pargs,
             profile=profile, clients=m.clients, rounds=m.rounds, seed=seed,
             evaluation=evaluation(m, registry.get("datasets", dname)), resources=dict(suite.resources),
-            bad_replies=m.bad_replies, deadline_s=float(m.deadline_s),
+            bad_replies=m.bad_replies, deadline_s=float(m.deadline_s), participation=m.participation,
         )
         for (dname, dargs), (pname, pargs), profile, seed
         in itertools.product(datasets, parts, suite.profiles, m.seeds)

@@ -65,6 +65,9 @@ class Matrix:
     # > 0: a client whose simulated T_down + T_cmp + T_up in a round exceeds this many seconds
     # misses it (its update is left out; its energy until the deadline is spent); 0: no deadline
     deadline_s: float = 0.0
+    # clients taking part in each round: a fraction of `clients` (float, 1.0 = all) or a count
+    # (int); drawn per round from the cell's seed
+    participation: int | float = 1.0
     # time- and energy-to-quality: e.g. { fid = 40 }; the harness scores target_samples images
     # every eval_every rounds (where the protocol offers its model) and records when it is met
     target: dict = field(default_factory=dict)
@@ -78,6 +81,9 @@ class Matrix:
             raise ValueError("clients and rounds must be >= 1")
         if set(self.target) - {"fid"} or any(not isinstance(v, (int, float)) or v <= 0 for v in self.target.values()):
             raise ValueError(f"target must be {{ fid = <a number > 0> }}, got {self.target}")
+        if not participation_ok(self.participation, self.clients):
+            raise ValueError(f"participation must be a fraction in (0, 1] or a count in 1..clients ({self.clients}), "
+                             f"got {self.participation!r}")
         if not isinstance(self.deadline_s, (int, float)) or self.deadline_s < 0:
             raise ValueError(f"deadline_s must be a number of seconds >= 0 (0: none), got {self.deadline_s!r}")
         if self.eval_every < 1 or self.target_samples < 16:
@@ -88,6 +94,12 @@ class Matrix:
             raise ValueError("datasets and seeds must not be empty")
         if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ValueError(f"seeds must be distinct and >= 0, got {self.seeds}")
+
+
+def participation_ok(value, clients: int) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return 1 <= value <= clients if isinstance(value, int) else 0.0 < value <= 1.0
 
 
 @dataclass

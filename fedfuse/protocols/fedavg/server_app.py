@@ -9,7 +9,7 @@ from fedfuse.protocols.fedavg import task
 
 
 def server(grid, run) -> dict:
-    cfg, n = run.config, run.cell.clients
+    cfg, n = run.config, run.cell.per_round  # all clients, or the round's participants (run.begin_round)
     model = task.build_model(run.data.image_shape, cfg.model, seed=derive_seed(run.cell.seed, 1))
     scheduler, ema = task.build_scheduler(cfg.timesteps), None
 

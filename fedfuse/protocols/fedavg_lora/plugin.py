@@ -62,7 +62,7 @@ class FullFineTuneConfig(FineTuneConfig):
 @hookimpl
 def fedfuse_add_protocols():
     apps = {"server": "fedfuse.protocols.fedavg_lora.server_app:server",
-            "client_app": "fedfuse.protocols.fedavg_lora.client_app:app"}
+            "client_app": "fedfuse.protocols.fedavg_lora.client_app:app", "partial_participation": True}
     return [
         ProtocolSpec(name="fedavg-lora", version="4", config=LoraFineTuneConfig, **apps,
                      summary="FedAvg of LoRA adapters (peft) on a base pre-trained on public data"),

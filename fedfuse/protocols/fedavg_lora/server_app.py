@@ -45,7 +45,7 @@ def server(grid, run) -> dict:
 
 
 def strategy(run, model) -> FedAvg:
-    n = run.cell.clients
+    n = run.cell.per_round  # all clients, or the round's participants (strategy_rounds calls run.begin_round)
     if run.config.mode == "full":
         return FedAvg(fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
     frozen = {k: v for k, v in task.trainable_state(model, "lora").items() if k.endswith(aggregation.A_SUFFIX)}

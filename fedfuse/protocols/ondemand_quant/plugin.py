@@ -57,7 +57,7 @@ class FixedConfig(QuantCommon):
 def fedfuse_add_protocols():
     apps = {"server": "fedfuse.protocols.ondemand_quant.server_app:server",
             "client_app": "fedfuse.protocols.ondemand_quant.client_app:app",
-            "reply_check": "fedfuse.protocols.ondemand_quant.server_app:check_update"}
+            "reply_check": "fedfuse.protocols.ondemand_quant.server_app:check_update", "partial_participation": True}
     return [
         ProtocolSpec(name="ondemand-quant", version="3", config=OnDemandConfig, **apps,
                      summary="FedAvg with per-device bits, CPU frequency and power from an energy-efficiency problem"),

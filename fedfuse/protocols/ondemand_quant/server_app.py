@@ -25,14 +25,18 @@ def server(grid, run) -> dict:
     flops = cfg.local_steps * step_flops(model, scheduler, cfg.batch_size, run.data.image_shape)
     weights = {run.partition_of(n): 1.0 for n in nodes}  # FedAvg weights; clients report sizes each round
     downlink = Downlink(cfg, model, run.cell.seed)
+    if cfg.downlink_bits != task.FULL_PRECISION and run.cell.per_round < run.cell.clients:
+        raise ValueError("a quantized downlink sends the change since the last broadcast, which a client that "
+                         "missed a round does not have: use downlink_bits = 32 with participation < all clients")
     for rnd in range(1, run.cell.rounds + 1):
         if cfg.redraw_channel:
             run.hardware.redraw(rnd, run.cell.seed)
+        active = run.begin_round(rnd)  # all clients, or the round's participants
         params = sum(v.numel() for v in model.state_dict().values())
-        plan = plan_round(run, cfg, weights, flops, params)
+        plan = plan_round(run, cfg, weights, flops, params, [run.partition_of(n) for n in active])
         for client, choice in plan.items():  # the maxima, unless the plan chose them; before a deadline is checked
             run.set_operating_point(client, choice.cpu_freq_hz, choice.tx_power_w)
-        replies = exchange(grid, run, nodes, downlink.broadcast(model, rnd), plan, rnd, params)
+        replies = exchange(grid, run, active, downlink.broadcast(model, rnd), plan, rnd, params)
         # a client dropped from a round (bad_replies = "drop") keeps its last weight for the next plan
         weights.update({run.partition_of(n): float(r.content["metrics"]["num-examples"]) for n, r in replies.items()})
         apply_updates(model, replies, run, plan, shapes, cfg.block, weights)
@@ -58,23 +62,24 @@ def step_flops(model, scheduler, batch_size: int, shape) -> float:
     return meter.take()["flops_train"]
 
 
-def plan_round(run, cfg, weights: dict, flops: float, params: int) -> dict:
-    """{client: solver.Choice}. Fixed-bit baselines run at their device's maximum f and p, or
-    (``dvfs``) at the least-energy f and p within the deadline for their fixed bits."""
+def plan_round(run, cfg, weights: dict, flops: float, params: int, active: list[int]) -> dict:
+    """{client: solver.Choice} for the round's ``active`` clients (partition ids). Fixed-bit
+    baselines run at their device's maximum f and p, or (``dvfs``) at the least-energy f and p
+    within the deadline for their fixed bits."""
     hw = run.hardware
     if cfg.mode == "fixed" and not cfg.dvfs:
-        return {k: solver.Choice(cfg.bits, hw.devices[c.device].cpu_freq_max_hz, hw.networks[c.network].tx_power_w,
-                                 0.0, 0.0, 0.0) for k, c in enumerate(hw.clients)}
-    total = sum(weights.values())
+        return {k: solver.Choice(cfg.bits, hw.devices[hw.clients[k].device].cpu_freq_max_hz,
+                                 hw.networks[hw.clients[k].network].tx_power_w, 0.0, 0.0, 0.0) for k in active}
+    total = sum(weights[k] for k in active)
     ondemand = cfg.mode == "ondemand"
     clients = [solver.ClientProblem(flops, params, weights[k] / total, hw.devices[c.device], hw.networks[c.network],
                                     c.distance_m, pick(cfg.min_bits, k, 1) if ondemand else 1,
                                     pick(cfg.energy_budget_j, k, np.inf) if ondemand else np.inf, cfg.block)
-               for k, c in enumerate(hw.clients)]
+               for k, c in ((k, hw.clients[k]) for k in active)]
     if not ondemand:  # the bits are fixed: only frequency, power and the round length are chosen
-        return dict(enumerate(solver.solve(clients, cfg.deadline_s, np.inf, [cfg.bits])))
+        return dict(zip(active, solver.solve(clients, cfg.deadline_s, np.inf, [cfg.bits])))
     bound = sum(c.weight**2 * solver.error(cfg.error_bits) for c in clients)
-    return dict(enumerate(solver.solve(clients, cfg.deadline_s, bound)))
+    return dict(zip(active, solver.solve(clients, cfg.deadline_s, bound)))
 
 
 class Downlink:

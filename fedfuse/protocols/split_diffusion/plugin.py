@@ -80,7 +80,7 @@ class CentralizedConfig(SplitCommon):
 def fedfuse_add_protocols():
     split = {"server": "fedfuse.protocols.split_diffusion.server_app:server",
              "client_app": "fedfuse.protocols.split_diffusion.client_app:app",
-             "reply_check": "fedfuse.protocols.split_diffusion.server_app:check_shared"}
+             "reply_check": "fedfuse.protocols.split_diffusion.server_app:check_shared", "partial_participation": True}
     return [
         ProtocolSpec(name="split-diffusion", version="3", config=SplitConfig, **split,
                      summary="CollaFuse: clients keep data and low-noise steps; the server trains and runs the rest"),

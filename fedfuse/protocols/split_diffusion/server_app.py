@@ -29,7 +29,7 @@ def server(grid, run) -> dict:
                        classes=task.server_classes(len(labels), n_cond))
     ema, pool, shared = Ema(model, cfg.ema_decay), task.Pool(cfg.server_pool), {}
     for rnd in range(1, run.cell.rounds + 1):
-        config = {n: RecordDict({"config": ConfigRecord({"round": rnd})}) for n in nodes}
+        config = {n: RecordDict({"config": ConfigRecord({"round": rnd})}) for n in run.begin_round(rnd)}
         replies = send_each(grid, config, "train.local_and_cut")
         # Pool in client order: replies arrive in any order and node ids differ from run to run.
         shared = received(replies, sorted(replies, key=run.partition_of))

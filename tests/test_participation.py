@@ -1,0 +1,36 @@
+"""Partial participation: a suite's ``participation`` trains a seeded draw of the clients each round."""
+
+import pytest
+from helpers import write_suite
+
+PROTOCOLS = ('[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = 2, batch_size = 8 }\n'
+             '[[protocols]]\nname = "fixed-quant"\nconfig = { model = "tiny", local_steps = 2, batch_size = 8, bits = 4 }\n')
+
+
+@pytest.mark.slow
+def test_each_round_trains_a_seeded_draw_of_the_clients(cli, tmp_path):
+    """4 clients, participation 0.5: every round exactly 2 clients receive and send (the
+    others cost nothing), the draw changes from round to round, and it is the same for
+    both protocols of the cell's seed (the harness draws it, not the protocol)."""
+    suite = write_suite(tmp_path / "s.toml", PROTOCOLS, clients="4", rounds="3", samples="16", sample_steps="2",
+                        participation="0.5")
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    draws = {}
+    for record in cli.results(tmp_path / "out"):
+        training = [r for r in record["rounds"] if "participants" in r]
+        assert len(training) == 3 and all(r["participants"] == 2 for r in training)
+        draws[record["protocol"]] = [sorted(k for k, c in r["per_client"].items() if c["bytes_up"] > 0) for r in training]
+        assert all(len(d) == 2 for d in draws[record["protocol"]])
+        for r in training:  # a client not drawn neither trains nor pays
+            assert sum(1 for c in r["per_client"].values() if c["flops_train"] > 0) == 2
+    assert draws["fedavg"] == draws["fixed-quant"] and len({tuple(d) for d in draws["fedavg"]}) > 1
+
+
+def test_a_protocol_that_trains_everyone_refuses_partial_participation(cli, tmp_path):
+    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "centralized"\n', clients="4", participation="2")
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "does not support participation = 2" in done.stderr
+    bad = write_suite(tmp_path / "t.toml", '[[protocols]]\nname = "fedavg"\n', clients="4", participation="1.5")
+    done = cli("run", str(bad), "--out", str(tmp_path / "out2"))
+    assert done.returncode == 2 and "participation must be a fraction in (0, 1] or a count" in done.stderr
