@@ -59,6 +59,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from fedfuse.toolkit.rounds import (
         ClientFailure,
         check_replies,
+        last_trained,
         send_each,
         strategy_rounds,
     )
@@ -97,6 +98,7 @@ _EXPORTS = {
     "ClientFailure": ("fedfuse.toolkit.rounds", "ClientFailure"),
     "check_replies": ("fedfuse.toolkit.rounds", "check_replies"),
     "send_each": ("fedfuse.toolkit.rounds", "send_each"),
+    "last_trained": ("fedfuse.toolkit.rounds", "last_trained"),
     "strategy_rounds": ("fedfuse.toolkit.rounds", "strategy_rounds"),
     "denoise": ("fedfuse.toolkit.sampling", "denoise"),
     "conditioned": ("fedfuse.toolkit.sampling", "conditioned"),
@@ -139,7 +141,7 @@ __all__ = [
     # run objects
     "ServerRun", "ClientRun", "client_run", "ClientData", "ImageData", "load_dataset", "Resources",
     # rounds
-    "strategy_rounds", "send_each", "check_replies", "ClientFailure",
+    "strategy_rounds", "send_each", "check_replies", "ClientFailure", "last_trained",
     # toolkit
     "PRESETS", "build_unet", "check_preset", "DdpmConfig", "Recipe", "build_scheduler", "diffusion_loss",
     "train", "training_target", "fit", "evaluate", "Ema", "sample", "denoise", "make_scheduler", "quantization",

@@ -34,3 +34,36 @@ def test_a_protocol_that_trains_everyone_refuses_partial_participation(cli, tmp_
     bad = write_suite(tmp_path / "t.toml", '[[protocols]]\nname = "fedavg"\n', clients="4", participation="1.5")
     done = cli("run", str(bad), "--out", str(tmp_path / "out2"))
     assert done.returncode == 2 and "participation must be a fraction in (0, 1] or a count" in done.stderr
+
+
+def test_availability_models_say_who_is_online():
+    import numpy as np
+
+    from fedfuse.bench.costs import availability
+
+    chain = availability.online({"p_off": 0.2, "p_on": 0.6}, 2000, 30, seed=1)
+    assert chain.mean() == pytest.approx(0.6 / 0.8, abs=0.02)  # the stationary share, from round 1 on
+    stay = (chain[1:] & chain[:-1]).sum() / chain[:-1].sum()
+    assert stay == pytest.approx(0.8, abs=0.02)  # P(on -> on) = 1 - p_off
+    assert np.array_equal(chain, availability.online({"p_off": 0.2, "p_on": 0.6}, 2000, 30, seed=1))
+    trace = availability.traced([[0, 2, 3], [2, 1, 1], [2, 4, 9]], clients=3, rounds=4)
+    assert trace.tolist() == [[False, True, True], [True, True, False], [True, True, False], [False, True, True]]
+    with pytest.raises(ValueError, match="p_off must be in"):
+        availability.checked({"p_off": 2, "p_on": 0.5}, None)
+
+
+@pytest.mark.slow
+def test_only_online_clients_are_drawn(cli, tmp_path):
+    """A trace: client 0 online in rounds 2-3 only, client 1 never (an interval past the run),
+    clients 2-3 always (not listed). Each round trains exactly the online clients."""
+    (tmp_path / "online.csv").write_text("client,first_round,last_round\n0,2,3\n1,9,9\n")
+    protocols = ('[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = 2, batch_size = 8 }\n'
+                 '[[profiles]]\nname = "traced"\ndevice = "phone-midrange"\nnetwork = "lte"\n'
+                 'availability = { trace = "online.csv" }\n')
+    suite = write_suite(tmp_path / "s.toml", protocols, clients="4", rounds="3", samples="16", sample_steps="2")
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = cli.results(tmp_path / "out")
+    trained = [sorted(k for k, c in r["per_client"].items() if c["flops_train"] > 0) for r in record["rounds"][:3]]
+    assert trained == [["2", "3"], ["0", "2", "3"], ["0", "2", "3"]]
+    assert [r["available"] for r in record["rounds"][:3]] == [2, 3, 3]

@@ -52,6 +52,14 @@ def check_replies(replies: Iterable[Message], expected: int, grid=None) -> list[
     return replies
 
 
+def last_trained(rounds: list[dict]) -> dict:
+    """The last round record with a ``train_loss``: rounds in which nobody was online have none."""
+    trained = [r for r in rounds if "train_loss" in r]
+    if not trained:
+        raise ClientFailure("no client was online in any round (the profile's availability): nothing was trained")
+    return trained[-1]
+
+
 def send_each(grid, contents: dict, message_type: str, timeout: float | None = None) -> dict:
     """One message per node (``contents[node]``: a RecordDict), every reply checked; the
     replies by node id. The custom-message pattern (``train.<action>``, ``query.<action>``)."""
@@ -70,7 +78,9 @@ def strategy_rounds(grid, run, strategy, arrays: ArrayRecord, train_config: Conf
     """
     train_config = train_config or ConfigRecord()
     for rnd in range(1, run.cell.rounds + 1):
-        run.begin_round(rnd)  # the round's participants: the strategy samples from them
+        if not run.begin_round(rnd):  # the round's participants (the strategy samples from them): nobody online
+            run.round_end(rnd)
+            continue
         messages = list(strategy.configure_train(rnd, arrays, train_config, grid))
         replies = check_replies(grid.send_and_receive(messages, timeout=timeout), len(messages), grid)
         arrays, metrics = strategy.aggregate_train(rnd, replies)

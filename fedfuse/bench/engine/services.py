@@ -59,6 +59,7 @@ class ServerRun(Evaluation):
     system: str = ""  # where it ran, e.g. "cpu x86_64 32-true" (the runner fills it in)
     reply_check: Callable | None = None  # the protocol's schema for its replies (ProtocolSpec.reply_check)
     _points: dict = field(default_factory=dict)
+    _available: int = 0  # clients online in the current round (begin_round)
 
     @classmethod
     def for_cell(cls, cell: CellSpec, run_dir: Path, reg) -> "ServerRun":
@@ -136,15 +137,26 @@ class ServerRun(Evaluation):
     def begin_round(self, round: int) -> list[int]:
         """This round's participants (node ids in partition order): all clients, or with a
         suite's ``participation`` a draw of ``cell.per_round`` of them from the cell's seed and
-        the round. Until ``round_end``, ``grid.get_node_ids()`` lists only them (so a Flower
-        strategy samples from them). Call it first thing in every round."""
-        nodes = sorted(self.grid.meter.partition_of, key=self.partition_of)
-        k = self.cell.per_round
+        the round, among those online (the profile's ``availability``; fewer when fewer are
+        online, none when nobody is: then end the round without an exchange). Until
+        ``round_end``, ``grid.get_node_ids()`` lists only them (so a Flower strategy samples from
+        them). Call it first thing in every round."""
+        nodes = [n for n in sorted(self.grid.meter.partition_of, key=self.partition_of)
+                 if self.online[round - 1, self.partition_of(n)]]
+        k = min(self.cell.per_round, len(nodes))
         if k < len(nodes):
             picked = np.random.default_rng([self.cell.seed, round, PARTICIPATION_SALT]).choice(len(nodes), k, replace=False)
             nodes = [nodes[i] for i in sorted(picked)]
         self.grid.active = nodes
+        self._available = int(self.online[round - 1].sum())
         return nodes
+
+    @functools.cached_property
+    def online(self) -> np.ndarray:
+        """(rounds, clients): who is online in each round, by the profile's availability model."""
+        from fedfuse.bench.costs.availability import online
+
+        return online(self.cell.profile.get("availability", {}), self.cell.clients, self.cell.rounds, self.cell.seed)
 
     def misses_deadline(self, client: int, figures: dict) -> bool:
         """Whether ``client``'s simulated latency from its round ``figures`` so far (bytes,
@@ -156,8 +168,8 @@ class ServerRun(Evaluation):
         traffic, counts = self.grid.meter.take_round()
         server_flops = sum(self.flops.take().values())
         costs = self.hardware.round_figures(traffic, server_flops, self._points, self.cell.deadline_s)
-        if self.grid.active is not None and self.cell.per_round < self.cell.clients:
-            figures = {**figures, "participants": len(self.grid.active)}
+        if self.grid.active is not None and (self.cell.per_round < self.cell.clients or "availability" in self.cell.profile):
+            figures = {**figures, "available": self._available, "participants": len(self.grid.active)}
         self.grid.active = None
         self._points = {}
         record = {"round": round, "elapsed_s": time.time() - self.started, **figures, **costs, **counts}

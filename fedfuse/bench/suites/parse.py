@@ -111,6 +111,7 @@ class ProfileEntry:
     device: Any
     network: Any
     server: str = DEFAULT_ASSIGNMENT["server"]
+    availability: dict = field(default_factory=dict)  # who is online per round (costs/availability.py)
 
 
 @dataclass
@@ -201,14 +202,27 @@ def parse_suite(doc: dict, path: Path, text: str) -> Suite:
     ]
     if not protocols:
         raise ConfigError(f"{path}: the suite lists no [[protocols]]")
-    profiles = [
-        dataclasses.asdict(build_config(ProfileEntry, entry, f"{where(path, text, '[[profiles]]', i)} profiles[{i}]"))
-        for i, entry in enumerate(doc.get("profiles", []))
-    ]
+    profiles = [profile_assignment(entry, path, text, i) for i, entry in enumerate(doc.get("profiles", []))]
     inline = inline_profiles(doc, path, text)
     profiles = [with_inline(p, inline) for p in profiles] or [dict(DEFAULT_ASSIGNMENT)]
     resources = checked_resources(doc.get("resources", {}), f"{where(path, text, '[resources]')} [resources]")
     return Suite(path, header, matrix, protocols, text, profiles, resources=resources)
+
+
+def profile_assignment(entry: dict, path: Path, text: str, i: int) -> dict:
+    """A [[profiles]] entry as a cell's assignment; ``availability`` checked (a trace file read
+    in) and kept only when given, so that cells without one keep their ids."""
+    from fedfuse.bench.costs.availability import checked
+
+    at = f"{where(path, text, '[[profiles]]', i)} profiles[{i}]"
+    assignment = dataclasses.asdict(build_config(ProfileEntry, entry, at))
+    spec = assignment.pop("availability")
+    if spec:
+        try:
+            assignment["availability"] = checked(spec, path.parent)
+        except ValueError as err:
+            raise ConfigError(f"{at}: {err}") from None
+    return assignment
 
 
 def inline_profiles(doc: dict, path: Path, text: str) -> dict:

@@ -4,12 +4,12 @@ model over rounds samples and evaluates."""
 from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAvg
 
-from fedfuse.api import derive_seed, strategy_rounds
+from fedfuse.api import derive_seed, last_trained, strategy_rounds
 from fedfuse.protocols.fedavg import task
 
 
 def server(grid, run) -> dict:
-    cfg, n = run.config, run.cell.per_round  # all clients, or the round's participants (run.begin_round)
+    cfg = run.config
     model = task.build_model(run.data.image_shape, cfg.model, seed=derive_seed(run.cell.seed, 1))
     scheduler, ema = task.build_scheduler(cfg.timesteps), None
 
@@ -20,9 +20,10 @@ def server(grid, run) -> dict:
         ema.update(model)
         return {"eval_loss": run.held_out_loss(ema.model, scheduler), **run.target_check(ema.model, rnd, cfg.timesteps)}
 
-    strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
+    # every node the grid lists this round: all clients, or the harness's draw (run.begin_round)
+    strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=1)
     strategy_rounds(grid, run, strategy, ArrayRecord(model.state_dict()), evaluate_fn=evaluate)
-    last = run.rounds[-1]
+    last = last_trained(run.rounds)
     return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
             "model_params": sum(p.numel() for p in model.parameters()),
             **run.sample_and_score(ema.model, cfg.timesteps)}

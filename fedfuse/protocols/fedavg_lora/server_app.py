@@ -11,6 +11,7 @@ from fedfuse.api import (
     ClientData,
     Ema,
     derive_seed,
+    last_trained,
     send_each,
     strategy_rounds,
 )
@@ -37,7 +38,8 @@ def server(grid, run) -> dict:
 
     start = task.trainable_state(model, cfg.mode, cfg.aggregation)
     strategy_rounds(grid, run, strategy(run, model), ArrayRecord(start), evaluate_fn=evaluate)
-    return {"train_loss": run.rounds[-1]["train_loss"], "eval_loss": run.rounds[-1]["eval_loss"],
+    last = last_trained(run.rounds)
+    return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
             "trained_params": sum(v.numel() for v in start.values()),
             "model_params": sum(p.numel() for p in base.parameters()),
             **{k: card[k] for k in ("pretrain_flops", "pretrain_s")}, **before,
@@ -45,7 +47,7 @@ def server(grid, run) -> dict:
 
 
 def strategy(run, model) -> FedAvg:
-    n = run.cell.per_round  # all clients, or the round's participants (strategy_rounds calls run.begin_round)
+    n = 1  # FedAvg trains every node the grid lists: all clients, or the harness's draw (run.begin_round)
     if run.config.mode == "full":
         return FedAvg(fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
     frozen = {k: v for k, v in task.trainable_state(model, "lora").items() if k.endswith(aggregation.A_SUFFIX)}

@@ -12,6 +12,7 @@ from fedfuse.api import (
     build_unet,
     derive_seed,
     diffusion_loss,
+    last_trained,
     send_each,
 )
 from fedfuse.protocols.ondemand_quant import solver, task
@@ -32,6 +33,9 @@ def server(grid, run) -> dict:
         if cfg.redraw_channel:
             run.hardware.redraw(rnd, run.cell.seed)
         active = run.begin_round(rnd)  # all clients, or the round's participants
+        if not active:  # nobody online: the model waits
+            run.round_end(rnd)
+            continue
         params = sum(v.numel() for v in model.state_dict().values())
         plan = plan_round(run, cfg, weights, flops, params, [run.partition_of(n) for n in active])
         for client, choice in plan.items():  # the maxima, unless the plan chose them; before a deadline is checked
@@ -49,7 +53,8 @@ def server(grid, run) -> dict:
                       plan={str(c): {"bits": o.bits, "cpu_freq_hz": o.cpu_freq_hz, "tx_power_w": o.tx_power_w}
                             for c, o in sorted(plan.items())})
     bits = [b["bits"] for r in run.rounds for b in r["plan"].values()]
-    return {"train_loss": run.rounds[-1]["train_loss"], "eval_loss": run.rounds[-1]["eval_loss"],
+    last = last_trained(run.rounds)
+    return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
             "mean_bits": float(np.mean(bits)), **run.sample_and_score(ema.model, cfg.timesteps)}
 
 

@@ -30,6 +30,9 @@ def server(grid, run) -> dict:
     ema, pool, shared = Ema(model, cfg.ema_decay), task.Pool(cfg.server_pool), {}
     for rnd in range(1, run.cell.rounds + 1):
         config = {n: RecordDict({"config": ConfigRecord({"round": rnd})}) for n in run.begin_round(rnd)}
+        if not config:  # nobody online this round
+            run.round_end(rnd)
+            continue
         replies = send_each(grid, config, "train.local_and_cut")
         # Pool in client order: replies arrive in any order and node ids differ from run to run.
         shared = received(replies, sorted(replies, key=run.partition_of))
