@@ -15,28 +15,29 @@ from fedfuse.leaderboard.render import markdown
 from fedfuse.leaderboard.store import ResultStore
 from fedfuse.plugins.manager import registry
 
-STUDIES = {  # protocol folder, extra table columns, (x, [y, ...]) of the figure
+STUDIES = {  # protocol folder, extra table columns, the figure's panels [(x, y), ...]
     "fedavg-lora": ("fedavg_lora", ("trained_params", "base_fid", "eval_loss", "pretrain_s"),
-                    ("bytes_up", ["fid", "energy_j"])),
+                    [("bytes_up", "fid"), ("bytes_up", "energy_j")]),
     "split-diffusion": ("split_diffusion", ("cut_ratio", "server_flops", "client_gen_flops", "nn_mse", "nn_ssim",
                                             "disclosure_fid_cut", "disclosure_fid_approx",
                                             "disclosure_fid_approx_heldout", "disclosure_fid_fresh"),
-                        ("cut_ratio", ["client_flops", "disclosure_fid_approx", "fid"])),
+                        [("cut_ratio", "client_flops"), ("cut_ratio", "disclosure_fid_approx"), ("cut_ratio", "fid")]),
     "ondemand-quant": ("ondemand_quant", ("mean_bits", "e_static_j", "rounds_to_target", "energy_to_target_j",
                                           "latency_to_target_s", "eval_loss"),
-                       ("mean_bits", ["fid", "energy_j", "energy_to_target_j"])),
+                       [("mean_bits", "fid"), ("energy_j", "fid"), ("mean_bits", "energy_j"),
+                        ("mean_bits", "energy_to_target_j")]),
 }
 MARK = "## Measured"
 
 
-def figure(rows, x: str, ys: list[str], path: Path) -> None:
+def figure(rows, panels: list[tuple[str, str]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(ys), figsize=(4.2 * len(ys), 3.3))
-    for ax, y in zip(axes, ys):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3))
+    for ax, (x, y) in zip(axes, panels):
         for r in rows:
             if r.values.get(x) and r.values.get(y):
                 ax.errorbar(r.mean(x), r.mean(y), xerr=r.std(x), yerr=r.std(y), fmt="o", capsize=3)
@@ -69,11 +70,11 @@ def sample_grids(rows, records: list[dict], folder: Path) -> str:
 
 
 def main(study: str, out: str) -> None:
-    folder, extra, (x, ys) = STUDIES[study]
+    folder, extra, panels = STUDIES[study]
     records = ResultStore(Path(out) / "results.sqlite").records()
     rows = ranked_rows(records, registry())
     readme = Path(__file__).resolve().parents[1] / "fedfuse" / "protocols" / folder / "README.md"
-    figure(rows, x, ys, readme.with_name("tradeoff.png"))
+    figure(rows, panels, readme.with_name("tradeoff.png"))
     head = readme.read_text().split(MARK)[0]
     body = (f"{MARK} (`fedfuse run seed-{study}`)\n\nMeasured on 2 CPU cores; regenerate with "
             f"`python scripts/measured_tables.py {study} <out>`.\n\n{markdown(rows, extra)}\n\n![trade-off](tradeoff.png)\n\n"
