@@ -59,7 +59,6 @@ class ServerRun(Evaluation):
     system: str = ""  # where it ran, e.g. "cpu x86_64 32-true" (the runner fills it in)
     reply_check: Callable | None = None  # the protocol's schema for its replies (ProtocolSpec.reply_check)
     _points: dict = field(default_factory=dict)
-    _available: int = 0  # clients online in the current round (begin_round)
 
     @classmethod
     def for_cell(cls, cell: CellSpec, run_dir: Path, reg) -> "ServerRun":
@@ -148,7 +147,6 @@ class ServerRun(Evaluation):
             picked = np.random.default_rng([self.cell.seed, round, PARTICIPATION_SALT]).choice(len(nodes), k, replace=False)
             nodes = [nodes[i] for i in sorted(picked)]
         self.grid.active = nodes
-        self._available = int(self.online[round - 1].sum())
         return nodes
 
     @functools.cached_property
@@ -169,7 +167,7 @@ class ServerRun(Evaluation):
         server_flops = sum(self.flops.take().values())
         costs = self.hardware.round_figures(traffic, server_flops, self._points, self.cell.deadline_s)
         if self.grid.active is not None and (self.cell.per_round < self.cell.clients or "availability" in self.cell.profile):
-            figures = {**figures, "available": self._available, "participants": len(self.grid.active)}
+            figures = {**figures, "available": int(self.online[round - 1].sum()), "participants": len(self.grid.active)}
         self.grid.active = None
         self._points = {}
         record = {"round": round, "elapsed_s": time.time() - self.started, **figures, **costs, **counts}

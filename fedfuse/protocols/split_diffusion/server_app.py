@@ -140,9 +140,19 @@ def target_figures(grid, run, server: Server, nodes, shared: dict) -> dict:
     """The quality target's FID after a round: ``target_samples`` images made the protocol's
     way, shared among the clients, against held-out images of their classes. Evaluation:
     nothing it moves or computes is counted."""
-    per_client = math.ceil(run.cell.evaluation["target_samples"] / len(nodes))
     with run.uncounted():
-        images = client_samples(grid, run, server, nodes, shared, per_client, 0x7A, None)
+        images = client_samples(grid, run, server, nodes, shared, per_client_target(run, nodes), 0x7A, None)
+    return target_of_clients(run, images)
+
+
+def per_client_target(run, nodes) -> int:
+    """Each client's share of the quality target's ``target_samples`` images."""
+    return math.ceil(run.cell.evaluation["target_samples"] / len(nodes))
+
+
+def target_of_clients(run, images: dict) -> dict:
+    """``target_fid`` of every client's {client: images} together, against held-out images of
+    the clients' classes."""
     classes = sorted({c for client in images for c in run.client_private(client)[1]})
     return run.target_score(torch.cat([images[c] for c in sorted(images)]), classes)
 
@@ -298,12 +308,9 @@ def central_samples(run, model, client: int, cond, n_cond: int, n: int, salt: in
 def central_target(run, model, nodes, conds: dict, n_cond: int) -> dict:
     """The quality target's FID after a round (as ``target_figures``): the server generates for
     every client; evaluation, not counted."""
-    per_client = math.ceil(run.cell.evaluation["target_samples"] / len(nodes))
-    clients = {run.partition_of(n): n for n in nodes}
-    images = [central_samples(run, model, c, conds.get(clients[c]), n_cond, per_client, 0x7A, None)
-              for c in sorted(clients)]
-    classes = sorted({k for c in clients for k in run.client_private(c)[1]})
-    return run.target_score(torch.cat(images), classes)
+    per_client = per_client_target(run, nodes)
+    return target_of_clients(run, {run.partition_of(n): central_samples(run, model, run.partition_of(n), conds.get(n),
+                                                                       n_cond, per_client, 0x7A, None) for n in nodes})
 
 
 def check_shared(sent, reply, config) -> None:
