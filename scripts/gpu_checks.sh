@@ -1,40 +1,55 @@
 #!/usr/bin/env bash
-# The GPU checks docs/quality.md reports, as one script: the `gpu` tests, each preset's step
-# time through the shared loop (fp32 and bf16), and learning curves of Fashion-MNIST 28x28 (the
-# -gpu tiers' data) on the card. Results go to $OUT (default /tmp/gpu-out):
+# The GPU checks docs/quality.md reports, as one script for one lent card: the `gpu` tests and
+# learning curves of Fashion-MNIST 28x28 (the -gpu tiers' data), several at once (each is bound
+# by its host process, not by the card). Results go to $OUT (default /tmp/gpu-out):
 #   OUT=/tmp/gpu-out bash scripts/gpu_checks.sh
-# On a bare machine without the venv, a folder .gpu/ may carry wheels (.gpu/whl: fedfuse and what
-# the image lacks: on the lent H200 that was diffusers, lightning-fabric, importlib_metadata and
-# prdc) and Fashion-MNIST's IDX files (.gpu/fashion); they are installed first. Flower's simulation
-# (Ray) cannot travel that way, so the -gpu suites themselves are not run here.
-# DEADLINE (seconds, default 420) skips the curves that would start after it.
+#   STEP_TIMES=1 ... also times each preset's step (scripts/step_times.py, fp32 and bf16)
+# On a bare machine without the venv, a folder .gpu/ may carry wheels (.gpu/whl: what the image
+# lacks; on the lent H200 that was diffusers, lightning-fabric, importlib_metadata and prdc, and
+# a fedfuse wheel for its plugins' entry points: `pip wheel --no-deps . -w .gpu/whl`) and
+# Fashion-MNIST's IDX files (.gpu/fashion); they are installed first, and fedfuse is read from
+# this checkout. Flower's simulation (Ray) cannot travel that way, so the -gpu suites themselves
+# are not run here. LIMIT (seconds, default 500) stops the curves; each checkpoint is kept as it
+# is measured ($OUT/curves.tgz, replaced every 20 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/gpu-out}; WORK=/tmp/gpu-work; DEADLINE=${DEADLINE:-420}
+OUT=${OUT:-/tmp/gpu-out}; WORK=/tmp/gpu-work; LIMIT=${LIMIT:-500}
 mkdir -p "$OUT" "$WORK"
 PY=.venv/bin/python
 if [ -d .gpu/whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site PY=python3
-  mkdir -p /usr/share/datasets/fashion-mnist && cp -n .gpu/fashion/* /usr/share/datasets/fashion-mnist/
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .gpu/whl/*.whl || exit 1
+  export PYTHONPATH=$PWD:/tmp/site PY=python3
+  mkdir -p /usr/share/datasets/fashion-mnist && cp .gpu/fashion/* /usr/share/datasets/fashion-mnist/
 fi
 nvidia-smi -L; $PY -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)"
 
+snapshot() { tar czf "$OUT/.curves.tgz" -C "$WORK" . 2>/dev/null && mv "$OUT/.curves.tgz" "$OUT/curves.tgz"; }
+
+# The curves, one line each: dataset, preset, checkpoints, then learning_curves.py's options.
+# The recipe of the -gpu candidates: T = 1,000, batch 128, EMA 0.999, a 500-step warm-up.
+GPU_RECIPE="--timesteps 1000 --batch-size 128 --warmup 500 --ema 0.999"
+CURVES=${CURVES:-"fashion-mnist large 1500,3000,5000,8000 --lr 5e-4 $GPU_RECIPE
+fashion-mnist wide 1500,3000,5000,8000 --lr 1e-3 $GPU_RECIPE
+fashion-mnist base 1500,3000,6000,10000 --lr 1e-3 $GPU_RECIPE"}
+
+echo "== curves, in parallel ($SECONDS s)"
+i=0
+while read -r data model steps opts; do
+  i=$((i + 1))
+  OMP_NUM_THREADS=4 timeout "$LIMIT" $PY scripts/learning_curves.py "$data" --model "$model" --steps "$steps" \
+    --accelerator cuda $opts --records "$WORK/curves.jsonl" > "$WORK/curve-$i.log" 2>&1 &
+done <<< "$CURVES"
+
 echo "== gpu tests ($SECONDS s)"
-$PY -m pytest -m gpu -s -q -p no:cacheprovider tests/test_toolkit.py 2>&1 | tee "$OUT/pytest.log"
+$PY -m pytest -m gpu -s -q -p no:cacheprovider tests/test_toolkit.py > "$OUT/pytest.log" 2>&1
+tail -3 "$OUT/pytest.log"
+if [ "${STEP_TIMES:-0}" = 1 ]; then
+  $PY scripts/step_times.py --accelerator cuda --steps 100 --json "$OUT/step_times.jsonl"
+fi
 
-echo "== step times ($SECONDS s)"
-$PY scripts/step_times.py --accelerator cuda --steps 100 --json "$OUT/step_times.jsonl"
-$PY scripts/step_times.py --accelerator cuda --precision bf16-mixed --side 28 --steps 100 --json "$OUT/step_times.jsonl"
-
-curve() {  # dataset model steps: one learning curve on the card, kept in $OUT after each
-  if [ "$SECONDS" -gt "$DEADLINE" ]; then echo "skipped (deadline): $*"; return; fi
-  echo "== curve $* ($SECONDS s)"
-  $PY scripts/learning_curves.py "$1" --model "$2" --steps "$3" --accelerator cuda --records "$WORK/curves.jsonl"
-  cp "$WORK/curves.jsonl" "$OUT/" && tar czf "$OUT/grids.tgz" -C "$WORK" grids
-}
-curve fashion-mnist base 1000,2000,4000,6000
-curve fashion-mnist small 1000,2000,4000,6000
-
+while [ -n "$(jobs -rp)" ]; do snapshot; sleep 20; done
+snapshot
+tail -n 3 "$WORK"/curve-*.log
 echo "== done ($SECONDS s)"

@@ -41,6 +41,14 @@ def settings(args) -> dict:
     return out
 
 
+def recipe_label(s: dict) -> str:
+    """'' for the CPU curves' recipe (T 200, batch 64, lr 2e-3, EMA 0.995), else what differs:
+    curves of one preset under two recipes are two curves, and their grids two files."""
+    default = {"timesteps": 200, "batch_size": 64, "lr": 2e-3, "ema_decay": 0.995, "warmup_steps": 100}
+    short = {"timesteps": "T", "batch_size": "b", "lr": "lr", "ema_decay": "ema", "warmup_steps": "wu"}
+    return "".join(f"-{short[k]}{s[k]:g}" for k in default if s[k] != default[k])
+
+
 def done(setting: dict, records: Path) -> bool:
     if not records.is_file():
         return False
@@ -72,7 +80,7 @@ def measure(args) -> None:
         images = sample(ema.model, args.samples, data.image_shape, args.timesteps, args.sample_steps, seed=1,
                         resources=resources)
         q = score(net, held, images)
-        tag = f"{args.dataset}{args.size or ''}-{args.model}-{target}"
+        tag = f"{args.dataset}{args.size or ''}-{args.model}-{target}{recipe_label(setting)}"
         grids = records.parent / "grids"
         grids.mkdir(parents=True, exist_ok=True)
         save_grid(images, grids / f"{tag}{'-' + args.accelerator if args.accelerator != 'cpu' else ''}.png")
@@ -100,12 +108,13 @@ def plot() -> None:
             r = json.loads(line)
             s = r["settings"]
             card = f" ({r['system']['device_name']})" if "system" in r else ""
-            curves.setdefault(f"{s['dataset']}{s['size'] or ''} {s['model']}{card}", []).append(r)
+            label = f"{s['dataset']}{s['size'] or ''} {s['model']}{recipe_label(s).replace('-', ' ')}{card}"
+            curves.setdefault(label, []).append(r)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for i, (label, rows) in enumerate(sorted(curves.items())):
         rows.sort(key=lambda r: r["steps"])
         ratio = [r["fid"] / r["ref"]["noise"]["fid"] for r in rows]
-        style = {"marker": "o", "color": f"C{i}", "label": label}  # one colour per curve on every axis
+        style = {"marker": "o", "color": plt.get_cmap("tab20")(i % 20), "label": label}  # one colour per curve, every axis
         axes[0].plot([r["steps"] for r in rows], ratio, **style)
         if "system" not in rows[0]:
             axes[1].plot([r["train_cpu_s"] for r in rows], ratio, **style)
@@ -135,7 +144,7 @@ def table() -> str:
     for r in sorted(rows, key=lambda r: (r["settings"]["dataset"], r["settings"]["size"], r["settings"]["model"], r["steps"])):
         s = r["settings"]
         side = s["size"] or {"digits": 8}.get(s["dataset"], 28)
-        lines.append(f"| {s['dataset']} {side} px | {s['model']} | {r['params'] / 1e3:.0f} k | {r['steps']} | "
+        lines.append(f"| {s['dataset']} {side} px | {s['model']}{recipe_label(s).replace('-', ' ')} | {r['params'] / 1e3:.0f} k | {r['steps']} | "
                      f"{r['train_cpu_s']:.0f} | {r['fid']:.1f} | {r['fid'] / r['ref']['noise']['fid']:.3f} | "
                      f"{r['recall']:.2f} | {r['ref']['real']['fid']:.1f} | {r['ref']['noise']['fid']:.0f} |")
     return "\n".join(lines)

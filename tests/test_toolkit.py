@@ -146,3 +146,12 @@ def test_train_adds_a_protocols_extra_loss_computed_on_the_model_itself():
         return term
 
     assert drift(proximal) < 0.5 * drift() and seen and all(seen)
+
+
+def test_gpu_presets_build_and_large_needs_a_side_divisible_by_4():
+    from fedfuse.toolkit import models
+
+    sizes = {name: sum(p.numel() for p in models.build_unet((1, 8, 8), name, 0).parameters()) for name in ("wide", "large")}
+    assert 3.9e6 < sizes["wide"] < 4.1e6 and 15.6e6 < sizes["large"] < 15.8e6  # docs/quality.md's figures
+    with pytest.raises(ValueError, match="must divide by 4, got 14x14"):
+        models.build_unet((1, 14, 14), "large", 0)

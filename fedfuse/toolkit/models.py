@@ -22,6 +22,9 @@ def build_unet(image_shape: tuple[int, int, int], preset: str, seed: int, classe
     p = PRESETS[preset]
     attn = p["attention"] if attention is None else attention
     levels = len(p["widths"])
+    if any(side % 2 ** (levels - 1) for side in image_shape[1:]):
+        raise ValueError(f"model '{preset}' halves the image {levels - 1} times: its side must divide by "
+                         f"{2 ** (levels - 1)}, got {image_shape[1]}x{image_shape[2]}")
     down = ["DownBlock2D"] * (levels - 1) + ["AttnDownBlock2D" if attn else "DownBlock2D"]
     up = ["AttnUpBlock2D" if attn else "UpBlock2D"] + ["UpBlock2D"] * (levels - 1)
     channels, height, _ = image_shape
