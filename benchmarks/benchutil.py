@@ -4,6 +4,7 @@ import os
 
 FULL = os.environ.get("FEDFUSE_BENCH_FULL") == "1"
 MEANS: dict[str, float] = {}
+LINES: list[str] = []  # printed at the end of a full run (e.g. the scaling comparison)
 PAIRS = [("harness ClientApp train / plain torch loop", "harness_client_train", "plain_torch_train"),
          ("reply checks of one reply / one client's training round", "reply_checks", "harness_client_train")]
 

@@ -3,7 +3,7 @@ tiny sizes with timing off, so a broken import or API fails CI instead of rottin
 ``bash scripts/bench.sh`` sets FEDFUSE_BENCH_FULL=1: full sizes, timed, and the ratios between
 paired benchmarks (harness path / plain reference) printed at the end."""
 
-from benchutil import FULL, MEANS, PAIRS
+from benchutil import FULL, LINES, MEANS, PAIRS
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -13,3 +13,5 @@ def pytest_terminal_summary(terminalreporter):
         if numerator in MEANS and denominator in MEANS:
             ratio = MEANS[numerator] / MEANS[denominator]
             terminalreporter.write_line(f"ratio {title}: {ratio:.3f}x (1.000 = no overhead)")
+    for line in LINES:
+        terminalreporter.write_line(line)

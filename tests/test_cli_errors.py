@@ -54,6 +54,10 @@ def test_data_show_prints_the_partition_and_plots(cli, tmp_path):
     assert bad.returncode == 2 and "unknown argument 'alpha'; allowed: max_per_client" in bad.stderr
     missing = cli("data", "show", "image-folder", "--data-arg", f"path={tmp_path / 'nowhere'}")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    unsplittable = cli("data", "show", "digits", "--partitioner", "dirichlet", "--clients", "100", "--arg", "alpha=0.5",
+                       "--arg", "min_partition_size=5", "--data-arg", "public_fraction=0.2")
+    assert unsplittable.returncode == 2 and "dirichlet over 100 clients: cannot be built: ValueError" in unsplittable.stderr
+    assert "Traceback" not in unsplittable.stderr
 
 
 def test_an_unreachable_superlink_is_an_input_error(cli, tmp_path):

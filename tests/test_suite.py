@@ -33,6 +33,15 @@ def test_every_seed_study_has_three_tiers_of_the_same_matrix():
         assert all(c.dataset_args.get("size", 28) == 28 and c.dataset == "fashion-mnist" for c in tiers["-gpu"])
 
 
+def test_cross_device_tiers_share_their_configurations_and_the_full_one_is_a_population():
+    full, quick = (expand(load_suite(name), registry()) for name in ("cross-device", "cross-device-quick"))
+    assert sorted(c.label for c in full if c.seed == 0) == sorted(c.label for c in quick)
+    assert {c.protocol for c in full} == {"fedavg", "fedavg-lora", "ondemand-quant"}
+    assert all(c.clients == 1000 and c.per_round == 100 and c.deadline_s == 60.0 for c in full)
+    assert all(c.evaluation["samples"] >= 1000 for c in full) and len({c.seed for c in full}) == 3
+    assert "quality is not meaningful" in load_suite("cross-device-quick").header.description
+
+
 def test_matrix_is_the_product(tmp_path):
     path = write_suite(tmp_path / "s.toml", FEDAVG + '[[protocols]]\nname = "fedavg"\nlabel = "fedavg-wide"\n'
                        'config = { model = "small" }\n', partitioners='["iid", { name = "dirichlet", alpha = 0.1 }]')

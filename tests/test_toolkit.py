@@ -155,3 +155,32 @@ def test_gpu_presets_build_and_large_needs_a_side_divisible_by_4():
     assert 3.9e6 < sizes["wide"] < 4.1e6 and 15.6e6 < sizes["large"] < 15.8e6  # docs/quality.md's figures
     with pytest.raises(ValueError, match="must divide by 4, got 14x14"):
         models.build_unet((1, 14, 14), "large", 0)
+
+
+def test_training_flops_come_from_a_dry_step_that_leaves_no_trace():
+    """The loop counts a throwaway step on fixed inputs, once per process and cell (scope), and
+    runs every real step uncounted: same FLOPs as counting a real step, and bit-identical weights
+    to a run that counts nothing (the counter alone changes a backward pass's last bits)."""
+    from fedfuse.bench.costs.flops import FlopMeter
+
+    def run(meter, steps=3, seed=1):
+        model = models.build_unet((1, 8, 8), "tiny", 0)
+        ddpm.train(model, ddpm.build_scheduler(50), DATA, steps, ddpm.Recipe(batch_size=8, warmup_steps=2),
+                   torch.Generator().manual_seed(seed), flops=meter)
+        return model.state_dict()
+
+    def real_step_flops():  # the old way: one real step under the counter
+        model, meter = models.build_unet((1, 8, 8), "tiny", 0), FlopMeter()
+        scheduler, gen = ddpm.build_scheduler(50), torch.Generator().manual_seed(0)
+        ddpm.fit(model, lambda module, device: ddpm.diffusion_loss(module, scheduler, DATA.sample_batch(8, gen)[0], gen,
+                                                                  None, None, device), 1, ddpm.Recipe(batch_size=8),
+                 flops=meter, shape_of=lambda: (8, 1, 8, 8))
+        return meter.take()["flops_train"]
+
+    counted, plain = FlopMeter(scope="cell-a"), None
+    weights, reference = run(counted), run(plain)
+    assert all(torch.equal(weights[k], reference[k]) for k in weights)  # no trace in the result
+    assert counted.take()["flops_train"] == 3 * real_step_flops() > 0
+    again = FlopMeter(scope="cell-a")  # a later message of the cell: measured figure reused
+    run(again, steps=5)
+    assert again.take()["flops_train"] == 5 * real_step_flops()

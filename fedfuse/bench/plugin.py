@@ -34,7 +34,7 @@ HARNESS_METRICS = [
     MetricSpec("trained_params", "count", higher_is_better=False, aggregate="last",
                summary="parameters clients train and send (adapters only, for LoRA)"),
     MetricSpec("engine_start_s", "s", higher_is_better=False, aggregate="last",
-               summary="seconds until every client node first answered: the engine's start-up (Ray, actors, SuperNodes)"),
+               summary="the engine's start-up: simulation, until Ray's ClientApp actors are up; deployment, until every SuperNode first answered"),
     MetricSpec("engine_reused", "", higher_is_better=False, aggregate="last",
                summary="simulation: 1 if the cell found the run's Ray runtime already started"),
     MetricSpec("wall_s", "s", higher_is_better=False, aggregate="sum",

@@ -70,11 +70,15 @@ def warmup(step: int, warmup_steps: int) -> float:
 
 
 def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Resources | None = None,
-        flops=None, start_step: int = 0, ema: "Ema | None" = None, shape_of: Callable = lambda: None) -> float:
+        flops=None, start_step: int = 0, ema: "Ema | None" = None, shape_of: Callable = lambda: None,
+        dry_loss: Callable | None = None) -> float:
     """``steps`` AdamW steps on ``model``'s trainable parameters; ``batch_loss(module, device)``
     returns one batch's loss. ``start_step`` continues the warm-up across rounds; ``ema`` is
     updated after each step. ``flops`` (a harness FlopMeter) counts each step under the key
-    ``shape_of()``. Returns the mean loss; the model is back on the CPU afterwards."""
+    ``shape_of()``; given ``dry_loss(module, device)``, a loss on fixed inputs of a batch's
+    shapes that draws no random numbers, it counts one throwaway step of that instead (FlopMeter's
+    ``dry_step``) and no real step runs under the counter. Returns the mean loss; the model is
+    back on the CPU afterwards."""
     fab = fabric(resources)
     params = [p for p in model.parameters() if p.requires_grad]
     module, optimizer = fab.setup(model, torch.optim.AdamW(params, lr=recipe.lr))
@@ -82,6 +86,10 @@ def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Reso
     module.train()
     if ema is not None:
         ema.averaged.to(fab.device)
+    if flops is not None and dry_loss is not None:
+        key = (shape_of(), parameter_layout(model))
+        flops.dry_step("train", key, steps, lambda: dry_backward(module, dry_loss, fab, params))
+        flops = None  # counted: the real steps run uncounted
     total = 0.0
     try:
         for _ in range(steps):
@@ -104,6 +112,21 @@ def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Reso
     return total / steps
 
 
+def parameter_layout(model) -> int:
+    """What a training step's FLOPs depend on besides the batch: each parameter's name, shape and
+    whether it trains (frozen weights need no weight gradient)."""
+    return hash(tuple((n, tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()))
+
+
+def dry_backward(module, dry_loss: Callable, fab, params: list) -> None:
+    """One forward and backward pass of ``dry_loss`` whose gradients are then dropped; the global
+    RNG is restored (a dropout layer would draw from it)."""
+    with torch.random.fork_rng(devices=[]):
+        fab.backward(dry_loss(module, fab.device))
+    for p in params:
+        p.grad = None
+
+
 def train(model, scheduler, data, steps: int, recipe: Recipe, generator: torch.Generator,
           resources: Resources | None = None, flops=None, conditional: bool = False,
           t_range: tuple[int, int] | None = None, start_step: int = 0, ema: "Ema | None" = None,
@@ -121,7 +144,13 @@ def train(model, scheduler, data, steps: int, recipe: Recipe, generator: torch.G
         # Fabric wraps the model; the term sees the model itself (same parameters, same names)
         return loss + extra_loss(getattr(module, "module", module)) if extra_loss is not None else loss
 
-    return fit(model, batch_loss, steps, recipe, resources, flops, start_step, ema, lambda: shape)
+    def dry_loss(module, device):  # a batch's shapes, fixed values, no RNG of the run's
+        labels = torch.zeros(recipe.batch_size, dtype=torch.long) if conditional else None
+        loss = diffusion_loss(module, scheduler, torch.zeros(shape), torch.Generator().manual_seed(0), labels, t_range,
+                              device)
+        return loss + extra_loss(getattr(module, "module", module)) if extra_loss is not None else loss
+
+    return fit(model, batch_loss, steps, recipe, resources, flops, start_step, ema, lambda: shape, dry_loss)
 
 
 @torch.no_grad()

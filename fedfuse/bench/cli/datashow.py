@@ -32,7 +32,12 @@ def show_partition(args, console) -> dict:
     part_args = with_defaults(pspec, parse_pairs(args.arg, "--arg", partitioner_args(pspec)))
     cell = DataSplit(args.dataset, data_args, args.partitioner, part_args, args.clients, args.seed)
     data = load(args.dataset, data_args)
-    summary = describe(data, cached_partition(*cell.key()), args.partitioner, part_args)
+    try:
+        parts = cached_partition(*cell.key())
+    except (ValueError, IndexError, KeyError, AssertionError) as err:  # as a suite's preflight says it
+        raise ConfigError(f"{args.dataset} split by {args.partitioner} over {args.clients} clients: cannot be "
+                          f"built: {type(err).__name__}: {err}") from None
+    summary = describe(data, parts, args.partitioner, part_args)
     console.print(partition_table(cell, data.class_names, summary))
     console.print(f"mean total-variation distance to the pooled label distribution: "
                   f"{summary['mean_tv_distance']:.3f} (0 = IID, 1 = disjoint)")

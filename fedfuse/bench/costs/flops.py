@@ -5,8 +5,13 @@ Wrap each step of work in ``meter.step(kind, key)``: the first step with a given
 later ones only add that number, so counting costs (almost) nothing after the first step.
 ``key`` must change whenever the work does (batch shape, model); ``kind`` is "train" (forward
 and backward inside the block) or "sample". Optimizer updates are elementwise and not counted.
-FlopCounterMode changes the last bits of a backward pass, so the ClientApp restarts its
-meter on every message: the measured step is then always a message's first, in every engine.
+FlopCounterMode changes the last bits of a backward pass (it decomposes some operators), so the
+ClientApp restarts its meter on every message: the measured step is then always a message's
+first, in every engine.
+
+The toolkit's training loop does better (``dry_step``): it measures a throwaway step on fixed
+inputs, once per process and cell, and runs every real step uncounted, so no result depends on
+the counter and a message's first step costs no more than the others.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 KINDS = ("train", "sample")
+_DRY: dict[tuple, int] = {}  # dry-step FLOPs per (scope, kind, key), for this process's life
 
 
 class FlopMeter:
@@ -30,9 +36,23 @@ class FlopMeter:
             loss = ...; loss.backward()
     """
 
-    def __init__(self):
+    def __init__(self, scope: str | None = None):
         self.per_step: dict[tuple, int] = {}
         self._totals: dict[str, float] = defaultdict(float)
+        #: the cell this meter counts for (the harness sets it): dry-step figures are kept per
+        #: process and scope, so a later message of the cell reuses them. None: per message.
+        self.scope = scope
+
+    def dry_step(self, kind: str, key, steps: int, measure) -> None:
+        """Count ``steps`` steps of ``kind`` whose FLOPs ``measure()`` performs once, under the
+        counter, on inputs of the same shapes: once per (scope, kind, key) in this process
+        (``measure`` must leave no trace in the real computation: no RNG drawn, no state)."""
+        cache, full_key = (_DRY, (self.scope, kind, key)) if self.scope is not None else (self.per_step, (kind, key))
+        if full_key not in cache:
+            with FlopCounterMode(display=False) as counter:
+                measure()
+            cache[full_key] = counter.get_total_flops()
+        self._totals[kind] += cache[full_key] * steps
 
     @contextmanager
     def step(self, kind: str, key=()):

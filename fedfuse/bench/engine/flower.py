@@ -68,12 +68,17 @@ def protocol_client_app(cell_json: str) -> ClientApp:
     return registry().get("protocols", protocol).load_client_app()
 
 
-def serve(grid, run, server_loop) -> dict:
+def serve(grid, run, server_loop, node_partitions=None) -> dict:
     """The harness's part of every ServerApp, in either engine: map nodes to partitions, count
     every message, then hand the grid to the protocol's server loop. Returns its metrics, with
-    ``engine_start_s``: the time until every node first answered (engine and clients up)."""
+    ``engine_start_s``: the time until the node map was known. ``node_partitions`` (the
+    simulation's: it registers the nodes itself) waits for that map; without it every node is
+    asked (deployment: the first answer of every node, so the engine and clients are up)."""
     started = time.perf_counter()
-    nodes = identify_nodes(grid, run.cell.clients)  # the first answer of every node: the engine is up
+    if node_partitions is not None:
+        nodes = node_partitions(run.cell.clients)
+    else:
+        nodes = identify_nodes(grid, run.cell.clients)
     engine_start_s = time.perf_counter() - started
     run.grid = CountingGrid(grid, TrafficMeter(nodes), ReplyPolicy.for_run(run),
                             run.misses_deadline if run.cell.deadline_s else None)

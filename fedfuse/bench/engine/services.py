@@ -222,5 +222,6 @@ def _client_run(cell_json: str, partition_id: int, num_partitions: int) -> Clien
         raise RuntimeError(f"this SuperNode is one of {num_partitions} partitions, the cell has {cell.clients} clients")
     data = load(cell.dataset, cell.dataset_args)
     view = ClientData(data.train_images, data.train_labels, torch.from_numpy(cell_partitions(cell)[partition_id]))
-    return ClientRun(cell, load_protocol_config(cell), partition_id, num_partitions, view)
+    return ClientRun(cell, load_protocol_config(cell), partition_id, num_partitions, view,
+                     flops=FlopMeter(scope=cell.cell_id))  # dry-step FLOPs kept for the cell's later messages
 

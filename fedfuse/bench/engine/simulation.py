@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
+import time
 
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
@@ -97,30 +99,86 @@ def actors_kept_warm():
         pool.pool.extend(warm)
         pool.num_actors += len(warm)
         add(pool, num_actors - len(warm))
+        # the engine has started once the new actors' processes are up; waited for on a thread of
+        # its own: a signal arriving in Ray's wait on the main thread would become a SystemExit
+        threading.Thread(target=ready, args=(pool.pool[len(warm):],), daemon=True).start()
 
     def keep(pool) -> None:
         _IDLE_ACTORS.extend(pool.pool)
         pool.pool.clear()
 
     BasicActorPool.add_actors_to_pool, BasicActorPool.terminate_all_actors = add_warm, keep
+    _ENGINE_UP.clear()
     try:
         yield
     finally:
         BasicActorPool.add_actors_to_pool, BasicActorPool.terminate_all_actors = add, end
 
 
-def live(actors: list) -> list:
+def ready(actors: list, timeout: float = 120) -> None:
+    """Sets ``_ENGINE_UP`` once new actors' processes are up (at most ``timeout`` later: a slow
+    start is not a failure; an engine stopping meanwhile ends the wait)."""
+    import ray
+
+    pending, deadline = [actor.__ray_ready__.remote() for actor in actors], time.time() + timeout
+    while pending and time.time() < deadline and not _ENGINE_DOWN.is_set():
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+    _ENGINE_UP.set()
+
+
+def live(actors: list, timeout: float = 30) -> list:
     """The actors that still answer (one whose process died, e.g. killed for memory, does not)."""
     import ray
 
     alive = []
     for actor in actors:
         try:
-            ray.get(actor.__ray_ready__.remote(), timeout=30)
+            ray.get(actor.__ray_ready__.remote(), timeout=timeout)
             alive.append(actor)
         except Exception:  # noqa: BLE001 - dead or unreachable: freed now, a new one replaces it
             ray.kill(actor, no_restart=True)
     return alive
+
+
+_NODE_PARTITIONS: dict[int, int] = {}  # {node id: partition id} of the running simulation
+_ENGINE_UP = threading.Event()  # set once the running simulation's ClientApp actors are up
+_ENGINE_DOWN = threading.Event()  # set when run_simulation returns or raises (Ctrl-C): stop waiting
+
+
+@contextlib.contextmanager
+def node_partitions_recorded():
+    """Flower's simulation registers its virtual SuperNodes itself, partition i to a random node
+    id; keep that map, so the harness need not ask every node (a message each: 20 ms a node on
+    2 cores, 200 s for 10,000 registered clients)."""
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    register = vce_api._register_nodes
+
+    def recording(*args, **kwargs):
+        mapping = register(*args, **kwargs)
+        _NODE_PARTITIONS.update(mapping)
+        return mapping
+
+    _NODE_PARTITIONS.clear()
+    vce_api._register_nodes = recording
+    try:
+        yield
+    finally:
+        vce_api._register_nodes = register
+
+
+def recorded_partitions(expected: int, timeout: float = 300) -> dict[int, int]:
+    """The recorded map once the simulation has registered its nodes and its actors are up (the
+    ServerApp's thread starts first): what the cell's ``engine_start_s`` measures."""
+    deadline = time.time() + timeout
+    while len(_NODE_PARTITIONS) < expected or not _ENGINE_UP.is_set():
+        if _ENGINE_DOWN.is_set():  # interrupted while starting: end this thread, so the process can
+            raise RuntimeError("the simulation engine stopped before it started")
+        if time.time() > deadline:
+            raise RuntimeError(f"the simulation engine did not start in {timeout:.0f} s ({len(_NODE_PARTITIONS)} "
+                               f"of {expected} nodes registered)")
+        time.sleep(0.02)
+    return dict(_NODE_PARTITIONS)
 
 
 def run_cell(run: ServerRun, server_loop) -> dict:
@@ -134,13 +192,17 @@ def run_cell(run: ServerRun, server_loop) -> dict:
 
     @server_app.main()
     def _main(grid, context):
-        outcome["metrics"] = serve(grid, run, server_loop)
+        outcome["metrics"] = serve(grid, run, server_loop, recorded_partitions)
 
     client_app = CellClientApp({RUN_CONFIG_KEY: run.cell.to_json()})
     config = backend_config(run.cell.system)
     settings = json.dumps([config, os.environ[CLIENT_THREADS_ENV]], sort_keys=True)
-    with ray_kept_running(settings) as reused, actors_kept_warm():
-        run_simulation(server_app, client_app, num_supernodes=run.cell.clients, backend_config=config)
+    with ray_kept_running(settings) as reused, actors_kept_warm(), node_partitions_recorded():
+        _ENGINE_DOWN.clear()
+        try:
+            run_simulation(server_app, client_app, num_supernodes=run.cell.clients, backend_config=config)
+        finally:
+            _ENGINE_DOWN.set()
         if "metrics" not in outcome:  # raised inside: a failed cell ends Ray and its actors
             raise RuntimeError("the server loop did not finish (see the cell's log)")
     return {**outcome["metrics"], "engine_reused": float(reused)}
