@@ -9,7 +9,7 @@ its own (its peak memory is the proportional set size of that process and every 
 starts: Ray's, the ClientApp actors), for ``ROUNDS`` rounds; a round's time is the time between
 the ends of consecutive rounds, and the first round, which starts the actors, is reported apart.
 
-    bash scripts/bench.sh -k scaling      # the full points: about 40 min on 2 cores
+    bash scripts/bench.sh -k scaling      # the full points: about 25 min on 2 cores
 """
 
 from __future__ import annotations
