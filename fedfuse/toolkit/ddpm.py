@@ -137,18 +137,19 @@ def train(model, scheduler, data, steps: int, recipe: Recipe, generator: torch.G
     ``label_dropout`` > 0 learns classifier-free guidance (``null_label`` = no condition)."""
     shape = (recipe.batch_size, *data.images.shape[1:])
 
-    def batch_loss(module, device):
-        images, labels = data.sample_batch(recipe.batch_size, generator)
-        labels = drop_labels(labels, label_dropout, null_label, generator) if conditional else labels
-        loss = diffusion_loss(module, scheduler, images, generator, labels if conditional else None, t_range, device)
+    def loss_of(module, device, images, labels, gen):
+        loss = diffusion_loss(module, scheduler, images, gen, labels if conditional else None, t_range, device)
         # Fabric wraps the model; the term sees the model itself (same parameters, same names)
         return loss + extra_loss(getattr(module, "module", module)) if extra_loss is not None else loss
 
+    def batch_loss(module, device):
+        images, labels = data.sample_batch(recipe.batch_size, generator)
+        labels = drop_labels(labels, label_dropout, null_label, generator) if conditional else labels
+        return loss_of(module, device, images, labels, generator)
+
     def dry_loss(module, device):  # a batch's shapes, fixed values, no RNG of the run's
-        labels = torch.zeros(recipe.batch_size, dtype=torch.long) if conditional else None
-        loss = diffusion_loss(module, scheduler, torch.zeros(shape), torch.Generator().manual_seed(0), labels, t_range,
-                              device)
-        return loss + extra_loss(getattr(module, "module", module)) if extra_loss is not None else loss
+        zeros = torch.zeros(recipe.batch_size, dtype=torch.long)
+        return loss_of(module, device, torch.zeros(shape), zeros, torch.Generator().manual_seed(0))
 
     return fit(model, batch_loss, steps, recipe, resources, flops, start_step, ema, lambda: shape, dry_loss)
 

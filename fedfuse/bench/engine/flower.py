@@ -71,9 +71,9 @@ def protocol_client_app(cell_json: str) -> ClientApp:
 def serve(grid, run, server_loop, node_partitions=None) -> dict:
     """The harness's part of every ServerApp, in either engine: map nodes to partitions, count
     every message, then hand the grid to the protocol's server loop. Returns its metrics, with
-    ``engine_start_s``: the time until the node map was known. ``node_partitions`` (the
-    simulation's: it registers the nodes itself) waits for that map; without it every node is
-    asked (deployment: the first answer of every node, so the engine and clients are up)."""
+    ``engine_start_s``: the time until the engine is up and the node map known.
+    ``node_partitions`` (the simulation's: it registers the nodes itself) returns that map once its
+    actors are up; without it every node is asked (deployment: each node's first answer)."""
     started = time.perf_counter()
     if node_partitions is not None:
         nodes = node_partitions(run.cell.clients)
