@@ -126,14 +126,14 @@ def ready(actors: list, timeout: float = 120) -> None:
     _ENGINE_UP.set()
 
 
-def live(actors: list, timeout: float = 30) -> list:
+def live(actors: list) -> list:
     """The actors that still answer (one whose process died, e.g. killed for memory, does not)."""
     import ray
 
     alive = []
     for actor in actors:
         try:
-            ray.get(actor.__ray_ready__.remote(), timeout=timeout)
+            ray.get(actor.__ray_ready__.remote(), timeout=30)
             alive.append(actor)
         except Exception:  # noqa: BLE001 - dead or unreachable: freed now, a new one replaces it
             ray.kill(actor, no_restart=True)
