@@ -107,12 +107,34 @@ def assert_parity(dep: dict, sim: dict) -> None:
     assert dep["exchange_s"] > 0 and sim["exchange_s"] > 0
 
 
-def test_tls_deployment_matches_simulation(deployment, tmp_path):
-    """Split diffusion (custom messages, client state across rounds), one round at tiny sizes."""
+def test_every_builtin_protocol_trains_the_same_model_in_both_engines(deployment, tmp_path):
+    """fedavg, fedavg-lora, split diffusion (custom messages, client state across rounds) and
+    ondemand-quant, 3 rounds each on 2 authenticated SuperNodes over TLS: bit-identical to the
+    simulation. Every ClientApp task ran in the nodes' warm executors, none in a process of its own."""
     assert Path(deployment.info["root_certificates"]).is_file() and deployment.info["tls"]
-    split = write_suite(tmp_path / "split.toml", SPLIT, **SPLIT_MATRIX)
-    runs = run_both(CLI(tmp_path), deployment, tmp_path, str(split), [])
-    assert_parity(runs["deployment"]["split-diffusion"]["metrics"], runs["simulation"]["split-diffusion"]["metrics"])
+    runs = run_both(CLI(tmp_path), deployment, tmp_path, "deploy-overhead", [])
+    assert sorted(runs["deployment"]) == ["fedavg", "fedavg-lora", "ondemand-quant", "split-diffusion"]
+    for label, sim in runs["simulation"].items():
+        assert_parity(runs["deployment"][label]["metrics"], sim["metrics"])
+    for partition in (0, 1):
+        assert "Start `flwr-clientapp` process" not in (deployment.out / f"supernode{partition}.log").read_text()
+        served = (deployment.out / f"executor{partition}.log").read_text()
+        # 3 rounds of fedavg, fedavg-lora, ondemand-quant; split diffusion's rounds have a type of their own
+        assert served.count("fedfuse executor: train,") == 9 and served.count("train.local_and_cut,") == 3
+
+
+def test_flower_waits_are_capped_where_fedfuse_starts_flower():
+    """The SuperNode's 3 s idle poll, its reply wait, and the 1 s, 2 s, 4 s... retries for arrays
+    still in flight (engine/polls.py), in a fresh process as `deploy local` starts it."""
+    check = ("from fedfuse.bench.engine.polls import shorten_supernode_waits, shorten_grid_pulls\n"
+             "assert shorten_supernode_waits(0.05) and shorten_grid_pulls(0.05)\n"
+             "from flwr.supernode import start_client_internal as node\n"
+             "from flwr.superlink.grid import http_grid as grid\n"
+             "assert node.time.cap_s == 0.05 and node.time.time() > 0\n"
+             "for pulls in (node.pull_objects, grid.pull_objects):\n"
+             "    assert pulls.keywords == {'initial_backoff': 0.01, 'backoff_cap': 0.05}, pulls.keywords\n")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.long

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--port", type=int, default=0, help="the SuperLink's port (default: a free one)")
     local.add_argument("--advertise", action="append", default=[], metavar="NAME_OR_IP",
                        help="another name the SuperLink is reached by (put in its certificate)")
+    worker = sub.add_parser("worker", help="a warm executor beside a SuperNode of your own (docs/deployment.md)")
+    worker.add_argument("--supernode", required=True, metavar="HOST:PORT",
+                        help="the Runtime API of a SuperNode started with --isolation process (its --port)")
     add_profile_parser(sub)
     return parser
 
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_now(Terminated())
 
 
-COMMANDS = {"run": "run:cmd_run", "deploy": "run:cmd_deploy", "list": "inspect:cmd_list", "show": "inspect:cmd_show",
+COMMANDS = {"run": "run:cmd_run", "deploy": "run:cmd_deploy", "worker": "run:cmd_worker", "list": "inspect:cmd_list", "show": "inspect:cmd_show",
             "plugins": "inspect:cmd_plugins", "data": "inspect:cmd_data", "check": "inspect:cmd_check",
             "results": "report:cmd_results", "leaderboard": "report:cmd_leaderboard", "publish": "report:cmd_publish",
             "profile": "profile:cmd_profile"}

@@ -105,3 +105,12 @@ def cmd_deploy(args) -> int:
     except RuntimeError as err:
         print(f"fedfuse: error: {err}", file=sys.stderr)
         return 1
+
+
+def cmd_worker(args) -> int:
+    """Run one SuperNode's ClientApp tasks in this process until stopped (engine/executor.py)."""
+    from fedfuse.bench.engine.executor import log_tasks, serve_executor
+
+    log_tasks()
+    serve_executor(args.supernode)
+    return 0

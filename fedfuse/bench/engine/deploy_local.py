@@ -110,6 +110,8 @@ class LocalDeployment:
     port: int = 0
     advertise: list[str] = field(default_factory=list)  # extra names/IPs in the certificate
     task_poll_s: float = 0.05  # SuperExec's poll for new work (Flower's default: 1 s)
+    node_poll_s: float | None = 0.05  # cap on the SuperNode's waits (engine/polls.py); None: Flower's own
+    workers: bool = True  # a warm executor per SuperNode (engine/executor.py); False: Flower's SuperExec
     processes: list[Managed] = field(default_factory=list)
 
     def __post_init__(self):
@@ -118,6 +120,7 @@ class LocalDeployment:
         self.certs = self.make_certs() if self.tls else None
         self.node_keys = self.make_node_keys() if self.node_auth else {}
         self.cli_home = self.out / CLI_HOME_DIR
+        self._runtime_ports: dict[int, int] = {}
 
     @property
     def node_auth(self) -> bool:
@@ -159,13 +162,31 @@ class LocalDeployment:
         return Managed("superlink", argv, base_env(self.out / "home-superlink", self.task_poll_s), self.out / "superlink.log")
 
     def supernode(self, partition: int) -> Managed:
-        argv = [flower_command("flower-supernode"), *self.trust_args(False), "--superlink", self.address,
-                "--port", str(free_port()), "--node-config", f"partition-id={partition} num-partitions={self.nodes}"]
+        argv = [*self.supernode_command(), *self.trust_args(False), "--superlink", self.address,
+                "--port", str(self.runtime_port(partition)),
+                "--node-config", f"partition-id={partition} num-partitions={self.nodes}"]
         if self.node_auth:
             argv += ["--auth-supernode-private-key", str(self.node_keys[partition]["key"])]
+        if self.workers:  # the node leaves its ClientApp tasks to its warm executor
+            argv += ["--isolation", "process"]
+        return Managed(f"supernode{partition}", argv, self.client_env(partition), self.out / f"supernode{partition}.log")
+
+    def supernode_command(self) -> list[str]:
+        if self.node_poll_s is None:
+            return [flower_command("flower-supernode")]
+        return [sys.executable, "-m", "fedfuse.bench.engine.polls", str(self.node_poll_s)]
+
+    def runtime_port(self, partition: int) -> int:
+        """The port of the SuperNode's Runtime API, where its executor asks for tasks."""
+        return self._runtime_ports.setdefault(partition, free_port())
+
+    def client_env(self, partition: int) -> dict:
         # One core per client, as the simulation engine gives each ClientApp (and N nodes share this machine).
-        env = {**base_env(self.out / f"home-node{partition}", self.task_poll_s), CLIENT_THREADS_ENV: "1"}
-        return Managed(f"supernode{partition}", argv, env, self.out / f"supernode{partition}.log")
+        return {**base_env(self.out / f"home-node{partition}", self.task_poll_s), CLIENT_THREADS_ENV: "1"}
+
+    def executor(self, partition: int) -> Managed:
+        argv = [sys.executable, "-m", "fedfuse.bench.engine.executor", f"127.0.0.1:{self.runtime_port(partition)}"]
+        return Managed(f"executor{partition}", argv, self.client_env(partition), self.out / f"executor{partition}.log")
 
     def start(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -180,6 +201,9 @@ class LocalDeployment:
             node = self.supernode(partition)
             self.processes.append(node)
             node.start()
+            if self.workers:
+                self.processes.append(executor := self.executor(partition))
+                executor.start()
         self.write_info()
 
     def wait_for_superlink(self, link: Managed) -> None:
@@ -259,14 +283,15 @@ class LocalDeployment:
                 f"Ctrl-C stops everything.")
 
     def remote_node_steps(self) -> str:
-        node_config = '--node-config "partition-id=K num-partitions=N"'
+        node_args = '--node-config "partition-id=K num-partitions=N" --isolation process --port 9094'
+        warm = "  there: fedfuse worker --supernode 127.0.0.1:9094   (runs its ClientApp tasks, warm)"
         if not self.certs:
-            return f"  flower-supernode --superlink <this machine>:{self.port} --insecure {node_config}"
+            return f"  flower-supernode --superlink <this machine>:{self.port} --insecure {node_args}\n{warm}"
         return (f"  there: ssh-keygen -t ecdsa -b 384 -N '' -f nodeK.key   (nodeK.key stays there)\n"
                 f"  copy ca.pem there, and nodeK.key.pub here; then\n"
                 f"  here:  FLWR_HOME={self.cli_home} flwr supernode register nodeK.key.pub {CONNECTION}\n"
                 f"  there: flower-supernode --superlink <this machine>:{self.port} --root-certificates ca.pem "
-                f"--auth-supernode-private-key nodeK.key {node_config}")
+                f"--auth-supernode-private-key nodeK.key {node_args}\n{warm}")
 
 
 def _accepts(host: str, port: int) -> bool:

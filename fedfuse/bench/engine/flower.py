@@ -11,6 +11,7 @@ from flwr.clientapp import ClientApp
 
 from fedfuse.bench.costs.accounting import COST_KEY, TrafficMeter
 from fedfuse.bench.engine.grid import CountingGrid
+from fedfuse.bench.engine.packing import packed_messages, unpacked
 from fedfuse.bench.engine.services import RUN_CONFIG_KEY, client_run
 from fedfuse.bench.engine.validation import ReplyPolicy
 from fedfuse.bench.suites.cells import CellSpec
@@ -46,10 +47,10 @@ class CellClientApp(ClientApp):
         # a backward pass, so a measured step must come at the same place in every run, however
         # the engine spreads messages over processes (Ray actors; a process per message).
         run.flops.restart()
-        reply = protocol_client_app(context.run_config[RUN_CONFIG_KEY])(message, context)
+        reply = protocol_client_app(context.run_config[RUN_CONFIG_KEY])(unpacked(message), context)
         if reply.has_content():  # the harness's cost record: the FLOPs measured for this message
             reply.content[COST_KEY] = ConfigRecord(run.flops.take())  # not a MetricRecord: strategies expect one
-        return reply
+        return packed_messages([reply])[0]
 
 
 def pin_threads() -> None:

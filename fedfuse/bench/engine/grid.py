@@ -6,13 +6,18 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from flwr.app import Message
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedfuse.bench.costs.accounting import TrafficMeter
+from fedfuse.bench.engine.packing import packed_messages, unpacked
 from fedfuse.bench.engine.validation import BadReply, ReplyPolicy
 
 log = logging.getLogger("flwr")
+# How often a round asks the SuperLink for replies in a deployment. Flower's HttpGrid waits a
+# hard-coded 3 s between pulls, half of which a reply pays on average; a pull is one small
+# request. The simulation's grid keeps its own `pull_interval` (0.1 s).
+PULL_INTERVAL_S = 0.02
 
 
 class CountingGrid(Grid):
@@ -48,7 +53,7 @@ class CountingGrid(Grid):
 
     # Outgoing messages are measured after Flower has stamped their ids, as they travel.
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        messages = list(messages)
+        messages = packed_messages(list(messages))
         ids = list(self._inner.push_messages(messages))
         for message in messages:
             self.meter.sent(message)
@@ -58,22 +63,39 @@ class CountingGrid(Grid):
         replies = list(self._inner.pull_messages(message_ids))
         for reply in replies:
             self.meter.received(reply)
-        return replies
+        return [unpacked(reply) for reply in replies]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages, started = list(messages), time.perf_counter()
-        replies = list(self._inner.send_and_receive(messages, timeout=timeout))
+        contents = [m.content if m.has_content() else None for m in messages]  # as the protocol wrote them
+        replies = self._exchange(packed_messages(messages), timeout)
         self.meter.exchanges += 1  # one exchange: the engine's round trip plus the clients' work
         self.meter.exchange_s += time.perf_counter() - started
         for message in messages:
             self.meter.sent(message)
-        sent = {m.metadata.message_id: m for m in messages}
+        sent = {m.metadata.message_id: content for m, content in zip(messages, contents)}
         for reply in replies:
             self.meter.received(reply)
+        replies = [unpacked(reply) for reply in replies]
         kept = [r for r in replies if r.has_error() or self._acceptable(r, sent.get(r.metadata.reply_to_message_id))]
         on_time = [r for r in kept if r.has_error() or not self._late(r)]
         self.dropped_last, self.late_last = len(replies) - len(on_time), len(kept) - len(on_time)
         return on_time
+
+    def _exchange(self, messages: list[Message], timeout: float | None) -> list[Message]:
+        """Flower's send_and_receive (push, then pull until every reply is in or the timeout
+        passes), polling at the engine's own interval if it has one, else PULL_INTERVAL_S."""
+        interval = getattr(self._inner, "pull_interval", PULL_INTERVAL_S)
+        waiting = set(self._inner.push_messages(messages))
+        end, replies = time.time() + (timeout or 0.0), []
+        while timeout is None or time.time() < end:
+            pulled = list(self._inner.pull_messages(waiting))
+            replies += pulled
+            waiting -= {reply.metadata.reply_to_message_id for reply in pulled}
+            if not waiting:
+                break
+            time.sleep(interval)
+        return replies
 
     def _late(self, reply: Message) -> bool:
         """A training reply whose client's simulated round latency exceeds the deadline: marked
@@ -86,11 +108,11 @@ class CountingGrid(Grid):
             self.meter.mark_late(node)
         return late
 
-    def _acceptable(self, reply: Message, original: Message | None) -> bool:
+    def _acceptable(self, reply: Message, sent: RecordDict | None) -> bool:
         """Check a reply; a bad one fails the cell, or is dropped (and recorded) under "drop"."""
         node = self.meter.node_of(reply)
         try:
-            self.policy.check(reply.content, original.content if original else None, self.meter.client_of(reply),
+            self.policy.check(reply.content, sent, self.meter.client_of(reply),
                               self.meter.partition_of.get(node))
         except BadReply as err:
             if not self.policy.drop:

@@ -1,0 +1,83 @@
+"""Flower's hard-coded waits in a deployment, shortened: a stop-gap until Flower makes them
+settable (docs/deployment.md has the upstream proposal).
+
+- The SuperNode sleeps 3 s whenever it asks the SuperLink for work and finds none
+  (``time.sleep(3)`` in ``flwr/supernode/start_client_internal.py``), and waits for its ClientApp's
+  reply in 0.5 s steps. Every round pays the 3 s: a node that has just sent its reply asks at
+  once, finds nothing (the server is still aggregating) and sleeps.
+- A message is offered before its arrays have all arrived, and whoever fetches them (the
+  SuperNode from the SuperLink, the ServerApp its replies) retries after 1 s, 2 s, 4 s...
+  (``pull_objects``' ``PULL_INITIAL_BACKOFF``), for arrays that arrive in milliseconds.
+
+No flag, config key or environment variable sets these, so fedfuse caps them in the processes it
+starts: ``python -m fedfuse.bench.engine.polls SECONDS <flower-supernode arguments>`` runs the
+SuperNode with every wait of that module capped at SECONDS, and the cell's ServerApp caps its
+grid's retries (``shorten_grid_pulls``). Each checks that Flower still has what it replaces; if
+not (another Flower), it says so and leaves Flower as it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+import time
+
+GRID_CAP_S = 0.05
+
+
+class CappedSleep:
+    """The ``time`` module as one Flower module sees it, with every sleep capped."""
+
+    def __init__(self, cap_s: float):
+        self.cap_s = cap_s
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(min(seconds, self.cap_s))
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def quick_pulls(module, cap_s: float) -> None:
+    """``module``'s ``pull_objects`` retrying within ``cap_s`` instead of from 1 s up."""
+    module.pull_objects = functools.partial(module.pull_objects, initial_backoff=cap_s / 5, backoff_cap=cap_s)
+
+
+def shorten_supernode_waits(cap_s: float) -> bool:
+    """Cap the SuperNode's idle poll, reply wait and array fetch retries at ``cap_s``; False
+    (nothing changed) on a Flower whose loop no longer has the hard-coded poll."""
+    from flwr.supernode import start_client_internal as loop
+
+    if "time.sleep(3)" not in inspect.getsource(loop.start_client_internal) or not hasattr(loop, "pull_objects"):
+        return False
+    loop.time = CappedSleep(cap_s)
+    quick_pulls(loop, cap_s)
+    return True
+
+
+def shorten_grid_pulls(cap_s: float = GRID_CAP_S) -> bool:
+    """In a ServerApp process: fetch replies' arrays retrying within ``cap_s``."""
+    from flwr.superlink.grid import http_grid
+
+    if not hasattr(http_grid, "pull_objects"):
+        return False
+    quick_pulls(http_grid, cap_s)
+    return True
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    if not shorten_supernode_waits(float(argv[0])):
+        print("fedfuse: this Flower's SuperNode has no hard-coded 3 s poll; running it unchanged", file=sys.stderr)
+    from flwr.supernode.cli import flower_supernode
+
+    sys.argv = ["flower-supernode", *argv[1:]]
+    flower_supernode()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
