@@ -8,6 +8,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from helpers import write_suite
 
 from fedfuse.bench.engine.flower import CellClientApp
+from fedfuse.bench.engine.packing import unpacked
 from fedfuse.bench.engine.services import RUN_CONFIG_KEY, ServerRun
 from fedfuse.bench.suites.expand import expand
 from fedfuse.bench.suites.parse import load_suite
@@ -27,13 +28,14 @@ def cells(tmp_path, monkeypatch):
 
 
 def client_round(cell, partition: int, arrays: ArrayRecord) -> Message:
-    """One real client round through fedfuse's ClientApp (as Flower's engine would call it)."""
+    """One real client round through fedfuse's ClientApp (as Flower's engine would call it), its
+    reply as the server's grid hands it to the protocol (unpacked: engine/packing.py)."""
     TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = 1
     context = Context(run_id=1, node_id=partition + 1, state=RecordDict(), run_config={},
                       node_config={"partition-id": partition, "num-partitions": cell.clients})
     message = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}),
                       dst_node_id=partition + 1, message_type="train")
-    return CellClientApp({RUN_CONFIG_KEY: cell.to_json()})(message, context)
+    return unpacked(CellClientApp({RUN_CONFIG_KEY: cell.to_json()})(message, context))
 
 
 def test_adapter_only_averaging(cells, tmp_path):

@@ -133,15 +133,20 @@ def run_task(address: str, token: str, app) -> None:
     finally:
         times.append(time.perf_counter())
         try:
-            if reply is not None and context is not None:
-                push_message(client, reply, context)
-            push_task_output(client, context, status, details)
+            push_outcome(client, reply, context, status, details)
         finally:
             heartbeat.stop()
             client.close()
     times.append(time.perf_counter())
     log.info("fedfuse executor: %s, %s", message.metadata.message_type if message else "task",
              ", ".join(f"{what} {b - a:.2f} s" for what, a, b in zip(("pull", "app", "push"), times, times[1:])))
+
+
+def push_outcome(client: RuntimeHttpClient, reply: Message | None, context, status: str, details: str) -> None:
+    """The reply (if there is one) and the task's end, with the Context the app left."""
+    if reply is not None and context is not None:
+        push_message(client, reply, context)
+    push_task_output(client, context, status, details)
 
 
 if __name__ == "__main__":  # python -m fedfuse.bench.engine.executor RUNTIME_ADDRESS (`fedfuse worker`)
