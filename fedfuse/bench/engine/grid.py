@@ -76,11 +76,17 @@ class CountingGrid(Grid):
         sent = {m.metadata.message_id: content for m, content in zip(messages, contents)}
         for reply in replies:
             self.meter.received(reply)
-        replies = [unpacked(reply) for reply in replies]
+        # By client, not in the order they came back: a protocol that sums replies (FedAvg) then
+        # adds floats in the same order in every run and in both engines.
+        replies = [unpacked(r) for r in sorted(replies, key=self._partition_of)]
         kept = [r for r in replies if r.has_error() or self._acceptable(r, sent.get(r.metadata.reply_to_message_id))]
         on_time = [r for r in kept if r.has_error() or not self._late(r)]
         self.dropped_last, self.late_last = len(replies) - len(on_time), len(kept) - len(on_time)
         return on_time
+
+    def _partition_of(self, reply: Message) -> int:
+        node = self.meter.node_of(reply)
+        return self.meter.partition_of.get(node, node)
 
     def _exchange(self, messages: list[Message], timeout: float | None) -> list[Message]:
         """Flower's send_and_receive (push, then pull until every reply is in or the timeout
