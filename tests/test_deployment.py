@@ -149,14 +149,17 @@ def test_every_builtin_protocol_trains_the_same_model_in_both_engines(deployment
 
 def test_flower_waits_are_capped_where_fedfuse_starts_flower():
     """The SuperNode's 3 s idle poll, its reply wait, and the 1 s, 2 s, 4 s... retries for arrays
-    still in flight (engine/polls.py), in a fresh process as `deploy local` starts it."""
-    check = ("from fedfuse.bench.engine.polls import shorten_supernode_waits, shorten_grid_pulls\n"
-             "assert shorten_supernode_waits(0.05) and shorten_grid_pulls(0.05)\n"
+    still in flight (engine/polls.py: node, ServerApp, executor), bounded by time rather than by
+    tries, in a fresh process as `deploy local` starts them."""
+    check = ("from fedfuse.bench.engine.polls import shorten_supernode_waits, shorten_grid_pulls, shorten_task_pulls\n"
+             "assert shorten_supernode_waits(0.05) and shorten_grid_pulls(0.05) and shorten_task_pulls(0.05)\n"
              "from flwr.supernode import start_client_internal as node\n"
              "from flwr.superlink.grid import http_grid as grid\n"
+             "from flwr.supernode.runtime import run_clientapp as task\n"
              "assert node.time.cap_s == 0.05 and node.time.time() > 0\n"
-             "for pulls in (node.pull_objects, grid.pull_objects):\n"
-             "    assert pulls.keywords == {'initial_backoff': 0.01, 'backoff_cap': 0.05}, pulls.keywords\n")
+             "for fetch in (node.pull_objects, grid.pull_objects, task.pull_and_inflate_object_from_tree):\n"
+             "    assert fetch.keywords == {'initial_backoff': 0.01, 'backoff_cap': 0.05,\n"
+             "                              'max_tries_per_object': None}, fetch.keywords\n")
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 

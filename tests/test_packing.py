@@ -9,7 +9,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedfuse.bench.costs.accounting import payload_bytes, wire_bytes
+from fedfuse.bench.costs.accounting import EVAL_KEY, payload_bytes, wire_bytes
 from fedfuse.bench.engine.packing import LAYOUT_KEY, PACKED, pack, packed_messages, unpack, unpacked
 from fedfuse.toolkit.models import build_unet
 
@@ -56,3 +56,6 @@ def test_a_content_shared_by_several_messages_is_packed_once_and_unpacking_leave
     assert unpacked(messages[0]).content["arrays"].keys() == content["arrays"].keys()
     plain = RecordDict({"one": ArrayRecord({"x": Array(np.arange(3.0))})})
     assert pack(plain) is plain and unpack(plain) is plain
+    # Evaluation-only arrays are not counted on the wire, so no layout of theirs may be either.
+    scored = RecordDict({EVAL_KEY: ArrayRecord({"x0": Array(np.ones(4)), "cond": Array(np.zeros(4))})})
+    assert pack(scored) is scored

@@ -1,8 +1,10 @@
 """``fedfuse deploy local``: a SuperLink and N SuperNodes on this machine, supervised.
 
-Each process gets its own log file and Flower home under the output directory. A SuperNode
-that exits is restarted (the same partition); the SuperLink exiting stops everything. Ctrl-C
-(or SIGTERM) stops every process started here, children included.
+Each process gets its own log file and Flower home under the output directory. Each SuperNode
+runs its ClientApps in a warm executor beside it (``fedfuse worker``, engine/executor.py), with
+Flower's waits capped (engine/polls.py). A SuperNode or executor that exits is restarted (the
+same partition); the SuperLink exiting stops everything. Ctrl-C (or SIGTERM) stops every process
+started here, children included.
 
 With TLS, the SuperNodes are also authenticated (Flower's CLI-managed node authentication):
 the SuperLink runs with ``--enable-supernode-auth``, each SuperNode gets a key pair of its own,
@@ -185,7 +187,7 @@ class LocalDeployment:
         return {**base_env(self.out / f"home-node{partition}", self.task_poll_s), CLIENT_THREADS_ENV: "1"}
 
     def executor(self, partition: int) -> Managed:
-        argv = [sys.executable, "-m", "fedfuse.bench.engine.executor", f"127.0.0.1:{self.runtime_port(partition)}"]
+        argv = [sys.executable, "-m", "fedfuse.bench.cli", "worker", "--supernode", f"127.0.0.1:{self.runtime_port(partition)}"]
         return Managed(f"executor{partition}", argv, self.client_env(partition), self.out / f"executor{partition}.log")
 
     def start(self) -> None:
@@ -250,7 +252,8 @@ class LocalDeployment:
         (self.out / "deploy.json").write_text(json.dumps(info, indent=1))
 
     def supervise(self, stop_requested) -> int:
-        """Restart SuperNodes that exit; return when the SuperLink exits or a stop is requested."""
+        """Restart SuperNodes and executors that exit; return when the SuperLink exits or a stop
+        is requested."""
         link, *nodes = self.processes
         while not stop_requested():
             if not link.alive():
@@ -283,8 +286,8 @@ class LocalDeployment:
                 f"Ctrl-C stops everything.")
 
     def remote_node_steps(self) -> str:
-        node_args = '--node-config "partition-id=K num-partitions=N" --isolation process --port 9094'
-        warm = "  there: fedfuse worker --supernode 127.0.0.1:9094   (runs its ClientApp tasks, warm)"
+        node_args = '--node-config "partition-id=K num-partitions=N" --isolation process --port 909<4+K>'
+        warm = "  there: fedfuse worker --supernode 127.0.0.1:909<4+K>   (runs its ClientApp tasks, warm)"
         if not self.certs:
             return f"  flower-supernode --superlink <this machine>:{self.port} --insecure {node_args}\n{warm}"
         return (f"  there: ssh-keygen -t ecdsa -b 384 -N '' -f nodeK.key   (nodeK.key stays there)\n"

@@ -72,9 +72,9 @@ def write_json_atomic(path: Path, value: dict) -> None:
 
 @server_app.main()
 def main(grid, context) -> None:
-    from fedfuse.bench.engine.polls import shorten_grid_pulls
+    from fedfuse.bench.engine.polls import shorten_grid_pulls, warn_unless
 
-    shorten_grid_pulls()  # Flower's 1 s, 2 s, 4 s... retries for replies' arrays (engine/polls.py)
+    warn_unless(shorten_grid_pulls(), "ServerApp")  # Flower's 1 s, 2 s, 4 s... retries (engine/polls.py)
     run_dir = Path(str(context.run_config[RUN_DIR_KEY]))
     if not run_dir.is_dir():  # the runner and this ServerApp must share the SuperLink's machine
         raise RuntimeError(f"run directory {run_dir} not found on the SuperLink's machine: run `fedfuse run` "

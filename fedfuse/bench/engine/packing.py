@@ -17,6 +17,8 @@ import json
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
+from fedfuse.bench.costs.accounting import EVAL_KEY
+
 LAYOUT_KEY = "fedfuse.packed"  # ConfigRecord: {record name: JSON [[key, dtype, shape], ...]}
 PACKED = "packed"  # the one array of a packed record
 
@@ -27,7 +29,9 @@ def pack(content: RecordDict) -> RecordDict:
         return content
     packed, layout = RecordDict(), {}
     for name, record in content.items():
-        if isinstance(record, ArrayRecord) and len(record) > 1:
+        # Evaluation-only records (EVAL_KEY) stay as they are: they are left out of the wire
+        # count, and a layout for them in the counted record would count them after all.
+        if isinstance(record, ArrayRecord) and len(record) > 1 and name != EVAL_KEY:
             arrays = {key: array.numpy() for key, array in record.items()}
             layout[name] = json.dumps([[key, a.dtype.str, list(a.shape)] for key, a in arrays.items()])
             record = ArrayRecord({PACKED: Array(np.frombuffer(b"".join(a.tobytes() for a in arrays.values()), np.uint8))})

@@ -11,8 +11,8 @@ settable (docs/deployment.md has the upstream proposal).
 
 No flag, config key or environment variable sets these, so fedfuse caps them in the processes it
 starts: ``python -m fedfuse.bench.engine.polls SECONDS <flower-supernode arguments>`` runs the
-SuperNode with every wait of that module capped at SECONDS, and the cell's ServerApp caps its
-grid's retries (``shorten_grid_pulls``). Each checks that Flower still has what it replaces; if
+SuperNode with every wait of that module capped at SECONDS, the cell's ServerApp caps its
+grid's retries (``shorten_grid_pulls``) and the warm executor its own (``shorten_task_pulls``). Each checks that Flower still has what it replaces; if
 not (another Flower), it says so and leaves Flower as it is.
 """
 
@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import sys
 import time
 
-GRID_CAP_S = 0.05
+FETCH_CAP_S = 0.05
+log = logging.getLogger("fedfuse")
 
 
 class CappedSleep:
@@ -39,9 +41,21 @@ class CappedSleep:
         return getattr(time, name)
 
 
-def quick_pulls(module, cap_s: float) -> None:
-    """``module``'s ``pull_objects`` retrying within ``cap_s`` instead of from 1 s up."""
-    module.pull_objects = functools.partial(module.pull_objects, initial_backoff=cap_s / 5, backoff_cap=cap_s)
+FETCHES = ("pull_objects", "pull_and_inflate_object_from_tree")  # Flower's array fetches, with retries
+RETRY_ARGS = {"initial_backoff", "backoff_cap", "max_tries_per_object"}
+
+
+def quick_fetches(module, cap_s: float) -> bool:
+    """``module``'s array fetches retrying within ``cap_s`` instead of from 1 s up. The wait stays
+    bounded by Flower's time limit, not by its 500 tries per object (500 x 0.05 s would give up
+    on a slow link after 25 s). False (nothing changed) if a fetch no longer takes these arguments."""
+    fetches = [name for name in FETCHES if hasattr(module, name)]
+    if not fetches or any(not RETRY_ARGS <= set(inspect.signature(getattr(module, n)).parameters) for n in fetches):
+        return False
+    for name in fetches:
+        setattr(module, name, functools.partial(getattr(module, name), initial_backoff=cap_s / 5,
+                                                backoff_cap=cap_s, max_tries_per_object=None))
+    return True
 
 
 def shorten_supernode_waits(cap_s: float) -> bool:
@@ -49,21 +63,30 @@ def shorten_supernode_waits(cap_s: float) -> bool:
     (nothing changed) on a Flower whose loop no longer has the hard-coded poll."""
     from flwr.supernode import start_client_internal as loop
 
-    if "time.sleep(3)" not in inspect.getsource(loop.start_client_internal) or not hasattr(loop, "pull_objects"):
+    if "time.sleep(3)" not in inspect.getsource(loop.start_client_internal) or not quick_fetches(loop, cap_s):
         return False
     loop.time = CappedSleep(cap_s)
-    quick_pulls(loop, cap_s)
     return True
 
 
-def shorten_grid_pulls(cap_s: float = GRID_CAP_S) -> bool:
+def shorten_grid_pulls(cap_s: float = FETCH_CAP_S) -> bool:
     """In a ServerApp process: fetch replies' arrays retrying within ``cap_s``."""
     from flwr.superlink.grid import http_grid
 
-    if not hasattr(http_grid, "pull_objects"):
-        return False
-    quick_pulls(http_grid, cap_s)
-    return True
+    return quick_fetches(http_grid, cap_s)
+
+
+def shorten_task_pulls(cap_s: float = FETCH_CAP_S) -> bool:
+    """In a process that runs ClientApp tasks (the warm executor): fetch messages' arrays
+    retrying within ``cap_s``."""
+    from flwr.supernode.runtime import run_clientapp
+
+    return quick_fetches(run_clientapp, cap_s)
+
+
+def warn_unless(shortened: bool, where: str) -> None:
+    if not shortened:
+        log.warning("fedfuse: this Flower's %s fetches arrays differently; its waits are left as they are", where)
 
 
 def main(argv: list[str]) -> int:
