@@ -210,7 +210,7 @@ class LocalDeployment:
 
     def wait_for_superlink(self, link: Managed) -> None:
         deadline = time.time() + READY_TIMEOUT_S
-        while not _accepts(self.address.rsplit(":", 1)[0], self.port):
+        while not accepts(self.address.rsplit(":", 1)[0], self.port):
             if not link.alive() or time.time() > deadline:
                 self.stop()
                 raise RuntimeError(f"the SuperLink did not start; see {link.log}:\n{_tail(link.log)}")
@@ -297,7 +297,7 @@ class LocalDeployment:
                 f"--auth-supernode-private-key nodeK.key {node_args}\n{warm}")
 
 
-def _accepts(host: str, port: int) -> bool:
+def accepts(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0

@@ -20,7 +20,6 @@ supported warm executor for ClientApps. Start it with ``fedfuse worker --superno
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import traceback
 
@@ -37,6 +36,7 @@ from flwr.supercore.run import RunNotRunningException
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime import run_clientapp
 
+from fedfuse.bench.engine.deploy_local import accepts
 from fedfuse.bench.engine.polls import shorten_task_pulls, warn_unless
 
 CELL_APP = "fedfuse/fedfuse-cell"  # flower_app.PYPROJECT's publisher/name
@@ -99,14 +99,10 @@ def wait_until_listening(address: str, timeout_s: float = 120) -> None:
     """Until the SuperNode's Runtime API accepts connections (the node starts beside this)."""
     host, port = address.rsplit(":", 1)
     deadline = time.time() + timeout_s
-    while True:
-        try:
-            socket.create_connection((host, int(port)), timeout=1).close()
-            return
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.2)
+    while not accepts(host, int(port)):
+        if time.time() > deadline:  # a TimeoutError is an OSError, as a refused connection was
+            raise TimeoutError(f"the SuperNode's Runtime API at {address} did not answer within {timeout_s:.0f} s")
+        time.sleep(0.2)
 
 
 def run_task(address: str, token: str, app) -> None:

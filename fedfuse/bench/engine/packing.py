@@ -56,10 +56,9 @@ def unpack(content: RecordDict) -> RecordDict:
 def unpack_record(record: ArrayRecord, layout: list) -> ArrayRecord:
     buffer, offset, arrays = record[PACKED].numpy().tobytes(), 0, {}
     for key, dtype, shape in layout:
-        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        arrays[key] = Array(np.frombuffer(buffer, np.dtype(dtype), count=size // np.dtype(dtype).itemsize,
-                                          offset=offset).reshape(shape))
-        offset += size
+        count = int(np.prod(shape, dtype=np.int64))
+        arrays[key] = Array(np.frombuffer(buffer, np.dtype(dtype), count=count, offset=offset).reshape(shape))
+        offset += count * np.dtype(dtype).itemsize
     return ArrayRecord(arrays)
 
 
