@@ -164,6 +164,45 @@ def test_flower_waits_are_capped_where_fedfuse_starts_flower():
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def test_idle_nodes_back_off_and_any_work_makes_them_fast_again(monkeypatch):
+    """The SuperNode's empty-poll sleep: capped while it had work lately, IDLE_POLL_S after
+    IDLE_AFTER_S without; a reply wait (work) makes it fast again. Real sleeps, shorter constants."""
+    from fedfuse.bench.engine import polls
+
+    monkeypatch.setattr(polls, "IDLE_AFTER_S", 0.3)
+    monkeypatch.setattr(polls, "IDLE_POLL_S", 0.2)
+    monkeypatch.setattr(polls, "BUSY_GAP_S", 0.1)
+    clock = polls.CappedSleep(0.01)
+
+    def timed(seconds: float) -> float:
+        started = time.monotonic()
+        clock.sleep(seconds)
+        return time.monotonic() - started
+
+    assert timed(polls.NODE_IDLE_SLEEP_S) < 0.1  # fresh: fast
+    time.sleep(0.35)  # a pause longer than a request between two empty polls: the node had work
+    assert timed(polls.NODE_IDLE_SLEEP_S) < 0.1
+    while time.monotonic() - clock.backoff.last_work < 0.3:
+        timed(polls.NODE_IDLE_SLEEP_S)
+    assert 0.19 < timed(polls.NODE_IDLE_SLEEP_S) < 0.5  # idle: backed off
+    assert timed(0.5) < 0.1  # a reply wait: capped, and it counts as work
+    assert timed(polls.NODE_IDLE_SLEEP_S) < 0.1
+
+
+def test_the_runner_sees_its_serverapp_process_or_asks_flower(tmp_path):
+    from fedfuse.bench.engine.deployment import server_running
+    from fedfuse.bench.engine.flower_app import this_process
+
+    record = tmp_path / "serverapp.json"
+    assert not server_running(record)  # not started yet: ask Flower
+    record.write_text(json.dumps(this_process()))
+    assert server_running(record)
+    ended = subprocess.run([sys.executable, "-c", "from fedfuse.bench.engine.flower_app import this_process as p; "
+                            "import json; print(json.dumps(p()))"], capture_output=True, text=True, check=True)
+    record.write_text(ended.stdout)
+    assert not server_running(record)  # that process has exited (or its pid now names another)
+
+
 @pytest.mark.long
 def test_fedavg_smoke_cell_matches_simulation(deployment, tmp_path):
     """Full-model FedAvg (a hundred arrays a message: the deployment's slowest case), two rounds."""

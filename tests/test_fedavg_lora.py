@@ -57,7 +57,7 @@ def test_adapter_only_averaging(cells, tmp_path):
     assert not torch.equal(sent[0]["class_embedding.weight"], start.to_torch_state_dict()["class_embedding.weight"])
     from fedfuse.bench.engine.services import _client_run
 
-    client_model, _ = _client_run(cell.to_json(), 0, cell.clients).cache["model"]
+    client_model, _ = _client_run(cell.to_json(), 0, cell.clients, None).cache["model"]
     task.load_trainable_state(client_model, aggregated.to_torch_state_dict(), "lora")
     frozen = {k.replace(".base_layer", ""): v for k, v in client_model.state_dict().items()
               if "lora_" not in k and not k.startswith("class_embedding")}
@@ -125,7 +125,7 @@ def test_the_three_ways_to_combine_lora_factors(tmp_path, monkeypatch):
         if run.config.aggregation == "ffa":  # the client trained B on the server's very A
             from fedfuse.bench.engine.services import _client_run
 
-            client_model, _ = _client_run(cell.to_json(), 0, cell.clients).cache["model"]
+            client_model, _ = _client_run(cell.to_json(), 0, cell.clients, None).cache["model"]
             client_a = {k: v for k, v in task.trainable_state(client_model, "lora").items() if "lora_A" in k}
             assert client_a and all(torch.equal(v, task.trainable_state(model, "lora")[k]) for k, v in client_a.items())
     assert errors["ffa"] < 1e-6 < errors["svd"] < errors["fedavg-ab"]

@@ -288,3 +288,30 @@ def test_an_interrupt_that_is_swallowed_still_ends_the_run(tmp_path, signals):
     took = time.time() - started
     assert marker.read_text() == "settled"
     assert (took < UNWIND_S) if signals == 2 else (took >= UNWIND_S)
+
+
+def test_clients_read_the_partitions_the_driver_saved_and_only_their_cells(tmp_path):
+    """The driver writes the cell's partitions to its run directory (10,000 clients take seconds
+    to partition); a ClientApp that sees the directory reads them instead of partitioning again."""
+    import dataclasses
+
+    import numpy as np
+    from flwr.app import Context, RecordDict
+
+    from fedfuse.bench.engine.services import PARTITIONS_FILE, RUN_CONFIG_KEY, RUN_DIR_KEY, client_run
+    from fedfuse.bench.suites.cells import CellSpec, cell_partitions, partition_file_key
+    from fedfuse.datasets.partition import save_partitions
+
+    cell = CellSpec("s", "1", "a", "fedavg", "1", {}, "digits", {}, "iid", clients=3)
+    marked = [p[:5] for p in cell_partitions(cell)]  # unlike the computed ones: shows where a client's came from
+    save_partitions(tmp_path / PARTITIONS_FILE, marked, partition_file_key(cell))
+
+    def client_indices(cell: CellSpec, run_id: int) -> np.ndarray:
+        context = Context(run_id=run_id, node_id=2, state=RecordDict(), node_config={"partition-id": 1, "num-partitions": 3},
+                          run_config={RUN_CONFIG_KEY: cell.to_json(), RUN_DIR_KEY: str(tmp_path)})
+        return client_run(context).data.indices.numpy()
+
+    assert np.array_equal(client_indices(cell, 11), marked[1])
+    other = dataclasses.replace(cell, seed=1)  # a stale file, saved for another cell, is not used
+    assert np.array_equal(client_indices(other, 12), cell_partitions(other)[1])
+    assert len(cell_partitions(other)[1]) > 5

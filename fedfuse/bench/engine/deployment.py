@@ -18,14 +18,14 @@ from pathlib import Path
 from fedfuse.bench.engine.flower_app import (
     RESULT_FILE,
     ROUNDS_FILE,
-    RUN_DIR_KEY,
+    SERVER_FILE,
     write_app,
 )
-from fedfuse.bench.engine.services import RUN_CONFIG_KEY
+from fedfuse.bench.engine.services import RUN_CONFIG_KEY, RUN_DIR_KEY
 from fedfuse.plugins.config import ConfigError
 
 CONNECTION = "fedfuse"  # the SuperLink connection's name in the private Flower config
-STATUS_EVERY_S = 10.0  # how often to ask the SuperLink whether the run is still alive
+STATUS_EVERY_S = 10.0  # how often to ask the SuperLink whether the run is alive, unless its ServerApp is seen
 
 
 def flower_command(name: str) -> str:
@@ -102,7 +102,7 @@ class DeploymentEngine:
 
     def run_cell(self, run) -> dict:
         """Submit ``run``'s cell, relay its rounds to ``run``; the ServerApp's final metrics."""
-        for name in (ROUNDS_FILE, RESULT_FILE):
+        for name in (ROUNDS_FILE, RESULT_FILE, SERVER_FILE):
             (run.run_dir / name).unlink(missing_ok=True)
         run_config = run.run_dir / "flower_run_config.toml"
         run_config.write_text(f"{json.dumps(RUN_CONFIG_KEY)} = {json.dumps(run.cell.to_json())}\n"
@@ -130,7 +130,7 @@ class DeploymentEngine:
                 relay(run, line)
             if done:
                 return json.loads(result.read_text())
-            if time.time() > next_check:
+            if time.time() > next_check and not server_running(run.run_dir / SERVER_FILE):
                 self.check_alive(run_id, result)
                 next_check = time.time() + STATUS_EVERY_S
             time.sleep(self.poll_s)
@@ -153,6 +153,19 @@ class DeploymentEngine:
         traffic = self.status(run_id).get("network-traffic", {})
         return {"flower_inbound_bytes": traffic.get("inbound-bytes", 0),
                 "flower_outbound_bytes": traffic.get("outbound-bytes", 0)}
+
+
+def server_running(record: Path) -> bool:
+    """Whether the ServerApp process that wrote ``record`` is alive on this machine: a local
+    check, where asking Flower costs a ``flwr`` process. False where it cannot be seen (not
+    started yet, ended, or in another process namespace): then Flower is asked."""
+    import psutil
+
+    try:
+        server = json.loads(record.read_text())
+        return psutil.Process(server["pid"]).create_time() == server["started"]
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return False
 
 
 class ReportReader:

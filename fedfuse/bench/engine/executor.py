@@ -37,7 +37,7 @@ from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime import run_clientapp
 
 from fedfuse.bench.engine.deploy_local import accepts
-from fedfuse.bench.engine.polls import shorten_task_pulls, warn_unless
+from fedfuse.bench.engine.polls import IdleBackoff, shorten_task_pulls, warn_unless
 
 CELL_APP = "fedfuse/fedfuse-cell"  # flower_app.PYPROJECT's publisher/name
 log = logging.getLogger("fedfuse.executor")
@@ -74,19 +74,22 @@ def task_heartbeat(client: RuntimeHttpClient):
 
 
 def serve_executor(address: str, poll_s: float = 0.05) -> None:
-    """Ask the SuperNode for ClientApp tasks every ``poll_s`` and run each here, for ever."""
+    """Ask the SuperNode for ClientApp tasks every ``poll_s`` (less often after a while without
+    any: ``polls.IdleBackoff``) and run each here, for ever."""
     from fedfuse.bench.engine.flower import CellClientApp
 
     warn_unless(shorten_task_pulls(), "ClientApp runtime")  # arrays still in flight: retry in ms (polls.py)
     wait_until_listening(address)
     app, tasks = CellClientApp(), runtime_client(address, "SuperExec")
     log.info("fedfuse executor serving the SuperNode at %s", address)
+    backoff = IdleBackoff(poll_s)
     while True:
         acquired = tasks.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP.value]))
         if acquired.HasField("task") and acquired.token:
             run_task(address, acquired.token, app)
+            backoff.worked()
         else:
-            time.sleep(poll_s)
+            time.sleep(backoff.wait_s())
 
 
 def log_tasks() -> None:

@@ -18,12 +18,11 @@ from pathlib import Path
 from flwr.serverapp import ServerApp
 
 from fedfuse.bench.engine.flower import CellClientApp, serve
-from fedfuse.bench.engine.services import RUN_CONFIG_KEY
+from fedfuse.bench.engine.services import RUN_CONFIG_KEY, RUN_DIR_KEY
 from fedfuse.files import write_atomic
 from fedfuse.bench.suites.cells import CellSpec
 
-RUN_DIR_KEY = "fedfuse-run-dir"
-ROUNDS_FILE, RESULT_FILE = "rounds.jsonl", "result.json"
+ROUNDS_FILE, RESULT_FILE, SERVER_FILE = "rounds.jsonl", "result.json", "serverapp.json"
 
 PYPROJECT = """\
 # Written by fedfuse: the Flower app that `flwr run` submits for each cell.
@@ -79,11 +78,20 @@ def main(grid, context) -> None:
     if not run_dir.is_dir():  # the runner and this ServerApp must share the SuperLink's machine
         raise RuntimeError(f"run directory {run_dir} not found on the SuperLink's machine: run `fedfuse run` "
                            "there (docs/deployment.md)")
+    write_json_atomic(run_dir / SERVER_FILE, this_process())  # the runner watches it instead of asking Flower
     try:
         outcome = {"status": "ok", "metrics": run_cell_here(grid, context.run_config[RUN_CONFIG_KEY], run_dir)}
     except Exception as err:  # noqa: BLE001 — reported to the runner, which records the cell as failed
         outcome = {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
     write_json_atomic(run_dir / RESULT_FILE, outcome)
+
+
+def this_process() -> dict:
+    import os
+
+    import psutil
+
+    return {"pid": os.getpid(), "started": psutil.Process().create_time()}
 
 
 def run_cell_here(grid, cell_json: str, run_dir: Path) -> dict:

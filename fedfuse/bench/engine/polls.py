@@ -10,7 +10,8 @@ settable (docs/deployment.md has the upstream proposal).
   (``pull_objects``' ``PULL_INITIAL_BACKOFF``), for arrays that arrive in milliseconds.
 
 No flag, config key or environment variable sets these, so fedfuse caps them in the processes it
-starts: ``python -m fedfuse.bench.engine.polls SECONDS <flower-supernode arguments>`` runs the
+starts (a node that has found no work for ``IDLE_AFTER_S`` asks every ``IDLE_POLL_S`` instead:
+at 0.05 s, two idle nodes and their executors keep 2 cores about 60 % busy): ``python -m fedfuse.bench.engine.polls SECONDS <flower-supernode arguments>`` runs the
 SuperNode with every wait of that module capped at SECONDS, the cell's ServerApp caps its
 grid's retries (``shorten_grid_pulls``) and the warm executor its own (``shorten_task_pulls``). Each checks that Flower still has what it replaces; if
 not (another Flower), it says so and leaves Flower as it is.
@@ -25,17 +26,43 @@ import sys
 import time
 
 FETCH_CAP_S = 0.05
+IDLE_AFTER_S, IDLE_POLL_S = 5.0, 0.5
+BUSY_GAP_S = 1.0  # between two empty polls, longer than a request takes: the node had a message
+NODE_IDLE_SLEEP_S = 3  # the SuperNode loop's sleep after asking for work and finding none
 log = logging.getLogger("fedfuse")
 
 
+class IdleBackoff:
+    """How long a poller waits before asking again: ``fast_s`` while it found work in the last
+    ``IDLE_AFTER_S``, then ``IDLE_POLL_S``. Within a cell's rounds a node waits seconds at most
+    for its next message and stays fast; between cells, and while the server evaluates, it
+    stops spending the machine's cores (and the SuperLink's) on empty answers."""
+
+    def __init__(self, fast_s: float):
+        self.fast_s, self.last_work = fast_s, time.monotonic()
+
+    def worked(self) -> None:
+        self.last_work = time.monotonic()
+
+    def wait_s(self) -> float:
+        return self.fast_s if time.monotonic() - self.last_work < IDLE_AFTER_S else IDLE_POLL_S
+
+
 class CappedSleep:
-    """The ``time`` module as one Flower module sees it, with every sleep capped."""
+    """The ``time`` module as one Flower module sees it, with every sleep capped; its empty-poll
+    sleep follows an ``IdleBackoff``. Any other sleep (for a reply, for arrays), or a pause
+    between two empty polls longer than a request takes, means the node had work."""
 
     def __init__(self, cap_s: float):
-        self.cap_s = cap_s
+        self.cap_s, self.backoff, self.last_poll_end = cap_s, IdleBackoff(cap_s), time.monotonic()
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self.cap_s))
+        empty_poll = seconds == NODE_IDLE_SLEEP_S
+        if not empty_poll or time.monotonic() - self.last_poll_end > BUSY_GAP_S:
+            self.backoff.worked()
+        time.sleep(min(seconds, self.backoff.wait_s() if empty_poll else self.cap_s))
+        if empty_poll:
+            self.last_poll_end = time.monotonic()
 
     def __getattr__(self, name):
         return getattr(time, name)
@@ -63,7 +90,7 @@ def shorten_supernode_waits(cap_s: float) -> bool:
     (nothing changed) on a Flower whose loop no longer has the hard-coded poll."""
     from flwr.supernode import start_client_internal as loop
 
-    if "time.sleep(3)" not in inspect.getsource(loop.start_client_internal) or not quick_fetches(loop, cap_s):
+    if f"time.sleep({NODE_IDLE_SLEEP_S})" not in inspect.getsource(loop.start_client_internal) or not quick_fetches(loop, cap_s):
         return False
     loop.time = CappedSleep(cap_s)
     return True

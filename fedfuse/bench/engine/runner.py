@@ -20,10 +20,10 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from fedfuse.bench.engine.envinfo import environment
-from fedfuse.bench.engine.services import ServerRun
+from fedfuse.bench.engine.services import PARTITIONS_FILE, ServerRun
 from fedfuse.bench.metrics.target import to_target
-from fedfuse.bench.suites.cells import CellSpec, cell_partitions
-from fedfuse.datasets.partition import describe
+from fedfuse.bench.suites.cells import CellSpec, cell_partitions, partition_file_key
+from fedfuse.datasets.partition import describe, save_partitions
 from fedfuse.leaderboard.store import ResultStore
 from fedfuse.plugins.manager import Registry
 
@@ -114,8 +114,9 @@ class SuiteRunner:
     def _record_data(self, run: ServerRun) -> None:
         """Load the data and partition it here first: a data problem fails the cell before
         Flower starts, and the partition's summary is stored with the cell."""
-        data = run.data
-        partition = describe(data, cell_partitions(run.cell), run.cell.partitioner, run.cell.partitioner_args)
+        data, parts = run.data, cell_partitions(run.cell)
+        save_partitions(run.run_dir / PARTITIONS_FILE, parts, partition_file_key(run.cell))
+        partition = describe(data, parts, run.cell.partitioner, run.cell.partitioner_args)
         facts = {"partition": partition, "warnings": list(data.warnings), "hardware": run.hardware.describe()}
         (run.run_dir / "partition.json").write_text(json.dumps(facts, indent=1))
         self.store.set_data(run.cell.cell_id, facts)

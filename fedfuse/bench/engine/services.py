@@ -23,6 +23,9 @@ PARTICIPATION_SALT = 0x9A47  # each round's participants: drawn from (cell seed,
 
 #: Key of the Flower run config that carries the cell (as JSON) to ServerApp and ClientApps.
 RUN_CONFIG_KEY = "fedfuse-cell"
+#: Key of the cell's run directory in the run config, and the file there that holds the
+#: driver's partitions (a ClientApp that cannot see the directory partitions on its own).
+RUN_DIR_KEY, PARTITIONS_FILE = "fedfuse-run-dir", "partitions.npz"
 
 
 def load_protocol_config(cell: CellSpec, reg=None) -> Any:
@@ -208,20 +211,21 @@ def client_run(context) -> ClientRun:
     if context.run_id != _LAST_RUN_ID:
         _client_run.cache_clear()
         _LAST_RUN_ID = context.run_id
-    node = context.node_config
-    return _client_run(context.run_config[RUN_CONFIG_KEY], int(node["partition-id"]), int(node["num-partitions"]))
+    node, run_dir = context.node_config, context.run_config.get(RUN_DIR_KEY)
+    saved = str(Path(str(run_dir)) / PARTITIONS_FILE) if run_dir else None
+    return _client_run(context.run_config[RUN_CONFIG_KEY], int(node["partition-id"]), int(node["num-partitions"]), saved)
 
 
 _LAST_RUN_ID = None
 
 
 @functools.lru_cache(maxsize=8)
-def _client_run(cell_json: str, partition_id: int, num_partitions: int) -> ClientRun:
+def _client_run(cell_json: str, partition_id: int, num_partitions: int, saved: str | None) -> ClientRun:
     cell = CellSpec.from_json(cell_json)
     if num_partitions != cell.clients:
         raise RuntimeError(f"this SuperNode is one of {num_partitions} partitions, the cell has {cell.clients} clients")
     data = load(cell.dataset, cell.dataset_args)
-    view = ClientData(data.train_images, data.train_labels, torch.from_numpy(cell_partitions(cell)[partition_id]))
+    view = ClientData(data.train_images, data.train_labels, torch.from_numpy(cell_partitions(cell, saved)[partition_id]))
     return ClientRun(cell, load_protocol_config(cell), partition_id, num_partitions, view,
                      flops=FlopMeter(scope=cell.cell_id))  # dry-step FLOPs kept for the cell's later messages
 

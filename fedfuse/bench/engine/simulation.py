@@ -21,7 +21,7 @@ from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
 from fedfuse.bench.engine.flower import CLIENT_THREADS_ENV, CellClientApp, serve
-from fedfuse.bench.engine.services import RUN_CONFIG_KEY, ServerRun
+from fedfuse.bench.engine.services import RUN_CONFIG_KEY, RUN_DIR_KEY, ServerRun
 
 
 def backend_config(system) -> dict:
@@ -194,7 +194,7 @@ def run_cell(run: ServerRun, server_loop) -> dict:
     def _main(grid, context):
         outcome["metrics"] = serve(grid, run, server_loop, recorded_partitions)
 
-    client_app = CellClientApp({RUN_CONFIG_KEY: run.cell.to_json()})
+    client_app = CellClientApp({RUN_CONFIG_KEY: run.cell.to_json(), RUN_DIR_KEY: str(run.run_dir.resolve())})
     config = backend_config(run.cell.system)
     settings = json.dumps([config, os.environ[CLIENT_THREADS_ENV]], sort_keys=True)
     with ray_kept_running(settings) as reused, actors_kept_warm(), node_partitions_recorded():

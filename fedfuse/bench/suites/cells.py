@@ -131,8 +131,14 @@ class CellSpec:
         return self.split.key()
 
 
-def cell_partitions(cell: CellSpec) -> list[np.ndarray]:
-    """The cell's client partitions (index arrays into the training images), cached per process."""
-    from fedfuse.datasets.partition import cached_partition
+def cell_partitions(cell: CellSpec, saved: str | None = None) -> list[np.ndarray]:
+    """The cell's client partitions (index arrays into the training images), cached per
+    process; read from ``saved`` (the driver's ``partitions.npz``) where it holds this cell's."""
+    from fedfuse.datasets.partition import cached_partition, saved_partitions
 
-    return cached_partition(*cell.partition_key())
+    parts = saved_partitions(saved, partition_file_key(cell)) if saved else None
+    return parts if parts is not None else cached_partition(*cell.partition_key())
+
+
+def partition_file_key(cell: CellSpec) -> str:
+    return json.dumps(list(cell.partition_key()))
