@@ -188,7 +188,8 @@ def fedavg_labelled(*labels: str) -> str:
 def test_a_client_past_the_deadline_is_left_out_of_the_round_and_costed_until_it(cli, tmp_path):
     """deadline_s between the two clients' simulated latencies: the slower one misses every
     round (its update is not averaged: another model), it is costed up to the deadline, the
-    round lasts the deadline, and the same seed drops the same client with the same model."""
+    round lasts the deadline, and the same seed drops the same client with the same model (a
+    second, warm run; across processes: the deployment parity test)."""
     def run(name, *labels, **matrix) -> dict:
         suite = write_suite(tmp_path / f"{name}.toml", fedavg_labelled(*labels) + MIXED, rounds="2", samples="16",
                             sample_steps="2", **matrix)
@@ -200,7 +201,7 @@ def test_a_client_past_the_deadline_is_left_out_of_the_round_and_costed_until_it
     latency = {k: c["latency_s"] for k, c in free["rounds"][0]["per_client"].items()}
     slow, fast = sorted(latency, key=latency.get, reverse=True)  # devices and (seeded) distances decide
     deadline = (latency[slow] + latency[fast]) / 2
-    late, again = run("late", "late", "again", deadline_s=str(deadline)).values()  # the same cell twice
+    late, again = run("late", "late", "again", deadline_s=str(deadline)).values()  # the same cell, labelled apart
     for record in (late, again):
         for rnd, before in zip(record["rounds"][:2], free["rounds"][:2]):
             straggler, other, was = rnd["per_client"][slow], rnd["per_client"][fast], before["per_client"][slow]

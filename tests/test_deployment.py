@@ -171,7 +171,7 @@ def test_idle_nodes_back_off_and_any_work_makes_them_fast_again(monkeypatch):
 
     monkeypatch.setattr(polls, "IDLE_AFTER_S", 0.3)
     monkeypatch.setattr(polls, "IDLE_POLL_S", 0.2)
-    monkeypatch.setattr(polls, "BUSY_GAP_S", 0.1)
+    monkeypatch.setattr(polls, "BUSY_GAP_S", 0.25)
     clock = polls.CappedSleep(0.01)
 
     def timed(seconds: float) -> float:
@@ -180,7 +180,7 @@ def test_idle_nodes_back_off_and_any_work_makes_them_fast_again(monkeypatch):
         return time.monotonic() - started
 
     assert timed(polls.NODE_IDLE_SLEEP_S) < 0.1  # fresh: fast
-    time.sleep(0.35)  # a pause longer than a request between two empty polls: the node had work
+    time.sleep(0.5)  # a pause longer than a request between two empty polls: the node had work
     assert timed(polls.NODE_IDLE_SLEEP_S) < 0.1
     while time.monotonic() - clock.backoff.last_work < 0.3:
         timed(polls.NODE_IDLE_SLEEP_S)
@@ -197,10 +197,16 @@ def test_the_runner_sees_its_serverapp_process_or_asks_flower(tmp_path):
     assert not server_running(record)  # not started yet: ask Flower
     record.write_text(json.dumps(this_process()))
     assert server_running(record)
-    ended = subprocess.run([sys.executable, "-c", "from fedfuse.bench.engine.flower_app import this_process as p; "
-                            "import json; print(json.dumps(p()))"], capture_output=True, text=True, check=True)
-    record.write_text(ended.stdout)
-    assert not server_running(record)  # that process has exited (or its pid now names another)
+    # A process that has exited but that its launcher never waited for (Flower's SuperExec
+    # starts ServerApps with a bare Popen): a zombie, which still has its pid and start time.
+    zombie = subprocess.Popen([sys.executable, "-c", "from fedfuse.bench.engine.flower_app import this_process as p; "
+                               "import json; print(json.dumps(p()), flush=True)"], stdout=subprocess.PIPE, text=True)
+    record.write_text(zombie.stdout.readline())
+    while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.05)
+    assert not server_running(record)
+    zombie.wait()
+    assert not server_running(record)  # reaped: gone (or its pid names another process)
 
 
 @pytest.mark.long

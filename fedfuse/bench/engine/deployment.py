@@ -26,6 +26,7 @@ from fedfuse.plugins.config import ConfigError
 
 CONNECTION = "fedfuse"  # the SuperLink connection's name in the private Flower config
 STATUS_EVERY_S = 10.0  # how often to ask the SuperLink whether the run is alive, unless its ServerApp is seen
+SEEN_STATUS_EVERY_S = 60.0  # and while it is: a ServerApp alive but cut off from its SuperLink
 
 
 def flower_command(name: str) -> str:
@@ -123,16 +124,17 @@ class DeploymentEngine:
     def follow(self, run, run_id: str) -> dict:
         """Relay the ServerApp's round lines to ``run`` until its result appears."""
         rounds, result = ReportReader(run.run_dir / ROUNDS_FILE), run.run_dir / RESULT_FILE
-        next_check = time.time() + STATUS_EVERY_S
+        last_check = time.time()
         while True:
             done = result.exists()  # written after the last round line: read those first
             for line in rounds.new_lines():
                 relay(run, line)
             if done:
                 return json.loads(result.read_text())
-            if time.time() > next_check and not server_running(run.run_dir / SERVER_FILE):
+            every = SEEN_STATUS_EVERY_S if server_running(run.run_dir / SERVER_FILE) else STATUS_EVERY_S
+            if time.time() > last_check + every:
                 self.check_alive(run_id, result)
-                next_check = time.time() + STATUS_EVERY_S
+                last_check = time.time()
             time.sleep(self.poll_s)
 
     def status(self, run_id: str) -> dict:
@@ -158,12 +160,15 @@ class DeploymentEngine:
 def server_running(record: Path) -> bool:
     """Whether the ServerApp process that wrote ``record`` is alive on this machine: a local
     check, where asking Flower costs a ``flwr`` process. False where it cannot be seen (not
-    started yet, ended, or in another process namespace): then Flower is asked."""
+    started yet, ended, a zombie its launcher has not reaped, or in another process
+    namespace): then Flower is asked."""
     import psutil
 
     try:
         server = json.loads(record.read_text())
-        return psutil.Process(server["pid"]).create_time() == server["started"]
+        process = psutil.Process(server["pid"])
+        same = abs(process.create_time() - server["started"]) < 0.5  # (not a later process with its pid)
+        return same and process.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
     except (OSError, ValueError, KeyError, psutil.Error):
         return False
 

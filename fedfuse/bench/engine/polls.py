@@ -11,7 +11,7 @@ settable (docs/deployment.md has the upstream proposal).
 
 No flag, config key or environment variable sets these, so fedfuse caps them in the processes it
 starts (a node that has found no work for ``IDLE_AFTER_S`` asks every ``IDLE_POLL_S`` instead:
-at 0.05 s, two idle nodes and their executors keep 2 cores about 60 % busy): ``python -m fedfuse.bench.engine.polls SECONDS <flower-supernode arguments>`` runs the
+at 0.05 s, two idle nodes and their executors keep one of 2 cores about 60 % busy): ``python -m fedfuse.bench.engine.polls SECONDS <flower-supernode arguments>`` runs the
 SuperNode with every wait of that module capped at SECONDS, the cell's ServerApp caps its
 grid's retries (``shorten_grid_pulls``) and the warm executor its own (``shorten_task_pulls``). Each checks that Flower still has what it replaces; if
 not (another Flower), it says so and leaves Flower as it is.
@@ -26,7 +26,7 @@ import sys
 import time
 
 FETCH_CAP_S = 0.05
-IDLE_AFTER_S, IDLE_POLL_S = 5.0, 0.5
+IDLE_AFTER_S, IDLE_POLL_S = 5.0, 0.25
 BUSY_GAP_S = 1.0  # between two empty polls, longer than a request takes: the node had a message
 NODE_IDLE_SLEEP_S = 3  # the SuperNode loop's sleep after asking for work and finding none
 log = logging.getLogger("fedfuse")
@@ -34,9 +34,10 @@ log = logging.getLogger("fedfuse")
 
 class IdleBackoff:
     """How long a poller waits before asking again: ``fast_s`` while it found work in the last
-    ``IDLE_AFTER_S``, then ``IDLE_POLL_S``. Within a cell's rounds a node waits seconds at most
-    for its next message and stays fast; between cells, and while the server evaluates, it
-    stops spending the machine's cores (and the SuperLink's) on empty answers."""
+    ``IDLE_AFTER_S``, then ``IDLE_POLL_S`` (never faster than ``fast_s``). Between cells, while
+    the server evaluates, and for a node that waits long on its peers or is not drawn, it stops
+    spending the machine's cores (and the SuperLink's) on empty answers; the price is that the
+    next message may wait up to ``IDLE_POLL_S`` for the node and as long again for its executor."""
 
     def __init__(self, fast_s: float):
         self.fast_s, self.last_work = fast_s, time.monotonic()
@@ -45,7 +46,8 @@ class IdleBackoff:
         self.last_work = time.monotonic()
 
     def wait_s(self) -> float:
-        return self.fast_s if time.monotonic() - self.last_work < IDLE_AFTER_S else IDLE_POLL_S
+        idle = time.monotonic() - self.last_work >= IDLE_AFTER_S
+        return max(self.fast_s, IDLE_POLL_S) if idle else self.fast_s
 
 
 class CappedSleep:

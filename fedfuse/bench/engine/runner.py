@@ -27,6 +27,8 @@ from fedfuse.datasets.partition import describe, save_partitions
 from fedfuse.leaderboard.store import ResultStore
 from fedfuse.plugins.manager import Registry
 
+log = logging.getLogger("fedfuse")
+
 
 @dataclass
 class CellOutcome:
@@ -115,7 +117,10 @@ class SuiteRunner:
         """Load the data and partition it here first: a data problem fails the cell before
         Flower starts, and the partition's summary is stored with the cell."""
         data, parts = run.data, cell_partitions(run.cell)
-        save_partitions(run.run_dir / PARTITIONS_FILE, parts, partition_file_key(run.cell))
+        try:  # the ClientApps read it rather than partition again; without it they still can
+            save_partitions(run.run_dir / PARTITIONS_FILE, parts, partition_file_key(run.cell))
+        except OSError as err:
+            log.warning("fedfuse: could not write %s (%s); each ClientApp partitions on its own", PARTITIONS_FILE, err)
         partition = describe(data, parts, run.cell.partitioner, run.cell.partitioner_args)
         facts = {"partition": partition, "warnings": list(data.warnings), "hardware": run.hardware.describe()}
         (run.run_dir / "partition.json").write_text(json.dumps(facts, indent=1))
