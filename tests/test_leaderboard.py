@@ -31,6 +31,14 @@ def test_mean_std_and_direction():
     assert "open" in rank(group(records, {}, {}), higher)[0].track
 
 
+def test_results_of_an_older_protocol_version_get_a_row_of_their_own():
+    records = [{**record("c0.2", 0, 10.0, 5), "protocol": "split", "protocol_version": "3"},
+               {**record("c0.2", 0, 30.0, 5), "protocol": "split", "protocol_version": "4"}]
+    rows = group(records, {}, {}, versions={"split": "4"})
+    assert sorted((r.label, r.mean("fid")) for r in rows) == [("c0.2", 30.0), ("c0.2 [split v3]", 10.0)]
+    assert len(group(records, {}, {})) == 1  # (without the installed versions: one row, as before)
+
+
 def test_pareto_front_is_exactly_the_non_dominated_set():
     points = [(1.0, 10.0), (2.0, 5.0), (3.0, 1.0), (2.5, 6.0), (1.0, 11.0), (4.0, 1.0)]
     # lower is better in both: (2.5,6) is dominated by (2,5); (1,11) by (1,10); (4,1) by (3,1)

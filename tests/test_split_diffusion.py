@@ -194,6 +194,21 @@ def test_the_server_pool_keeps_the_newest_images():
     assert pool.tensors["cut"].tolist() == [0, 0, 1, 1, 1]
 
 
+def test_a_pool_smaller_than_a_round_keeps_every_clients_newest_batches():
+    """Five clients' receipts go in as they would arrive, a batch of each in turn: a pool that
+    holds half a round keeps about the newest half of every client's batches (client after
+    client, it kept clients 2-4 only)."""
+    from fedfuse.protocols.split_diffusion.server_app import add_to_pool
+
+    assert task.interleaved([3, 5], 2).tolist() == [0, 1, 3, 4, 2, 5, 6, 7]
+    shared = {node: (torch.full((40, 1, 2, 2), float(node)), torch.full((40,), node)) for node in range(5)}
+    pool = task.Pool(100)
+    add_to_pool(pool, shared, {node: 120 for node in range(5)}, {}, batch_size=8)
+    kept = pool.tensors["cond"]
+    assert len(pool) == 100 and torch.bincount(kept, minlength=5).tolist() == [16, 16, 20, 24, 24]
+    assert torch.equal(pool.tensors["x_cut"][:, 0, 0, 0].long(), kept)  # images keep their conditions
+
+
 def test_joint_labels_give_cut_and_condition_their_own_embedding():
     cond, cut = torch.tensor([0, 2, 3]), torch.tensor([1, 1, 0])
     assert task.joint_label(None, None, 0) is None and task.joint_label(cut, None, 0).tolist() == [1, 1, 0]

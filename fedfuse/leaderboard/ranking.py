@@ -78,12 +78,21 @@ def data_of(record: dict) -> str:
     return f"{record['dataset']}/{record['partitioner']}"
 
 
-def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: dict[str, int] | None = None) -> list[Row]:
+def label_of(record: dict, versions: dict[str, str]) -> str:
+    """A row's label: the cell's, with the protocol's version added where it is not the
+    installed one, so that results of an older version are never pooled with the current."""
+    current = versions.get(record.get("protocol"))
+    return record["label"] if current in (None, record.get("protocol_version")) else \
+        f"{record['label']} [{record['protocol']} v{record['protocol_version']}]"
+
+
+def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: dict[str, int] | None = None,
+          versions: dict[str, str] | None = None) -> list[Row]:
     rows: dict[tuple, Row] = {}
     for r in records:
         if r["status"] == "running":  # in progress (or killed): not a result yet
             continue
-        key = (track_of(r, shipped_digests), r["label"], data_of(r), r["profile"])
+        key = (track_of(r, shipped_digests), label_of(r, versions or {}), data_of(r), r["profile"])
         row = rows.setdefault(key, Row(*key))
         row.planned = (planned_seeds or {}).get(r["suite"], 0)
         if r["status"] != "ok":

@@ -33,6 +33,7 @@ def ranked_rows(records: list[dict], registry) -> list[ranking.Row]:
     digests = {name: study_digest(p.read_text()) for name, p in suites.items()}
     seeds = {name: len(tomllib.loads(p.read_text())["matrix"]["seeds"]) for name, p in suites.items()}
     specs = {name: e.spec for name, e in registry.entries("metrics").items()}
-    rows = ranking.rank(ranking.group(records, digests, seeds), specs)
+    versions = {name: e.spec.version for name, e in registry.entries("protocols").items()}
+    rows = ranking.rank(ranking.group(records, digests, seeds, versions), specs)
     ranking.mark_fronts(rows, specs)
     return rows

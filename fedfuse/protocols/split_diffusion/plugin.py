@@ -82,7 +82,7 @@ def fedfuse_add_protocols():
              "client_app": "fedfuse.protocols.split_diffusion.client_app:app",
              "reply_check": "fedfuse.protocols.split_diffusion.server_app:check_shared", "partial_participation": True}
     return [
-        ProtocolSpec(name="split-diffusion", version="3", config=SplitConfig, **split,
+        ProtocolSpec(name="split-diffusion", version="4", config=SplitConfig, **split,
                      summary="CollaFuse: clients keep data and low-noise steps; the server trains and runs the rest"),
         ProtocolSpec(name="local-only", version="3", config=LocalOnlyConfig, **split,
                      summary="baseline: each client trains and samples alone (split diffusion at cut ratio 0)"),

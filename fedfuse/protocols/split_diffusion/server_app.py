@@ -38,7 +38,7 @@ def server(grid, run) -> dict:
         shared = received(replies, sorted(replies, key=run.partition_of))
         figures = client_losses(replies)
         if shared:  # the server trains its denoiser on what it has received so far
-            add_to_pool(pool, shared, cuts, labels)
+            add_to_pool(pool, shared, cuts, labels, cfg.recipe.batch_size)
             steps = cfg.server_steps or math.ceil(sum(len(x) for x, _ in shared.values()) / cfg.recipe.batch_size)
             figures["server_loss"] = task.train_server(
                 model, pool.tensors, cfg.timesteps, cfg.marginal, steps, cfg.recipe, run.torch_generator(rnd),
@@ -97,15 +97,22 @@ def received(replies, order) -> dict:
     return out
 
 
-def add_to_pool(pool: task.Pool, shared: dict, cuts: dict, labels: dict) -> None:
-    """The round's x_cut of every client, with each image's cut (its label, its condition)."""
+def add_to_pool(pool: task.Pool, shared: dict, cuts: dict, labels: dict, batch_size: int) -> None:
+    """The round's x_cut of every client, with each image's cut (its label, its condition), in
+    the order they would arrive: one batch of each client in turn, as clients train side by
+    side. A pool smaller than a round's receipts then keeps every client's newest batches;
+    added client after client, it kept only the last clients' (protocol version 3: with 5
+    clients of 6,400 images a round and a 20,000-image pool, client 0's never reached training)."""
+    entries = []
     for n, (x, cond) in shared.items():
         entry = {"x_cut": x, "cut": torch.full((len(x),), cuts[n])}
         if labels:
             entry["cut_label"] = torch.full((len(x),), labels[cuts[n]])
         if cond is not None:
             entry["cond"] = cond
-        pool.add(**entry)
+        entries.append(entry)
+    order = task.interleaved([len(e["x_cut"]) for e in entries], batch_size)
+    pool.add(**{key: torch.cat([e[key] for e in entries])[order] for key in entries[0]})
 
 
 def cut_figures(cfg, run, cuts: dict) -> dict:

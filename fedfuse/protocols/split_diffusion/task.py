@@ -187,6 +187,16 @@ class Recorded:
         return torch.cat([x for x, _ in self.batches]), torch.cat([y for _, y in self.batches])
 
 
+def interleaved(sizes: list[int], batch_size: int) -> torch.Tensor:
+    """Indices into the concatenation of parts of ``sizes`` that take one batch of each part in
+    turn: [3, 5] by 2 gives 0 1 | 3 4 | 2 | 5 6 | 7."""
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    order = [torch.arange(start + b, start + min(b + batch_size, size))
+             for b in range(0, max(sizes, default=0), batch_size)
+             for start, size in zip(starts, sizes) if b < size]
+    return torch.cat(order) if order else torch.zeros(0, dtype=torch.long)
+
+
 class Pool:
     """The server's training data across rounds: every image received, with its cut and
     (when conditioned) condition; the newest ``capacity`` are kept (first in, first out)."""
