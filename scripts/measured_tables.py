@@ -50,7 +50,7 @@ def figure(rows, panels: list[tuple[str, str]], path: Path) -> None:
     plt.close(fig)
 
 
-def sample_grids(rows, records: list[dict], folder: Path) -> str:
+def sample_grids(rows, folder: Path) -> str:
     """One sample grid per configuration (the leaderboard page's), copied beside the README."""
     import shutil
 
@@ -58,7 +58,7 @@ def sample_grids(rows, records: list[dict], folder: Path) -> str:
     several = len({r.data for r in rows}) > 1  # then a configuration has a grid per data split
     cells = []
     for r in rows:
-        grid = grid_of(r, records)
+        grid = grid_of(r)
         if grid is not None:
             title = f"{r.label}, {r.data.split('/')[-1].split('(')[0]}" if several else r.label
             name = "".join(c if c.isalnum() or c in "-." else "_" for c in title) + ".png"
@@ -81,7 +81,7 @@ def main(study: str, out: str) -> None:
     head = readme.read_text().split(MARK)[0]
     body = (f"{MARK} (`fedfuse run seed-{study}`)\n\nMeasured on 2 CPU cores; regenerate with "
             f"`python scripts/measured_tables.py {study} <out>`.\n\n{markdown(rows, extra)}\n\n![trade-off](tradeoff.png)\n\n"
-            f"{sample_grids(rows, records, readme.with_name('samples'))}")
+            f"{sample_grids(rows, readme.with_name('samples'))}")
     readme.write_text(head + body)
 
 

@@ -9,10 +9,14 @@ import torch
 from fedfuse.bench.metrics.quality import save_grid
 from fedfuse.bench.suites.cells import CellSpec
 from fedfuse.leaderboard.store import ResultStore
+from fedfuse.plugins.manager import registry
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0",
                   "--virtual-time-budget=5000"]
+
+
+FEDAVG_VERSION = registry().get("protocols", "fedavg").version  # cells of the installed version
 
 
 def hand_made_store(out):
@@ -21,7 +25,7 @@ def hand_made_store(out):
             "ref_recall_blur": 0.1, "ref_recall_noise": 0.0}
     for label, fid, up in (("a", 30.0, 9e6), ("b", 20.0, 5e6), ("c", 40.0, 1e6), ("d", 150.0, 1e5)):
         for seed in (0, 1):
-            cell = CellSpec("hand", "1", label, "fedavg", "1", {}, "digits", {}, "iid", {}, seed=seed)
+            cell = CellSpec("hand", "1", label, "fedavg", FEDAVG_VERSION, {}, "digits", {}, "iid", {}, seed=seed)
             run_dir = out / "runs" / cell.cell_id
             run_dir.mkdir(parents=True)
             save_grid(torch.rand(16, 1, 8, 8) * 2 - 1, run_dir / "samples.png")

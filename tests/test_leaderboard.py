@@ -100,4 +100,4 @@ def test_each_data_split_of_a_configuration_shows_its_own_sample_grid(tmp_path):
         records.append({**record("lora", 0, 1.0, 1.0), "partitioner": split, "run_dir": str(run_dir)})
     rows = group(records, {})
     assert len(rows) == 2
-    assert {grid_of(r, records).read_bytes().decode() for r in rows} == {"iid", "dirichlet"}
+    assert {grid_of(r).read_bytes().decode() for r in rows} == {"iid", "dirichlet"}

@@ -17,7 +17,6 @@ from fedfuse.leaderboard.ranking import (
     PRIMARY,
     REFERENCES,
     Row,
-    data_of,
     reference_rows,
 )
 from fedfuse.leaderboard.render import (
@@ -121,18 +120,15 @@ def td(row: Row, metric: str, scale: float = 1.0) -> str:
 GRIDS = ("samples.png", "final_samples.png", "samples_client0.png")  # fedavg-like, fine-tuning, split
 
 
-def grid_of(row: Row, records: list[dict]) -> Path | None:
+def grid_of(row: Row) -> Path | None:
     """The sample grid of the configuration's lowest-seed ok cell (client 0's where clients sample apart)."""
-    def of_row(r: dict) -> bool:  # the same configuration on the same data split and profile
-        return (r["label"], data_of(r), r["profile"]) == (row.label, row.data, row.profile)
-
-    runs = sorted((r for r in records if r["status"] == "ok" and of_row(r)), key=lambda r: r["seed"])
-    return next((Path(r["run_dir"]) / g for r in runs for g in GRIDS if (Path(r["run_dir"]) / g).is_file()), None)
+    dirs = [Path(row.run_dirs[seed]) for seed in sorted(row.run_dirs)]
+    return next((d / g for d in dirs for g in GRIDS if (d / g).is_file()), None)
 
 
-def sample_grid(row: Row, records: list[dict]) -> str:
+def sample_grid(row: Row) -> str:
     """That grid embedded (the page travels alone)."""
-    grid = grid_of(row, records)
+    grid = grid_of(row)
     if grid is None:
         return ""
     data = base64.b64encode(grid.read_bytes()).decode()
@@ -148,18 +144,18 @@ def table(rows: list[Row], records: list[dict]) -> str:
     th = "".join(f'<th class="{"l" if i in left else ""}"'
                  f'{f" data-metric={chr(34)}{m}{chr(34)}" if m else ""}>{html.escape(h)}</th>'
                  for i, (h, m) in enumerate(zip(heads, metrics)))
-    body = [table_row(i, r, records) for i, r in enumerate(rows, 1)]
+    body = [table_row(i, r) for i, r in enumerate(rows, 1)]
     return f'<table class="board"><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def table_row(i: int, r: Row, records: list[dict]) -> str:
+def table_row(i: int, r: Row) -> str:
     n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
     cells = [f'<td data-v="{i}">{html.escape(r.place)}</td>', f'<td class="l">{html.escape(r.label)}</td>',
              f'<td class="l">{html.escape(r.data)}</td>', f'<td class="l">{html.escape(r.profile)}</td>',
              f'<td data-v="{len(r.seeds)}">{n}</td>', td(r, PRIMARY), td(r, "fid_vs_noise"), td(r, "kid"),
              td(r, "recall"), td(r, "coverage"), *(td(r, m) for m in PRIVACY), *(td(r, c, UNITS[c][1]) for c in COSTS),
              f'<td class="l">{html.escape(", ".join(r.pareto))}</td>', f'<td class="l">{html.escape("; ".join(r.systems))}</td>',
-             f'<td class="l">{sample_grid(r, records)}</td>']
+             f'<td class="l">{sample_grid(r)}</td>']
     css = "unlearned" if r.not_learned else ("front" if r.pareto else "")
     return f'<tr class="{css}">{"".join(cells)}</tr>'
 
@@ -179,7 +175,8 @@ def page(rows: list[Row], records: list[dict], dest: Path) -> str:
     sections = []
     for track in dict.fromkeys(r.track for r in rows):
         members = [r for r in rows if r.track == track]
-        recs = [x for x in records if any(x["label"] == r.label for r in members)]
+        dirs = {d for r in members for d in r.run_dirs.values()}
+        recs = [x for x in records if x.get("run_dir") in dirs]
         plots = [front_plot(members, cost, name) for cost, name in FRONTS]
         plots.append(rounds_plot(recs))
         imgs = "".join(f'<img alt="plot" src="{p}">' for p in plots if p)

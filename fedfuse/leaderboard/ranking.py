@@ -40,6 +40,7 @@ class Row:
     pareto: list[str] = field(default_factory=list)
     rank: str = ""  # "1", "2=" (shared), "" (not ranked: not learned, or no quality figure)
     systems: list[str] = field(default_factory=list)  # where its cells ran (device, precision)
+    run_dirs: dict[int, str] = field(default_factory=dict)  # seed: run directory, of its ok cells
 
     def mean(self, metric: str) -> float:
         v = self.values.get(metric)
@@ -99,6 +100,8 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
             row.failed += 1
             continue
         row.seeds.append(r["seed"])
+        if r.get("run_dir"):
+            row.run_dirs[r["seed"]] = r["run_dir"]
         system = r["metrics"].get("system")
         if system and system not in row.systems:
             row.systems.append(system)
