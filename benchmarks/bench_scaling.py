@@ -114,6 +114,7 @@ def measure(make, tmp: Path, registered: int, participants: int) -> dict:
             "per_client_s": statistics.median(steady) / participants}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("registered,participants", POINTS)
 @pytest.mark.parametrize("engine", ["fedfuse", "plain-flower"])
 def test_round_scaling(benchmark, tmp_path, engine, registered, participants):

@@ -11,6 +11,12 @@ import pytest
 from helpers import CLI, ROOT
 
 
+def pytest_collection_modifyitems(items):
+    """End-to-end (``slow``) tests first: with several workers, a long test that starts last is a
+    tail no other worker can share; the short ones fill in at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def cli(tmp_path) -> CLI:
     return CLI(tmp_path)
