@@ -81,7 +81,8 @@ def front_plot(rows: list[Row], cost: str, title: str) -> str:
     return png(fig)
 
 
-def rounds_plot(records: list[dict], metric: str = "eval_loss") -> str | None:
+def rounds_plot(records: list[dict], labels: dict[str, str], metric: str = "eval_loss") -> str | None:
+    """``metric`` per round, a colour per configuration (``labels``: run directory -> its row's label)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,7 +92,7 @@ def rounds_plot(records: list[dict], metric: str = "eval_loss") -> str | None:
     for r in records:
         points = [(x["round"], x[metric]) for x in r["rounds"] if isinstance(x.get(metric), float)]
         if points and r["status"] == "ok":
-            series.setdefault(r["label"], []).append(points)
+            series.setdefault(labels.get(r["run_dir"], r["label"]), []).append(points)
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
@@ -175,10 +176,10 @@ def page(rows: list[Row], records: list[dict], dest: Path) -> str:
     sections = []
     for track in dict.fromkeys(r.track for r in rows):
         members = [r for r in rows if r.track == track]
-        dirs = {d for r in members for d in r.run_dirs.values()}
-        recs = [x for x in records if x.get("run_dir") in dirs]
+        labels = {d: r.label for r in members for d in r.run_dirs.values()}
+        recs = [x for x in records if x.get("run_dir") in labels]
         plots = [front_plot(members, cost, name) for cost, name in FRONTS]
-        plots.append(rounds_plot(recs))
+        plots.append(rounds_plot(recs, labels))
         imgs = "".join(f'<img alt="plot" src="{p}">' for p in plots if p)
         warn = "".join(f"<p class='warn'>{html.escape(n.replace('**', '').replace('`', ''))}</p>"
                        for n in space_notes(members) if n)

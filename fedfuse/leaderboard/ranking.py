@@ -41,6 +41,7 @@ class Row:
     rank: str = ""  # "1", "2=" (shared), "" (not ranked: not learned, or no quality figure)
     systems: list[str] = field(default_factory=list)  # where its cells ran (device, precision)
     run_dirs: dict[int, str] = field(default_factory=dict)  # seed: run directory, of its ok cells
+    outdated: bool = False  # cells of an older protocol version than the installed one
 
     def mean(self, metric: str) -> float:
         v = self.values.get(metric)
@@ -61,11 +62,11 @@ class Row:
     @property
     def place(self) -> str:
         """What the rank column shows: the rank, or why there is none."""
-        return self.rank or ("not learned" if self.not_learned else "–")
+        return self.rank or ("older version" if self.outdated else "not learned" if self.not_learned else "–")
 
     @property
     def ranked(self) -> bool:
-        return not math.isnan(self.mean(PRIMARY)) and not self.not_learned
+        return not math.isnan(self.mean(PRIMARY)) and not self.not_learned and not self.outdated
 
 
 def track_of(record: dict, shipped_digests: dict[str, str]) -> str:
@@ -95,6 +96,7 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
             continue
         key = (track_of(r, shipped_digests), label_of(r, versions or {}), data_of(r), r["profile"])
         row = rows.setdefault(key, Row(*key))
+        row.outdated = key[1] != r["label"]  # label_of added the version
         row.planned = (planned_seeds or {}).get(r["suite"], 0)
         if r["status"] != "ok":
             row.failed += 1
