@@ -192,12 +192,14 @@ def test_num_examples_and_a_protocols_own_schema_are_checked():
         policy.check(RecordDict({"shared": ArrayRecord({"x_cut": Array(np.zeros((9, 1, 8, 8), np.float32))})}),
                      cut, "client 1", 1)
     # share = "batches": one image per trained example, and one condition per image
-    policy = ReplyPolicy(schema=split.check_shared, config=SplitConfig(local_steps=2, batch_size=4))
+    policy = ReplyPolicy(schema=split.check_shared, config=SplitConfig(local_steps=2, batch_size=4, condition="label"))
     x_cut = Array(np.zeros((8, 1, 8, 8), np.float32))
     policy.check(RecordDict({"shared": ArrayRecord({"x_cut": x_cut, "cond": Array(np.zeros(8, np.int64))})}), cut, "c0", 0)
     with pytest.raises(BadReply, match=r"client 1: 'shared/cond' has shape \(7,\); expected \(8,\)"):
         policy.check(RecordDict({"shared": ArrayRecord({"x_cut": x_cut, "cond": Array(np.zeros(7, np.int64))})}),
                      cut, "client 1", 1)
+    with pytest.raises(BadReply, match=r"client 1: 'shared/cond' is missing; the models are conditioned"):
+        policy.check(RecordDict({"shared": ArrayRecord({"x_cut": x_cut})}), cut, "client 1", 1)
 
 
 @pytest.mark.slow

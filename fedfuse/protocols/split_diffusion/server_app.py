@@ -330,7 +330,11 @@ def check_shared(sent, reply, config) -> None:
         n = config.share_size if config.share == "subset" else config.local_steps * config.recipe.batch_size
         if len(x.shape) != 4 or x.shape[0] != n or str(x.dtype) != "float32":
             raise ValueError(f"'shared/x_cut' is {tuple(x.shape)} {x.dtype}; expected {n} float32 images")
-        if "cond" in reply["shared"] and tuple(reply["shared"]["cond"].shape) != (n,):
+        conditioned = config.condition != "none"
+        if ("cond" in reply["shared"]) != conditioned:
+            raise ValueError(f"'shared/cond' is {'missing' if conditioned else 'sent'}; the models are "
+                             f"{'conditioned' if conditioned else 'unconditional'}")
+        if conditioned and tuple(reply["shared"]["cond"].shape) != (n,):
             raise ValueError(f"'shared/cond' has shape {tuple(reply['shared']['cond'].shape)}; expected ({n},)")
     if EVAL_KEY in reply and "config" in sent and "n" in sent["config"]:
         x0 = reply[EVAL_KEY]["x0"]
