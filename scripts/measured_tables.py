@@ -71,11 +71,8 @@ def sample_grids(rows, folder: Path) -> str:
 
 def main(study: str, out: str) -> None:
     folder, extra, panels = STUDIES[study]
-    reg = registry()
-    versions = {name: e.spec.version for name, e in reg.entries("protocols").items()}
-    records = [r for r in ResultStore(Path(out) / "results.sqlite").records()  # the installed versions' only
-               if versions.get(r["protocol"], r["protocol_version"]) == r["protocol_version"]]
-    rows = ranked_rows(records, reg)
+    records = ResultStore(Path(out) / "results.sqlite").records()
+    rows = [r for r in ranked_rows(records, registry()) if not r.outdated]  # the installed versions' only
     readme = Path(__file__).resolve().parents[1] / "fedfuse" / "protocols" / folder / "README.md"
     figure(rows, panels, readme.with_name("tradeoff.png"))
     head = readme.read_text().split(MARK)[0]
