@@ -74,11 +74,25 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
-    deployed = Deployment(tmp_path_factory.mktemp("deploy"))
-    yield deployed
-    if deployed.proc.poll() is None:
-        deployed.stop()
+def deployments(tmp_path_factory):
+    """The module's deployment, started once and shared; started again only where a test
+    (Ctrl-C's) stopped it before another test needs one, whatever order a worker runs them in."""
+    started: list[Deployment] = []
+
+    def live() -> Deployment:
+        if not started or started[-1].proc.poll() is not None:
+            started.append(Deployment(tmp_path_factory.mktemp("deploy")))
+        return started[-1]
+
+    yield live
+    for deployed in started:
+        if deployed.proc.poll() is None:
+            deployed.stop()
+
+
+@pytest.fixture
+def deployment(deployments) -> Deployment:
+    return deployments()
 
 
 def by_label(cli: CLI, out: Path) -> dict:
@@ -304,7 +318,7 @@ def pull_status(deployment, node_id: int, private_key: Path) -> int:
 
 
 def test_ctrl_c_stops_the_whole_deployment(deployment):
-    """Runs last: Ctrl-C stops everything `deploy local` started, children included, in bounded time."""
+    """Ctrl-C stops everything `deploy local` started, children included, in bounded time."""
     code, took, alive = deployment.stop()
     assert code == 0 and took < 60 and not alive, alive
 

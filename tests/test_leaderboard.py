@@ -39,6 +39,14 @@ def test_results_of_an_older_protocol_version_get_a_row_of_their_own():
     assert len(group(records, {}, {})) == 1  # (without the installed versions: one row, as before)
 
 
+def test_two_sizes_of_one_dataset_are_two_rows():
+    small, large = record("a", 0, 10.0, 5), record("a", 0, 30.0, 5)
+    small["dataset_args"], large["dataset_args"] = {"size": 14}, {"size": 28}
+    rows = group([small, large, record("a", 1, 20.0, 5)], {}, {})
+    assert sorted((r.data, r.mean("fid")) for r in rows) == [
+        ("digits(size=14)/iid", 10.0), ("digits(size=28)/iid", 30.0), ("digits/iid", 20.0)]
+
+
 def test_pareto_front_is_exactly_the_non_dominated_set():
     points = [(1.0, 10.0), (2.0, 5.0), (3.0, 1.0), (2.5, 6.0), (1.0, 11.0), (4.0, 1.0)]
     # lower is better in both: (2.5,6) is dominated by (2,5); (1,11) by (1,10); (4,1) by (3,1)

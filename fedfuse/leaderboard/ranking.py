@@ -76,16 +76,23 @@ def track_of(record: dict, shipped_digests: dict[str, str]) -> str:
 
 
 def data_of(record: dict) -> str:
-    """A cell's data as a row names it: dataset and partitioner."""
-    return f"{record['dataset']}/{record['partitioner']}"
+    """A cell's data as a row names it: dataset with its arguments (as the cell's name shows
+    them, so that two sizes of one dataset are two rows), and partitioner."""
+    args = ",".join(f"{k}={v}" for k, v in sorted((record.get("dataset_args") or {}).items()))
+    return f"{record['dataset']}{f'({args})' if args else ''}/{record['partitioner']}"
+
+
+def is_outdated(record: dict, versions: dict[str, str]) -> bool:
+    """The cell ran an older version of its protocol than the installed one (where known)."""
+    return versions.get(record.get("protocol")) not in (None, record.get("protocol_version"))
 
 
 def label_of(record: dict, versions: dict[str, str]) -> str:
     """A row's label: the cell's, with the protocol's version added where it is not the
     installed one, so that results of an older version are never pooled with the current."""
-    current = versions.get(record.get("protocol"))
-    return record["label"] if current in (None, record.get("protocol_version")) else \
-        f"{record['label']} [{record['protocol']} v{record['protocol_version']}]"
+    if not is_outdated(record, versions):
+        return record["label"]
+    return f"{record['label']} [{record['protocol']} v{record['protocol_version']}]"
 
 
 def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: dict[str, int] | None = None,
@@ -96,7 +103,7 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
             continue
         key = (track_of(r, shipped_digests), label_of(r, versions or {}), data_of(r), r["profile"])
         row = rows.setdefault(key, Row(*key))
-        row.outdated = key[1] != r["label"]  # label_of added the version
+        row.outdated = is_outdated(r, versions or {})
         row.planned = (planned_seeds or {}).get(r["suite"], 0)
         if r["status"] != "ok":
             row.failed += 1

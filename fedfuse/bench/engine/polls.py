@@ -9,12 +9,16 @@ settable (docs/deployment.md has the upstream proposal).
   SuperNode from the SuperLink, the ServerApp its replies) retries after 1 s, 2 s, 4 s...
   (``pull_objects``' ``PULL_INITIAL_BACKOFF``), for arrays that arrive in milliseconds.
 
-No flag, config key or environment variable sets these, so fedfuse caps them in the processes it
-starts (a node that has found no work for ``IDLE_AFTER_S`` asks every ``IDLE_POLL_S`` instead:
-at 0.05 s, two idle nodes and their executors keep one of 2 cores about 60 % busy): ``python -m fedfuse.bench.engine.polls SECONDS <flower-supernode arguments>`` runs the
-SuperNode with every wait of that module capped at SECONDS, the cell's ServerApp caps its
-grid's retries (``shorten_grid_pulls``) and the warm executor its own (``shorten_task_pulls``). Each checks that Flower still has what it replaces; if
-not (another Flower), it says so and leaves Flower as it is.
+No flag, config key or environment variable sets these, so fedfuse caps them in the processes
+it starts:
+- ``python -m fedfuse.bench.engine.polls SECONDS <flower-supernode arguments>`` runs the
+  SuperNode with every wait of that module capped at SECONDS;
+- the cell's ServerApp caps its grid's retries (``shorten_grid_pulls``), and the warm executor
+  its own (``shorten_task_pulls``).
+A node that has found no work for ``IDLE_AFTER_S`` asks every ``IDLE_POLL_S`` instead (at
+0.05 s, two idle nodes and their executors keep one of 2 cores about 60 % busy). Each patch
+checks that Flower still has what it replaces; if not (another Flower), it says so and leaves
+Flower as it is.
 """
 
 from __future__ import annotations
