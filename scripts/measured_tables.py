@@ -16,8 +16,8 @@ from fedfuse.leaderboard.store import ResultStore
 from fedfuse.plugins.manager import registry
 
 STUDIES = {  # protocol folder, extra table columns, the figure's panels [(x, y), ...]
-    "fedavg-lora": ("fedavg_lora", ("trained_params", "base_fid", "eval_loss", "pretrain_s"),
-                    [("bytes_up", "fid"), ("bytes_up", "energy_j")]),
+    "fedavg-lora": ("fedavg_lora", ("trained_params", "aggregation_error", "base_fid", "eval_loss", "pretrain_s"),
+                    [("bytes_up", "fid"), ("aggregation_error", "fid"), ("bytes_up", "mia_auc")]),
     "split-diffusion": ("split_diffusion", ("cut_ratio", "server_flops", "client_gen_flops", "nn_mse", "nn_ssim",
                                             "disclosure_fid_cut", "disclosure_fid_approx",
                                             "disclosure_fid_approx_heldout", "disclosure_fid_fresh"),
@@ -37,17 +37,26 @@ def figure(rows, panels: list[tuple[str, str]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3))
+    several = len({r.data for r in rows}) > 1
     for ax, (x, y) in zip(axes, panels):
         for r in rows:
             if r.values.get(x) and r.values.get(y):
                 ax.errorbar(r.mean(x), r.mean(y), xerr=r.std(x), yerr=r.std(y), fmt="o", capsize=3)
-                ax.annotate(r.label, (r.mean(x), r.mean(y)), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                name = f"{r.label}, {split_name(r)}" if several else r.label
+                ax.annotate(name, (r.mean(x), r.mean(y)), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if x.startswith("bytes"):  # LoRA's megabytes beside full fine-tuning's hundred: a log axis
+            ax.set_xscale("log")
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def split_name(row) -> str:
+    """The partitioner of a row's data, without its arguments: ``dirichlet``."""
+    return row.data.split("/")[-1].split("(")[0]
 
 
 def sample_grids(rows, folder: Path) -> str:
@@ -60,7 +69,7 @@ def sample_grids(rows, folder: Path) -> str:
     for r in rows:
         grid = grid_of(r)
         if grid is not None:
-            title = f"{r.label}, {r.data.split('/')[-1].split('(')[0]}" if several else r.label
+            title = f"{r.label}, {split_name(r)}" if several else r.label
             name = "".join(c if c.isalnum() or c in "-." else "_" for c in title) + ".png"
             shutil.copyfile(grid, folder / name)
             cells.append((title, f"samples/{name}"))
