@@ -37,12 +37,12 @@ def figure(rows, panels: list[tuple[str, str]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3))
-    several = len({r.data for r in rows}) > 1
+    several, splits = len({r.data for r in rows}) > 1, split_names(rows)
     for ax, (x, y) in zip(axes, panels):
         for r in rows:
             if r.values.get(x) and r.values.get(y):
                 ax.errorbar(r.mean(x), r.mean(y), xerr=r.std(x), yerr=r.std(y), fmt="o", capsize=3)
-                name = f"{r.label}, {split_name(r)}" if several else r.label
+                name = f"{r.label}, {splits[id(r)]}" if several else r.label
                 ax.annotate(name, (r.mean(x), r.mean(y)), fontsize=7, xytext=(3, 3), textcoords="offset points")
         if x.startswith("bytes"):  # LoRA's megabytes beside full fine-tuning's hundred: a log axis
             ax.set_xscale("log")
@@ -54,9 +54,15 @@ def figure(rows, panels: list[tuple[str, str]], path: Path) -> None:
     plt.close(fig)
 
 
-def split_name(row) -> str:
-    """The partitioner of a row's data, without its arguments: ``dirichlet``."""
-    return row.data.split("/")[-1].split("(")[0]
+def split_names(rows) -> dict[int, str]:
+    """{id(row): how its data split is named beside its label}: the partitioner without its
+    arguments (``dirichlet``) where that tells a configuration's rows apart, else all of its data."""
+    def short(r):
+        return r.partition.split("(")[0]
+
+    clash = {(r.label, short(r)) for r in rows for o in rows
+             if o is not r and (o.label, short(o)) == (r.label, short(r)) and o.data != r.data}
+    return {id(r): r.data if (r.label, short(r)) in clash else short(r) for r in rows}
 
 
 def sample_grids(rows, folder: Path) -> str:
@@ -65,12 +71,14 @@ def sample_grids(rows, folder: Path) -> str:
 
     folder.mkdir(exist_ok=True)
     several = len({r.data for r in rows}) > 1  # then a configuration has a grid per data split
-    cells = []
+    splits, cells = split_names(rows), []
     for r in rows:
         grid = grid_of(r)
         if grid is not None:
-            title = f"{r.label}, {split_name(r)}" if several else r.label
+            title = f"{r.label}, {splits[id(r)]}" if several else r.label
             name = "".join(c if c.isalnum() or c in "-." else "_" for c in title) + ".png"
+            if any(path == f"samples/{name}" for _, path in cells):
+                sys.exit(f"two configurations would share the sample grid {name}")
             shutil.copyfile(grid, folder / name)
             cells.append((title, f"samples/{name}"))
     heads = " | ".join(label for label, _ in cells)

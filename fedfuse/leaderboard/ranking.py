@@ -42,6 +42,7 @@ class Row:
     systems: list[str] = field(default_factory=list)  # where its cells ran (device, precision)
     run_dirs: dict[int, str] = field(default_factory=dict)  # seed: run directory, of its ok cells
     outdated: bool = False  # cells of an older protocol version than the installed one
+    partition: str = ""  # the partitioner part of ``data``, e.g. ``dirichlet(alpha=0.3)``
 
     def mean(self, metric: str) -> float:
         v = self.values.get(metric)
@@ -77,7 +78,8 @@ def track_of(record: dict, shipped_digests: dict[str, str]) -> str:
 
 def data_of(record: dict) -> str:
     """A cell's data as a row names it: dataset with its arguments (as the cell's name shows
-    them, so that two sizes of one dataset are two rows), and partitioner."""
+    them, ``suites.cells.with_args``, so that two sizes of one dataset are two rows), and
+    partitioner (the record's, arguments included)."""
     args = ",".join(f"{k}={v}" for k, v in sorted((record.get("dataset_args") or {}).items()))
     return f"{record['dataset']}{f'({args})' if args else ''}/{record['partitioner']}"
 
@@ -103,7 +105,7 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
             continue
         key = (track_of(r, shipped_digests), label_of(r, versions or {}), data_of(r), r["profile"])
         row = rows.setdefault(key, Row(*key))
-        row.outdated = is_outdated(r, versions or {})
+        row.outdated, row.partition = is_outdated(r, versions or {}), r["partitioner"]
         row.planned = (planned_seeds or {}).get(r["suite"], 0)
         if r["status"] != "ok":
             row.failed += 1
