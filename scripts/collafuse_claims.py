@@ -1,0 +1,87 @@
+"""CollaFuse's three claims, checked on a split-diffusion results directory:
+
+    .venv/bin/python scripts/collafuse_claims.py fedfuse-out/
+
+1. collaboration beats local-only at some cut ratio c (FID);
+2. client compute falls as c grows (training FLOPs, and FLOPs to generate one image);
+3. disclosure rises as c grows (what the server can make of what it receives).
+
+Rows are the leaderboard's (installed protocol versions only, seeds pooled, mean ± std). "Beats"
+and "rises" use the leaderboard's own test for telling configurations apart: the means differ by
+more than the two standard deviations summed (docs/metrics.md); a step within that is "flat".
+"""
+
+import sys
+from pathlib import Path
+
+from fedfuse.bench.engine.results import ranked_rows
+from fedfuse.leaderboard.store import ResultStore
+from fedfuse.plugins.manager import registry
+
+#: (metric, True where a larger value means more is disclosed)
+DISCLOSURE = (("disclosure_fid_cut", False), ("disclosure_fid_approx", False), ("nn_mse", False),
+              ("nn_ssim", True), ("mia_auc", True))
+COMPUTE = ("client_flops", "client_gen_flops")
+SWEEP = ("local-only", "split-diffusion")  # centralized and FedAvg are reference rows, not points of c
+
+
+def sweep(out: str) -> list:
+    """The cut-ratio rows (local-only is c = 0) of one data split, in order of c."""
+    records = [r for r in ResultStore(Path(out) / "results.sqlite").records() if r["protocol"] in SWEEP]
+    rows = [r for r in ranked_rows(records, registry()) if not r.outdated]
+    if len({r.data for r in rows}) > 1:
+        sys.exit("several data splits in this folder: give one suite's results")
+    return sorted(rows, key=lambda r: r.mean("cut_ratio"))
+
+
+def apart(a, b, metric: str) -> bool:
+    return abs(a.mean(metric) - b.mean(metric)) > a.std(metric) + b.std(metric)
+
+
+def step(a, b, metric: str, larger_is_more: bool = True) -> str:
+    """How ``metric`` moves from row a to row b: 'rises', 'falls' or 'flat' (within the spread)."""
+    if not apart(a, b, metric):
+        return "flat"
+    return "rises" if (b.mean(metric) > a.mean(metric)) == larger_is_more else "falls"
+
+
+def figure(r, metric: str) -> str:
+    return f"{r.mean(metric):.4g} ± {r.std(metric):.2g}" if r.std(metric) else f"{r.mean(metric):.4g}"
+
+
+def collaboration(rows) -> list[str]:
+    if len(rows) < 2 or rows[0].mean("cut_ratio") != 0:
+        return ["1. collaboration beats local-only at some c: not measured (local-only and a c > 0 needed)"]
+    local = rows[0]
+    lines = [f"local-only FID {figure(local, 'fid')}"]
+    for r in rows[1:]:
+        verdict = "better" if apart(local, r, "fid") and r.mean("fid") < local.mean("fid") else \
+            "worse" if apart(local, r, "fid") else "not told apart"
+        lines.append(f"c = {r.mean('cut_ratio'):g}: FID {figure(r, 'fid')}, {verdict} than local-only")
+    held = any(line.endswith("better than local-only") for line in lines)
+    return [f"1. collaboration beats local-only at some c: {'holds' if held else 'does not hold'}", *lines]
+
+
+def trend(rows, metric: str, larger_is_more: bool) -> tuple[str, list[str]]:
+    steps = [step(a, b, metric, larger_is_more) for a, b in zip(rows, rows[1:]) if metric in a.values and metric in b.values]
+    values = ", ".join(figure(r, metric) for r in rows if metric in r.values)
+    if not steps:
+        return "not measured", []
+    verdict = next((v for v in ("rises", "falls") if all(s == v for s in steps)), "mixed: " + " ".join(steps))
+    return verdict, [f"   {metric} (in order of c): {values}"]
+
+
+def claims(rows) -> list[str]:
+    lines = collaboration(rows)
+    for title, metrics, want in (("2. client compute falls with c", [(m, True) for m in COMPUTE], "falls"),
+                                 ("3. disclosure rises with c", DISCLOSURE, "rises")):
+        verdicts = [trend(rows, m, more) for m, more in metrics]
+        lines.append(f"{title}: " + "; ".join(f"{m} {v}" for (m, _), (v, _) in zip(metrics, verdicts)))
+        lines += [line for _, shown in verdicts for line in shown]
+        held = sum(v == want for v, _ in verdicts)
+        lines.append(f"   the claim holds on {held} of {len(verdicts)} measures")
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(claims(sweep(sys.argv[1]))))
