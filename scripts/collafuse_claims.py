@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from fedfuse.bench.engine.results import ranked_rows
+from fedfuse.leaderboard.ranking import overlaps
 from fedfuse.leaderboard.store import ResultStore
 from fedfuse.plugins.manager import registry
 
@@ -34,13 +35,9 @@ def sweep(out: str) -> list:
     return sorted(rows, key=lambda r: r.mean("cut_ratio"))
 
 
-def apart(a, b, metric: str) -> bool:
-    return abs(a.mean(metric) - b.mean(metric)) > a.std(metric) + b.std(metric)
-
-
 def step(a, b, metric: str, larger_is_more: bool = True) -> str:
     """How ``metric`` moves from row a to row b: 'rises', 'falls' or 'flat' (within the spread)."""
-    if not apart(a, b, metric):
+    if overlaps(a, b, metric):
         return "flat"
     return "rises" if (b.mean(metric) > a.mean(metric)) == larger_is_more else "falls"
 
@@ -53,13 +50,11 @@ def collaboration(rows) -> list[str]:
     if len(rows) < 2 or rows[0].mean("cut_ratio") != 0:
         return ["1. collaboration beats local-only at some c: not measured (local-only and a c > 0 needed)"]
     local = rows[0]
+    moves = {"falls": "better", "rises": "worse", "flat": "not told apart"}  # FID: lower is better
+    verdicts = [moves[step(local, r, "fid")] for r in rows[1:]]
     lines = [f"local-only FID {figure(local, 'fid')}"]
-    for r in rows[1:]:
-        verdict = "better" if apart(local, r, "fid") and r.mean("fid") < local.mean("fid") else \
-            "worse" if apart(local, r, "fid") else "not told apart"
-        lines.append(f"c = {r.mean('cut_ratio'):g}: FID {figure(r, 'fid')}, {verdict} than local-only")
-    held = any(line.endswith("better than local-only") for line in lines)
-    return [f"1. collaboration beats local-only at some c: {'holds' if held else 'does not hold'}", *lines]
+    lines += [f"c = {r.mean('cut_ratio'):g}: FID {figure(r, 'fid')}, {v} than local-only" for r, v in zip(rows[1:], verdicts)]
+    return [f"1. collaboration beats local-only at some c: {'holds' if 'better' in verdicts else 'does not hold'}", *lines]
 
 
 def trend(rows, metric: str, larger_is_more: bool) -> tuple[str, list[str]]:

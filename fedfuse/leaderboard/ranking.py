@@ -151,8 +151,9 @@ def share_ranks(ranked: list[Row]) -> None:
             ranked[i].rank = label
 
 
-def overlaps(a: Row, b: Row) -> bool:
-    return abs(a.mean(PRIMARY) - b.mean(PRIMARY)) <= a.std(PRIMARY) + b.std(PRIMARY)
+def overlaps(a: Row, b: Row, metric: str = PRIMARY) -> bool:
+    """The seeds cannot tell a and b apart on ``metric``: mean ± std intervals overlap."""
+    return abs(a.mean(metric) - b.mean(metric)) <= a.std(metric) + b.std(metric)
 
 
 def reference_rows(rows: list[Row]) -> dict[str, dict[str, tuple[float, float]]]:
