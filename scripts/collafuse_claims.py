@@ -50,11 +50,11 @@ def collaboration(rows) -> list[str]:
     if len(rows) < 2 or rows[0].mean("cut_ratio") != 0:
         return ["1. collaboration beats local-only at some c: not measured (local-only and a c > 0 needed)"]
     local = rows[0]
-    moves = {"falls": "better", "rises": "worse", "flat": "not told apart"}  # FID: lower is better
+    moves = {"falls": "better than", "rises": "worse than", "flat": "not told apart from"}  # FID: lower is better
     verdicts = [moves[step(local, r, "fid")] for r in rows[1:]]
     lines = [f"local-only FID {figure(local, 'fid')}"]
-    lines += [f"c = {r.mean('cut_ratio'):g}: FID {figure(r, 'fid')}, {v} than local-only" for r, v in zip(rows[1:], verdicts)]
-    return [f"1. collaboration beats local-only at some c: {'holds' if 'better' in verdicts else 'does not hold'}", *lines]
+    lines += [f"c = {r.mean('cut_ratio'):g}: FID {figure(r, 'fid')}, {v} local-only" for r, v in zip(rows[1:], verdicts)]
+    return [f"1. collaboration beats local-only at some c: {'holds' if 'better than' in verdicts else 'does not hold'}", *lines]
 
 
 def trend(rows, metric: str, larger_is_more: bool) -> tuple[str, list[str]]:

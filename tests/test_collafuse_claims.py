@@ -28,7 +28,7 @@ def test_a_cut_ratio_beats_local_only_only_beyond_the_spread():
     rows = sweep({0.0: ((70, 74), 9, 0.0), 0.4: ((60, 64), 6, 0.5), 0.8: ((71, 75), 3, 0.9)})
     lines = claims_module.claims(rows)
     assert lines[0].endswith("holds") and "c = 0.4: FID 62 ± 2.8, better" in lines[2]
-    assert lines[3].endswith("not told apart than local-only")  # 73 vs 72, spreads 2.8 each
+    assert lines[3].endswith("not told apart from local-only")  # 73 vs 72, spreads 2.8 each
     text = "\n".join(lines)
     assert "client_flops falls" in lines[4] and "the claim holds on 2 of 2 measures" in text
     assert "nn_ssim rises" in text
