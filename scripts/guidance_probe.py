@@ -22,13 +22,14 @@ from fedfuse.toolkit.recipe import Recipe
 CLASSES, N, T = (0, 1, 6, 7), 100, 200
 
 
-def class_accuracy(model, net, shape, scale: float) -> list[float]:
-    """Per asked class, the share of its samples the feature net labels as that class."""
+def class_accuracy(model, net, shape, null: int, scale: float) -> list[float]:
+    """Per asked class, the share of its samples the feature net labels as that class
+    (``null``: the label of "no condition", one past the dataset's classes)."""
     shares = []
     for c in CLASSES:
         generator = torch.Generator().manual_seed(5)
         x = task.server_sample(model, T, 0, "exact", N, shape, 50, generator, None,
-                               torch.full((N,), c), 10, scale).clamp(-1, 1)
+                               torch.full((N,), c), null, scale).clamp(-1, 1)
         with torch.no_grad():
             shares.append(round(float((net.logits(x).argmax(1) == c).float().mean()), 2))
     return shares
@@ -37,15 +38,16 @@ def class_accuracy(model, net, shape, scale: float) -> list[float]:
 def main(rounds: int = 6, per_round: int = 500) -> None:
     data = load_digits()
     images, labels = data.train_images, data.train_labels
-    model = build_unet(data.image_shape, "tiny", 3, classes=11)
+    null = int(labels.max()) + 1  # the "no condition" label: one embedding past the classes
+    model = build_unet(data.image_shape, "tiny", 3, classes=null + 1)
     ema, net = Ema(model, 0.995), feature_net("digits", data)[0]
     for r in range(rounds):
         train(model, task.full_schedule(T), ClientData(images, labels, torch.arange(len(images))), per_round,
               Recipe(), torch.Generator().manual_seed(r), conditional=True, ema=ema, label_dropout=0.1,
-              null_label=10, start_step=r * per_round)
+              null_label=null, start_step=r * per_round)
         print(f"{(r + 1) * per_round} steps: asked class generated (classes {CLASSES}) at guidance 2",
-              class_accuracy(ema.model, net, data.image_shape, 2.0), "at guidance 1",
-              class_accuracy(ema.model, net, data.image_shape, 1.0), flush=True)
+              class_accuracy(ema.model, net, data.image_shape, null, 2.0), "at guidance 1",
+              class_accuracy(ema.model, net, data.image_shape, null, 1.0), flush=True)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,21 @@ def test_results_of_an_older_protocol_version_get_a_row_of_their_own():
     records = [{**record("c0.2", 0, 10.0, 5), "protocol": "split", "protocol_version": "3"},
                {**record("c0.2", 0, 30.0, 5), "protocol": "split", "protocol_version": "4"}]
     rows = rank(group(records, {}, {}, versions={"split": "4"}), SPECS)
-    assert [(r.label, r.mean("fid"), r.place) for r in rows] == [("c0.2", 30.0, "1"), ("c0.2 [split v3]", 10.0, "older version")]
+    assert [(r.label, r.mean("fid"), r.place) for r in rows] == [("c0.2", 30.0, "1"), ("c0.2 [split v3]", 10.0, "superseded")]
     assert len(group(records, {}, {})) == 1  # (without the installed versions: one row, as before)
+
+
+def test_a_store_resumed_after_a_default_changed_does_not_pool_the_two_configs():
+    """Same label, same protocol version, but the resolved config differs (say a default moved
+    from guidance 2 to 1 and the store was resumed): the last-ended config is the row, the
+    earlier one a row of its own, unranked."""
+    old = [{**record("c0.2", s, 70.0, 5), "config_hash": "aaa", "ended": 100.0 + s} for s in (0, 1)]
+    new = [{**record("c0.2", s, 20.0, 5), "config_hash": "bbb", "ended": 200.0 + s} for s in (0, 1)]
+    rows = rank(group(old + new, {}, {}), SPECS)
+    assert [(r.label, r.mean("fid"), r.place) for r in rows] == [
+        ("c0.2", 20.0, "1"), ("c0.2 [earlier config aaa]", 70.0, "superseded")]
+    alone = group(old, {}, {})  # one config in the store: a plain row, as before
+    assert [(r.label, r.outdated) for r in alone] == [("c0.2", False)]
 
 
 def test_two_sizes_of_one_dataset_are_two_rows():

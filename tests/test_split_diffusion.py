@@ -122,11 +122,11 @@ def test_split_sampling_hands_over_at_the_cut():
 
 CONDITIONED = ('[[protocols]]\nname = "split-diffusion"\nlabel = "split"\n'
                'config = { model = "tiny", client_model = "tiny", cut_ratio = 0.6, local_steps = 3, batch_size = 8, '
-               'server_pool = 40, condition = "label" }\n'
+               'server_pool = 40, condition = "label", guidance = 2.0 }\n'
                '[[protocols]]\nname = "local-only"\n'
-               'config = { client_model = "tiny", local_steps = 3, batch_size = 8, condition = "label" }\n'
+               'config = { client_model = "tiny", local_steps = 3, batch_size = 8, condition = "label", guidance = 2.0 }\n'
                '[[protocols]]\nname = "centralized"\nconfig = { model = "tiny", local_steps = 3, batch_size = 8, '
-               'condition = "label" }\n')
+               'condition = "label", guidance = 2.0 }\n')  # guided: the two-pass sampler end to end
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ class Row:
     rank: str = ""  # "1", "2=" (shared), "" (not ranked: not learned, or no quality figure)
     systems: list[str] = field(default_factory=list)  # where its cells ran (device, precision)
     run_dirs: dict[int, str] = field(default_factory=dict)  # seed: run directory, of its ok cells
-    outdated: bool = False  # cells of an older protocol version than the installed one
+    outdated: bool = False  # cells of an older protocol version than the installed one, or an earlier config
     partition: str = ""  # the partitioner part of ``data``, e.g. ``dirichlet(alpha=0.3)``
 
     def mean(self, metric: str) -> float:
@@ -63,7 +63,7 @@ class Row:
     @property
     def place(self) -> str:
         """What the rank column shows: the rank, or why there is none."""
-        return self.rank or ("older version" if self.outdated else "not learned" if self.not_learned else "–")
+        return self.rank or ("superseded" if self.outdated else "not learned" if self.not_learned else "–")
 
     @property
     def ranked(self) -> bool:
@@ -89,23 +89,44 @@ def is_outdated(record: dict, versions: dict[str, str]) -> bool:
     return versions.get(record.get("protocol")) not in (None, record.get("protocol_version"))
 
 
-def label_of(record: dict, versions: dict[str, str]) -> str:
+def label_of(record: dict, versions: dict[str, str], earlier_config: bool = False) -> str:
     """A row's label: the cell's, with the protocol's version added where it is not the
-    installed one, so that results of an older version are never pooled with the current."""
-    if not is_outdated(record, versions):
-        return record["label"]
-    return f"{record['label']} [{record['protocol']} v{record['protocol_version']}]"
+    installed one, so that results of an older version are never pooled with the current; or
+    with its config where a newer cell of its label ran another (a default changed, say)."""
+    if is_outdated(record, versions):
+        return f"{record['label']} [{record['protocol']} v{record['protocol_version']}]"
+    if earlier_config:
+        return f"{record['label']} [earlier config {record['config_hash']}]"
+    return record["label"]
+
+
+def newest_configs(records: list[dict], shipped_digests: dict[str, str]) -> dict[tuple, str]:
+    """{(track, label): the config hash of that label's last-ended cell}. A label names one
+    config in a suite; a store resumed after a protocol default changed holds two."""
+    newest: dict[tuple, tuple[float, str]] = {}
+    for r in records:
+        key, when = (track_of(r, shipped_digests), r["label"]), r.get("ended") or r.get("started") or 0.0
+        if key not in newest or when >= newest[key][0]:
+            newest[key] = (when, r.get("config_hash", ""))
+    return {key: config for key, (_, config) in newest.items()}
+
+
+def is_earlier_config(record: dict, track: str, newest: dict[tuple, str]) -> bool:
+    key = (track, record["label"])
+    return key in newest and record.get("config_hash", "") != newest[key]
 
 
 def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: dict[str, int] | None = None,
           versions: dict[str, str] | None = None) -> list[Row]:
     rows: dict[tuple, Row] = {}
+    records = [r for r in records if r["status"] != "running"]  # in progress (or killed): not a result yet
+    newest = newest_configs(records, shipped_digests)
     for r in records:
-        if r["status"] == "running":  # in progress (or killed): not a result yet
-            continue
-        key = (track_of(r, shipped_digests), label_of(r, versions or {}), data_of(r), r["profile"])
+        track = track_of(r, shipped_digests)
+        earlier = is_earlier_config(r, track, newest)
+        key = (track, label_of(r, versions or {}, earlier), data_of(r), r["profile"])
         row = rows.setdefault(key, Row(*key))
-        row.outdated, row.partition = is_outdated(r, versions or {}), r["partitioner"]
+        row.outdated, row.partition = is_outdated(r, versions or {}) or earlier, r["partitioner"]
         row.planned = (planned_seeds or {}).get(r["suite"], 0)
         if r["status"] != "ok":
             row.failed += 1

@@ -50,7 +50,7 @@ class Guided(nn.Module):
 
 def conditioned(model: nn.Module, labels: torch.Tensor | None, null_label: int, scale: float) -> tuple:
     """(denoiser, model kwargs) for sampling: unconditional when ``labels`` is None, plain
-    conditional at ``scale`` 1, classifier-free guided above."""
+    conditional at ``scale`` 1, classifier-free guided at any other scale."""
     if labels is None:
         return model, {}
     if scale == 1.0:
@@ -90,7 +90,7 @@ def sample(model, n: int, shape: tuple[int, int, int], train_timesteps, steps: i
            guidance: float = 1.0, null_label: int = -1, clamp: bool = True, **model_kwargs) -> torch.Tensor:
     """``n`` images in [-1, 1]: pure noise denoised over ``steps`` steps of a ``kind`` scheduler
     (``make_scheduler``: ``train_timesteps`` is a length or the training scheduler). With
-    ``class_labels``, ``guidance`` > 1 samples with classifier-free guidance against
+    ``class_labels``, ``guidance`` other than 1 samples with classifier-free guidance against
     ``null_label``. ``clamp`` False leaves the result unclamped: latents, not images."""
     generator = torch.Generator().manual_seed(seed)
     out = []

@@ -32,7 +32,7 @@ class SplitCommon(DdpmConfig):
     # tiny digits model made its asked class less often the longer it trained (0.99 -> 0.66 for
     # a 0 from 1,000 to 3,000 steps; at 1: 0.95 -> 0.97; scripts/guidance_probe.py).
     guidance: float = 1.0
-    cond_dropout: float = 0.1  # training: share of batches' conditions replaced by "none"
+    cond_dropout: float = 0.1  # training: probability that an image's condition is replaced by "none"
 
     def __post_init__(self):
         super().__post_init__()

@@ -14,8 +14,8 @@ it were clean (``reference`` mode), which over-noises it. Clients may cut at dif
 then, in exact mode, the server's one denoiser is conditioned on the cut (``needs_cut_labels``).
 
 Conditioning (``condition = "label"`` or an attribute): both sides' models take the image's
-condition, learnt with classifier-free guidance (a null condition in training, ``Guided`` at
-sampling). The server's model has one embedding per (cut label, condition or null):
+condition, learnt with classifier-free guidance (a null condition in training; at sampling
+``Guided`` where ``guidance`` is not 1, plain conditional at 1, the default). The server's model has one embedding per (cut label, condition or null):
 ``joint_label``.
 """
 
