@@ -36,7 +36,7 @@ def test_results_of_an_older_protocol_version_get_a_row_of_their_own():
                {**record("c0.2", 0, 30.0, 5), "protocol": "split", "protocol_version": "4"}]
     rows = rank(group(records, {}, {}, versions={"split": "4"}), SPECS)
     assert [(r.label, r.mean("fid"), r.place) for r in rows] == [("c0.2", 30.0, "1"), ("c0.2 [split v3]", 10.0, "superseded")]
-    assert len(group(records, {}, {})) == 1  # (without the installed versions: one row, as before)
+    assert len(group(records, {}, {})) == 1  # (without the installed versions, and these records carrying no config hash: one row)
 
 
 def test_a_store_resumed_after_a_default_changed_does_not_pool_the_two_configs():
@@ -48,6 +48,9 @@ def test_a_store_resumed_after_a_default_changed_does_not_pool_the_two_configs()
     rows = rank(group(old + new, {}, {}), SPECS)
     assert [(r.label, r.mean("fid"), r.place) for r in rows] == [
         ("c0.2", 20.0, "1"), ("c0.2 [earlier config aaa]", 70.0, "superseded")]
+    failed = {**record("c0.2", 0, math.nan, 5, status="failed"), "config_hash": "ccc", "ended": 300.0}
+    assert [r.label for r in rank(group(old + new + [failed], {}, {}), SPECS)][0] == "c0.2"  # ok cells decide
+    assert rank(group(old + new + [failed], {}, {}), SPECS)[0].mean("fid") == 20.0
     alone = group(old, {}, {})  # one config in the store: a plain row, as before
     assert [(r.label, r.outdated) for r in alone] == [("c0.2", False)]
 

@@ -96,16 +96,20 @@ def label_of(record: dict, versions: dict[str, str], earlier_config: bool = Fals
     if is_outdated(record, versions):
         return f"{record['label']} [{record['protocol']} v{record['protocol_version']}]"
     if earlier_config:
-        return f"{record['label']} [earlier config {record['config_hash']}]"
+        return f"{record['label']} [earlier config {record.get('config_hash') or '?'}]"
     return record["label"]
 
 
-def newest_configs(records: list[dict], shipped_digests: dict[str, str]) -> dict[tuple, str]:
-    """{(track, label): the config hash of that label's last-ended cell}. A label names one
-    config in a suite; a store resumed after a protocol default changed holds two."""
-    newest: dict[tuple, tuple[float, str]] = {}
+def newest_configs(records: list[dict], shipped_digests: dict[str, str], versions: dict[str, str]) -> dict[tuple, str]:
+    """{(track, label): the config hash of that label's last-ended ``ok`` cell of the installed
+    protocol version (any cell where none is ok)}. A label names one config in a suite; a store
+    resumed after a protocol default changed holds two."""
+    newest: dict[tuple, tuple] = {}
     for r in records:
-        key, when = (track_of(r, shipped_digests), r["label"]), r.get("ended") or r.get("started") or 0.0
+        if is_outdated(r, versions):
+            continue
+        key = (track_of(r, shipped_digests), r["label"])
+        when = (r["status"] == "ok", r.get("ended") or r.get("started") or 0.0)
         if key not in newest or when >= newest[key][0]:
             newest[key] = (when, r.get("config_hash", ""))
     return {key: config for key, (_, config) in newest.items()}
@@ -120,7 +124,7 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
           versions: dict[str, str] | None = None) -> list[Row]:
     rows: dict[tuple, Row] = {}
     records = [r for r in records if r["status"] != "running"]  # in progress (or killed): not a result yet
-    newest = newest_configs(records, shipped_digests)
+    newest = newest_configs(records, shipped_digests, versions or {})
     for r in records:
         track = track_of(r, shipped_digests)
         earlier = is_earlier_config(r, track, newest)
