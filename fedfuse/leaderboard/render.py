@@ -83,7 +83,8 @@ def space_notes(members: list[Row]) -> list[str]:
 def to_json(rows: list[Row]) -> str:
     from fedfuse.leaderboard.tables import strict
 
-    return json.dumps(strict([{"track": r.track, "rank": r.rank, "not_learned": r.not_learned, "label": r.label,
+    return json.dumps(strict([{"track": r.track, "rank": r.rank, "not_learned": r.not_learned,
+                        "superseded": r.outdated, "label": r.label,
                         "data": r.data, "profile": r.profile,
                         "seeds": r.seeds, "failed": r.failed, "incomplete": r.incomplete, "pareto": r.pareto,
                         "mean": {k: r.mean(k) for k in r.values}, "std": {k: r.std(k) for k in r.values}}

@@ -53,7 +53,7 @@ def not_learned(metrics: dict) -> bool:
 
 
 def board_table(wandb, rows):
-    """The ranked rows (rank "2=" shared; "not learned" rows last), then each track's three
+    """The ranked rows (rank "2=" shared; "superseded" and "not learned" rows last), then each track's three
     reference rows, in one table."""
     from fedfuse.leaderboard.ranking import COSTS, PRIMARY, REFERENCES, reference_rows
     from fedfuse.leaderboard.render import PRIVACY
@@ -62,7 +62,7 @@ def board_table(wandb, rows):
                "recall", *PRIVACY, *COSTS, "pareto", "system"]
     table = wandb.Table(columns=columns)
     for r in rows:
-        table.add_data(r.track, r.rank or ("not learned" if r.not_learned else ""), r.label, r.data, r.profile,
+        table.add_data(r.track, r.rank or ("" if r.place == "–" else r.place), r.label, r.data, r.profile,
                        len(r.seeds), r.mean(PRIMARY), r.std(PRIMARY), r.mean("fid_vs_noise"), r.mean("recall"),
                        *(r.mean(m) for m in PRIVACY), *(r.mean(c) for c in COSTS), ", ".join(r.pareto), "; ".join(r.systems))
     for track in dict.fromkeys(r.track for r in rows):
