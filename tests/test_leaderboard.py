@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from fedfuse.leaderboard.ranking import group, mark_fronts, pareto_front, rank
+from fedfuse.leaderboard.ranking import group, mark_fronts, pareto_front, rank, setup_of
 from fedfuse.plugins import MetricSpec
 
 
@@ -39,19 +39,23 @@ def test_results_of_an_older_protocol_version_get_a_row_of_their_own():
     assert len(group(records, {}, {})) == 1  # (without the installed versions, and these records carrying no config hash: one row)
 
 
-def test_a_store_resumed_after_a_default_changed_does_not_pool_the_two_configs():
-    """Same label, same protocol version, but the resolved config differs (say a default moved
-    from guidance 2 to 1 and the store was resumed): the last-ended config is the row, the
-    earlier one a row of its own, unranked."""
+def test_a_store_resumed_after_its_set_up_changed_does_not_pool_the_two():
+    """Same label, data and protocol version, but another resolved config (a default moved from
+    guidance 2 to 1 and the store was resumed) or another matrix (rounds): the last-ended ok
+    set-up is the row, the earlier one a row of its own, unranked."""
     old = [{**record("c0.2", s, 70.0, 5), "config_hash": "aaa", "ended": 100.0 + s} for s in (0, 1)]
     new = [{**record("c0.2", s, 20.0, 5), "config_hash": "bbb", "ended": 200.0 + s} for s in (0, 1)]
     rows = rank(group(old + new, {}, {}), SPECS)
     assert [(r.label, r.mean("fid"), r.place) for r in rows] == [
-        ("c0.2", 20.0, "1"), ("c0.2 [earlier config aaa]", 70.0, "superseded")]
+        ("c0.2", 20.0, "1"), (f"c0.2 [earlier set-up {setup_of(old[0])}]", 70.0, "superseded")]
+    longer = [{**r, "config_hash": "bbb", "rounds_planned": 20, "ended": 300.0 + r["seed"]} for r in old]
+    assert [(r.label, r.mean("fid")) for r in rank(group(new + longer, {}, {}), SPECS)] == [
+        ("c0.2", 70.0), (f"c0.2 [earlier set-up {setup_of(new[0])}]", 20.0)]
     failed = {**record("c0.2", 0, math.nan, 5, status="failed"), "config_hash": "ccc", "ended": 300.0}
-    assert [r.label for r in rank(group(old + new + [failed], {}, {}), SPECS)][0] == "c0.2"  # ok cells decide
-    assert rank(group(old + new + [failed], {}, {}), SPECS)[0].mean("fid") == 20.0
-    alone = group(old, {}, {})  # one config in the store: a plain row, as before
+    assert rank(group(old + new + [failed], {}, {}), SPECS)[0].mean("fid") == 20.0  # ok cells decide
+    other_data = [{**r, "dataset": "fashion-mnist", "evaluation": {"samples": 64}} for r in old]
+    assert not any(r.outdated for r in group(new + other_data, {}, {}))  # each data split is its own row
+    alone = group(old, {}, {})  # one set-up in the store: a plain row, as before
     assert [(r.label, r.outdated) for r in alone] == [("c0.2", False)]
 
 

@@ -13,6 +13,8 @@ whose mean ± std over seeds overlaps that of the first configuration of their g
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ class Row:
     rank: str = ""  # "1", "2=" (shared), "" (not ranked: not learned, or no quality figure)
     systems: list[str] = field(default_factory=list)  # where its cells ran (device, precision)
     run_dirs: dict[int, str] = field(default_factory=dict)  # seed: run directory, of its ok cells
-    outdated: bool = False  # cells of an older protocol version than the installed one, or an earlier config
+    outdated: bool = False  # cells of an older protocol version than the installed one, or an earlier set-up
     partition: str = ""  # the partitioner part of ``data``, e.g. ``dirichlet(alpha=0.3)``
 
     def mean(self, metric: str) -> float:
@@ -89,45 +91,56 @@ def is_outdated(record: dict, versions: dict[str, str]) -> bool:
     return versions.get(record.get("protocol")) not in (None, record.get("protocol_version"))
 
 
-def label_of(record: dict, versions: dict[str, str], earlier_config: bool = False) -> str:
+def label_of(record: dict, versions: dict[str, str], earlier_setup: bool = False) -> str:
     """A row's label: the cell's, with the protocol's version added where it is not the
     installed one, so that results of an older version are never pooled with the current; or
-    with its config where a newer cell of its label ran another (a default changed, say)."""
+    with its set-up where a newer cell of its row ran another (a default changed, say)."""
     if is_outdated(record, versions):
         return f"{record['label']} [{record['protocol']} v{record['protocol_version']}]"
-    if earlier_config:
-        return f"{record['label']} [earlier config {record.get('config_hash') or '?'}]"
+    if earlier_setup:
+        return f"{record['label']} [earlier set-up {setup_of(record)}]"
     return record["label"]
 
 
-def newest_configs(records: list[dict], shipped_digests: dict[str, str], versions: dict[str, str]) -> dict[tuple, str]:
-    """{(track, label): the config hash of that label's last-ended ``ok`` cell of the installed
-    protocol version (any cell where none is ok)}. A label names one config in a suite; a store
-    resumed after a protocol default changed holds two."""
+def setup_of(record: dict) -> str:
+    """What a row's cells must share besides their data, profile and seed: the resolved config
+    (its hash) and the matrix's rounds, clients and evaluation; a short hash of them."""
+    setup = [record.get("config_hash"), record.get("rounds_planned"), record.get("clients"), record.get("evaluation")]
+    return hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def row_key(record: dict, track: str) -> tuple:
+    return track, record["label"], data_of(record), record["profile"]
+
+
+def newest_setups(records: list[dict], shipped_digests: dict[str, str], versions: dict[str, str]) -> dict[tuple, str]:
+    """{row key: the set-up of that row's last-ended ``ok`` cell of the installed protocol
+    version (any cell where none is ok)}. A suite gives a row one set-up; a store resumed after a
+    protocol default or the suite's matrix changed holds two."""
     newest: dict[tuple, tuple] = {}
     for r in records:
         if is_outdated(r, versions):
             continue
-        key = (track_of(r, shipped_digests), r["label"])
+        key = row_key(r, track_of(r, shipped_digests))
         when = (r["status"] == "ok", r.get("ended") or r.get("started") or 0.0)
         if key not in newest or when >= newest[key][0]:
-            newest[key] = (when, r.get("config_hash", ""))
-    return {key: config for key, (_, config) in newest.items()}
+            newest[key] = (when, setup_of(r))
+    return {key: setup for key, (_, setup) in newest.items()}
 
 
-def is_earlier_config(record: dict, track: str, newest: dict[tuple, str]) -> bool:
-    key = (track, record["label"])
-    return key in newest and record.get("config_hash", "") != newest[key]
+def is_earlier_setup(record: dict, track: str, newest: dict[tuple, str]) -> bool:
+    key = row_key(record, track)
+    return key in newest and setup_of(record) != newest[key]
 
 
 def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: dict[str, int] | None = None,
           versions: dict[str, str] | None = None) -> list[Row]:
     rows: dict[tuple, Row] = {}
     records = [r for r in records if r["status"] != "running"]  # in progress (or killed): not a result yet
-    newest = newest_configs(records, shipped_digests, versions or {})
+    newest = newest_setups(records, shipped_digests, versions or {})
     for r in records:
         track = track_of(r, shipped_digests)
-        earlier = is_earlier_config(r, track, newest)
+        earlier = is_earlier_setup(r, track, newest)
         key = (track, label_of(r, versions or {}, earlier), data_of(r), r["profile"])
         row = rows.setdefault(key, Row(*key))
         row.outdated, row.partition = is_outdated(r, versions or {}) or earlier, r["partitioner"]
