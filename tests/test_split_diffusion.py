@@ -152,7 +152,7 @@ def test_batches_conditions_and_what_the_server_can_make_of_them(cli, tmp_path):
     for what in ("cut", "rescaled", "approx", "fresh"):
         assert m[f"disclosure_fid_{what}"] > 0 and m[f"disclosure_fid_{what}_heldout"] > 0
     # Generating costs the split client its share of the 6 steps, the lone client all 6, the
-    # centralized baseline's clients nothing.
+    # centralized baseline's clients nothing; guidance runs two passes a step on both sides.
     assert central["metrics"]["client_gen_flops"] == 0
     per_step = alone["metrics"]["client_gen_flops"] / 6
     assert m["client_gen_flops"] == pytest.approx(per_step * task.split_steps(6, task.cut_index(0.6, 200), 200)[1])

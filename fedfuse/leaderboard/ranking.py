@@ -91,20 +91,22 @@ def is_outdated(record: dict, versions: dict[str, str]) -> bool:
     return versions.get(record.get("protocol")) not in (None, record.get("protocol_version"))
 
 
-def label_of(record: dict, versions: dict[str, str], earlier_setup: bool = False) -> str:
+def label_of(record: dict, versions: dict[str, str], earlier_setup: str = "") -> str:
     """A row's label: the cell's, with the protocol's version added where it is not the
     installed one, so that results of an older version are never pooled with the current; or
-    with its set-up where a newer cell of its row ran another (a default changed, say)."""
+    with its set-up (``earlier_setup``, ``setup_of``) where a newer cell of its row ran another."""
     if is_outdated(record, versions):
         return f"{record['label']} [{record['protocol']} v{record['protocol_version']}]"
     if earlier_setup:
-        return f"{record['label']} [earlier set-up {setup_of(record)}]"
+        return f"{record['label']} [earlier set-up {earlier_setup}]"
     return record["label"]
 
 
 def setup_of(record: dict) -> str:
     """What a row's cells must share besides their data, profile and seed: the resolved config
-    (its hash) and the matrix's rounds, clients and evaluation; a short hash of them."""
+    (its hash) and the matrix's rounds, clients and evaluation; a short hash of them. (The twin
+    of ``toolkit.seeding.stable_hash``, which the leaderboard does not import: it imports the
+    contract only.)"""
     setup = [record.get("config_hash"), record.get("rounds_planned"), record.get("clients"), record.get("evaluation")]
     return hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
@@ -113,37 +115,32 @@ def row_key(record: dict, track: str) -> tuple:
     return track, record["label"], data_of(record), record["profile"]
 
 
-def newest_setups(records: list[dict], shipped_digests: dict[str, str], versions: dict[str, str]) -> dict[tuple, str]:
+def newest_setups(records: list[dict], tracks: list[str], setups: list[str], versions: dict[str, str]) -> dict[tuple, str]:
     """{row key: the set-up of that row's last-ended ``ok`` cell of the installed protocol
     version (any cell where none is ok)}. A suite gives a row one set-up; a store resumed after a
     protocol default or the suite's matrix changed holds two."""
     newest: dict[tuple, tuple] = {}
-    for r in records:
+    for r, track, setup in zip(records, tracks, setups):
         if is_outdated(r, versions):
             continue
-        key = row_key(r, track_of(r, shipped_digests))
-        when = (r["status"] == "ok", r.get("ended") or r.get("started") or 0.0)
+        key, when = row_key(r, track), (r["status"] == "ok", r.get("ended") or r.get("started") or 0.0)
         if key not in newest or when >= newest[key][0]:
-            newest[key] = (when, setup_of(r))
+            newest[key] = (when, setup)
     return {key: setup for key, (_, setup) in newest.items()}
-
-
-def is_earlier_setup(record: dict, track: str, newest: dict[tuple, str]) -> bool:
-    key = row_key(record, track)
-    return key in newest and setup_of(record) != newest[key]
 
 
 def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: dict[str, int] | None = None,
           versions: dict[str, str] | None = None) -> list[Row]:
     rows: dict[tuple, Row] = {}
+    versions = versions or {}
     records = [r for r in records if r["status"] != "running"]  # in progress (or killed): not a result yet
-    newest = newest_setups(records, shipped_digests, versions or {})
-    for r in records:
-        track = track_of(r, shipped_digests)
-        earlier = is_earlier_setup(r, track, newest)
-        key = (track, label_of(r, versions or {}, earlier), data_of(r), r["profile"])
+    tracks, setups = [track_of(r, shipped_digests) for r in records], [setup_of(r) for r in records]
+    newest = newest_setups(records, tracks, setups, versions)
+    for r, track, setup in zip(records, tracks, setups):
+        earlier = newest.get(row_key(r, track), setup) != setup
+        key = (track, label_of(r, versions, setup if earlier else ""), data_of(r), r["profile"])
         row = rows.setdefault(key, Row(*key))
-        row.outdated, row.partition = is_outdated(r, versions or {}) or earlier, r["partitioner"]
+        row.outdated, row.partition = is_outdated(r, versions) or earlier, r["partitioner"]
         row.planned = (planned_seeds or {}).get(r["suite"], 0)
         if r["status"] != "ok":
             row.failed += 1
