@@ -9,7 +9,8 @@ Groups:
 
 - **contract**: ``hookimpl`` and the spec records a plugin returns from its hooks.
 - **run objects**: ``ServerRun`` (handed to a server loop) and ``ClientRun``
-  (``client_run(context)`` in a ClientApp): the cell, its data, seeds, FLOP meter, services.
+  (``client_run(context)`` in a ClientApp): the cell, its data, seeds, FLOP meter, services;
+  ``Request``, what the harness asks a deployed client to generate (``run.deploy``).
 - **rounds**: ``strategy_rounds`` (FedAvg-style rounds of a Flower strategy), ``send_each``
   (custom messages), ``check_replies``, ``ClientFailure``.
 - **toolkit**: UNet presets, the DDPM recipe (``DdpmConfig``, ``train`` with an
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from fedfuse.bench.costs import costmodel
     from fedfuse.bench.costs.accounting import EVAL_KEY, PAYLOAD_KEY
     from fedfuse.bench.costs.flops import FlopMeter
+    from fedfuse.bench.engine.scoring import Request
     from fedfuse.bench.engine.services import ClientRun, ServerRun, client_run
     from fedfuse.datasets import ClientData, ImageData
     from fedfuse.files import write_atomic
@@ -76,6 +78,7 @@ _EXPORTS = {
     "ClientRun": ("fedfuse.bench.engine.services", "ClientRun"),
     "ServerRun": ("fedfuse.bench.engine.services", "ServerRun"),
     "client_run": ("fedfuse.bench.engine.services", "client_run"),
+    "Request": ("fedfuse.bench.engine.scoring", "Request"),
     "ClientData": ("fedfuse.datasets", "ClientData"),
     "ImageData": ("fedfuse.datasets", "ImageData"),
     "load_dataset": ("fedfuse.datasets.loading", "load"),
@@ -139,7 +142,7 @@ __all__ = [
     # contract
     "hookimpl", "ProtocolSpec", "MetricSpec", "DatasetSpec", "PartitionerSpec",
     # run objects
-    "ServerRun", "ClientRun", "client_run", "ClientData", "ImageData", "load_dataset", "Resources",
+    "ServerRun", "ClientRun", "client_run", "Request", "ClientData", "ImageData", "load_dataset", "Resources",
     # rounds
     "strategy_rounds", "send_each", "check_replies", "ClientFailure", "last_trained",
     # toolkit

@@ -129,3 +129,66 @@ def test_each_data_split_of_a_configuration_shows_its_own_sample_grid(tmp_path):
     rows = group(records, {})
     assert len(rows) == 2
     assert {grid_of(r).read_bytes().decode() for r in rows} == {"iid", "dirichlet"}
+
+
+def stored(tmp_path, cells) -> list[dict]:
+    """A real results store holding ``cells`` [(label, protocol, seed, metrics)], read back."""
+    from fedfuse.bench.suites.cells import CellSpec
+    from fedfuse.leaderboard.store import ResultStore
+
+    store = ResultStore(tmp_path / "results.sqlite")
+    for label, protocol, seed, metrics in cells:
+        cell = CellSpec("s", "1", label, protocol, "1", {}, "digits", {}, "iid", seed=seed)
+        store.start(cell, "d", tmp_path / cell.cell_id)
+        store.finish(cell.cell_id, "ok", metrics)
+    return ResultStore(tmp_path / "results.sqlite", readonly=True).records()
+
+
+def refs(noise: float) -> dict:
+    return {"ref_fid_real": noise / 100, "ref_recall_real": 0.9, "ref_fid_blur": noise / 2, "ref_recall_blur": 0.1,
+            "ref_fid_noise": noise, "ref_recall_noise": 0.0}
+
+
+def test_rows_scored_on_different_distributions_are_ranked_in_separate_sections(tmp_path):
+    """A store mixing two scored distributions shows two sections, each with its own references;
+    so does an older store without distribution keys whose rows' references differ."""
+    from fedfuse.leaderboard.render import markdown
+
+    mine = {"eval_distribution": "each client's label mix", **refs(260.0)}
+    whole = {"eval_distribution": "all held-out", **refs(210.0)}
+    records = stored(tmp_path, [("split", "split-diffusion", s, {"fid": 20.0 + s, **mine}) for s in (0, 1)]
+                     + [("fedavg", "fedavg", s, {"fid": 70.0 + s, **whole}) for s in (0, 1)])
+    rows = rank(group(records, {}, {}), SPECS)
+    assert {(r.label, r.rank, r.distribution) for r in rows} == {
+        ("split", "1", "each client's label mix"), ("fedavg", "1", "all held-out")}  # never ranked together
+    text = markdown(rows)
+    sections = text.split("### ")[1:]
+    assert len(sections) == 2
+    for section, label, noise in (("all held-out", "fedavg", "210"), ("each client's label mix", "split", "260")):
+        body = next(s for s in sections if s.startswith(f"s v1 (open, featnet) — scored on {section}"))
+        assert f"| {label} |" in body and f"| pure noise | {noise} | 0 |" in body and body.count("| pure noise |") == 1
+    legacy = [{**r, "metrics": {k: v for k, v in r["metrics"].items() if k != "eval_distribution"}} for r in records]
+    assert len({r.section for r in rank(group(legacy, {}, {}), SPECS)}) == 2  # told apart by their references
+    same = [r for r in legacy if r["label"] == "split"]
+    assert [r.section for r in group(same, {}, {})] == ["s v1 (open, featnet)"]  # one distribution: no split
+
+
+def test_privacy_is_a_front_and_bounds_or_raw_data_are_never_on_one():
+    """FID vs membership AUC is a front; a bound row (centralized) and a row that moves raw
+    images (split at c = 1) are ranked and marked but on no front, however good."""
+    from fedfuse.leaderboard.render import markdown
+
+    specs = {**SPECS, "mia_auc": MetricSpec("mia_auc", "", False)}
+    cells = [("central", 5.0, 0.9, 0.0), ("c1.0", 6.0, 0.8, 1.0), ("c0.6", 20.0, 0.55, 0.0), ("lora", 30.0, 0.52, 0.0),
+             ("worse", 40.0, 0.6, 0.0)]
+    records = [{**record(label, 0, fid, 5), "protocol": label, "metrics": {
+        **record(label, 0, fid, 5)["metrics"], "mia_auc": mia, "raw_data_off_device": raw}}
+        for label, fid, mia, raw in cells]
+    rows = rank(group(records, {}, {}, bounds={"central"}), specs)
+    mark_fronts(rows, specs)
+    by = {r.label: r for r in rows}
+    assert [r.label for r in rows] == ["central", "c1.0", "c0.6", "lora", "worse"]  # all ranked
+    assert by["central"].pareto == [] and by["c1.0"].pareto == []
+    assert "privacy" in by["c0.6"].pareto and "privacy" in by["lora"].pareto and "privacy" not in by["worse"].pareto
+    text = markdown(rows)
+    assert "| – (bound) |" in text and "| – (raw data off device) |" in text

@@ -52,6 +52,15 @@ HARNESS_METRICS = [
     MetricSpec("precision", "", higher_is_better=True, aggregate="last",
                summary="k-NN precision; rises under blur and noise at these sizes: not for ranking"),
     MetricSpec("density", "", higher_is_better=True, aggregate="last", summary="k-NN density; not for ranking"),
+    # Population quality (fedfuse.bench.engine.scoring): all clients' samples pooled against the whole held-out
+    # set; the unprefixed figures above are client quality (each client on its own label mix, the mean).
+    *(MetricSpec(f"pop_{m}", "", higher_is_better=better, aggregate="last",
+                 summary=f"population {m}: all clients' samples pooled vs the whole held-out set")
+      for m, better in (("fid", False), ("kid", False), ("recall", True), ("coverage", True), ("fid_vs_noise", False))),
+    *(MetricSpec(f"pop_ref_fid_{ref}", "", higher_is_better=False, aggregate="last",
+                 summary=f"population FID of the '{ref}' reference at the cell's n") for ref in ("real", "blur", "noise")),
+    MetricSpec("eval_real_n", "count", higher_is_better=True, aggregate="last",
+               summary="client quality: held-out images of the fewest-imaged client's label mix (few: read KID beside FID)"),
     # What the quality figures are worth: the same code on real, blurred and noise images at the cell's n.
     MetricSpec("fid_vs_noise", "", higher_is_better=False, aggregate="last",
                summary="FID / FID of pure noise at the same n; above 0.5 the cell is 'not learned' (unranked)"),

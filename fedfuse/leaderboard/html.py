@@ -24,6 +24,7 @@ from fedfuse.leaderboard.render import (
     PRIVACY,
     REFERENCE_NAMES,
     UNITS,
+    pareto_cell,
     space_notes,
 )
 
@@ -155,7 +156,7 @@ def table_row(i: int, r: Row) -> str:
              f'<td class="l">{html.escape(r.data)}</td>', f'<td class="l">{html.escape(r.profile)}</td>',
              f'<td data-v="{len(r.seeds)}">{n}</td>', td(r, PRIMARY), td(r, "fid_vs_noise"), td(r, "kid"),
              td(r, "recall"), td(r, "coverage"), *(td(r, m) for m in PRIVACY), *(td(r, c, UNITS[c][1]) for c in COSTS),
-             f'<td class="l">{html.escape(", ".join(r.pareto))}</td>', f'<td class="l">{html.escape("; ".join(r.systems))}</td>',
+             f'<td class="l">{html.escape(pareto_cell(r))}</td>', f'<td class="l">{html.escape("; ".join(r.systems))}</td>',
              f'<td class="l">{sample_grid(r)}</td>']
     css = "unlearned" if r.not_learned else ("front" if r.pareto else "")
     return f'<tr class="{css}">{"".join(cells)}</tr>'
@@ -174,8 +175,8 @@ def references_html(members: list[Row]) -> str:
 
 def page(rows: list[Row], records: list[dict], dest: Path) -> str:
     sections = []
-    for track in dict.fromkeys(r.track for r in rows):
-        members = [r for r in rows if r.track == track]
+    for track in dict.fromkeys(r.section for r in rows):
+        members = [r for r in rows if r.section == track]
         labels = {d: r.label for r in members for d in r.run_dirs.values()}
         recs = [x for x in records if x.get("run_dir") in labels]
         plots = [front_plot(members, cost, name) for cost, name in FRONTS]

@@ -3,7 +3,14 @@ and profile; seeds pooled), mean ± std over seeds, ranked by the track's primar
 direction its MetricSpec declares, with Pareto fronts of quality against costs.
 
 A track is *closed* when its suite is a shipped suite run unmodified (same file digest),
-*open* otherwise. Feature spaces are never mixed: the track key includes it.
+*open* otherwise. Feature spaces are never mixed: the track key includes it. Within a track, a
+*section* holds the rows scored on one distribution (the record's ``eval_distribution``; records
+written before it existed are grouped by their reference values): rows scored against different
+distributions are never ranked together, and each section shows its own references.
+
+Bound rows (a protocol whose spec says ``bound``: local-only, centralized) and rows whose
+protocol moves raw images off the device (``raw_data_off_device``) are ranked and marked but
+never on a Pareto front: a protocol that gives up privacy would win every front.
 
 Quality is read beside the references every cell stores (``ref_fid_real|blur|noise``): a
 configuration whose FID is more than ``NOT_LEARNED`` x the pure-noise FID is *not learned*:
@@ -26,7 +33,8 @@ COSTS = ("bytes_up", "bytes_down", "client_flops", "latency_s", "energy_j")
 NOT_LEARNED = 0.5  # fid / fid(pure noise) above this: the samples are closer to noise than to data
 MIN_SEPARATION = 20.0  # fid(noise) / fid(real floor) below this: the feature space cannot rank models
 REFERENCES = ("real", "blur", "noise")
-FRONTS = (("bytes_up", "bytes"), ("energy_j", "energy"), ("client_flops", "client FLOPs"))
+FRONTS = (("bytes_up", "bytes"), ("energy_j", "energy"), ("client_flops", "client FLOPs"), ("mia_auc", "privacy"))
+LEGACY_GAP = 0.02  # older records: rows whose pure-noise references differ by more than 2 % were scored apart
 
 
 @dataclass
@@ -45,6 +53,8 @@ class Row:
     run_dirs: dict[int, str] = field(default_factory=dict)  # seed: run directory, of its ok cells
     outdated: bool = False  # cells of an older protocol version than the installed one, or an earlier set-up
     partition: str = ""  # the partitioner part of ``data``, e.g. ``dirichlet(alpha=0.3)``
+    distribution: str = ""  # what its quality was scored against (``eval_distribution``)
+    bound: bool = False  # a reference bound (its protocol's spec says so), not a private protocol
 
     def mean(self, metric: str) -> float:
         v = self.values.get(metric)
@@ -66,6 +76,21 @@ class Row:
     def place(self) -> str:
         """What the rank column shows: the rank, or why there is none."""
         return self.rank or ("superseded" if self.outdated else "not learned" if self.not_learned else "–")
+
+    @property
+    def raw_data(self) -> bool:
+        """Its protocol moved raw images off the device (e.g. split diffusion at c = 1)."""
+        return self.mean("raw_data_off_device") > 0
+
+    @property
+    def on_fronts(self) -> bool:
+        """Bounds and rows that move raw data are shown and ranked, never on a Pareto front."""
+        return self.ranked and not self.bound and not self.raw_data
+
+    @property
+    def section(self) -> str:
+        """The track and the distribution its rows were scored on: the unit of ranking."""
+        return f"{self.track} — scored on {self.distribution}" if self.distribution else self.track
 
     @property
     def ranked(self) -> bool:
@@ -130,7 +155,9 @@ def newest_setups(records: list[dict], tracks: list[str], setups: list[str], ver
 
 
 def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: dict[str, int] | None = None,
-          versions: dict[str, str] | None = None) -> list[Row]:
+          versions: dict[str, str] | None = None, bounds: set[str] | frozenset = frozenset()) -> list[Row]:
+    """Records pooled into rows (seeds of one configuration); ``bounds``: the protocols whose
+    spec declares them a reference bound."""
     rows: dict[tuple, Row] = {}
     versions = versions or {}
     records = [r for r in records if r["status"] != "running"]  # in progress (or killed): not a result yet
@@ -142,6 +169,7 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
         row = rows.setdefault(key, Row(*key))
         row.outdated, row.partition = is_outdated(r, versions) or earlier, r["partitioner"]
         row.planned = (planned_seeds or {}).get(r["suite"], 0)
+        row.bound = r.get("protocol") in bounds
         if r["status"] != "ok":
             row.failed += 1
             continue
@@ -151,19 +179,42 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
         system = r["metrics"].get("system")
         if system and system not in row.systems:
             row.systems.append(system)
+        row.distribution = row.distribution or r["metrics"].get("eval_distribution", "")
         for name, value in r["metrics"].items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 row.values[name].append(float(value))
-    return list(rows.values())
+    rows = list(rows.values())
+    name_legacy_distributions(rows)
+    return rows
+
+
+def name_legacy_distributions(rows: list[Row]) -> None:
+    """Rows of records without ``eval_distribution`` (written before the harness scored every
+    protocol) get one from their pure-noise reference: within a track, rows whose references
+    differ by more than ``LEGACY_GAP`` were scored against different distributions."""
+    for track in {r.track for r in rows}:
+        legacy = sorted((r for r in rows if r.track == track and not r.distribution
+                         and not math.isnan(r.mean("ref_fid_noise"))), key=lambda r: r.mean("ref_fid_noise"))
+        clusters: list[list[Row]] = []
+        for r in legacy:
+            if clusters and r.mean("ref_fid_noise") <= clusters[-1][0].mean("ref_fid_noise") * (1 + LEGACY_GAP):
+                clusters[-1].append(r)
+            else:
+                clusters.append([r])
+        for members in clusters if len(clusters) > 1 else []:
+            noise = float(np.mean([r.mean("ref_fid_noise") for r in members]))
+            for r in members:
+                r.distribution = f"an older evaluation (pure-noise FID {noise:.4g})"
 
 
 def rank(rows: list[Row], specs: dict) -> list[Row]:
-    """Per track: ranked rows best first by the primary metric in its spec's direction, with
-    shared ranks; then the rows that are not ranked (not learned, or without a quality figure)."""
+    """Per section (track and scored distribution): ranked rows best first by the primary metric
+    in its spec's direction, with shared ranks; then the rows that are not ranked (not learned,
+    superseded, or without a quality figure)."""
     sign = -1 if specs[PRIMARY].higher_is_better else 1
     out = []
-    for track in sorted({r.track for r in rows}):
-        members = [r for r in rows if r.track == track]
+    for section in sorted({r.section for r in rows}):
+        members = [r for r in rows if r.section == section]
         ranked = sorted((r for r in members if r.ranked), key=lambda r: sign * r.mean(PRIMARY))
         share_ranks(ranked)
         out += ranked + sorted((r for r in members if not r.ranked), key=lambda r: np.nan_to_num(r.mean(PRIMARY), nan=np.inf))
@@ -217,10 +268,12 @@ def pareto_front(points: list[tuple[float, float]], quality_higher_better: bool,
 
 
 def mark_fronts(rows: list[Row], specs: dict) -> None:
-    for track in {r.track for r in rows}:
-        members = [r for r in rows if r.track == track and r.ranked]
+    for section in {r.section for r in rows}:
+        members = [r for r in rows if r.section == section and r.on_fronts]
         for cost, name in FRONTS:
             scored = [r for r in members if not math.isnan(r.mean(cost))]
+            if not scored:  # e.g. no row was attacked: no privacy front
+                continue
             points = [(r.mean(PRIMARY), r.mean(cost)) for r in scored]
             for i in pareto_front(points, specs[PRIMARY].higher_is_better, specs[cost].higher_is_better):
                 scored[i].pareto.append(name)

@@ -27,25 +27,31 @@ def cell(row: Row, metric: str, scale: float = 1.0) -> str:
     return f"{m / scale:.4g} ± {s / scale:.2g}" if s else f"{m / scale:.4g}"
 
 
-QUALITY = (PRIMARY, "fid_vs_noise", "kid", "recall", "coverage")
+QUALITY = (PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", "pop_fid")
 #: the membership attack on the model the server holds (docs/metrics.md): lower = less leaked
 PRIVACY = {"mia_auc": "MIA AUC ↓", "mia_tpr_at_1fpr": "MIA TPR@1%FPR ↓"}
 REFERENCE_NAMES = {"real": "real held-out (floor)", "blur": "real, blurred σ=1", "noise": "pure noise"}
 LEGEND = (f"n = seeds pooled (mean ± std); * = fewer seeds than the suite asks for, or a failed cell. "
+          "fid, kid, recall, coverage: client quality, each client's samples against held-out images in its own "
+          "label mix, the mean over clients; pop fid: all clients' samples pooled against the whole held-out set. "
           f"fid/noise = FID as a fraction of the pure-noise reference's; above {NOT_LEARNED} a configuration is "
           "*not learned*: listed after the ranked ones, on no Pareto front. `2=`: a shared rank (mean ± std "
           "overlaps that of the group's first configuration). Pareto: on the front of FID vs that cost. "
           "MIA: the loss-threshold membership attack on the model the server holds, clients' private vs held-out "
           "images (AUC 0.5 and TPR@1%FPR ~0.01 = nothing told apart; docs/metrics.md). "
+          "Pareto fronts are of FID against bytes up, client energy, client FLOPs and privacy (MIA AUC); a row "
+          "without a membership attack has no privacy point. Bound rows (local-only, centralized) and rows whose "
+          "protocol moves raw images off the device are ranked and marked, never on a front. "
+          "Each section ranks only rows scored on one distribution (its heading), with its own references. "
           "system: the device and precision its cells trained on.")
 
 
 def markdown(rows: list[Row], extra: tuple[str, ...] = ()) -> str:
     out = []
-    for track in dict.fromkeys(r.track for r in rows):
-        members = [r for r in rows if r.track == track]
+    for track in dict.fromkeys(r.section for r in rows):
+        members = [r for r in rows if r.section == track]
         heads = ["#", "configuration", "data", "profile", "n", f"{PRIMARY} ↓", "fid/noise ↓", "kid", "recall ↑",
-                 "coverage ↑", *PRIVACY.values(), *(UNITS[c][0] for c in COSTS), *extra, "Pareto", "system"]
+                 "coverage ↑", "pop fid ↓", *PRIVACY.values(), *(UNITS[c][0] for c in COSTS), *extra, "Pareto", "system"]
         out += [f"### {track}", "", *space_notes(members), "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         out += [markdown_row(r, extra) for r in members]
         out += ["", *reference_table(members), ""]
@@ -58,7 +64,13 @@ def markdown_row(r: Row, extra: tuple[str, ...]) -> str:
     values = ([cell(r, m) for m in (*QUALITY, *PRIVACY)] + [cell(r, c, UNITS[c][1]) for c in COSTS]
               + [cell(r, e) for e in extra])
     return (f"| {r.place} | {r.label} | {r.data} | {r.profile} | {n} | " + " | ".join(values)
-            + f" | {', '.join(r.pareto)} | {'; '.join(r.systems)} |")
+            + f" | {pareto_cell(r)} | {'; '.join(r.systems)} |")
+
+
+def pareto_cell(r: Row) -> str:
+    """The fronts a row is on, or why it cannot be on any."""
+    why = [w for w, yes in (("bound", r.bound), ("raw data off device", r.raw_data)) if yes]
+    return ", ".join(r.pareto) or (f"– ({', '.join(why)})" if why else "")
 
 
 def reference_table(members: list[Row]) -> list[str]:
@@ -83,7 +95,8 @@ def space_notes(members: list[Row]) -> list[str]:
 def to_json(rows: list[Row]) -> str:
     from fedfuse.leaderboard.tables import strict
 
-    return json.dumps(strict([{"track": r.track, "rank": r.rank, "not_learned": r.not_learned,
+    return json.dumps(strict([{"track": r.track, "section": r.section, "distribution": r.distribution,
+                        "bound": r.bound, "raw_data": r.raw_data, "rank": r.rank, "not_learned": r.not_learned,
                         "superseded": r.outdated, "label": r.label,
                         "data": r.data, "profile": r.profile,
                         "seeds": r.seeds, "failed": r.failed, "incomplete": r.incomplete, "pareto": r.pareto,

@@ -43,6 +43,14 @@ class ProtocolSpec:
     round and trains only the nodes it returns (or builds its Flower strategy with
     ``min_available_nodes = run.cell.per_round``), so a suite's ``participation`` < all works;
     the harness refuses such a suite for a protocol that does not say so.
+
+    ``bound``: the protocol is a reference bound rather than a private protocol (each client
+    alone; every image pooled on the server). The leaderboard ranks and marks its rows and keeps
+    them off the Pareto fronts.
+
+    How the trained clients generate is declared from the server loop (``run.deploy`` or
+    ``run.deploy_model``); the harness then samples and scores every protocol by one code path
+    (fedfuse.bench.engine.scoring).
     """
 
     name: str
@@ -53,6 +61,7 @@ class ProtocolSpec:
     summary: str = ""
     reply_check: Callable[..., None] | str | None = None  # or "module:attr"
     partial_participation: bool = False
+    bound: bool = False  # a reference bound (local-only, centralized): ranked and marked, never on a Pareto front
 
     def load_reply_check(self) -> Callable[..., None] | None:
         return load_ref(self.reply_check) if self.reply_check else None

@@ -59,40 +59,76 @@ class Evaluation:
                       grid_name: str = "samples.png") -> dict:
         """FID, KID (± std), precision, recall, density and coverage of generated ``images``
         against the held-out split (its ``classes`` only, if given), in the cell's feature
-        space; saves a sample grid PNG in the run directory."""
+        space, with the references; saves a sample grid PNG in the run directory. (A protocol's
+        own extra scores, e.g. a base model's; the cell's quality is the harness's: ``deploy``.)"""
+        data = self.data
+        real, _ = self.eval_subset(self.cell.evaluation["samples"], classes)
+        pool = data.train_images if classes is None else data.train_images[np.isin(data.train_labels.numpy(), classes)]
+        return self.score_against(images, real, pool, grid_name, {"classes": classes})
+
+    def score_against(self, images: torch.Tensor, real: torch.Tensor, pool: torch.Tensor, grid_name: str,
+                      distribution: dict) -> dict:
+        """Quality of ``images`` against the ``real`` held-out images, with the real / blur /
+        noise references drawn from the training images ``pool`` (the same distribution) at
+        this cell's n; ``distribution`` names it in the references' cache key."""
+        from fedfuse.bench.metrics import references
         from fedfuse.bench.metrics.quality import save_grid, score
 
         net, card = self.feature_space()
-        real, _ = self.eval_subset(self.cell.evaluation["samples"], classes)
         save_grid(images, self.run_dir / grid_name)
         quality = score(net, real, images)
-        return {**quality, **self.reference_figures(quality, net, card, real, classes),
+        key = {"space": card["feature_space"], "dataset": self.cell.dataset, "args": self.cell.dataset_args,
+               **distribution}
+        rows = references.references(key, net, real, pool, self.cell.evaluation["samples"])
+        return {**quality, **references.cell_figures(quality, rows),
                 "feature_space": card["feature_space"], "featnet_accuracy": card.get("test_accuracy")}
 
-    def reference_figures(self, quality: dict, net, card: dict, real: torch.Tensor, classes) -> dict:
-        """The real / blur / noise reference rows at this cell's n, and ``fid_vs_noise``."""
-        from fedfuse.bench.metrics import references
+    def deploy(self, generate: Callable, *, conditional: bool = False, shared: bool = False) -> None:
+        """Declare how the trained clients generate at deployment; the harness scores it once
+        the server loop has returned (``fedfuse.bench.engine.scoring``: each client's samples on
+        its own label mix, all clients' on the whole held-out set, each with its references).
+        ``generate({client: Request}) -> {client: images}``: ``Request.n`` images seeded by
+        ``Request.seed``, of ``Request.labels`` when ``conditional``. ``shared``: every client
+        holds one unconditional model (asked once). The grid may still be used inside
+        ``generate`` (e.g. the server to the cut, then the client): nothing is counted."""
+        from fedfuse.bench.engine.scoring import Deployment
 
-        data = self.data
-        pool = data.train_images if classes is None else data.train_images[np.isin(data.train_labels.numpy(), classes)]
-        key = {"space": card["feature_space"], "dataset": self.cell.dataset, "args": self.cell.dataset_args,
-               "classes": classes}
-        rows = references.references(key, net, real, pool, self.cell.evaluation["samples"])
-        return references.cell_figures(quality, rows)
+        self.deployment = Deployment(generate, conditional, shared)
 
-    def sample_and_score(self, model, train_timesteps: int) -> dict:
-        """Generate the cell's evaluation samples with an unconditional ``model`` (sampler
-        service) and score them. Evaluation: its FLOPs are not counted as the protocol's. Adds
-        ``client_gen_*``: a client holding ``model`` generating one image itself, and
-        ``mia_*``: the membership attack on ``model`` (trained with the toolkit's scheduler)."""
+    def deploy_model(self, model, train_timesteps: int, *, conditional: bool = False) -> dict:
+        """Every client holds ``model`` (the FedAvg family): it generates by the suite's sampler
+        (class-conditional when ``conditional``). Returns what the harness measures of the model
+        itself: ``model_sha256``, ``client_gen_*`` (a client generating one image) and ``mia_*``
+        (the membership attack on it: the server holds it too; trained with the toolkit's
+        scheduler). Evaluation: nothing here is counted as the protocol's."""
         from fedfuse.toolkit.ddpm import build_scheduler
 
-        ev = self.cell.evaluation
-        images = self._generate(model, ev["samples"], 0x5A, train_timesteps)
-        # every client holds this model: generating at deployment costs it all the steps
-        return {**self.checksum(model), **self.score_samples(images),
-                **self.client_generation(model, min(ev["sample_steps"], train_timesteps)),
-                **self.membership_inference(model, build_scheduler(train_timesteps))}
+        def generate(requests):
+            return {c: self.sample_model(model, r, train_timesteps) for c, r in requests.items()}
+
+        self.deploy(generate, conditional=conditional, shared=not conditional)
+        steps = min(self.cell.evaluation["sample_steps"], train_timesteps)
+        return {**self.checksum(model), **self.client_generation(model, steps, conditional=conditional),
+                **self.membership_inference(model, build_scheduler(train_timesteps), conditional=conditional)}
+
+    def sample_and_score(self, model, train_timesteps: int) -> dict:
+        """``deploy_model`` of an unconditional ``model`` (kept for plugins written before
+        the harness scored every protocol: the quality figures now come from the harness)."""
+        return self.deploy_model(model, train_timesteps)
+
+    def sample_model(self, model, request, train_timesteps: int) -> torch.Tensor:
+        """``request.n`` images of ``model`` by the suite's sampler (of ``request.labels`` if any)."""
+        from fedfuse.toolkit.sampling import sample
+
+        ev, labels = self.cell.evaluation, {} if request.labels is None else {"class_labels": request.labels}
+        return sample(model, request.n, self.data.image_shape, train_timesteps, ev["sample_steps"], ev["sampler"],
+                      seed=request.seed, resources=self.resources, **labels)
+
+    def deployment_quality(self) -> dict:
+        """The harness's scores of what the protocol deployed (``deploy``); {} if it deployed nothing."""
+        from fedfuse.bench.engine.scoring import evaluate
+
+        return {} if getattr(self, "deployment", None) is None else evaluate(self, self.deployment)
 
     def membership_inference(self, model, scheduler, *, conditional: bool = False, label_map: Callable | None = None,
                              t_range: tuple[int, int] | None = None, encode: Callable = lambda x: x,

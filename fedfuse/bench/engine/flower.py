@@ -71,7 +71,7 @@ def protocol_client_app(cell_json: str) -> ClientApp:
 
 def serve(grid, run, server_loop, node_partitions=None) -> dict:
     """The harness's part of every ServerApp, in either engine: map nodes to partitions, count
-    every message, then hand the grid to the protocol's server loop. Returns its metrics, with
+    every message, then hand the grid to the protocol's server loop, then score what it deployed. Returns its metrics, with
     ``engine_start_s``: the time until the engine is up and the node map known.
     ``node_partitions`` (the simulation's: it registers the nodes itself) returns that map once its
     actors are up; without it every node is asked (deployment: each node's first answer)."""
@@ -83,7 +83,9 @@ def serve(grid, run, server_loop, node_partitions=None) -> dict:
     engine_start_s = time.perf_counter() - started
     run.grid = CountingGrid(grid, TrafficMeter(nodes), ReplyPolicy.for_run(run),
                             run.misses_deadline if run.cell.deadline_s else None)
-    return {**server_loop(run.grid, run), "engine_start_s": engine_start_s}
+    metrics = server_loop(run.grid, run)
+    # the harness, not the protocol, scores what the protocol deployed (run.deploy)
+    return {**metrics, **run.deployment_quality(), "engine_start_s": engine_start_s}
 
 
 def identify_nodes(grid, expected: int, timeout: float = 300) -> dict[int, int]:

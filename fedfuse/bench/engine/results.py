@@ -34,6 +34,7 @@ def ranked_rows(records: list[dict], registry) -> list[ranking.Row]:
     seeds = {name: len(tomllib.loads(p.read_text())["matrix"]["seeds"]) for name, p in suites.items()}
     specs = {name: e.spec for name, e in registry.entries("metrics").items()}
     versions = {name: e.spec.version for name, e in registry.entries("protocols").items()}
-    rows = ranking.rank(ranking.group(records, digests, seeds, versions), specs)
+    bounds = {name for name, e in registry.entries("protocols").items() if e.spec.bound}
+    rows = ranking.rank(ranking.group(records, digests, seeds, versions, bounds), specs)
     ranking.mark_fronts(rows, specs)
     return rows

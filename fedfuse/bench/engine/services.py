@@ -61,6 +61,7 @@ class ServerRun(Evaluation):
     flops: FlopMeter = field(default_factory=FlopMeter)
     system: str = ""  # where it ran, e.g. "cpu x86_64 32-true" (the runner fills it in)
     reply_check: Callable | None = None  # the protocol's schema for its replies (ProtocolSpec.reply_check)
+    deployment: Any = None  # how the trained clients generate (``deploy``): the harness scores it
     _points: dict = field(default_factory=dict)
 
     @classmethod

@@ -18,7 +18,7 @@ class FedAvgConfig(DdpmConfig):
 def fedfuse_add_protocols():
     return [
         ProtocolSpec(
-            name="fedavg", version="2", config=FedAvgConfig, partial_participation=True,
+            name="fedavg", version="3", config=FedAvgConfig, partial_participation=True,
             server="fedfuse.protocols.fedavg.server_app:server",
             client_app="fedfuse.protocols.fedavg.client_app:app",
             summary="full-model FedAvg of an unconditional DDPM UNet (diffusers), trained from scratch",

@@ -1,5 +1,5 @@
 """Server loop for fedavg: Flower's FedAvg strategy over the full UNet; an EMA of the global
-model over rounds samples and evaluates."""
+model over rounds is what every client holds at deployment (the harness samples and scores it)."""
 
 from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAvg
@@ -26,4 +26,4 @@ def server(grid, run) -> dict:
     last = last_trained(run.rounds)
     return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
             "model_params": sum(p.numel() for p in model.parameters()),
-            **run.sample_and_score(ema.model, cfg.timesteps)}
+            **run.deploy_model(ema.model, cfg.timesteps)}

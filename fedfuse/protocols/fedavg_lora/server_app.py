@@ -43,7 +43,7 @@ def server(grid, run) -> dict:
             "trained_params": sum(v.numel() for v in start.values()),
             "model_params": sum(p.numel() for p in base.parameters()),
             **{k: card[k] for k in ("pretrain_flops", "pretrain_s")}, **before,
-            **score(run, backbone, ema.model, classes)}
+            **deploy(run, backbone, ema.model)}
 
 
 def strategy(run, model) -> FedAvg:
@@ -138,17 +138,26 @@ def base_score(run, backbone, classes) -> dict:
     return _BASE_SCORES[key]
 
 
-def score(run, backbone, model, classes: list[int], prefix: str = "") -> dict:
-    """Quality of class-conditional samples of the clients' classes vs held-out images of them."""
+def score(run, backbone, model, classes: list[int], prefix: str) -> dict:
+    """The base model's reference scores: class-conditional samples of the clients' classes vs
+    held-out images of them, each figure named ``<prefix><figure>``."""
+    images = class_samples(run, backbone, model, classes, run.cell.evaluation["samples"], 0x5A)
+    metrics = run.score_samples(images, classes=classes, grid_name=f"{prefix}samples.png")
+    return {f"{prefix}{k}": v for k, v in metrics.items() if k not in ("feature_space", "featnet_accuracy")}
+
+
+def deploy(run, backbone, model) -> dict:
+    """Every client holds the fine-tuned ``model`` and generates the classes it is asked for
+    (the harness scores it); what the harness measures of the model itself: its digest, a
+    client generating one image (all the steps) and the membership attack on it."""
     ev, guidance = run.cell.evaluation, run.config.guidance_scale
-    images = class_samples(run, backbone, model, classes, ev["samples"], 0x5A)
-    grid = f"{prefix or 'final_'}samples.png"
-    metrics = {**run.checksum(model), **run.score_samples(images, classes=classes, grid_name=grid)}
-    if prefix:  # the base model's reference scores
-        return {f"{prefix}{k}": v for k, v in metrics.items()
-                if k not in ("feature_space", "featnet_accuracy", "model_sha256")}
-    # every client holds the fine-tuned model: generating an image costs it all the steps
+
+    def generate(requests):
+        return {c: task.generate(backbone, model, r.labels, guidance, ev["sample_steps"], ev["sampler"], seed=r.seed,
+                                 resources=run.resources) for c, r in requests.items()}
+
+    run.deploy(generate, conditional=True)
     steps = min(ev["sample_steps"], backbone.train_timesteps)
-    return {**metrics, **run.client_generation(model, steps, guided=guidance != 1.0, shape=backbone.shape,
-                                               conditional=True),
+    return {**run.checksum(model),
+            **run.client_generation(model, steps, guided=guidance != 1.0, shape=backbone.shape, conditional=True),
             **run.membership_inference(model, backbone.scheduler, conditional=True, encode=backbone.encode)}

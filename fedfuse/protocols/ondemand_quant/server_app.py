@@ -55,7 +55,7 @@ def server(grid, run) -> dict:
     bits = [b["bits"] for r in run.rounds for b in r["plan"].values()]
     last = last_trained(run.rounds)
     return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
-            "mean_bits": float(np.mean(bits)), **run.sample_and_score(ema.model, cfg.timesteps)}
+            "mean_bits": float(np.mean(bits)), **run.deploy_model(ema.model, cfg.timesteps)}
 
 
 def step_flops(model, scheduler, batch_size: int, shape) -> float:

@@ -78,7 +78,7 @@ def local_and_cut(msg: Message, context) -> Message:
 @app.query("finish_sampling")
 def finish_sampling(msg: Message, context) -> Message:
     """Denoise the server's x_cut (or pure noise, if the client owns the whole timeline) to x_0,
-    under the conditions the server sent (or, alone, conditions drawn from its own data)."""
+    under the conditions the server sent or asked for (or, alone, conditions drawn from its own data)."""
     run = client_run(context)
     cfg, t_c = run.config, task.cut_index(run.config.cut_of(run.partition_id), run.config.timesteps)
     conf = msg.content["config"]
@@ -88,8 +88,9 @@ def finish_sampling(msg: Message, context) -> Message:
     x = (torch.from_numpy(shared["x_cut"].numpy()) if shared is not None
          else torch.randn((int(conf["n"]), *run.data.images.shape[1:]), generator=generator))
     cond = None
-    if n_cond:
-        cond = (torch.from_numpy(shared["cond"].numpy()) if shared is not None
+    if n_cond:  # the conditions sent with x_cut, or asked for, or (alone) drawn from its own data
+        told = shared if shared is not None else msg.content["ask"] if "ask" in msg.content else None
+        cond = (torch.from_numpy(told["cond"].numpy()) if told is not None
                 else data.sample_batch(int(conf["n"]), generator)[1])
     if t_c > 0:
         x = task.client_sample(private_model(run, context, n_cond)[1].model, cfg.timesteps, t_c, x,

@@ -85,13 +85,13 @@ def fedfuse_add_protocols():
              "client_app": "fedfuse.protocols.split_diffusion.client_app:app",
              "reply_check": "fedfuse.protocols.split_diffusion.server_app:check_shared", "partial_participation": True}
     return [
-        ProtocolSpec(name="split-diffusion", version="4", config=SplitConfig, **split,
+        ProtocolSpec(name="split-diffusion", version="5", config=SplitConfig, **split,
                      summary="CollaFuse: clients keep data and low-noise steps; the server trains and runs the rest"),
-        ProtocolSpec(name="local-only", version="3", config=LocalOnlyConfig, **split,
-                     summary="baseline: each client trains and samples alone (split diffusion at cut ratio 0)"),
-        ProtocolSpec(name="centralized", version="3", config=CentralizedConfig,
+        ProtocolSpec(name="local-only", version="4", config=LocalOnlyConfig, **split,
+                     summary="baseline: each client trains and samples alone (split diffusion at cut ratio 0)", bound=True),
+        ProtocolSpec(name="centralized", version="4", config=CentralizedConfig,
                      server="fedfuse.protocols.split_diffusion.server_app:centralized",
-                     client_app="fedfuse.protocols.split_diffusion.client_app:app",
+                     client_app="fedfuse.protocols.split_diffusion.client_app:app", bound=True,
                      summary="baseline: all clients' images uploaded once; one model trained on the server"),
     ]
 
@@ -105,6 +105,8 @@ def fedfuse_add_metrics():
                    summary="split: the server's optimizer steps (per round: follows the images received)"),
         MetricSpec("disclosed_conditions", "count", higher_is_better=False, aggregate="last",
                    summary="split: conditions (labels/attributes) the server received from a client in the last round"),
+        MetricSpec("raw_data_off_device", "", higher_is_better=False, aggregate="last",
+                   summary="1 if clients' clean images left the device (centralized; split at c = 1), else 0"),
         MetricSpec("cut_ratio", "", higher_is_better=False, aggregate="last",
                    summary="split: the server's share c of the timeline (mean over clients)"),
     ]

@@ -10,6 +10,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedfuse.api import (
     EVAL_KEY,
+    Request,
     ClientData,
     Ema,
     build_unet,
@@ -49,10 +50,11 @@ def server(grid, run) -> dict:
             figures.update(target_figures(grid, run, Server(ema.model, cuts, labels, n_cond), nodes, shared))
         run.round_end(rnd, **figures)
     server = Server(ema.model, cuts, labels, n_cond)
-    quality = split_sampling(grid, run, server, nodes, shared)
+    # at deployment the server denoises to each client's cut and the client finishes (scored by the harness)
+    run.deploy(lambda requests: client_samples(grid, run, server, shared, requests, None),
+               conditional=cfg.condition == "label")
     return {**cut_figures(cfg, run, cuts), "marginal": cfg.marginal, **last_losses(run), **run.checksum(model),
-            **quality, **generation_cost(run, cuts, n_cond), **disclosure(run, server, shared),
-            **membership(run, server)}
+            **generation_cost(run, cuts, n_cond), **disclosure(run, server, shared), **membership(run, server)}
 
 
 @dataclass
@@ -118,7 +120,8 @@ def add_to_pool(pool: task.Pool, shared: dict, cuts: dict, labels: dict, batch_s
 def cut_figures(cfg, run, cuts: dict) -> dict:
     """The cut ratio (mean over clients when they differ) and t_c when all clients share it."""
     ratios = [cfg.cut_of(run.partition_of(n)) for n in cuts]
-    figures = {"cut_ratio": float(np.mean(ratios))}
+    # c = 1: the client's x_cut is its clean images (t_c = 0), raw data off the device
+    figures = {"cut_ratio": float(np.mean(ratios)), "raw_data_off_device": float(min(cuts.values()) == 0)}
     if len(set(cuts.values())) == 1:
         figures["t_c"] = next(iter(cuts.values()))
     return figures
@@ -134,27 +137,21 @@ def last_losses(run) -> dict:
     return {k: last[k] for k in ("train_loss", "server_loss") if k in last}
 
 
-def split_sampling(grid, run, server: Server, nodes, shared: dict) -> dict:
-    """Each client's evaluation samples, scored against held-out images of its classes; the
-    mean over clients. Counted as a last round (``phase: sampling``): its bytes and FLOPs are
-    the protocol's."""
-    images = client_samples(grid, run, server, nodes, shared, run.cell.evaluation["samples"], 0x5A, run.flops)
-    run.round_end(run.cell.rounds + 1, phase="sampling")
-    return mean_quality(run, images)
-
-
 def target_figures(grid, run, server: Server, nodes, shared: dict) -> dict:
     """The quality target's FID after a round: ``target_samples`` images made the protocol's
     way, shared among the clients, against held-out images of their classes. Evaluation:
     nothing it moves or computes is counted."""
     with run.uncounted():
-        images = client_samples(grid, run, server, nodes, shared, per_client_target(run, nodes), 0x7A, None)
+        images = client_samples(grid, run, server, shared, target_requests(run, nodes), None)
     return target_of_clients(run, images)
 
 
-def per_client_target(run, nodes) -> int:
-    """Each client's share of the quality target's ``target_samples`` images."""
-    return math.ceil(run.cell.evaluation["target_samples"] / len(nodes))
+def target_requests(run, nodes) -> dict:
+    """{client: Request} of each client's share of the quality target's ``target_samples``
+    images, under the conditions it sent."""
+    n = math.ceil(run.cell.evaluation["target_samples"] / len(nodes))
+    return {run.partition_of(node): Request(n, None, derive_seed(run.cell.seed, 0x7A, run.partition_of(node)))
+            for node in nodes}
 
 
 def target_of_clients(run, images: dict) -> dict:
@@ -164,25 +161,31 @@ def target_of_clients(run, images: dict) -> dict:
     return run.target_score(torch.cat([images[c] for c in sorted(images)]), classes)
 
 
-def client_samples(grid, run, server: Server, nodes, shared: dict, n: int, salt: int, flops) -> dict:
-    """{client: n samples}. Server: noise -> x_cut; each client: x_cut -> x_0 with its own
-    model. Conditioned models generate for conditions drawn from those the client sent (the
-    client draws from its own data when it owns the whole timeline)."""
+def client_samples(grid, run, server: Server, shared: dict, requests: dict, flops) -> dict:
+    """{client: its request's images}. Server: noise -> x_cut; each client: x_cut -> x_0 with
+    its own model. Conditioned models generate for the request's labels, else for conditions
+    drawn from those the client sent (the client draws from its own data when it owns the
+    whole timeline)."""
     cfg, ev = run.config, run.cell.evaluation
+    nodes = {run.partition_of(node): node for node in server.cuts}
     contents = {}
-    for node in nodes:
-        t_c, seed = server.cuts[node], derive_seed(run.cell.seed, salt, run.partition_of(node))
+    for client, request in requests.items():
+        node, t_c = nodes[client], server.cuts[nodes[client]]
         server_steps, client_steps = task.split_steps(ev["sample_steps"], t_c, cfg.timesteps)
-        content = RecordDict({"config": ConfigRecord({"n": n, "seed": seed, "client_steps": client_steps})})
+        content = RecordDict({"config": ConfigRecord({"n": request.n, "seed": request.seed,
+                                                      "client_steps": client_steps})})
+        generator = torch.Generator().manual_seed(request.seed)
+        cond = request.labels if request.labels is not None or node not in shared else \
+            draw_conditions(shared[node][1], request.n, generator)
         if server_steps:
-            generator = torch.Generator().manual_seed(seed)
-            cond = draw_conditions(shared[node][1], n, generator) if node in shared else None
-            labels, null = server.label_of(node, cond, n)
-            x_cut = task.server_sample(server.model, cfg.timesteps, t_c, cfg.marginal, n, run.data.image_shape,
-                                       server_steps, generator, flops, labels, null, server.guidance(cfg.guidance),
-                                       run.resources)
+            labels, null = server.label_of(node, cond, request.n)
+            x_cut = task.server_sample(server.model, cfg.timesteps, t_c, cfg.marginal, request.n,
+                                       run.data.image_shape, server_steps, generator, flops, labels, null,
+                                       server.guidance(cfg.guidance), run.resources)
             content["shared"] = ArrayRecord({"x_cut": Array(x_cut.numpy()),
                                              **({"cond": Array(cond.numpy())} if cond is not None else {})})
+        elif cond is not None:  # the client owns the whole timeline: it is only told what to draw
+            content["ask"] = ArrayRecord({"cond": Array(cond.numpy())})
         contents[node] = content
     replies = send_each(grid, contents, "query.finish_sampling")
     return {run.partition_of(node): torch.from_numpy(r.content[EVAL_KEY]["x0"].numpy()) for node, r in replies.items()}
@@ -191,15 +194,6 @@ def client_samples(grid, run, server: Server, nodes, shared: dict, n: int, salt:
 def draw_conditions(cond: torch.Tensor | None, n: int, generator: torch.Generator) -> torch.Tensor | None:
     """``n`` conditions drawn from those a client sent: its own mix of classes or attributes."""
     return None if cond is None else cond[torch.randint(len(cond), (n,), generator=generator)]
-
-
-def mean_quality(run, images: dict) -> dict:
-    scores = []
-    for client, x in sorted(images.items()):
-        _, classes = run.client_private(client)
-        scores.append(run.score_samples(x, classes=classes, grid_name=f"samples_client{client}.png"))
-    numeric = [k for k, v in scores[0].items() if isinstance(v, float) and all(k in s for s in scores)]
-    return {**scores[0], **{k: float(np.mean([s[k] for s in scores])) for k in numeric}}
 
 
 def generation_cost(run, cuts: dict, n_cond: int) -> dict:
@@ -279,6 +273,7 @@ def centralized(grid, run) -> dict:
     replies = send_each(grid, {n: RecordDict() for n in nodes}, "query.upload_data")
     uploads = {n: replies[n].content["data"] for n in sorted(replies, key=run.partition_of)}
     conds = {n: torch.from_numpy(u["cond"].numpy()) for n, u in uploads.items() if "cond" in u}
+    by_client = {run.partition_of(n): c for n, c in conds.items()}  # what each client uploaded
     pooled = torch.cat([torch.from_numpy(u["images"].numpy()) for u in uploads.values()])
     labels = torch.cat(list(conds.values())) if conds else torch.zeros(len(pooled), dtype=torch.long)
     n_cond = task.condition_values(run.data, cfg.condition)[1]
@@ -289,35 +284,33 @@ def centralized(grid, run) -> dict:
         loss = train(model, task.full_schedule(cfg.timesteps), ClientData(pooled, labels, torch.arange(len(pooled))),
                      steps, cfg.recipe, run.torch_generator(rnd), run.resources, run.flops, conditional=n_cond > 0,
                      start_step=(rnd - 1) * steps, ema=ema, label_dropout=cfg.cond_dropout, null_label=n_cond)
-        target = central_target(run, ema.model, nodes, conds, n_cond) if run.target_due(rnd) else {}
+        target = central_target(run, ema.model, nodes, by_client, n_cond) if run.target_due(rnd) else {}
         run.round_end(rnd, train_loss=loss, server_loss=loss, server_steps=float(steps), **target)
-    n_samples = run.cell.evaluation["samples"]
-    images = {run.partition_of(n): central_samples(run, ema.model, run.partition_of(n), conds.get(n), n_cond,
-                                                   n_samples, 0x5A, run.flops) for n in nodes}
-    run.round_end(run.cell.rounds + 1, phase="sampling")
+    run.deploy(lambda requests: {c: central_samples(run, ema.model, c, r, by_client.get(c), n_cond)
+                                 for c, r in requests.items()}, conditional=cfg.condition == "label")
     attack = (run.membership_inference(ema.model, task.full_schedule(cfg.timesteps), conditional=n_cond > 0)
               if cfg.condition in ("none", "label") else {})  # an attribute's values are the server's own labels
-    return {"cut_ratio": 1.0, **last_losses(run), **run.checksum(ema.model), **mean_quality(run, images),
-            **run.client_generation(None, {}), **attack}
+    return {"cut_ratio": 1.0, "raw_data_off_device": 1.0, **last_losses(run), **run.checksum(ema.model),
+            **run.client_generation(None, {}),
+            **attack}
 
 
-def central_samples(run, model, client: int, cond, n_cond: int, n: int, salt: int, flops) -> torch.Tensor:
-    """The server's ``n`` samples for ``client``: of the conditions it uploaded, when
-    conditioned; FLOPs go to ``flops`` (None: evaluation, not counted)."""
+def central_samples(run, model, client: int, request, uploaded, n_cond: int) -> torch.Tensor:
+    """The server's samples for ``client``'s ``request``: of its labels, or of conditions
+    drawn from those the client uploaded (conditioned on an attribute). Not counted."""
     cfg, ev = run.config, run.cell.evaluation
-    generator = torch.Generator().manual_seed(derive_seed(run.cell.seed, salt, client))
-    cond = draw_conditions(cond, n, generator)
-    return task.server_sample(model, cfg.timesteps, 0, "exact", n, run.data.image_shape, ev["sample_steps"],
-                              generator, flops, cond, n_cond, cfg.guidance,
-                              run.resources).clamp(-1, 1)
+    generator = torch.Generator().manual_seed(request.seed)
+    cond = request.labels if request.labels is not None else draw_conditions(uploaded, request.n, generator)
+    return task.server_sample(model, cfg.timesteps, 0, "exact", request.n, run.data.image_shape, ev["sample_steps"],
+                              generator, None, cond, n_cond, cfg.guidance, run.resources).clamp(-1, 1)
 
 
 def central_target(run, model, nodes, conds: dict, n_cond: int) -> dict:
     """The quality target's FID after a round (as ``target_figures``): the server generates for
     every client; evaluation, not counted."""
-    per_client = per_client_target(run, nodes)
-    return target_of_clients(run, {run.partition_of(n): central_samples(run, model, run.partition_of(n), conds.get(n),
-                                                                       n_cond, per_client, 0x7A, None) for n in nodes})
+    requests = target_requests(run, nodes)
+    return target_of_clients(run, {c: central_samples(run, model, c, r, conds.get(c), n_cond)
+                                   for c, r in requests.items()})
 
 
 def check_shared(sent, reply, config) -> None:

@@ -1,0 +1,161 @@
+"""The harness's evaluation of a trained federation: one code path for every protocol.
+
+A protocol declares how its clients generate once training is over (``run.deploy(...)`` or
+``run.deploy_model(...)``). When its server loop has returned, the harness asks every client
+for samples and scores them twice:
+
+- **client quality** (``fid``, ``kid``, ``recall``, ...): each client's samples against held-out
+  images drawn in that client's own label proportions (what a participant gets); the mean over
+  clients. A conditional deployment is asked for the same label mix.
+- **population quality** (``pop_fid``, ...): all clients' samples pooled, each client's share in
+  proportion to its data, against the whole held-out set (what the federation learned).
+
+Each comes with its references (real floor, blur, noise) on the same distribution and n, and
+the key of that distribution (``eval_distribution``, ``pop_eval_distribution``): the leaderboard
+never ranks rows of different keys together. Generating here is evaluation: nothing it moves or
+computes is counted as the protocol's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from fedfuse.bench.suites.cells import cell_partitions
+from fedfuse.toolkit.seeding import derive_seed
+
+GENERATE_SALT = 0x5A  # the seed stream of the evaluation samples
+MIX_SALT = 0x3A1  # the order of a conditional request's labels
+POPULATION_PREFIX = "pop_"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the harness asks one client to generate: ``n`` images seeded by ``seed``; for a
+    conditional deployment, ``labels`` holds one class label per image in the client's own
+    label proportions (None for an unconditional one)."""
+
+    n: int
+    labels: torch.Tensor | None
+    seed: int
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """How a trained federation generates. ``generate({client: Request}) -> {client: images}``
+    (float images in [-1, 1], ``Request.n`` of them). ``shared``: every client holds the same
+    unconditional model, so one request stands for all (generated once)."""
+
+    generate: Callable[[dict[int, Request]], dict[int, torch.Tensor]]
+    conditional: bool = False
+    shared: bool = False
+
+
+def apportion(weights: np.ndarray, n: int) -> np.ndarray:
+    """``n`` split over ``weights`` by largest remainders: integer counts that sum to ``n``."""
+    exact = n * weights / weights.sum()
+    counts = np.floor(exact).astype(np.int64)
+    counts[np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]] += 1
+    return counts
+
+
+def label_mix(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """How many of ``labels`` are of each class."""
+    return np.bincount(labels, minlength=num_classes).astype(np.float64)
+
+
+def pick_in_mix(order: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The first ``counts[c]`` indices of class c in ``order`` (a fixed order of ``labels``)."""
+    return np.concatenate([order[labels[order] == c][:k] for c, k in enumerate(counts) if k]).astype(np.int64)
+
+
+def real_counts(mix: np.ndarray, available: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` held-out images in the proportions of ``mix``: fewer where the held-out split
+    has too few of a class (digits holds out about 30 a class); never a drawn image twice."""
+    share = mix / mix.sum()
+    most = int(min(available[c] / share[c] for c in np.flatnonzero(share)))
+    return apportion(mix, min(n, most))
+
+
+def requested_labels(mix: np.ndarray, n: int, seed: int) -> torch.Tensor:
+    """``n`` class labels in the proportions of ``mix``, in a seeded order (a sample grid shows
+    every class, not the first one's images only)."""
+    labels = np.repeat(np.arange(len(mix)), apportion(mix, n))
+    return torch.from_numpy(np.random.default_rng(seed).permutation(labels))
+
+
+class Scorer:
+    """Scores one cell's deployment; ``run`` is its ``ServerRun`` (data, cell, feature space)."""
+
+    def __init__(self, run):
+        self.run, self.data, self.cell = run, run.data, run.cell
+        self.n = run.cell.evaluation["samples"]
+        self.parts = cell_partitions(run.cell)
+        self.classes = len(self.data.class_names)
+
+    def mix_of(self, client: int) -> np.ndarray:
+        return label_mix(self.data.train_labels.numpy()[self.parts[client]], self.classes)
+
+    def requests(self, deployment: Deployment) -> dict[int, Request]:
+        clients = [0] if deployment.shared else range(self.cell.clients)
+        return {c: Request(self.n, requested_labels(self.mix_of(c), self.n, derive_seed(self.cell.seed, MIX_SALT, c))
+                           if deployment.conditional else None, derive_seed(self.cell.seed, GENERATE_SALT, c))
+                for c in clients}
+
+    def generated(self, deployment: Deployment) -> dict[int, torch.Tensor]:
+        with self.run.uncounted():
+            images = deployment.generate(self.requests(deployment))
+        if deployment.shared:
+            images = dict.fromkeys(range(self.cell.clients), images[next(iter(images))])
+        for client, x in images.items():
+            if len(x) != self.n:
+                raise ValueError(f"the deployment made {len(x)} images for client {client}; the harness asked for {self.n}")
+        return images
+
+    def client_quality(self, images: dict[int, torch.Tensor]) -> dict:
+        """Each client's samples against held-out images in its own label mix; the mean."""
+        eval_labels, order = self.data.eval_labels.numpy(), self.run.eval_order()
+        scores, real_n = [], []
+        for client in sorted(images):
+            counts = real_counts(self.mix_of(client), label_mix(eval_labels, self.classes), self.n)
+            real = self.data.eval_images[pick_in_mix(order, eval_labels, counts)]
+            pool = self.reference_pool(self.mix_of(client))
+            scores.append(self.run.score_against(images[client], real, pool, f"samples_client{client}.png",
+                                                 {"mix": counts.tolist()}))
+            real_n.append(len(real))
+        numeric = [k for k, v in scores[0].items() if isinstance(v, float) and all(k in s for s in scores)]
+        return {**scores[0], **{k: float(np.mean([s[k] for s in scores])) for k in numeric},
+                "eval_real_n": float(min(real_n)), "eval_distribution": self.client_key()}
+
+    def reference_pool(self, mix: np.ndarray) -> torch.Tensor:
+        """``n`` training images in ``mix``'s proportions, for the real and blur references."""
+        labels = self.data.train_labels.numpy()
+        order = np.random.default_rng(derive_seed(0, MIX_SALT)).permutation(len(labels))
+        return self.data.train_images[pick_in_mix(order, labels, apportion(mix, self.n))]
+
+    def population_quality(self, images: dict[int, torch.Tensor]) -> dict:
+        """All clients' samples, each client's share by its data size, against the whole held-out set."""
+        shares = apportion(np.array([len(self.parts[c]) for c in sorted(images)], dtype=np.float64), self.n)
+        pooled = torch.cat([images[c][:k] for c, k in zip(sorted(images), shares)])
+        real, _ = self.run.eval_subset(self.n)
+        scores = self.run.score_against(pooled, real, self.data.train_images, "samples.png", {"classes": None})
+        return {**{POPULATION_PREFIX + k: v for k, v in scores.items() if k not in ("feature_space", "featnet_accuracy")},
+                "pop_eval_distribution": self.population_key()}
+
+    def client_key(self) -> str:
+        """The client-quality distribution: every client's own label mix of this split, at this n."""
+        return f"each client's label mix: {self.cell.dataset_name}/{self.cell.partition_name}, " \
+               f"{self.cell.clients} clients, n={self.n}, {self.run.feature_space()[1]['feature_space']}"
+
+    def population_key(self) -> str:
+        return f"all held-out: {self.cell.dataset_name}, n={self.n}, {self.run.feature_space()[1]['feature_space']}"
+
+
+def evaluate(run, deployment: Deployment) -> dict:
+    """Client and population quality of ``deployment``, each beside its references."""
+    scorer = Scorer(run)
+    images = scorer.generated(deployment)
+    return {**scorer.client_quality(images), **scorer.population_quality(images)}
