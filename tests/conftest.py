@@ -41,3 +41,24 @@ def plugin_site(tmp_path_factory) -> Path:
 @pytest.fixture
 def plugin_cli(tmp_path, plugin_site) -> CLI:
     return CLI(tmp_path, [plugin_site])
+
+
+@pytest.fixture(scope="session")
+def quick_track(tmp_path_factory, worker_id) -> Path:
+    """``track-edge-quick`` run once for the whole test session, shared by the xdist workers (the
+    first to ask runs it under a lock, the others wait and read it): its output folder. Read it
+    only; a test that writes copies it first (``copy_store``)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if worker_id != "master" else root  # the session's folder, common to its workers
+    out, failed = root / "quick-track", root / "quick-track.failed"
+    with FileLock(str(root / "quick-track.lock")):
+        if not (out / "results.sqlite").is_file() and not failed.is_file():
+            done = CLI(root)("run", "track-edge-quick", "--out", str(out), timeout=1800)
+            if done.returncode != 0:
+                failed.write_text(done.stdout[-3000:] + done.stderr[-3000:])
+    if failed.is_file():
+        pytest.fail(f"fedfuse run track-edge-quick failed:\n{failed.read_text()}")
+    return out
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,10 @@ def write_suite(path: Path, protocols: str, **matrix: str) -> Path:
     lines = "\n".join(f"{k} = {v}" for k, v in keys.items())
     path.write_text(f'format = 1\n[suite]\nname = "test"\nversion = "1"\n[matrix]\n{lines}\n{protocols}')
     return path
+
+
+def copy_store(src: Path, dest: Path) -> Path:
+    """A writable copy of a results folder (its store and run directories), e.g. of the session's
+    shared track run (conftest's ``quick_track``), which tests only read."""
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("*.lock"))
+    return dest

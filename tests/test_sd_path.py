@@ -190,17 +190,23 @@ def guided_ddim_by_hand(pipeline, backbone, labels: list[int], scale: float, ste
     return x
 
 
-def test_the_servers_samples_are_guided_by_the_pipelines_sampler(pipeline, backbone):
+def test_the_deployed_samples_are_guided_by_the_pipelines_sampler(pipeline, backbone):
+    """What the harness asks the deployed fine-tuned model for (a Request of labels and a seed)
+    is sampled by the pipeline's own guided DDIM."""
+    from fedfuse.api import Request
+
     captured = {}
     run = SimpleNamespace(
         config=sd_config(pipeline, guidance_scale=4.0), resources=None, checksum=lambda model: {},
         cell=SimpleNamespace(seed=3, evaluation={"samples": 3, "sample_steps": 2, "sampler": "ddim"}),
-        score_samples=lambda images, **_: captured.update(images=images) or {},
+        deploy=lambda generate, conditional: captured.update(generate=generate, conditional=conditional),
         client_generation=lambda model, steps, **kw: captured.update(steps=steps, **kw) or {},
         membership_inference=lambda model, scheduler, **kw: captured.update(attacked=scheduler) or {})
-    server_app.score(run, backbone, backbone.denoiser, [0, 2])
-    latents = guided_ddim_by_hand(pipeline, backbone, [0, 2, 0], 4.0, 2, derive_seed(3, 0x5A))
-    assert torch.allclose(captured["images"], backbone.decode(latents), atol=1e-4)
+    server_app.deploy(run, backbone, backbone.denoiser)
+    images = captured["generate"]({4: Request(3, torch.tensor([0, 2, 0]), seed=17)})
+    latents = guided_ddim_by_hand(pipeline, backbone, [0, 2, 0], 4.0, 2, 17)
+    assert list(images) == [4] and torch.allclose(images[4], backbone.decode(latents), atol=1e-4)
+    assert captured["conditional"] is True  # it generates the classes it is asked for
     assert captured["guided"] is True and captured["steps"] == 2  # a client's generation: two passes a step
     assert captured["attacked"] is backbone.scheduler  # the membership attack uses the pipeline's schedule
 

@@ -81,7 +81,7 @@ def test_what_crosses_and_who_computes(cli, tmp_path):
     assert "nn_mse" not in cells["c0.0"]["metrics"]
     # c > 0: per client per round, exactly share_size x_cut images in float32 go up.
     for label in ("c0.2", "c0.6"):
-        for rnd in cells[label]["rounds"][:-1]:
+        for rnd in cells[label]["rounds"]:
             for client in rnd["per_client"].values():
                 assert client["payload_up"] == 32 * 1 * 8 * 8 * 4
                 assert client["payload_up"] < client["bytes_up"] < client["payload_up"] + 4096
@@ -92,17 +92,17 @@ def test_what_crosses_and_who_computes(cli, tmp_path):
     assert cells["c1.0"]["metrics"]["nn_mse"] == pytest.approx(0.0, abs=1e-6)  # at c = 1 clients share x_0
     assert cells["c1.0"]["metrics"]["client_flops"] < c6["client_flops"]
     # Per-client cuts: both clients send share_size images and train as many steps (a step costs
-    # the same at any t); the client that cuts later (c = 0.6) samples fewer steps itself.
+    # the same at any t); generating, each runs its own part of the 6 steps (c = 0.6: fewer).
     mixed = cells["mixed"]
     assert mixed["metrics"]["cut_ratio"] == pytest.approx(0.4) and "t_c" not in mixed["metrics"]
-    *training, sampling = mixed["rounds"]
-    for rnd in training:
+    for rnd in mixed["rounds"]:
         low, high = rnd["per_client"]["0"], rnd["per_client"]["1"]  # cut ratios 0.2 and 0.6
         assert low["payload_up"] == high["payload_up"] == 32 * 64 * 4 and low["flops_train"] == high["flops_train"]
-    assert 0 < sampling["per_client"]["1"]["flops_sample"] < sampling["per_client"]["0"]["flops_sample"]
-    for r in cells.values():
-        sampling = r["rounds"][-1]
-        assert sampling["phase"] == "sampling" and r["metrics"]["fid"] > 0
+    per_step = cells["c0.0"]["metrics"]["client_gen_flops"] / 6  # c = 0: the client runs all 6 steps
+    own = [task.split_steps(6, task.cut_index(c, 200), 200)[1] for c in (0.2, 0.6)]
+    assert own[1] < own[0] and mixed["metrics"]["client_gen_flops"] == pytest.approx(per_step * sum(own) / 2)
+    for r in cells.values():  # the harness's evaluation adds no round: generating for it is not counted
+        assert len(r["rounds"]) == 1 and "phase" not in r["rounds"][0] and r["metrics"]["fid"] > 0
         for client in r["rounds"][0]["per_client"].values():  # the server is never sent a client model
             assert client["payload_up"] <= 32 * 64 * 4
 
@@ -142,8 +142,7 @@ def test_batches_conditions_and_what_the_server_can_make_of_them(cli, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     cells = {r["label"]: r for r in cli.results(tmp_path / "out")}
     split, alone, central = cells["split"], cells["local-only"], cells["centralized"]
-    *training, sampling = split["rounds"]
-    for rnd in training:  # 3 batches of 8: float32 8x8 images and one int64 label each
+    for rnd in split["rounds"]:  # 3 batches of 8: float32 8x8 images and one int64 label each
         assert rnd["server_steps"] == 2 * 3 * 8 / 8
         for client in rnd["per_client"].values():
             assert client["payload_up"] == 3 * 8 * (64 * 4 + 8)

@@ -37,6 +37,17 @@ HARNESS_METRICS = [
                summary="the engine's start-up: simulation, until Ray's ClientApp actors are up; deployment, until every SuperNode first answered"),
     MetricSpec("engine_reused", "", higher_is_better=False, aggregate="last",
                summary="simulation: 1 if the cell found the run's Ray runtime already started"),
+    # A track's compute budget (optimizer steps x batch size; fedfuse.bench.suites.parse.Track).
+    MetricSpec("client_train_examples", "images", higher_is_better=False, aggregate="sum",
+               summary="training images the clients processed (optimizer steps x batch), summed over clients and rounds"),
+    MetricSpec("server_train_examples", "images", higher_is_better=False, aggregate="sum",
+               summary="training images the server processed (optimizer steps x batch)"),
+    MetricSpec("pretrain_examples", "images", higher_is_better=False, aggregate="last",
+               summary="training images a pre-training on the public split processed"),
+    MetricSpec("train_examples", "images", higher_is_better=False, aggregate="last",
+               summary="all training images processed: clients + server + pre-training (what a track's budget binds)"),
+    MetricSpec("over_budget", "", higher_is_better=False, aggregate="last",
+               summary="1 if train_examples exceeded the track's budget (the row is not ranked), else 0"),
     MetricSpec("wall_s", "s", higher_is_better=False, aggregate="sum",
                summary="real wall-clock time of the cell on this machine"),
     # Quality, in the cell's feature space (named by its `feature_space`): computed once, at the end.

@@ -73,9 +73,15 @@ class Row:
         return self.mean("fid_vs_noise") > NOT_LEARNED
 
     @property
+    def over_budget(self) -> bool:
+        """Some cell processed more training images than its track's budget."""
+        return self.mean("over_budget") > 0
+
+    @property
     def place(self) -> str:
         """What the rank column shows: the rank, or why there is none."""
-        return self.rank or ("superseded" if self.outdated else "not learned" if self.not_learned else "–")
+        why = (("superseded", self.outdated), ("over budget", self.over_budget), ("not learned", self.not_learned))
+        return self.rank or next((w for w, yes in why if yes), "–")
 
     @property
     def raw_data(self) -> bool:
@@ -94,7 +100,7 @@ class Row:
 
     @property
     def ranked(self) -> bool:
-        return not math.isnan(self.mean(PRIMARY)) and not self.not_learned and not self.outdated
+        return not math.isnan(self.mean(PRIMARY)) and not (self.not_learned or self.outdated or self.over_budget)
 
 
 def track_of(record: dict, shipped_digests: dict[str, str]) -> str:

@@ -86,6 +86,8 @@ def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Reso
     module.train()
     if ema is not None:
         ema.averaged.to(fab.device)
+    if flops is not None:  # what a track's budget counts: optimizer steps x batch size
+        flops.count_examples(steps * batch_size_of(shape_of()))
     if flops is not None and dry_loss is not None:
         key = (shape_of(), parameter_layout(model))
         flops.dry_step("train", key, steps, lambda: dry_backward(module, dry_loss, fab, params))
@@ -110,6 +112,11 @@ def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Reso
         if ema is not None:
             ema.averaged.to("cpu")
     return total / steps
+
+
+def batch_size_of(shape) -> int:
+    """A step's batch size from its input shape (``shape_of()``); 0 where the shape is not given."""
+    return int(shape[0]) if isinstance(shape, (tuple, list)) and shape and isinstance(shape[0], int) else 0
 
 
 def parameter_layout(model) -> int:

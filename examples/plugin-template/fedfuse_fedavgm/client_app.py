@@ -12,7 +12,8 @@ app = ClientApp()
 @app.train()
 def train(msg: Message, context) -> Message:
     run = client_run(context)  # the cell, this client's data, config, seeds and FLOP meter
-    model = task.build_unet(run.data.images.shape[1:], run.config.model, seed=0)
+    classes = run.num_classes if run.config.conditional else None  # a class-conditional model embeds each label
+    model = task.build_unet(run.data.images.shape[1:], run.config.model, seed=0, classes=classes)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     rnd = int(msg.content["config"]["server-round"])
     loss = task.local_train(model, run.data, run.config, run.torch_generator(rnd), run.resources, run.flops, rnd)

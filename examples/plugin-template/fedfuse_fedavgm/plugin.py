@@ -11,6 +11,7 @@ class FedAvgMConfig(DdpmConfig):  # model, timesteps, batch_size, lr, warmup_ste
     server_lr: float = 1.0  # the server's step along the averaged update
     server_momentum: float = 0.9  # momentum of the server's update across rounds (0: plain FedAvg)
     proximal_mu: float = 0.0  # FedProx term mu/2 * ||w - w_global||^2 in each client's loss (0: off)
+    conditional: bool = False  # a class-conditional UNet (a track that asks for classes, e.g. track-edge)
 
     def __post_init__(self):
         super().__post_init__()

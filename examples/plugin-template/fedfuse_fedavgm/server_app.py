@@ -1,5 +1,5 @@
-"""The server loop: Flower's FedAvgM strategy, an EMA of the global model for evaluation, and
-the harness's sampling and scoring at the end (thin wiring)."""
+"""The server loop: Flower's FedAvgM strategy and an EMA of the global model, which every client
+holds at deployment: the harness samples and scores it (thin wiring)."""
 
 from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAvgM
@@ -10,7 +10,8 @@ from fedfuse_fedavgm import task
 
 def server(grid, run) -> dict:
     cfg, n = run.config, run.cell.clients
-    model = task.build_unet(run.data.image_shape, cfg.model, seed=derive_seed(run.cell.seed, 1))
+    classes = len(run.data.class_names) if cfg.conditional else None
+    model = task.build_unet(run.data.image_shape, cfg.model, seed=derive_seed(run.cell.seed, 1), classes=classes)
     scheduler, ema = task.build_scheduler(cfg.timesteps), None
 
     def evaluate(rnd, arrays):  # after each round: update the EMA, report the held-out loss
@@ -18,11 +19,14 @@ def server(grid, run) -> dict:
         model.load_state_dict(arrays.to_torch_state_dict())
         ema = ema or task.Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)
         ema.update(model)
-        return {"eval_loss": run.held_out_loss(ema.model, scheduler)}
+        return {"eval_loss": run.held_out_loss(ema.model, scheduler, conditional=cfg.conditional)}
 
     strategy = FedAvgM(fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n,
                        server_learning_rate=cfg.server_lr, server_momentum=cfg.server_momentum)
     strategy_rounds(grid, run, strategy, ArrayRecord(model.state_dict()), evaluate_fn=evaluate)
     last = run.rounds[-1]
+    # every client holds the EMA model: the harness samples it for each client (the classes of
+    # its own label mix when conditional) and scores it; what it returns here is the model's
+    # digest, a client's cost to generate an image and the membership attack on the model
     return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
-            **run.sample_and_score(ema.model, cfg.timesteps)}
+            **run.deploy_model(ema.model, cfg.timesteps, conditional=cfg.conditional)}

@@ -20,4 +20,5 @@ def local_train(model, data, cfg, generator, resources, flops, rnd: int) -> floa
     anchor = {k: p.detach().clone() for k, p in model.named_parameters()}
     extra = proximal_term(anchor, cfg.proximal_mu) if cfg.proximal_mu > 0 else None
     return train(model, build_scheduler(cfg.timesteps), data, cfg.local_steps, cfg.recipe, generator,
-                 resources, flops, start_step=(rnd - 1) * cfg.local_steps, extra_loss=extra)
+                 resources, flops, conditional=cfg.conditional, start_step=(rnd - 1) * cfg.local_steps,
+                 extra_loss=extra)

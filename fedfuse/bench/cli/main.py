@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override: rounds=3, seeds=[0], <protocol>.<config key>=value")
     run.add_argument("--only", metavar="PATTERN", help="run only cells whose name matches (glob or substring)")
     run.add_argument("--rerun", action="store_true", help="run cells again even if already ok")
+    run.add_argument("--entry", metavar="FILE",
+                     help="a track: run these [[protocols]] on its task instead of its own entries (docs/tracks.md)")
+    run.add_argument("--tuning", action="store_true",
+                     help="a track: run on its tuning seeds (tune there; its evaluation seeds are for reporting)")
     run.add_argument("--wandb", action="store_true", help="publish each cell to W&B (offline) as it finishes")
     run.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), help="where models train (overrides [resources])")
     run.add_argument("--precision", choices=("32-true", "bf16-mixed", "16-mixed"), help="Fabric precision")

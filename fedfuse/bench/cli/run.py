@@ -18,7 +18,7 @@ def cmd_run(args) -> int:
     from fedfuse.bench.suites.preflight import preflight
 
     reg = registry()
-    suite = load_suite(args.suite, args.set, resource_flags(args))
+    suite = load_suite(args.suite, args.set, resource_flags(args), tuning=args.tuning, entry=args.entry)
     check_system(suite.resources)
     cells = select(expand(suite, reg), args.only)  # every check happens before anything is written
     if not cells:

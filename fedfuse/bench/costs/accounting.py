@@ -22,7 +22,7 @@ COST_KEY = "fedfuse.cost"
 #: results handed to the harness only for scoring (e.g. generated images that in a deployment
 #: would stay on the client): not the protocol's traffic, so neither wire nor payload counts them.
 EVAL_KEY = "fedfuse.eval"
-FIELDS = ("bytes_down", "bytes_up", "payload_down", "payload_up", "flops_train", "flops_sample")
+FIELDS = ("bytes_down", "bytes_up", "payload_down", "payload_up", "flops_train", "flops_sample", "train_examples")
 
 
 def wire_bytes(message: Message) -> int:

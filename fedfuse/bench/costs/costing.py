@@ -100,6 +100,8 @@ class CellHardware:
             per_client[k]["energy_j"] += e_static
         totals = {k: sum(c[k] for c in traffic.values()) for k in SUMS}
         client_flops = sum(c["flops_train"] + c["flops_sample"] for c in traffic.values())
+        examples = sum(c.get("train_examples", 0) for c in traffic.values())
         late = sum(1 for c in traffic.values() if c.get("late"))
-        return {**totals, "client_flops": client_flops, "server_flops": server_flops, **summary,
+        return {**totals, "client_flops": client_flops, "server_flops": server_flops,
+                "client_train_examples": examples, **summary,
                 **({"clients_late": late} if deadline_s else {}), "per_client": per_client}

@@ -39,6 +39,7 @@ class FlopMeter:
     def __init__(self, scope: str | None = None):
         self.per_step: dict[tuple, int] = {}
         self._totals: dict[str, float] = defaultdict(float)
+        self._examples = 0  # training images processed (optimizer steps x batch): a track's budget
         #: the cell this meter counts for (the harness sets it): dry-step figures are kept per
         #: process and scope, so a later message of the cell reuses them. None: per message.
         self.scope = scope
@@ -68,10 +69,20 @@ class FlopMeter:
         self.per_step[(kind, key)] = counter.get_total_flops()
         self._totals[kind] += self.per_step[(kind, key)]
 
+    def count_examples(self, n: int) -> None:
+        """``n`` more training images processed (the toolkit's ``fit``: steps x batch size)."""
+        self._examples += int(n)
+
+    def take_examples(self) -> int:
+        """Training images processed since the last call, then reset."""
+        n, self._examples = self._examples, 0
+        return n
+
     def restart(self) -> dict[str, float]:
         """Forget the measured steps and return (then reset) the totals: the next step of each
         key is measured again."""
         self.per_step.clear()
+        self._examples = 0
         return self.take()
 
     def take(self) -> dict[str, float]:

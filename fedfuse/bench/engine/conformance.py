@@ -5,7 +5,8 @@ the simulation engine, each time into a fresh output folder. The report lists ea
 what was seen. The rules:
 
 - it **finishes**: both runs end ``ok``;
-- it **reports the harness's keys**: the quality and cost figures every leaderboard shows;
+- it **reports the harness's keys**: the quality and cost figures every leaderboard shows (quality:
+  the harness's scores of what the server loop deployed, ``run.deploy_model``/``run.deploy``);
 - it is **deterministic** for a seed: both runs give the same quality, losses, payload and FLOPs;
 - its **wire bytes are reproducible** to within a few bytes per message (Flower's ids differ);
 - its **bytes are counted at the grid**: messages went both ways, and the logical payload
@@ -26,8 +27,9 @@ from fedfuse.plugins.config import ConfigError, build_config
 #: fields a config may have, shrunk so the check takes seconds (applied where the field exists)
 TINY = {"model": "tiny", "client_model": "tiny", "local_steps": 2, "server_steps": 2, "pretrain_steps": 4,
         "share_size": 8, "batch_size": 8, "warmup_steps": 1}
-REQUIRED = ("train_loss", "fid", "fid_vs_noise", "recall", "bytes_up", "bytes_down",
+REQUIRED = ("train_loss", "fid", "fid_vs_noise", "recall", "pop_fid", "bytes_up", "bytes_down",
             "client_flops", "latency_s", "energy_j")
+DEPLOY_HINT = " (the harness scores what the server loop deploys: run.deploy_model(...) or run.deploy(...))"
 #: wire bytes may differ by a few bytes per message (Flower's ids and timestamps): see WIRE_SLACK
 DETERMINISTIC = ("fid", "train_loss", "eval_loss", "payload_up", "payload_down", "client_flops",
                  "server_flops", "messages", "model_sha256", "mia_auc")
@@ -113,7 +115,8 @@ def judge(records: list[dict], spec) -> list[dict]:
         return rules + [config_rule(spec)]
     m1, m2 = first["metrics"], second["metrics"]
     missing = [k for k in REQUIRED if not isinstance(m1.get(k), (int, float))]
-    rules.append(rule("reports the harness's keys", not missing, f"missing: {missing}" if missing else "all present"))
+    hint = DEPLOY_HINT if "fid" in missing else ""
+    rules.append(rule("reports the harness's keys", not missing, f"missing: {missing}{hint}" if missing else "all present"))
     differ = [k for k in DETERMINISTIC if k in m1 and not same(m1.get(k), m2.get(k))]
     rules.append(rule("deterministic for a seed", not differ,
                       f"differ between runs: {', '.join(f'{k} {m1[k]} vs {m2.get(k)}' for k in differ)}" if differ

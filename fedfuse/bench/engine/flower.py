@@ -49,7 +49,8 @@ class CellClientApp(ClientApp):
         run.flops.restart()
         reply = protocol_client_app(context.run_config[RUN_CONFIG_KEY])(unpacked(message), context)
         if reply.has_content():  # the harness's cost record: the FLOPs measured for this message
-            reply.content[COST_KEY] = ConfigRecord(run.flops.take())  # not a MetricRecord: strategies expect one
+            # not a MetricRecord: strategies expect one
+            reply.content[COST_KEY] = ConfigRecord({**run.flops.take(), "train_examples": run.flops.take_examples()})
         return packed_messages([reply])[0]
 
 

@@ -85,6 +85,8 @@ class SuiteRunner:
         measured = {k: folded.get(k, 0) for k in self.measured if k != "wall_s"}
         metrics = {**folded, **metrics, **measured, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(),
                    "system": run.system}
+        if status == "ok":
+            metrics.update(budget_figures(metrics, cell.budget))
         if self.store.finish(cell.cell_id, status, metrics, error):
             restore_artifacts(run.run_dir)
         else:
@@ -143,6 +145,13 @@ class SuiteRunner:
             metrics = {**run_cell(run, server_loop), "backend": "simulation"}
         check_finite(metrics)
         return metrics
+
+
+def budget_figures(metrics: dict, budget: int) -> dict:
+    """``train_examples``: every training image processed, clients', server's and a pre-training's
+    (optimizer steps x batch: what a track's budget binds); with a budget, ``over_budget``."""
+    used = sum(metrics.get(k, 0) for k in ("client_train_examples", "server_train_examples", "pretrain_examples"))
+    return {"train_examples": float(used), **({"over_budget": float(used > budget)} if budget else {})}
 
 
 def client_trace(err: BaseException) -> str:

@@ -156,6 +156,9 @@ class Scorer:
 
 def evaluate(run, deployment: Deployment) -> dict:
     """Client and population quality of ``deployment``, each beside its references."""
+    if run.cell.evaluation.get("conditional") and not deployment.conditional:
+        raise ValueError("this track asks for class-conditional generation: the protocol deployed an unconditional "
+                         "model (train a class-conditional one and declare run.deploy(..., conditional=True))")
     scorer = Scorer(run)
     images = scorer.generated(deployment)
     return {**scorer.client_quality(images), **scorer.population_quality(images)}

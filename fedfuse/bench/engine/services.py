@@ -170,6 +170,7 @@ class ServerRun(Evaluation):
         traffic, counts = self.grid.meter.take_round()
         server_flops = sum(self.flops.take().values())
         costs = self.hardware.round_figures(traffic, server_flops, self._points, self.cell.deadline_s)
+        costs["server_train_examples"] = self.flops.take_examples()
         if self.grid.active is not None and (self.cell.per_round < self.cell.clients or "availability" in self.cell.profile):
             figures = {**figures, "available": int(self.online[round - 1].sum()), "participants": len(self.grid.active)}
         self.grid.active = None
@@ -193,6 +194,11 @@ class ClientRun:
     #: what a protocol keeps between messages of this run in this process (a model being
     #: fine-tuned). Bounded: the engine keeps the run's ClientRuns of the last 8 partitions.
     cache: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """How many class labels the dataset has (a class-conditional model embeds each)."""
+        return len(load(self.cell.dataset, self.cell.dataset_args).class_names)
 
     @property
     def resources(self):

@@ -75,6 +75,9 @@ class CellSpec:
     bad_replies: str = "fail"  # or "drop": a malformed client reply leaves that client out of its round
     deadline_s: float = 0.0  # > 0: a client whose simulated round latency exceeds it misses the round
     participation: int | float = 1.0  # clients per round: a fraction (float) or a count (int)
+    # a track's compute budget: training images processed (optimizer steps x batch), every party
+    # together, pre-training included; 0: none
+    budget: int = 0
 
     @property
     def config_hash(self) -> str:
@@ -89,6 +92,8 @@ class CellSpec:
             del identity["deadline_s"]
         if self.participation == 1.0 and isinstance(self.participation, float):
             del identity["participation"]
+        if not self.budget:
+            del identity["budget"]
         return stable_hash(identity, length=16)
 
     @property

@@ -54,17 +54,21 @@ def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
             label=entry.label or entry.name, protocol=spec.name, protocol_version=spec.version,
             config=config, dataset=dname, dataset_args=dargs, partitioner=pname, partitioner_args=pargs,
             profile=profile, clients=m.clients, rounds=m.rounds, seed=seed,
-            evaluation=evaluation(m, registry.get("datasets", dname)), resources=dict(suite.resources),
+            evaluation=evaluation(m, registry.get("datasets", dname), suite.track), resources=dict(suite.resources),
             bad_replies=m.bad_replies, deadline_s=float(m.deadline_s), participation=m.participation,
+            budget=suite.track.budget if suite.track else 0,
         )
         for (dname, dargs), (pname, pargs), profile, seed
         in itertools.product(datasets, parts, suite.profiles, m.seeds)
     ]
 
 
-def evaluation(matrix: Matrix, dataset_spec) -> dict:
-    """The cell's evaluation settings, its feature space resolved (``auto``) and the reason kept."""
+def evaluation(matrix: Matrix, dataset_spec, track=None) -> dict:
+    """The cell's evaluation settings, its feature space resolved (``auto``) and the reason kept;
+    ``conditional`` where a track asks for class-conditional generation."""
     out = {k: getattr(matrix, k) for k in DEFAULT_EVALUATION}
+    if track is not None and track.conditional:  # only then: other cells keep their ids
+        out["conditional"] = True
     if matrix.target:  # only then: cells without a target keep their ids
         out.update(target=dict(matrix.target), eval_every=matrix.eval_every, target_samples=matrix.target_samples)
     if matrix.mia_samples != DEFAULT_MIA_SAMPLES:  # only then: other cells keep their ids

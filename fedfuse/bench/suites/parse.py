@@ -35,7 +35,8 @@ from fedfuse.plugins.config import ConfigError, build_config
 from fedfuse.toolkit.seeding import stable_hash
 
 FORMAT = 1
-TOP_LEVEL = {"format", "suite", "matrix", "protocols", "profiles", "profile_files", "devices", "networks", "resources"}
+TOP_LEVEL = {"format", "suite", "track", "matrix", "protocols", "profiles", "profile_files", "devices", "networks",
+             "resources"}
 PROFILE_KINDS = ("devices", "networks")
 
 
@@ -44,6 +45,34 @@ class SuiteHeader:
     name: str
     version: str
     description: str = ""
+
+
+@dataclass
+class Track:
+    """A suite's ``[track]`` table: it makes the suite a track, a closed task that binds every
+    entrant to one compute budget (docs/tracks.md). ``budget_steps`` optimizer steps of
+    ``budget_batch`` images, clients', server's and pre-training's together; a cell that
+    processes more is *over budget* and not ranked. Entrants tune on ``tuning_seeds``
+    (``fedfuse run TRACK --tuning``) and report on the matrix's seeds."""
+
+    primary: str = "fid"  # the ranking metric (the leaderboard ranks by fid: the only value today)
+    conditional: bool = False  # the task asks for class-conditional generation: every entry generates the asked classes
+    budget_steps: int = 0
+    budget_batch: int = 64
+    tuning_seeds: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.primary != "fid":
+            raise ValueError(f"primary must be 'fid' (the leaderboard's ranking metric), got {self.primary!r}")
+        if self.budget_steps < 1 or self.budget_batch < 1:
+            raise ValueError("budget_steps and budget_batch must be >= 1")
+        if len(set(self.tuning_seeds)) != len(self.tuning_seeds) or any(s < 0 for s in self.tuning_seeds):
+            raise ValueError(f"tuning_seeds must be distinct and >= 0, got {self.tuning_seeds}")
+
+    @property
+    def budget(self) -> int:
+        """The budget in training images (optimizer steps x batch size)."""
+        return self.budget_steps * self.budget_batch
 
 
 @dataclass
@@ -131,6 +160,7 @@ class Suite:
     profiles: list[dict] = field(default_factory=lambda: [dict(DEFAULT_ASSIGNMENT)])
     overrides: tuple[str, ...] = ()
     resources: dict = field(default_factory=dict)  # [resources]: where cells run (toolkit.device.Resources)
+    track: Track | None = None  # [track]: the suite is a track (one task, one budget)
 
     @property
     def digest(self) -> str:
@@ -141,9 +171,13 @@ class Suite:
 
 def study_digest(text: str) -> str:
     """What a suite file asks for, without its comments and ``[suite] description``: writing a
-    measured wall time into a suite's header does not reopen the results it describes."""
+    measured wall time into a suite's header does not reopen the results it describes. A track's
+    digest is its task's: the entries (``[[protocols]]``) are the entrants' own, so an outside
+    plugin's entry (``--entry``) is ranked in the same closed track as the built-ins."""
     doc = tomllib.loads(text)
     doc.get("suite", {}).pop("description", None)
+    if "track" in doc:
+        doc.pop("protocols", None)
     return stable_hash(doc)
 
 
@@ -165,19 +199,58 @@ def resolve_suite_path(name_or_path: str) -> Path:
     )
 
 
-def load_suite(name_or_path: str, overrides: list[str] = (), resources: dict | None = None) -> Suite:
+def load_suite(name_or_path: str, overrides: list[str] = (), resources: dict | None = None,
+               tuning: bool = False, entry: str | None = None) -> Suite:
+    """The suite, ``overrides`` (``--set``) applied; ``tuning``: a track on its tuning seeds;
+    ``entry``: a file of ``[[protocols]]`` run on a track's task instead of the track's own."""
     path = resolve_suite_path(name_or_path)
     text = path.read_text()
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    check_tuning_seeds(doc, path, text)  # the file's own seeds, before --tuning replaces them
+    if entry:
+        doc["protocols"] = entry_protocols(Path(entry), doc, path)
+    if tuning:
+        overrides = [*overrides, f"seeds={tuning_seeds(doc, path)}"]
     doc = apply_overrides(doc, overrides)
     suite = parse_suite(doc, path, text)
     suite.overrides = tuple(overrides)
     if resources:  # `fedfuse run --accelerator ...`: the system, not the study (the digest stays)
         suite.resources = checked_resources({**suite.resources, **resources}, "command line")
     return suite
+
+
+def entry_protocols(entry: Path, doc: dict, path: Path) -> list[dict]:
+    """``--entry FILE``: an entrant's ``[[protocols]]`` for a track (nothing else: the task is the track's)."""
+    if "track" not in doc:
+        raise ConfigError(f"{path}: --entry needs a track (a suite with a [track] table); this suite has none")
+    if not entry.is_file():
+        raise ConfigError(f"--entry {entry}: no such file")
+    try:
+        table = tomllib.loads(entry.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{entry}: not valid TOML: {err}") from None
+    if set(table) != {"protocols"}:
+        raise ConfigError(f"{entry}: an entry file holds [[protocols]] tables only (the task is the track's); "
+                          f"found {', '.join(sorted(set(table) - {'protocols'})) or 'no [[protocols]]'}")
+    return table["protocols"]
+
+
+def check_tuning_seeds(doc: dict, path: Path, text: str) -> None:
+    tuning, seeds = doc.get("track", {}).get("tuning_seeds", []), doc.get("matrix", {}).get("seeds", [])
+    if isinstance(tuning, list) and isinstance(seeds, list) and set(tuning) & set(seeds):
+        raise ConfigError(f"{where(path, text, 'tuning_seeds')}: tuning_seeds {tuning} overlap the evaluation seeds "
+                          f"{seeds}: tune on seeds that are never reported")
+
+
+def tuning_seeds(doc: dict, path: Path) -> list[int]:
+    """``--tuning``: the track's tuning seeds (the results are then an open track's: tuning only)."""
+    seeds = doc.get("track", {}).get("tuning_seeds")
+    if not seeds:
+        raise ConfigError(f"{path}: --tuning needs a [track] with tuning_seeds; this suite has none")
+    return list(seeds)
 
 
 def checked_resources(table: dict, at: str) -> dict:
@@ -206,7 +279,8 @@ def parse_suite(doc: dict, path: Path, text: str) -> Suite:
     inline = inline_profiles(doc, path, text)
     profiles = [with_inline(p, inline) for p in profiles] or [dict(DEFAULT_ASSIGNMENT)]
     resources = checked_resources(doc.get("resources", {}), f"{where(path, text, '[resources]')} [resources]")
-    return Suite(path, header, matrix, protocols, text, profiles, resources=resources)
+    track = build_config(Track, doc["track"], f"{where(path, text, '[track]')} [track]") if "track" in doc else None
+    return Suite(path, header, matrix, protocols, text, profiles, resources=resources, track=track)
 
 
 def profile_assignment(entry: dict, path: Path, text: str, i: int) -> dict:

@@ -8,6 +8,7 @@ from fedfuse.api import DdpmConfig, ProtocolSpec, hookimpl, require_positive
 @dataclass
 class FedAvgConfig(DdpmConfig):
     local_steps: int = 20  # optimizer steps per client per round
+    conditional: bool = False  # a class-conditional UNet (a track that asks for classes): trained and sampled with labels
 
     def __post_init__(self):
         super().__post_init__()

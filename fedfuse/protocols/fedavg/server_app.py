@@ -10,7 +10,8 @@ from fedfuse.protocols.fedavg import task
 
 def server(grid, run) -> dict:
     cfg = run.config
-    model = task.build_model(run.data.image_shape, cfg.model, seed=derive_seed(run.cell.seed, 1))
+    classes = len(run.data.class_names) if cfg.conditional else None
+    model = task.build_model(run.data.image_shape, cfg.model, seed=derive_seed(run.cell.seed, 1), classes=classes)
     scheduler, ema = task.build_scheduler(cfg.timesteps), None
 
     def evaluate(rnd, arrays):
@@ -18,7 +19,8 @@ def server(grid, run) -> dict:
         model.load_state_dict(arrays.to_torch_state_dict())
         ema = ema or task.Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)
         ema.update(model)
-        return {"eval_loss": run.held_out_loss(ema.model, scheduler), **run.target_check(ema.model, rnd, cfg.timesteps)}
+        return {"eval_loss": run.held_out_loss(ema.model, scheduler, conditional=cfg.conditional),
+                **run.target_check(ema.model, rnd, cfg.timesteps)}
 
     # every node the grid lists this round: all clients, or the harness's draw (run.begin_round)
     strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=1)
@@ -26,4 +28,4 @@ def server(grid, run) -> dict:
     last = last_trained(run.rounds)
     return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
             "model_params": sum(p.numel() for p in model.parameters()),
-            **run.deploy_model(ema.model, cfg.timesteps)}
+            **run.deploy_model(ema.model, cfg.timesteps, conditional=cfg.conditional)}

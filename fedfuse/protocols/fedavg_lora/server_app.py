@@ -42,8 +42,15 @@ def server(grid, run) -> dict:
     return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
             "trained_params": sum(v.numel() for v in start.values()),
             "model_params": sum(p.numel() for p in base.parameters()),
-            **{k: card[k] for k in ("pretrain_flops", "pretrain_s")}, **before,
+            **{k: card[k] for k in ("pretrain_flops", "pretrain_s")}, "pretrain_examples": pretrain_examples(card, cfg),
+            **before,
             **deploy(run, backbone, ema.model)}
+
+
+def pretrain_examples(card: dict, cfg) -> int:
+    """Training images the base's pre-training processed (a track's budget counts them); a base
+    cached before they were recorded processed its steps x the batch size."""
+    return int(card.get("pretrain_examples", card.get("pretrain_steps", 0) * cfg.batch_size))
 
 
 def strategy(run, model) -> FedAvg:

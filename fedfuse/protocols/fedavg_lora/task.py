@@ -112,7 +112,8 @@ def pretrain(model, public_view, cfg, progress=None, resources=None) -> dict:
         if progress:
             progress(f"pre-training the base {done + steps}/{cfg.pretrain_steps} (loss {losses[-1]:.3f})")
     model.load_state_dict(ema.model.state_dict())
-    return {"pretrain_flops": meter.take()["flops_train"], "pretrain_s": time.time() - start,
+    return {"pretrain_flops": meter.take()["flops_train"], "pretrain_examples": meter.take_examples(),
+            "pretrain_s": time.time() - start,
             "pretrain_steps": cfg.pretrain_steps, "pretrain_images": len(public_view), "final_loss": losses[-1]}
 
 

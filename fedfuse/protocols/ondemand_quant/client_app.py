@@ -16,16 +16,20 @@ def received_model(run, msg: Message, context):
     (kept in the node's Flower state; before the first round, the same seeded init as the server's)."""
     cfg = run.config
     if "arrays" in msg.content:
-        model = build_unet(run.data.images.shape[1:], cfg.model, seed=0)
+        model = build_unet(run.data.images.shape[1:], cfg.model, seed=0, classes=classes_of(run))
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         return model
-    model = build_unet(run.data.images.shape[1:], cfg.model, seed=derive_seed(run.cell.seed, 1))
+    model = build_unet(run.data.images.shape[1:], cfg.model, seed=derive_seed(run.cell.seed, 1), classes=classes_of(run))
     if "view" in context.state:
         model.load_state_dict(context.state["view"].to_torch_state_dict())
     change = {k: v.numpy() for k, v in msg.content["down"].items()}
     model.load_state_dict(task.apply_change(model.state_dict(), change, cfg.downlink_bits, cfg.block))
     context.state["view"] = ArrayRecord(model.state_dict())
     return model
+
+
+def classes_of(run) -> int | None:
+    return run.num_classes if run.config.conditional else None
 
 
 @app.train()
@@ -36,7 +40,8 @@ def train_and_quantize(msg: Message, context) -> Message:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rnd, bits = int(conf["server-round"]), int(conf["bits"])
     loss = train(model, build_scheduler(cfg.timesteps), run.data, cfg.local_steps, cfg.recipe,
-                 run.torch_generator(rnd), run.resources, run.flops, start_step=(rnd - 1) * cfg.local_steps)
+                 run.torch_generator(rnd), run.resources, run.flops, conditional=cfg.conditional,
+                 start_step=(rnd - 1) * cfg.local_steps)
     rng = np.random.default_rng(derive_seed(run.cell.seed, run.partition_id, rnd, 0x9))  # stochastic rounding
     update = task.encode_update(before, model.state_dict(), bits, cfg.block, rng)
     reply = RecordDict({"update": ArrayRecord({k: Array(v) for k, v in update.items()}),

@@ -14,6 +14,7 @@ class QuantCommon(DdpmConfig):
     # the model's way down: 32 sends it as it is; fewer bits send the change of the global model
     # since the last broadcast, quantized (every client keeps the model it was sent)
     downlink_bits: int = 32
+    conditional: bool = False  # a class-conditional UNet (a track that asks for classes): trained and sampled with labels
 
     def __post_init__(self):
         super().__post_init__()

@@ -20,7 +20,8 @@ from fedfuse.protocols.ondemand_quant import solver, task
 
 def server(grid, run) -> dict:
     cfg, nodes = run.config, sorted(grid.get_node_ids())
-    model = build_unet(run.data.image_shape, cfg.model, seed=derive_seed(run.cell.seed, 1))
+    classes = len(run.data.class_names) if cfg.conditional else None
+    model = build_unet(run.data.image_shape, cfg.model, seed=derive_seed(run.cell.seed, 1), classes=classes)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     scheduler, ema = build_scheduler(cfg.timesteps), None
     flops = cfg.local_steps * step_flops(model, scheduler, cfg.batch_size, run.data.image_shape)
@@ -47,7 +48,7 @@ def server(grid, run) -> dict:
         losses = [float(r.content["metrics"]["train_loss"]) for r in replies.values()]
         ema = ema or Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)  # samples and evaluates
         ema.update(model)
-        eval_loss = run.held_out_loss(ema.model, scheduler)
+        eval_loss = run.held_out_loss(ema.model, scheduler, conditional=cfg.conditional)
         run.round_end(rnd, train_loss=float(np.mean(losses)), eval_loss=eval_loss,
                       **run.target_check(ema.model, rnd, cfg.timesteps),
                       plan={str(c): {"bits": o.bits, "cpu_freq_hz": o.cpu_freq_hz, "tx_power_w": o.tx_power_w}
@@ -55,14 +56,15 @@ def server(grid, run) -> dict:
     bits = [b["bits"] for r in run.rounds for b in r["plan"].values()]
     last = last_trained(run.rounds)
     return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
-            "mean_bits": float(np.mean(bits)), **run.deploy_model(ema.model, cfg.timesteps)}
+            "mean_bits": float(np.mean(bits)), **run.deploy_model(ema.model, cfg.timesteps, conditional=cfg.conditional)}
 
 
 def step_flops(model, scheduler, batch_size: int, shape) -> float:
     """The planner's estimate of a training step's FLOPs (the harness measures the real ones)."""
     meter = FlopMeter()
+    labels = torch.zeros(batch_size, dtype=torch.long) if model.config.num_class_embeds else None
     with meter.step("train"):
-        diffusion_loss(model, scheduler, torch.zeros(batch_size, *shape), torch.Generator()).backward()
+        diffusion_loss(model, scheduler, torch.zeros(batch_size, *shape), torch.Generator(), labels).backward()
     model.zero_grad(set_to_none=True)
     return meter.take()["flops_train"]
 

@@ -1,0 +1,44 @@
+"""The harness's evaluation of a deployment (fedfuse/bench/engine/scoring.py): the label mixes,
+the held-out sets drawn in them and the requests a deployment answers."""
+
+import numpy as np
+import pytest
+
+from fedfuse.bench.engine.scoring import apportion, label_mix, pick_in_mix, real_counts, requested_labels
+
+
+def test_apportion_splits_exactly_by_largest_remainder():
+    assert apportion(np.array([1.0, 1.0, 1.0]), 10).tolist() == [4, 3, 3]
+    assert apportion(np.array([0.0, 3.0, 1.0]), 8).tolist() == [0, 6, 2]
+    counts = apportion(np.array([5.0, 2.0, 0.5, 0.0, 7.3]), 97)
+    assert counts.sum() == 97 and counts[3] == 0
+
+
+def test_real_sets_keep_the_mix_and_never_draw_an_image_twice():
+    mix = np.array([60.0, 20.0, 20.0, 0.0])
+    available = np.array([30.0, 30.0, 30.0, 30.0])
+    counts = real_counts(mix, available, 200)
+    assert counts.tolist() == [30, 10, 10, 0]  # class 0 has 30 held out: at 60 % that is 50 images in all
+    assert real_counts(mix, np.array([300.0] * 4), 100).tolist() == [60, 20, 20, 0]
+    labels = np.array([0, 1, 2, 0, 1, 0, 3, 0])
+    picked = pick_in_mix(np.arange(8)[::-1], labels, np.array([2, 1, 0, 1]))
+    assert sorted(labels[picked].tolist()) == [0, 0, 1, 3] and len(set(picked.tolist())) == 4
+    assert picked.tolist()[:2] == [7, 5]  # the first of each class in the given order
+
+
+def test_a_conditional_request_asks_for_the_clients_own_mix_in_a_seeded_order():
+    mix = label_mix(np.array([3, 3, 3, 7]), 10)
+    labels = requested_labels(mix, 100, seed=1)
+    assert np.bincount(labels.numpy(), minlength=10).tolist() == [0, 0, 0, 75, 0, 0, 0, 25, 0, 0]
+    assert labels.tolist() == requested_labels(mix, 100, seed=1).tolist() != requested_labels(mix, 100, seed=2).tolist()
+    assert labels.tolist() != sorted(labels.tolist())  # shuffled: a sample grid shows both classes
+
+
+def test_an_unconditional_deployment_on_a_conditional_track_is_refused():
+    from types import SimpleNamespace
+
+    from fedfuse.bench.engine.scoring import Deployment, evaluate
+
+    run = SimpleNamespace(cell=SimpleNamespace(evaluation={"conditional": True}))
+    with pytest.raises(ValueError, match="asks for class-conditional generation"):
+        evaluate(run, Deployment(lambda requests: {}, conditional=False))
