@@ -6,7 +6,7 @@
 2. client compute falls as c grows (training FLOPs, and FLOPs to generate one image);
 3. disclosure rises as c grows (what the server can make of what it receives).
 
-Rows are the leaderboard's (installed protocol versions only, seeds pooled, mean ± std). "Beats"
+Rows are the leaderboard's as the study was recorded (its own protocol versions, seeds pooled, mean ± std). "Beats"
 and "rises" use the leaderboard's own test for telling configurations apart: the means differ by
 more than the two standard deviations summed (docs/metrics.md); a step within that is "flat".
 """
@@ -29,7 +29,7 @@ SWEEP = ("local-only", "split-diffusion")  # centralized and FedAvg are referenc
 def sweep(out: str) -> list:
     """The cut-ratio rows (local-only is c = 0) of one data split, in order of c."""
     records = [r for r in ResultStore(Path(out) / "results.sqlite").records() if r["protocol"] in SWEEP]
-    rows = [r for r in ranked_rows(records, registry()) if not r.outdated]
+    rows = [r for r in ranked_rows(records, registry(), as_recorded=True) if not r.outdated]
     if len({r.data for r in rows}) > 1:
         sys.exit("several data splits in this folder: give one suite's results")
     return sorted(rows, key=lambda r: r.mean("cut_ratio"))

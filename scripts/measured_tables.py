@@ -89,7 +89,8 @@ def sample_grids(rows, folder: Path) -> str:
 def main(study: str, out: str) -> None:
     folder, extra, panels = STUDIES[study]
     records = ResultStore(Path(out) / "results.sqlite").records()
-    rows = [r for r in ranked_rows(records, registry()) if not r.outdated]  # the installed versions' only
+    # the study as it was measured (its store's protocol versions), each row's newest set-up only
+    rows = [r for r in ranked_rows(records, registry(), as_recorded=True) if not r.outdated]
     readme = Path(__file__).resolve().parents[1] / "fedfuse" / "protocols" / folder / "README.md"
     figure(rows, panels, readme.with_name("tradeoff.png"))
     head = readme.read_text().split(MARK)[0]

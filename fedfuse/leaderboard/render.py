@@ -84,8 +84,14 @@ def reference_table(members: list[Row]) -> list[str]:
     return lines
 
 
+FEW_REAL = 100  # held-out images per client below which FID is read beside KID
+
+
 def space_notes(members: list[Row]) -> list[str]:
-    notes = [f"**The feature space cannot rank models on {data}**: pure noise scores {refs['noise'][0]:.3g}, "
+    few = [r.mean("eval_real_n") for r in members if not math.isnan(r.mean("eval_real_n"))]
+    notes = ([f"Client quality is scored on as few as {min(few):.0f} held-out images for a client (its label mix "
+              "of a small held-out split): read KID beside FID."] if few and min(few) < FEW_REAL else [])
+    notes += [f"**The feature space cannot rank models on {data}**: pure noise scores {refs['noise'][0]:.3g}, "
              f"less than 20 x the real floor {refs['real'][0]:.3g}. Raise `samples` (the floor falls as n grows) "
              "or use `feature_space = \"inception\"`."
              for data, refs in reference_rows(members).items() if not space_usable(refs)]

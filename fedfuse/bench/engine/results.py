@@ -26,14 +26,16 @@ def read_records(out: str | Path) -> list[dict]:
     return records
 
 
-def ranked_rows(records: list[dict], registry) -> list[ranking.Row]:
+def ranked_rows(records: list[dict], registry, as_recorded: bool = False) -> list[ranking.Row]:
     """Rows grouped by configuration, ranked by the registry's metric specs, Pareto fronts
-    marked. Records of a shipped suite are checked against its current digest and seeds."""
+    marked. Records of a shipped suite are checked against its current digest and seeds.
+    ``as_recorded``: a committed study read as it was measured, its protocol versions not held
+    against the installed ones (two versions of one row still never pool: their configs differ)."""
     suites = shipped_suites()
     digests = {name: study_digest(p.read_text()) for name, p in suites.items()}
     seeds = {name: len(tomllib.loads(p.read_text())["matrix"]["seeds"]) for name, p in suites.items()}
     specs = {name: e.spec for name, e in registry.entries("metrics").items()}
-    versions = {name: e.spec.version for name, e in registry.entries("protocols").items()}
+    versions = {} if as_recorded else {name: e.spec.version for name, e in registry.entries("protocols").items()}
     bounds = {name for name, e in registry.entries("protocols").items() if e.spec.bound}
     rows = ranking.rank(ranking.group(records, digests, seeds, versions, bounds), specs)
     ranking.mark_fronts(rows, specs)

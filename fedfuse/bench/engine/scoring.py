@@ -136,10 +136,11 @@ class Scorer:
         order = np.random.default_rng(derive_seed(0, MIX_SALT)).permutation(len(labels))
         return self.data.train_images[pick_in_mix(order, labels, apportion(mix, self.n))]
 
-    def population_quality(self, images: dict[int, torch.Tensor]) -> dict:
-        """All clients' samples, each client's share by its data size, against the whole held-out set."""
+    def population_quality(self, images: dict[int, torch.Tensor], shared: bool) -> dict:
+        """All clients' samples, each client's share by its data size, against the whole held-out
+        set (``shared``: one model's samples stand for every client's)."""
         shares = apportion(np.array([len(self.parts[c]) for c in sorted(images)], dtype=np.float64), self.n)
-        pooled = torch.cat([images[c][:k] for c, k in zip(sorted(images), shares)])
+        pooled = images[0] if shared else torch.cat([images[c][:k] for c, k in zip(sorted(images), shares)])
         real, _ = self.run.eval_subset(self.n)
         scores = self.run.score_against(pooled, real, self.data.train_images, "samples.png", {"classes": None})
         return {**{POPULATION_PREFIX + k: v for k, v in scores.items() if k not in ("feature_space", "featnet_accuracy")},
@@ -161,4 +162,4 @@ def evaluate(run, deployment: Deployment) -> dict:
                          "model (train a class-conditional one and declare run.deploy(..., conditional=True))")
     scorer = Scorer(run)
     images = scorer.generated(deployment)
-    return {**scorer.client_quality(images), **scorer.population_quality(images)}
+    return {**scorer.client_quality(images), **scorer.population_quality(images, deployment.shared)}
