@@ -20,3 +20,24 @@ def test_fedavgm_keeps_the_plugin_contract():
     """Runs the protocol twice on a tiny cell (about a minute on 2 CPU cores)."""
     report = check_protocol("fedavgm", {"proximal_mu": 0.01})
     assert report["ok"], [r for r in report["rules"] if not r["ok"]]
+
+
+def test_fedavgm_enters_track_edge_quick(tmp_path):
+    """This plugin's entry on the benchmark's quick track (track-entry.toml): within the budget,
+    scored by the harness and ranked in the track's closed section (about a minute on 2 CPU cores)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    entry = Path(__file__).resolve().parents[1] / "track-entry.toml"
+    fedfuse = [sys.executable, "-m", "fedfuse.bench.cli"]
+    done = subprocess.run([*fedfuse, "run", "track-edge-quick", "--entry", str(entry), "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    board = subprocess.run([*fedfuse, "leaderboard", "--out", str(tmp_path), "--format", "json"],
+                           capture_output=True, text=True, check=True)
+    (row,) = json.loads(board.stdout)
+    assert row["label"] == "fedavgm" and "closed" in row["section"]
+    assert row["mean"]["train_examples"] <= 1000 * 32 and row["mean"]["over_budget"] == 0
+    assert row["mean"]["pop_fid"] > 0 and (row["rank"] or row["not_learned"])
