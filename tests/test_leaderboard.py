@@ -179,16 +179,17 @@ def test_privacy_is_a_front_and_bounds_or_raw_data_are_never_on_one():
     from fedfuse.leaderboard.render import markdown
 
     specs = {**SPECS, "mia_auc": MetricSpec("mia_auc", "", False)}
-    cells = [("central", 5.0, 0.9, 0.0), ("c1.0", 6.0, 0.8, 1.0), ("c0.6", 20.0, 0.55, 0.0), ("lora", 30.0, 0.52, 0.0),
-             ("worse", 40.0, 0.6, 0.0)]
+    cells = [("central", 5.0, 0.9, 0.0), ("c1.0", 6.0, 0.8, 1.0), ("c0.6", 20.0, 0.55, 0.0),
+             ("inverted", 25.0, 0.3, 0.0), ("lora", 30.0, 0.52, 0.0), ("worse", 40.0, 0.6, 0.0)]
     records = [{**record(label, 0, fid, 5), "protocol": label, "metrics": {
         **record(label, 0, fid, 5)["metrics"], "mia_auc": mia, "raw_data_off_device": raw}}
         for label, fid, mia, raw in cells]
     rows = rank(group(records, {}, {}, bounds={"central"}), specs)
     mark_fronts(rows, specs)
     by = {r.label: r for r in rows}
-    assert [r.label for r in rows] == ["central", "c1.0", "c0.6", "lora", "worse"]  # all ranked
+    assert [r.label for r in rows] == ["central", "c1.0", "c0.6", "inverted", "lora", "worse"]  # all ranked
     assert by["central"].pareto == [] and by["c1.0"].pareto == []
     assert "privacy" in by["c0.6"].pareto and "privacy" in by["lora"].pareto and "privacy" not in by["worse"].pareto
+    assert "privacy" not in by["inverted"].pareto  # AUC 0.3 tells members apart as well as 0.7 would
     text = markdown(rows)
     assert "| – (bound) |" in text and "| – (raw data off device) |" in text

@@ -42,3 +42,28 @@ def test_an_unconditional_deployment_on_a_conditional_track_is_refused():
     run = SimpleNamespace(cell=SimpleNamespace(evaluation={"conditional": True}))
     with pytest.raises(ValueError, match="asks for class-conditional generation"):
         evaluate(run, Deployment(lambda requests: {}, conditional=False))
+
+
+def test_a_class_the_held_out_split_lacks_is_left_out_of_the_real_set():
+    counts = real_counts(np.array([5.0, 5.0, 10.0]), np.array([30.0, 0.0, 30.0]), 60)
+    assert counts.tolist() == [15, 0, 30]  # class 1: nothing held out to score it against
+    assert real_counts(np.array([0.0, 4.0, 0.0]), np.array([30.0, 0.0, 30.0]), 60).sum() == 0
+    assert pick_in_mix(np.arange(5), np.zeros(5, dtype=int), np.array([0, 0])).size == 0
+
+
+def test_a_deployment_must_answer_every_client_it_was_asked_for():
+    from types import SimpleNamespace
+
+    import torch
+
+    from fedfuse.bench.engine.scoring import Deployment, Scorer
+
+    scorer = Scorer.__new__(Scorer)  # only what generated() reads
+    scorer.run = SimpleNamespace(uncounted=lambda: __import__("contextlib").nullcontext())
+    scorer.cell, scorer.n = SimpleNamespace(clients=3, seed=0), 4
+    scorer.requests = lambda deployment: {c: None for c in range(3)}
+    images = {0: torch.zeros(4, 1, 8, 8), 2: torch.zeros(4, 1, 8, 8)}  # client 1 missing
+    with pytest.raises(ValueError, match=r"answered for clients \[0, 2\]; the harness asked \[0, 1, 2\]"):
+        scorer.generated(Deployment(lambda requests: images))
+    with pytest.raises(ValueError, match="cannot be conditional"):
+        Deployment(lambda requests: {}, conditional=True, shared=True)

@@ -42,6 +42,8 @@ HARNESS_METRICS = [
                summary="training images the clients processed (optimizer steps x batch), summed over clients and rounds"),
     MetricSpec("server_train_examples", "images", higher_is_better=False, aggregate="sum",
                summary="training images the server processed (optimizer steps x batch)"),
+    MetricSpec("late_train_examples", "images", higher_is_better=False, aggregate="last",
+               summary="training images the server processed after its last round (counted in train_examples)"),
     MetricSpec("pretrain_examples", "images", higher_is_better=False, aggregate="last",
                summary="training images a pre-training on the public split processed"),
     MetricSpec("train_examples", "images", higher_is_better=False, aggregate="last",

@@ -119,7 +119,8 @@ def td(row: Row, metric: str, scale: float = 1.0) -> str:
     return f'<td data-v="{m}">{html.escape(text)}</td>'
 
 
-GRIDS = ("samples.png", "final_samples.png", "samples_client0.png")  # fedavg-like, fine-tuning, split
+# the harness's population grid; older records: fine-tuning's own grid, a split client's
+GRIDS = ("samples.png", "final_samples.png", "samples_client0.png")
 
 
 def grid_of(row: Row) -> Path | None:

@@ -273,6 +273,12 @@ def pareto_front(points: list[tuple[float, float]], quality_higher_better: bool,
             if not any(b[0] >= a[0] and b[1] >= a[1] and (b[0] > a[0] or b[1] > a[1]) for j, b in enumerate(q) if j != i)]
 
 
+def front_value(row: Row, cost: str) -> float:
+    """A row's position on a front's cost axis; for the membership attack, its AUC's distance
+    from chance (an AUC of 0.3 tells members apart as well as one of 0.7)."""
+    return abs(row.mean(cost) - 0.5) + 0.5 if cost == "mia_auc" else row.mean(cost)
+
+
 def mark_fronts(rows: list[Row], specs: dict) -> None:
     for section in {r.section for r in rows}:
         members = [r for r in rows if r.section == section and r.on_fronts]
@@ -280,6 +286,6 @@ def mark_fronts(rows: list[Row], specs: dict) -> None:
             scored = [r for r in members if not math.isnan(r.mean(cost))]
             if not scored:  # e.g. no row was attacked: no privacy front
                 continue
-            points = [(r.mean(PRIMARY), r.mean(cost)) for r in scored]
+            points = [(r.mean(PRIMARY), front_value(r, cost)) for r in scored]
             for i in pareto_front(points, specs[PRIMARY].higher_is_better, specs[cost].higher_is_better):
                 scored[i].pareto.append(name)

@@ -128,7 +128,7 @@ class Evaluation:
         """The harness's scores of what the protocol deployed (``deploy``); {} if it deployed nothing."""
         from fedfuse.bench.engine.scoring import evaluate
 
-        return {} if getattr(self, "deployment", None) is None else evaluate(self, self.deployment)
+        return evaluate(self, getattr(self, "deployment", None))
 
     def membership_inference(self, model, scheduler, *, conditional: bool = False, label_map: Callable | None = None,
                              t_range: tuple[int, int] | None = None, encode: Callable = lambda x: x,
@@ -162,9 +162,10 @@ class Evaluation:
         return members[mine], pool[theirs]
 
     def target_check(self, model, round: int, train_timesteps: int, classes: list[int] | None = None,
-                     **model_kwargs) -> dict:
+                     conditional: bool = False, **model_kwargs) -> dict:
         """``{"target_fid": FID}`` of ``target_samples`` images from ``model`` (the sampler
-        service; ``model_kwargs`` such as ``class_labels`` for a conditional one) in the rounds
+        service; ``conditional``: of the held-out images' labels; ``model_kwargs`` such as
+        ``class_labels`` for a model conditioned otherwise) in the rounds
         the suite's target asks for (``target_due``), else ``{}``. Pass it to ``round_end``:
         the harness then records the first round that meets the target and the energy,
         latency and bytes spent until then. Evaluation: FLOPs not counted. A protocol whose
@@ -172,6 +173,9 @@ class Evaluation:
         if not self.target_due(round):
             return {}
         n = self.cell.evaluation["target_samples"]
+        if conditional:  # the labels of the held-out images target_score compares with (as many)
+            labels = self.eval_subset(n, classes)[1]
+            n, model_kwargs = len(labels), {**model_kwargs, "class_labels": labels}
         images = self._generate(model, n, 0x7A, train_timesteps, **{k: v[:n] for k, v in model_kwargs.items()})
         return self.target_score(images, classes)
 

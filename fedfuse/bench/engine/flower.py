@@ -85,8 +85,10 @@ def serve(grid, run, server_loop, node_partitions=None) -> dict:
     run.grid = CountingGrid(grid, TrafficMeter(nodes), ReplyPolicy.for_run(run),
                             run.misses_deadline if run.cell.deadline_s else None)
     metrics = server_loop(run.grid, run)
+    # the server's training after its last round_end still counts against a track's budget
+    late = {"late_train_examples": float(run.flops.take_examples())}
     # the harness, not the protocol, scores what the protocol deployed (run.deploy)
-    return {**metrics, **run.deployment_quality(), "engine_start_s": engine_start_s}
+    return {**metrics, **late, **run.deployment_quality(), "engine_start_s": engine_start_s}
 
 
 def identify_nodes(grid, expected: int, timeout: float = 300) -> dict[int, int]:

@@ -147,10 +147,14 @@ class SuiteRunner:
         return metrics
 
 
+BUDGETED = ("client_train_examples", "server_train_examples", "pretrain_examples", "late_train_examples")
+
+
 def budget_figures(metrics: dict, budget: int) -> dict:
     """``train_examples``: every training image processed, clients', server's and a pre-training's
     (optimizer steps x batch: what a track's budget binds); with a budget, ``over_budget``."""
-    used = sum(metrics.get(k, 0) for k in ("client_train_examples", "server_train_examples", "pretrain_examples"))
+    # a protocol reports its pre-training itself: a negative count never lowers the sum
+    used = sum(max(0.0, float(metrics.get(k, 0))) for k in BUDGETED)
     return {"train_examples": float(used), **({"over_budget": float(used > budget)} if budget else {})}
 
 

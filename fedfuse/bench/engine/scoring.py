@@ -28,7 +28,8 @@ from fedfuse.bench.suites.cells import cell_partitions
 from fedfuse.toolkit.seeding import derive_seed
 
 GENERATE_SALT = 0x5A  # the seed stream of the evaluation samples
-MIX_SALT = 0x3A1  # the order of a conditional request's labels
+MIX_SALT = 0x3A1  # the order of a conditional request's labels, and of the reference pool's images
+MIN_REAL = 8  # held-out images a client's real set needs at least: fewer cannot be scored
 POPULATION_PREFIX = "pop_"
 
 
@@ -53,6 +54,11 @@ class Deployment:
     conditional: bool = False
     shared: bool = False
 
+    def __post_init__(self):
+        if self.conditional and self.shared:
+            raise ValueError("a shared deployment is asked once for every client: it cannot be conditional "
+                             "(each client asks for its own label mix)")
+
 
 def apportion(weights: np.ndarray, n: int) -> np.ndarray:
     """``n`` split over ``weights`` by largest remainders: integer counts that sum to ``n``."""
@@ -69,12 +75,17 @@ def label_mix(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 def pick_in_mix(order: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The first ``counts[c]`` indices of class c in ``order`` (a fixed order of ``labels``)."""
-    return np.concatenate([order[labels[order] == c][:k] for c, k in enumerate(counts) if k]).astype(np.int64)
+    picked = [order[labels[order] == c][:k] for c, k in enumerate(counts) if k]
+    return np.concatenate(picked).astype(np.int64) if picked else np.zeros(0, dtype=np.int64)
 
 
 def real_counts(mix: np.ndarray, available: np.ndarray, n: int) -> np.ndarray:
     """Up to ``n`` held-out images in the proportions of ``mix``: fewer where the held-out split
-    has too few of a class (digits holds out about 30 a class); never a drawn image twice."""
+    has too few of a class (digits holds out about 30 a class); never a drawn image twice. A
+    class the held-out split lacks is left out of the mix (nothing to score it against)."""
+    mix = np.where(available > 0, mix, 0.0)
+    if mix.sum() == 0:
+        return np.zeros(len(mix), dtype=np.int64)
     share = mix / mix.sum()
     most = int(min(available[c] / share[c] for c in np.flatnonzero(share)))
     return apportion(mix, min(n, most))
@@ -106,10 +117,14 @@ class Scorer:
                 for c in clients}
 
     def generated(self, deployment: Deployment) -> dict[int, torch.Tensor]:
+        requests = self.requests(deployment)
         with self.run.uncounted():
-            images = deployment.generate(self.requests(deployment))
+            images = deployment.generate(requests)
+        asked = sorted(requests)
+        if sorted(images) != asked:  # e.g. a client dropped, or images keyed by node id
+            raise ValueError(f"the deployment answered for clients {sorted(images)}; the harness asked {asked}")
         if deployment.shared:
-            images = dict.fromkeys(range(self.cell.clients), images[next(iter(images))])
+            images = dict.fromkeys(range(self.cell.clients), images[asked[0]])
         for client, x in images.items():
             if len(x) != self.n:
                 raise ValueError(f"the deployment made {len(x)} images for client {client}; the harness asked for {self.n}")
@@ -121,10 +136,13 @@ class Scorer:
         scores, real_n = [], []
         for client in sorted(images):
             counts = real_counts(self.mix_of(client), label_mix(eval_labels, self.classes), self.n)
+            if counts.sum() < MIN_REAL:
+                raise ValueError(f"client {client}'s label mix has {counts.sum()} held-out images to be scored against "
+                                 f"(at least {MIN_REAL} needed): the dataset holds out too few of its classes")
             real = self.data.eval_images[pick_in_mix(order, eval_labels, counts)]
             pool = self.reference_pool(self.mix_of(client))
             scores.append(self.run.score_against(images[client], real, pool, f"samples_client{client}.png",
-                                                 {"mix": counts.tolist()}))
+                                                 {"mix": counts.tolist(), "pool": len(pool)}))
             real_n.append(len(real))
         numeric = [k for k, v in scores[0].items() if isinstance(v, float) and all(k in s for s in scores)]
         return {**scores[0], **{k: float(np.mean([s[k] for s in scores])) for k in numeric},
@@ -155,8 +173,14 @@ class Scorer:
         return f"all held-out: {self.cell.dataset_name}, n={self.n}, {self.run.feature_space()[1]['feature_space']}"
 
 
-def evaluate(run, deployment: Deployment) -> dict:
-    """Client and population quality of ``deployment``, each beside its references."""
+def evaluate(run, deployment: Deployment | None) -> dict:
+    """Client and population quality of ``deployment``, each beside its references. On a track
+    (a budget) every entry is scored by the harness: one that deployed nothing fails."""
+    if deployment is None:
+        if run.cell.budget:
+            raise ValueError("a track's entries are scored by the harness: the server loop must declare how its "
+                             "trained clients generate (run.deploy_model(...) or run.deploy(...))")
+        return {}
     if run.cell.evaluation.get("conditional") and not deployment.conditional:
         raise ValueError("this track asks for class-conditional generation: the protocol deployed an unconditional "
                          "model (train a class-conditional one and declare run.deploy(..., conditional=True))")

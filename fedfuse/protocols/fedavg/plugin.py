@@ -22,6 +22,6 @@ def fedfuse_add_protocols():
             name="fedavg", version="3", config=FedAvgConfig, partial_participation=True,
             server="fedfuse.protocols.fedavg.server_app:server",
             client_app="fedfuse.protocols.fedavg.client_app:app",
-            summary="full-model FedAvg of an unconditional DDPM UNet (diffusers), trained from scratch",
+            summary="full-model FedAvg of a DDPM UNet (diffusers; class-conditional with conditional = true), trained from scratch",
         )
     ]

@@ -20,7 +20,7 @@ def server(grid, run) -> dict:
         ema = ema or task.Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)
         ema.update(model)
         return {"eval_loss": run.held_out_loss(ema.model, scheduler, conditional=cfg.conditional),
-                **run.target_check(ema.model, rnd, cfg.timesteps)}
+                **run.target_check(ema.model, rnd, cfg.timesteps, conditional=cfg.conditional)}
 
     # every node the grid lists this round: all clients, or the harness's draw (run.begin_round)
     strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=1)

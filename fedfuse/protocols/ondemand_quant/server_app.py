@@ -50,7 +50,7 @@ def server(grid, run) -> dict:
         ema.update(model)
         eval_loss = run.held_out_loss(ema.model, scheduler, conditional=cfg.conditional)
         run.round_end(rnd, train_loss=float(np.mean(losses)), eval_loss=eval_loss,
-                      **run.target_check(ema.model, rnd, cfg.timesteps),
+                      **run.target_check(ema.model, rnd, cfg.timesteps, conditional=cfg.conditional),
                       plan={str(c): {"bits": o.bits, "cpu_freq_hz": o.cpu_freq_hz, "tx_power_w": o.tx_power_w}
                             for c, o in sorted(plan.items())})
     bits = [b["bits"] for r in run.rounds for b in r["plan"].values()]

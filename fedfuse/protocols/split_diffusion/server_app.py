@@ -133,7 +133,7 @@ def client_losses(replies) -> dict:
 
 
 def last_losses(run) -> dict:
-    last = [r for r in run.rounds if r.get("phase") != "sampling"][-1]
+    last = run.rounds[-1]
     return {k: last[k] for k in ("train_loss", "server_loss") if k in last}
 
 
