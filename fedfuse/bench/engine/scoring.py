@@ -29,7 +29,7 @@ from fedfuse.toolkit.seeding import derive_seed
 
 GENERATE_SALT = 0x5A  # the seed stream of the evaluation samples
 MIX_SALT = 0x3A1  # the order of a conditional request's labels, and of the reference pool's images
-MIN_REAL = 8  # held-out images a client's real set needs at least: fewer cannot be scored
+MIN_REAL = 2  # held-out images a client's real set needs at least (a covariance): fewer cannot be scored
 POPULATION_PREFIX = "pop_"
 
 
