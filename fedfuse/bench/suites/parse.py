@@ -228,10 +228,7 @@ def entry_protocols(entry: Path, doc: dict, path: Path) -> list[dict]:
         raise ConfigError(f"{path}: --entry needs a track (a suite with a [track] table); this suite has none")
     if not entry.is_file():
         raise ConfigError(f"--entry {entry}: no such file")
-    try:
-        table = tomllib.loads(entry.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{entry}: not valid TOML: {err}") from None
+    table = read_toml(entry)
     if set(table) != {"protocols"}:
         raise ConfigError(f"{entry}: an entry file holds [[protocols]] tables only (the task is the track's); "
                           f"found {', '.join(sorted(set(table) - {'protocols'})) or 'no [[protocols]]'}")
@@ -318,14 +315,19 @@ def inline_profiles(doc: dict, path: Path, text: str) -> dict:
     return inline
 
 
+def read_toml(file: Path) -> dict:
+    """A TOML file's table; a syntax error is the user's, naming the file."""
+    try:
+        return tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{file}: not valid TOML: {err}") from None
+
+
 def read_profile_file(file: Path, at: str) -> dict:
     """A profile file: [devices.NAME] and [networks.NAME] tables only, as inline in a suite."""
     if not file.is_file():
         raise ConfigError(f"{at}: profile file {file} not found (paths are relative to the suite file)")
-    try:
-        doc = tomllib.loads(file.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{file}: not valid TOML: {err}") from None
+    doc = read_toml(file)
     if unknown := sorted(set(doc) - set(PROFILE_KINDS)):
         raise ConfigError(f"{file}: unknown key '{unknown[0]}'; a profile file holds [devices.NAME] and "
                           "[networks.NAME] tables only")
