@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from fedfuse.toolkit.device import Resources
     from fedfuse.toolkit.models import build_unet
     from fedfuse.toolkit.recipe import PRESETS, DdpmConfig, Recipe, check_preset
-    from fedfuse.toolkit.rounds import (
+    from fedfuse.bench.engine.rounds import (
         ClientFailure,
         check_replies,
         last_trained,
@@ -98,11 +98,11 @@ _EXPORTS = {
     "PRESETS": ("fedfuse.toolkit.recipe", "PRESETS"),
     "build_unet": ("fedfuse.toolkit.models", "build_unet"),
     "check_preset": ("fedfuse.toolkit.recipe", "check_preset"),
-    "ClientFailure": ("fedfuse.toolkit.rounds", "ClientFailure"),
-    "check_replies": ("fedfuse.toolkit.rounds", "check_replies"),
-    "send_each": ("fedfuse.toolkit.rounds", "send_each"),
-    "last_trained": ("fedfuse.toolkit.rounds", "last_trained"),
-    "strategy_rounds": ("fedfuse.toolkit.rounds", "strategy_rounds"),
+    "ClientFailure": ("fedfuse.bench.engine.rounds", "ClientFailure"),
+    "check_replies": ("fedfuse.bench.engine.rounds", "check_replies"),
+    "send_each": ("fedfuse.bench.engine.rounds", "send_each"),
+    "last_trained": ("fedfuse.bench.engine.rounds", "last_trained"),
+    "strategy_rounds": ("fedfuse.bench.engine.rounds", "strategy_rounds"),
     "denoise": ("fedfuse.toolkit.sampling", "denoise"),
     "conditioned": ("fedfuse.toolkit.sampling", "conditioned"),
     "Guided": ("fedfuse.toolkit.sampling", "Guided"),

@@ -14,9 +14,9 @@ more than the two standard deviations summed (docs/metrics.md); a step within th
 import sys
 from pathlib import Path
 
-from fedfuse.bench.engine.results import ranked_rows
+from fedfuse.leaderboard.rows import ranked_rows
 from fedfuse.leaderboard.ranking import overlaps
-from fedfuse.leaderboard.store import ResultStore
+from fedfuse.results.store import ResultStore
 from fedfuse.plugins.manager import registry
 
 #: (metric, True where a larger value means more is disclosed)

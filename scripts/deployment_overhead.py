@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fedfuse.bench.engine.deploy_local import LocalDeployment
+from fedfuse.deploy.local import LocalDeployment
 
 
 def fedfuse(*args: str) -> str:

@@ -9,10 +9,10 @@ plus the protocol's own columns; the figure shows the study's trade-off, saved b
 import sys
 from pathlib import Path
 
-from fedfuse.bench.engine.results import ranked_rows
+from fedfuse.leaderboard.rows import ranked_rows
 from fedfuse.leaderboard.html import grid_of
 from fedfuse.leaderboard.render import markdown
-from fedfuse.leaderboard.store import ResultStore
+from fedfuse.results.store import ResultStore
 from fedfuse.plugins.manager import registry
 
 STUDIES = {  # protocol folder, extra table columns, the figure's panels [(x, y), ...]

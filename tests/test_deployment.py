@@ -22,9 +22,9 @@ import pytest
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from helpers import CLI, write_suite
 
-from fedfuse.bench.engine.deploy_local import base_env, free_port
-from fedfuse.bench.engine.deployment import CONNECTION, flower_command, flower_env
-from fedfuse.bench.engine.tls import make_node_key
+from fedfuse.deploy.local import base_env, free_port
+from fedfuse.deploy.engine import CONNECTION, flower_command, flower_env
+from fedfuse.deploy.tls import make_node_key
 
 pytestmark = pytest.mark.slow
 
@@ -163,9 +163,9 @@ def test_every_builtin_protocol_trains_the_same_model_in_both_engines(deployment
 
 def test_flower_waits_are_capped_where_fedfuse_starts_flower():
     """The SuperNode's 3 s idle poll, its reply wait, and the 1 s, 2 s, 4 s... retries for arrays
-    still in flight (engine/polls.py: node, ServerApp, executor), bounded by time rather than by
+    still in flight (flower_patches.py: node, ServerApp, executor), bounded by time rather than by
     tries, in a fresh process as `deploy local` starts them."""
-    check = ("from fedfuse.bench.engine.polls import shorten_supernode_waits, shorten_grid_pulls, shorten_task_pulls\n"
+    check = ("from fedfuse.deploy.flower_patches import shorten_supernode_waits, shorten_grid_pulls, shorten_task_pulls\n"
              "assert shorten_supernode_waits(0.05) and shorten_grid_pulls(0.05) and shorten_task_pulls(0.05)\n"
              "from flwr.supernode import start_client_internal as node\n"
              "from flwr.superlink.grid import http_grid as grid\n"
@@ -181,31 +181,31 @@ def test_flower_waits_are_capped_where_fedfuse_starts_flower():
 def test_idle_nodes_back_off_and_any_work_makes_them_fast_again(monkeypatch):
     """The SuperNode's empty-poll sleep: capped while it had work lately, IDLE_POLL_S after
     IDLE_AFTER_S without; a reply wait (work) makes it fast again. Real sleeps, shorter constants."""
-    from fedfuse.bench.engine import polls
+    from fedfuse.deploy import flower_patches
 
-    monkeypatch.setattr(polls, "IDLE_AFTER_S", 0.3)
-    monkeypatch.setattr(polls, "IDLE_POLL_S", 0.2)
-    monkeypatch.setattr(polls, "BUSY_GAP_S", 0.25)
-    clock = polls.CappedSleep(0.01)
+    monkeypatch.setattr(flower_patches, "IDLE_AFTER_S", 0.3)
+    monkeypatch.setattr(flower_patches, "IDLE_POLL_S", 0.2)
+    monkeypatch.setattr(flower_patches, "BUSY_GAP_S", 0.25)
+    clock = flower_patches.CappedSleep(0.01)
 
     def timed(seconds: float) -> float:
         started = time.monotonic()
         clock.sleep(seconds)
         return time.monotonic() - started
 
-    assert timed(polls.NODE_IDLE_SLEEP_S) < 0.1  # fresh: fast
+    assert timed(flower_patches.NODE_IDLE_SLEEP_S) < 0.1  # fresh: fast
     time.sleep(0.5)  # a pause longer than a request between two empty polls: the node had work
-    assert timed(polls.NODE_IDLE_SLEEP_S) < 0.1
+    assert timed(flower_patches.NODE_IDLE_SLEEP_S) < 0.1
     while time.monotonic() - clock.backoff.last_work < 0.3:
-        timed(polls.NODE_IDLE_SLEEP_S)
-    assert 0.19 < timed(polls.NODE_IDLE_SLEEP_S) < 0.5  # idle: backed off
+        timed(flower_patches.NODE_IDLE_SLEEP_S)
+    assert 0.19 < timed(flower_patches.NODE_IDLE_SLEEP_S) < 0.5  # idle: backed off
     assert timed(0.5) < 0.1  # a reply wait: capped, and it counts as work
-    assert timed(polls.NODE_IDLE_SLEEP_S) < 0.1
+    assert timed(flower_patches.NODE_IDLE_SLEEP_S) < 0.1
 
 
 def test_the_runner_sees_its_serverapp_process_or_asks_flower(tmp_path):
-    from fedfuse.bench.engine.deployment import server_running
-    from fedfuse.bench.engine.flower_app import this_process
+    from fedfuse.deploy.engine import server_running
+    from fedfuse.deploy.flower_app import this_process
 
     record = tmp_path / "serverapp.json"
     assert not server_running(record)  # not started yet: ask Flower
@@ -213,7 +213,7 @@ def test_the_runner_sees_its_serverapp_process_or_asks_flower(tmp_path):
     assert server_running(record)
     # A process that has exited but that its launcher never waited for (Flower's SuperExec
     # starts ServerApps with a bare Popen): a zombie, which still has its pid and start time.
-    zombie = subprocess.Popen([sys.executable, "-c", "from fedfuse.bench.engine.flower_app import this_process as p; "
+    zombie = subprocess.Popen([sys.executable, "-c", "from fedfuse.deploy.flower_app import this_process as p; "
                                "import json; print(json.dumps(p()), flush=True)"], stdout=subprocess.PIPE, text=True)
     record.write_text(zombie.stdout.readline())
     while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:

@@ -8,7 +8,7 @@ import torch
 
 from fedfuse.bench.metrics.quality import save_grid
 from fedfuse.bench.suites.cells import CellSpec
-from fedfuse.leaderboard.store import ResultStore
+from fedfuse.results.store import ResultStore
 from fedfuse.plugins.manager import registry
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

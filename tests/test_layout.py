@@ -1,6 +1,6 @@
 """The house rules of the README's Layout section, read from the code's imports (every import,
 including those inside functions): protocols import only ``fedfuse.api``; dependencies flow
-one way between the packages; the leaderboard imports nothing from the harness."""
+one way between the packages; the engine and the leaderboard meet only in the results store."""
 
 import ast
 from pathlib import Path
@@ -9,15 +9,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: a package may import only packages of a lower tier (and itself). The leaderboard sits
-#: beside the engine: it imports the contract only, and the engine and CLI use it.
+#: a package may import only packages of a lower tier (and itself). The results store sits
+#: below both its writer (the engine) and its readers (the leaderboard, reports), which sit
+#: beside each other and never import each other; the deployment engine wraps the engine.
 TIERS = {
     "fedfuse.plugins": 0,
     "fedfuse.toolkit": 1, "fedfuse.datasets": 1,
-    "fedfuse.bench.costs": 2, "fedfuse.bench.metrics": 2, "fedfuse.leaderboard": 2,
+    "fedfuse.bench.costs": 2, "fedfuse.bench.metrics": 2, "fedfuse.results": 2,
     "fedfuse.bench.suites": 3,
-    "fedfuse.bench.engine": 4, "fedfuse.bench.plugin": 4,
-    "fedfuse.bench.cli": 5,
+    "fedfuse.bench.engine": 4, "fedfuse.bench.plugin": 4, "fedfuse.leaderboard": 4,
+    "fedfuse.deploy": 5,
+    "fedfuse.bench.cli": 6,
 }
 SHARED = {"fedfuse", "fedfuse.installed", "fedfuse.files"}  # version, installed-package lookup, atomic writes
 
@@ -67,7 +69,7 @@ def test_dependencies_flow_one_way():
             there = package_of(name)
             if name in SHARED or there == here or there is None:
                 continue
-            if TIERS[there] >= TIERS[here] or (there == "fedfuse.leaderboard" and here not in ("fedfuse.bench.engine", "fedfuse.bench.cli")):
+            if TIERS[there] >= TIERS[here]:
                 offenders.append(f"{module_name(path)} ({here}) imports {name} ({there})")
     assert not offenders, "imports against the layering:\n" + "\n".join(offenders)
 

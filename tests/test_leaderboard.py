@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from fedfuse.leaderboard.ranking import group, mark_fronts, pareto_front, rank, setup_of
+from fedfuse.leaderboard.ranking import group, mark_fronts, pareto_front, rank
+from fedfuse.results.record import setup_of
 from fedfuse.plugins import MetricSpec
 
 
@@ -134,7 +135,7 @@ def test_each_data_split_of_a_configuration_shows_its_own_sample_grid(tmp_path):
 def stored(tmp_path, cells) -> list[dict]:
     """A real results store holding ``cells`` [(label, protocol, seed, metrics)], read back."""
     from fedfuse.bench.suites.cells import CellSpec
-    from fedfuse.leaderboard.store import ResultStore
+    from fedfuse.results.store import ResultStore
 
     store = ResultStore(tmp_path / "results.sqlite")
     for label, protocol, seed, metrics in cells:

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from flwr.cli.supernode.register import try_load_public_key
 from flwr.supercore.primitives.asymmetric import bytes_to_public_key, public_key_to_bytes, uses_nist_ec_curve
 
-from fedfuse.bench.engine.deploy_local import LocalDeployment
-from fedfuse.bench.engine.tls import make_node_key
+from fedfuse.deploy.local import LocalDeployment
+from fedfuse.deploy.tls import make_node_key
 
 
 def test_node_keys_are_what_flower_reads(tmp_path):

@@ -12,9 +12,9 @@ import time
 import pytest
 from helpers import write_suite
 
-from fedfuse.bench.engine.outlock import OutputLock, has_writer
+from fedfuse.results.outlock import OutputLock, has_writer
 from fedfuse.bench.suites.cells import CellSpec
-from fedfuse.leaderboard.store import ResultStore
+from fedfuse.results.store import ResultStore
 
 FEDAVG = '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = 2 }\n'
 

@@ -90,13 +90,6 @@ HARNESS_METRICS = [
                summary="mean SSIM of shared tensors to their nearest private image (lower = less disclosed)"),
     MetricSpec("kid_to_private", "", higher_is_better=True, aggregate="last",
                summary="KID between shared tensors and private images (higher = less disclosed)"),
-    *(MetricSpec(f"disclosure_{m}_{what}{ref}", "", higher_is_better=True, aggregate="last",
-                 summary=f"{m.upper()} of {about} against the client's {against} (higher = less disclosed)")
-      for m in ("fid", "kid")
-      for what, about in (("cut", "the x_cut the server received"), ("rescaled", "received x_cut rescaled"),
-                          ("approx", "the server's model carrying received x_cut to x_0"),
-                          ("fresh", "the server's model's own samples carried to x_0"))
-      for ref, against in (("", "private images"), ("_heldout", "held-out images of its classes (reference)"))),
     # Membership inference on the model the server holds (loss-threshold attack; docs/metrics.md).
     MetricSpec("mia_auc", "", higher_is_better=False, aggregate="last",
                summary="membership attack's AUC, clients' private vs held-out images (0.5 = no leak)"),

@@ -1,1 +1,1 @@
-"""Results store, result tables and (later) ranking and publishing."""
+"""The leaderboard: records grouped into ranked rows (rows.py, ranking.py), Markdown/HTML/JSON, W&B publishing."""

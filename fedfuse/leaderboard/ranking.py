@@ -20,13 +20,13 @@ whose mean ± std over seeds overlaps that of the first configuration of their g
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from fedfuse.results.record import data_of, setup_of
 
 PRIMARY = "fid"
 COSTS = ("bytes_up", "bytes_down", "client_flops", "latency_s", "energy_j")
@@ -109,14 +109,6 @@ def track_of(record: dict, shipped_digests: dict[str, str]) -> str:
     return f"{record['suite']} v{record['suite_version']} ({'closed' if closed else 'open'}, {space})"
 
 
-def data_of(record: dict) -> str:
-    """A cell's data as a row names it: dataset with its arguments (as the cell's name shows
-    them, ``suites.cells.with_args``, so that two sizes of one dataset are two rows), and
-    partitioner (the record's, arguments included)."""
-    args = ",".join(f"{k}={v}" for k, v in sorted((record.get("dataset_args") or {}).items()))
-    return f"{record['dataset']}{f'({args})' if args else ''}/{record['partitioner']}"
-
-
 def is_outdated(record: dict, versions: dict[str, str]) -> bool:
     """The cell ran an older version of its protocol than the installed one (where known)."""
     return versions.get(record.get("protocol")) not in (None, record.get("protocol_version"))
@@ -131,15 +123,6 @@ def label_of(record: dict, versions: dict[str, str], earlier_setup: str = "") ->
     if earlier_setup:
         return f"{record['label']} [earlier set-up {earlier_setup}]"
     return record["label"]
-
-
-def setup_of(record: dict) -> str:
-    """What a row's cells must share besides their data, profile and seed: the resolved config
-    (its hash) and the matrix's rounds, clients and evaluation; a short hash of them. (The twin
-    of ``toolkit.seeding.stable_hash``, which the leaderboard does not import: it imports the
-    contract only.)"""
-    setup = [record.get("config_hash"), record.get("rounds_planned"), record.get("clients"), record.get("evaluation")]
-    return hashlib.sha1(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def row_key(record: dict, track: str) -> tuple:

@@ -126,8 +126,8 @@ def add_profile_parser(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fedfuse.bench.engine.outlock import OutputBusy
-    from fedfuse.leaderboard.store import StoreError
+    from fedfuse.results.outlock import OutputBusy
+    from fedfuse.results.store import StoreError
 
     args = build_parser().parse_args(argv)
     try:

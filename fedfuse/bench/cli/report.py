@@ -10,7 +10,7 @@ from fedfuse.plugins.manager import PluginError, registry
 
 
 def cmd_leaderboard(args) -> int:
-    from fedfuse.bench.engine.results import ranked_rows, read_records
+    from fedfuse.leaderboard.rows import ranked_rows, read_records
     from fedfuse.leaderboard import render
 
     records = read_records(args.out)
@@ -32,7 +32,7 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    from fedfuse.bench.engine.results import ranked_rows, read_records
+    from fedfuse.leaderboard.rows import ranked_rows, read_records
     records = read_records(args.out)
     options = {"project": args.project, "entity": args.entity, "mode": args.mode, "out": args.out,
                "dir": str(Path(args.out).resolve()), "rows": ranked_rows(records, registry())}
@@ -44,7 +44,7 @@ def cmd_publish(args) -> int:
 
 
 def cmd_results(args) -> int:
-    from fedfuse.bench.engine.results import read_records
+    from fedfuse.leaderboard.rows import read_records
     from fedfuse.leaderboard.tables import rich_table, to_csv, to_json
 
     records = read_records(args.out)

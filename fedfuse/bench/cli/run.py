@@ -11,7 +11,7 @@ from fedfuse.plugins.manager import registry
 
 
 def cmd_run(args) -> int:
-    from fedfuse.bench.engine.outlock import OutputLock
+    from fedfuse.results.outlock import OutputLock
     from fedfuse.bench.engine.runner import select, settle_running
     from fedfuse.bench.suites.expand import expand
     from fedfuse.bench.suites.parse import load_suite
@@ -78,7 +78,7 @@ def _engine(args):
         if given:
             raise ConfigError(f"{', '.join(given)} only apply to --backend deployment")
         return None
-    from fedfuse.bench.engine.deployment import DeploymentEngine, SuperLink
+    from fedfuse.deploy.engine import DeploymentEngine, SuperLink
 
     if not args.superlink:
         raise ConfigError("--backend deployment needs --superlink HOST:PORT (see `fedfuse deploy local`)")
@@ -96,7 +96,7 @@ def _run_or_skip(runner, display, cell):
 
 
 def cmd_deploy(args) -> int:
-    from fedfuse.bench.engine.deploy_local import LocalDeployment, serve
+    from fedfuse.deploy.local import LocalDeployment, serve
 
     if args.nodes < 0:
         raise ConfigError(f"--nodes must be >= 0 (0: the SuperLink alone), got {args.nodes}")
@@ -108,8 +108,8 @@ def cmd_deploy(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    """Run one SuperNode's ClientApp tasks in this process until stopped (engine/executor.py)."""
-    from fedfuse.bench.engine.executor import log_tasks, serve_executor
+    """Run one SuperNode's ClientApp tasks in this process until stopped (deploy/executor.py)."""
+    from fedfuse.deploy.executor import log_tasks, serve_executor
 
     log_tasks()
     serve_executor(args.supernode)

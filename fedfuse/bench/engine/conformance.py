@@ -78,7 +78,7 @@ def suite_text(name: str, config: dict, dataset_args: dict | None = None) -> str
 
 def run_twice(name: str, config: dict, registry, folder: Path, dataset_args: dict | None = None) -> list[dict]:
     """Both runs' records (one cell each), each in its own output folder."""
-    from fedfuse.bench.engine.outlock import OutputLock
+    from fedfuse.results.outlock import OutputLock
     from fedfuse.bench.engine.runner import SuiteRunner
     from fedfuse.bench.suites.expand import expand
     from fedfuse.bench.suites.parse import load_suite

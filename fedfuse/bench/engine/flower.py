@@ -15,7 +15,7 @@ from fedfuse.bench.engine.packing import packed_messages, unpacked
 from fedfuse.bench.engine.services import RUN_CONFIG_KEY, client_run
 from fedfuse.bench.engine.validation import ReplyPolicy
 from fedfuse.bench.suites.cells import CellSpec
-from fedfuse.toolkit.rounds import ClientFailure, check_replies  # noqa: F401 (check_replies: engine API)
+from fedfuse.bench.engine.rounds import ClientFailure, check_replies  # noqa: F401 (check_replies: engine API)
 
 IDENTIFY = "query.fedfuse_identify"
 #: torch threads per ClientApp. Both engines set it (1: one core per client): a thread count

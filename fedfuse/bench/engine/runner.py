@@ -24,7 +24,7 @@ from fedfuse.bench.engine.services import PARTITIONS_FILE, ServerRun
 from fedfuse.bench.metrics.target import to_target
 from fedfuse.bench.suites.cells import CellSpec, cell_partitions, partition_file_key
 from fedfuse.datasets.partition import describe, save_partitions
-from fedfuse.leaderboard.store import ResultStore
+from fedfuse.results.store import ResultStore
 from fedfuse.plugins.manager import Registry
 
 log = logging.getLogger("fedfuse")
@@ -46,7 +46,7 @@ def select(cells: list[CellSpec], pattern: str | None) -> list[CellSpec]:
 
 class SuiteRunner:
     """``engine``: None for Flower's simulation engine in this process, or a
-    ``fedfuse.bench.engine.deployment.DeploymentEngine`` (a SuperLink and its SuperNodes)."""
+    ``fedfuse.deploy.engine.DeploymentEngine`` (a SuperLink and its SuperNodes)."""
 
     def __init__(self, registry: Registry, out_dir: Path, suite_digest: str, rerun: bool = False, engine=None):
         self.registry, self.hook = registry, registry.pm.hook

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from fedfuse.bench.costs.hardware import DEFAULT_ASSIGNMENT
+from fedfuse.results.record import with_args
 from fedfuse.toolkit.seeding import stable_hash
 
 #: generated images scored per cell, sampler steps and kind, and the feature space of FID & co.
@@ -16,12 +17,6 @@ DEFAULT_EVALUATION = {"samples": 256, "sample_steps": 50, "sampler": "ddim", "fe
 #: members (and as many non-members) of the membership attack. Not in DEFAULT_EVALUATION: a cell
 #: carries ``mia_samples`` only when a suite sets another value, so other cells keep their ids.
 DEFAULT_MIA_SAMPLES = 256
-
-
-def with_args(name: str, args: dict) -> str:
-    """``dirichlet(alpha=0.3,min_partition_size=10)``; just the name without arguments."""
-    text = ",".join(f"{k}={v}" for k, v in sorted(args.items()))
-    return f"{name}({text})" if text else name
 
 
 @dataclass(frozen=True)

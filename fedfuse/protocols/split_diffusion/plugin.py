@@ -109,4 +109,12 @@ def fedfuse_add_metrics():
                    summary="1 if clients' clean images left the device (centralized; split at c = 1), else 0"),
         MetricSpec("cut_ratio", "", higher_is_better=False, aggregate="last",
                    summary="split: the server's share c of the timeline (mean over clients)"),
+        # what the server could learn of a client's images from what it received (run.disclosure_sets)
+        *(MetricSpec(f"disclosure_{m}_{what}{ref}", "", higher_is_better=True, aggregate="last",
+                     summary=f"{m.upper()} of {about} against the client's {against} (higher = less disclosed)")
+          for m in ("fid", "kid")
+          for what, about in (("cut", "the x_cut the server received"), ("rescaled", "received x_cut rescaled"),
+                              ("approx", "the server's model carrying received x_cut to x_0"),
+                              ("fresh", "the server's model's own samples carried to x_0"))
+          for ref, against in (("", "private images"), ("_heldout", "held-out images of its classes (reference)"))),
     ]

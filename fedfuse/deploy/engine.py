@@ -1,5 +1,5 @@
 """Run a cell on Flower's deployment engine: submit it to a SuperLink with ``flwr run``,
-then follow what the ServerApp reports (``fedfuse.bench.engine.flower_app``).
+then follow what the ServerApp reports (``fedfuse.deploy.flower_app``).
 
 The runner must be on the SuperLink's machine: the SuperLink starts the ServerApp there, and
 it writes its rounds and result into the cell's run directory.
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedfuse.bench.engine.flower_app import (
+from fedfuse.deploy.flower_app import (
     RESULT_FILE,
     ROUNDS_FILE,
     SERVER_FILE,

@@ -11,7 +11,7 @@ settable (docs/deployment.md has the upstream proposal).
 
 No flag, config key or environment variable sets these, so fedfuse caps them in the processes
 it starts:
-- ``python -m fedfuse.bench.engine.polls SECONDS <flower-supernode arguments>`` runs the
+- ``python -m fedfuse.deploy.flower_patches SECONDS <flower-supernode arguments>`` runs the
   SuperNode with every wait of that module capped at SECONDS;
 - the cell's ServerApp caps its grid's retries (``shorten_grid_pulls``), and the warm executor
   its own (``shorten_task_pulls``).

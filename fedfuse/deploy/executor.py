@@ -36,8 +36,8 @@ from flwr.supercore.run import RunNotRunningException
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime import run_clientapp
 
-from fedfuse.bench.engine.deploy_local import accepts
-from fedfuse.bench.engine.polls import IdleBackoff, shorten_task_pulls, warn_unless
+from fedfuse.deploy.local import accepts
+from fedfuse.deploy.flower_patches import IdleBackoff, shorten_task_pulls, warn_unless
 
 CELL_APP = "fedfuse/fedfuse-cell"  # flower_app.PYPROJECT's publisher/name
 log = logging.getLogger("fedfuse.executor")
@@ -75,10 +75,10 @@ def task_heartbeat(client: RuntimeHttpClient):
 
 def serve_executor(address: str, poll_s: float = 0.05) -> None:
     """Ask the SuperNode for ClientApp tasks every ``poll_s`` (less often after a while without
-    any: ``polls.IdleBackoff``) and run each here, for ever."""
+    any: ``flower_patches.IdleBackoff``) and run each here, for ever."""
     from fedfuse.bench.engine.flower import CellClientApp
 
-    warn_unless(shorten_task_pulls(), "ClientApp runtime")  # arrays still in flight: retry in ms (polls.py)
+    warn_unless(shorten_task_pulls(), "ClientApp runtime")  # arrays still in flight: retry in ms (flower_patches.py)
     wait_until_listening(address)
     app, tasks = CellClientApp(), runtime_client(address, "SuperExec")
     log.info("fedfuse executor serving the SuperNode at %s", address)

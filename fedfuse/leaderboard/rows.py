@@ -5,10 +5,10 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from fedfuse.bench.engine.outlock import has_writer
+from fedfuse.results.outlock import has_writer
 from fedfuse.bench.suites.parse import shipped_suites, study_digest
 from fedfuse.leaderboard import ranking
-from fedfuse.leaderboard.store import ABANDONED, ResultStore
+from fedfuse.results.store import ABANDONED, ResultStore
 from fedfuse.plugins.config import ConfigError
 
 

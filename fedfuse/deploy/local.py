@@ -1,8 +1,8 @@
 """``fedfuse deploy local``: a SuperLink and N SuperNodes on this machine, supervised.
 
 Each process gets its own log file and Flower home under the output directory. Each SuperNode
-runs its ClientApps in a warm executor beside it (``fedfuse worker``, engine/executor.py), with
-Flower's waits capped (engine/polls.py). A SuperNode or executor that exits is restarted (the
+runs its ClientApps in a warm executor beside it (``fedfuse worker``, deploy/executor.py), with
+Flower's waits capped (flower_patches.py). A SuperNode or executor that exits is restarted (the
 same partition); the SuperLink exiting stops everything. Ctrl-C (or SIGTERM) stops every process
 started here, children included.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 from flwr.supercore.error import ApiErrorCode
 
-from fedfuse.bench.engine.deployment import CONNECTION, SuperLink, flower_command, flower_env
+from fedfuse.deploy.engine import CONNECTION, SuperLink, flower_command, flower_env
 from fedfuse.bench.engine.flower import CLIENT_THREADS_ENV
 
 READY_TIMEOUT_S = 60
@@ -112,8 +112,8 @@ class LocalDeployment:
     port: int = 0
     advertise: list[str] = field(default_factory=list)  # extra names/IPs in the certificate
     task_poll_s: float = 0.05  # SuperExec's poll for new work (Flower's default: 1 s)
-    node_poll_s: float | None = 0.05  # cap on the SuperNode's waits (engine/polls.py); None: Flower's own
-    workers: bool = True  # a warm executor per SuperNode (engine/executor.py); False: Flower's SuperExec
+    node_poll_s: float | None = 0.05  # cap on the SuperNode's waits (flower_patches.py); None: Flower's own
+    workers: bool = True  # a warm executor per SuperNode (deploy/executor.py); False: Flower's SuperExec
     processes: list[Managed] = field(default_factory=list)
 
     def __post_init__(self):
@@ -135,14 +135,14 @@ class LocalDeployment:
         return f"{'127.0.0.1' if self.host == '0.0.0.0' else self.host}:{self.port}"
 
     def make_certs(self) -> dict[str, Path]:
-        from fedfuse.bench.engine.tls import make_certificates
+        from fedfuse.deploy.tls import make_certificates
 
         names = [self.address.rsplit(":", 1)[0], "127.0.0.1", "localhost", *self.advertise]
         return make_certificates(self.out / "certs", list(dict.fromkeys(names)))
 
     def make_node_keys(self) -> dict[int, dict[str, Path]]:
         """{partition: its SuperNode's ``key`` and ``pub`` files}; existing ones are kept."""
-        from fedfuse.bench.engine.tls import make_node_key
+        from fedfuse.deploy.tls import make_node_key
 
         return {partition: make_node_key(self.out / NODE_KEYS_DIR, f"supernode{partition}")
                 for partition in range(self.nodes)}
@@ -176,7 +176,7 @@ class LocalDeployment:
     def supernode_command(self) -> list[str]:
         if self.node_poll_s is None:
             return [flower_command("flower-supernode")]
-        return [sys.executable, "-m", "fedfuse.bench.engine.polls", str(self.node_poll_s)]
+        return [sys.executable, "-m", "fedfuse.deploy.flower_patches", str(self.node_poll_s)]
 
     def runtime_port(self, partition: int) -> int:
         """The port of the SuperNode's Runtime API, where its executor asks for tasks."""

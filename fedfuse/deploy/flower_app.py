@@ -5,7 +5,7 @@ travels in the run config (``fedfuse-cell``), so the same code serves any suite.
 The ServerApp runs where the SuperLink starts it, on the SuperLink's machine, beside the
 runner that submitted the run: it reports each round as a JSON line in the cell's run
 directory (``rounds.jsonl``) and the outcome in ``result.json``, which the runner follows
-(``fedfuse.bench.engine.deployment``). The ClientApps run on the SuperNodes and load their own
+(``fedfuse.deploy.engine``). The ClientApps run on the SuperNodes and load their own
 partition there: raw data never travels.
 """
 
@@ -43,8 +43,8 @@ packages = ["."]
 publisher = "fedfuse"
 
 [tool.flwr.app.components]
-serverapp = "fedfuse.bench.engine.flower_app:server_app"
-clientapp = "fedfuse.bench.engine.flower_app:client_app"
+serverapp = "fedfuse.deploy.flower_app:server_app"
+clientapp = "fedfuse.deploy.flower_app:client_app"
 
 [tool.flwr.app.config]
 {run_config_key} = ""
@@ -71,9 +71,9 @@ def write_json_atomic(path: Path, value: dict) -> None:
 
 @server_app.main()
 def main(grid, context) -> None:
-    from fedfuse.bench.engine.polls import shorten_grid_pulls, warn_unless
+    from fedfuse.deploy.flower_patches import shorten_grid_pulls, warn_unless
 
-    warn_unless(shorten_grid_pulls(), "ServerApp")  # Flower's 1 s, 2 s, 4 s... retries (engine/polls.py)
+    warn_unless(shorten_grid_pulls(), "ServerApp")  # Flower's 1 s, 2 s, 4 s... retries (flower_patches.py)
     run_dir = Path(str(context.run_config[RUN_DIR_KEY]))
     if not run_dir.is_dir():  # the runner and this ServerApp must share the SuperLink's machine
         raise RuntimeError(f"run directory {run_dir} not found on the SuperLink's machine: run `fedfuse run` "
