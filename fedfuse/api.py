@@ -18,6 +18,8 @@ Groups:
   ``write_atomic`` for cache files that concurrent cells share.
 - **accounting**: ``FlopMeter`` and the record keys the harness reads (``PAYLOAD_KEY`` for a
   packed payload's logical size, ``EVAL_KEY`` for evaluation-only traffic), the cost model.
+- **studies**: ``StudySpec`` (a suite ``fedfuse report`` turns into a page); for its claims,
+  ``overlaps`` (two rows the seeds cannot tell apart) and ``mean_std`` (a row's figure).
 - **config helpers**: ``ConfigError``, ``require_positive``.
 - **testing**: ``check_protocol`` runs a protocol twice on a tiny cell and checks what every
   plugin must satisfy (``fedfuse check protocol NAME`` on the command line).
@@ -31,6 +33,7 @@ from fedfuse.plugins import (
     MetricSpec,
     PartitionerSpec,
     ProtocolSpec,
+    StudySpec,
     hookimpl,
 )
 
@@ -67,6 +70,8 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     )
     from fedfuse.toolkit.sampling import Guided, conditioned, denoise, make_scheduler, sample
     from fedfuse.toolkit.seeding import derive_seed, stable_hash
+    from fedfuse.leaderboard.ranking import overlaps
+    from fedfuse.leaderboard.render import mean_std
 
 # name -> (module, attribute). Loaded on first use (PEP 562), so a plugin module that only
 # declares its spec does not pay for torch, diffusers and flwr at `fedfuse plugins`.
@@ -112,6 +117,8 @@ _EXPORTS = {
     "derive_seed": ("fedfuse.toolkit.seeding", "derive_seed"),
     "stable_hash": ("fedfuse.toolkit.seeding", "stable_hash"),
     "write_atomic": ("fedfuse.files", "write_atomic"),
+    "overlaps": ("fedfuse.leaderboard.ranking", "overlaps"),
+    "mean_std": ("fedfuse.leaderboard.render", "mean_std"),
 }
 
 
@@ -140,7 +147,7 @@ def check_protocol(name: str, config: dict | None = None, **options) -> dict:
 
 __all__ = [
     # contract
-    "hookimpl", "ProtocolSpec", "MetricSpec", "DatasetSpec", "PartitionerSpec",
+    "hookimpl", "ProtocolSpec", "MetricSpec", "DatasetSpec", "PartitionerSpec", "StudySpec",
     # run objects
     "ServerRun", "ClientRun", "client_run", "Request", "ClientData", "ImageData", "load_dataset", "Resources",
     # rounds
@@ -152,6 +159,8 @@ __all__ = [
     "derive_seed", "stable_hash", "write_atomic",
     # accounting
     "FlopMeter", "PAYLOAD_KEY", "EVAL_KEY", "costmodel",
+    # studies: telling rows apart, showing a figure
+    "overlaps", "mean_std",
     # config and testing
     "ConfigError", "require_positive", "check_protocol",
 ]

@@ -4,6 +4,7 @@ errors for damaged stores and bad seeds, strict JSON, and interruptions that end
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from helpers import write_suite
 
 from fedfuse.results.outlock import OutputLock, has_writer
 from fedfuse.bench.suites.cells import CellSpec
-from fedfuse.results.store import ResultStore
+from fedfuse.results.store import ResultStore, StoreError
 
 FEDAVG = '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = 2 }\n'
 
@@ -111,8 +112,9 @@ def test_an_interrupted_run_ends_quickly_and_marks_its_cell(cli, tmp_path, sig, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.long), signal.SIGKILL])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.long), signal.SIGTERM, signal.SIGKILL])
 def test_a_rerun_cut_off_keeps_the_previous_ok_result(cli, tmp_path, sig):
+    """And results.sqlite alone, copied away after the exit (no log beside it), holds it too."""
     out = tmp_path / "out"
     assert start_run(tmp_path, out, 2).wait(timeout=300) == 0
     (before,) = cli.results(out)
@@ -126,10 +128,43 @@ def test_a_rerun_cut_off_keeps_the_previous_ok_result(cli, tmp_path, sig):
     proc.wait(timeout=60)
     (after,) = cli.results(out)  # read-only: the ok result, whatever the store's row says now
     assert after["status"] == "ok" and after["metrics"] == before["metrics"] and after["rounds"] == before["rounds"]
+    (tmp_path / "alone").mkdir()
+    shutil.copyfile(out / "results.sqlite", tmp_path / "alone" / "results.sqlite")
+    (alone,) = cli.results(tmp_path / "alone")
+    assert alone["status"] == "ok" and alone["metrics"] == before["metrics"]
     again = cli("run", str(tmp_path / "s.toml"), "--out", str(out))  # restores, then skips the ok cell
     assert again.returncode == 0 and "already ok" in again.stderr
     assert (out / "runs" / before["cell"] / "samples.png").read_bytes() == grid
     assert not (out / "runs" / f"{before['cell']}.previous").exists()
+
+
+def test_a_store_at_rest_is_one_file_and_readers_create_none(tmp_path):
+    path = tmp_path / "results.sqlite"
+    store = ResultStore(path)
+    cell = CellSpec("hand", "1", "a", "fedavg", "2", {}, "digits", {}, "iid", seed=0)
+    store.start(cell, "d", tmp_path)
+    store.finish(cell.cell_id, "ok", {"fid": 1.0})
+    (tmp_path / "alone").mkdir()
+    shutil.copyfile(path, tmp_path / "alone" / "results.sqlite")  # mid-run: the file alone holds the ok cell
+    assert ResultStore(tmp_path / "alone" / "results.sqlite", readonly=True).records()[0]["status"] == "ok"
+    assert [p.name for p in (tmp_path / "alone").iterdir()] == ["results.sqlite"]  # the reader wrote nothing
+    live = ResultStore(path, readonly=True)  # a reader of the live store sees it through the log
+    assert live.records()[0]["metrics"] == {"fid": 1.0}
+    live.close()
+    store.close()
+    assert sorted(p.name for p in tmp_path.glob("results.sqlite*")) == ["results.sqlite"]
+
+
+def test_a_store_of_a_newer_schema_is_refused_with_both_versions(tmp_path):
+    path = tmp_path / "results.sqlite"
+    ResultStore(path).close()
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    for readonly in (True, False):
+        with pytest.raises(StoreError, match="schema version 99; this fedfuse reads version 1"):
+            ResultStore(path, readonly=readonly)
 
 
 def test_replies_are_checked_before_use():

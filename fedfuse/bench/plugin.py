@@ -1,6 +1,6 @@
-"""The harness's own plugin: the metrics every cell records and the shipped hardware profiles."""
+"""The harness's own plugin: the metrics every cell records, the shipped hardware profiles and the tracks' studies."""
 
-from fedfuse.plugins import MetricSpec, hookimpl
+from fedfuse.plugins import MetricSpec, StudySpec, hookimpl
 
 HARNESS_METRICS = [
     MetricSpec("train_loss", "mse", higher_is_better=False, aggregate="last",
@@ -129,6 +129,12 @@ HARNESS_METRICS = [
 @hookimpl
 def fedfuse_add_metrics():
     return list(HARNESS_METRICS)
+
+
+@hookimpl
+def fedfuse_add_studies():
+    return [StudySpec("track-edge", summary="every protocol on one edge task, budget and evaluation (the README's headline)"),
+            StudySpec("track-edge-quick", summary="track-edge at a budget of minutes (scripts/smoke.sh)")]
 
 
 @hookimpl

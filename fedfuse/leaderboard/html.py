@@ -24,6 +24,7 @@ from fedfuse.leaderboard.render import (
     PRIVACY,
     REFERENCE_NAMES,
     UNITS,
+    mean_std,
     pareto_cell,
     space_notes,
 )
@@ -112,11 +113,7 @@ def rounds_plot(records: list[dict], labels: dict[str, str], metric: str = "eval
 
 def td(row: Row, metric: str, scale: float = 1.0) -> str:
     m = row.mean(metric)
-    if math.isnan(m):
-        return '<td data-v="">–</td>'
-    s = row.std(metric)
-    text = f"{m / scale:.4g}" + (f" ± {s / scale:.2g}" if s else "")
-    return f'<td data-v="{m}">{html.escape(text)}</td>'
+    return f'<td data-v="{"" if math.isnan(m) else m}">{html.escape(mean_std(row, metric, scale))}</td>'
 
 
 # the harness's population grid; older records: fine-tuning's own grid, a split client's

@@ -55,6 +55,7 @@ class Row:
     partition: str = ""  # the partitioner part of ``data``, e.g. ``dirichlet(alpha=0.3)``
     distribution: str = ""  # what its quality was scored against (``eval_distribution``)
     bound: bool = False  # a reference bound (its protocol's spec says so), not a private protocol
+    protocol: str = ""  # the protocol its cells ran
 
     def mean(self, metric: str) -> float:
         v = self.values.get(metric)
@@ -158,7 +159,8 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
         row = rows.setdefault(key, Row(*key))
         row.outdated, row.partition = is_outdated(r, versions) or earlier, r["partitioner"]
         row.planned = (planned_seeds or {}).get(r["suite"], 0)
-        row.bound = r.get("protocol") in bounds
+        row.protocol = r.get("protocol", "")
+        row.bound = row.protocol in bounds
         if r["status"] != "ok":
             row.failed += 1
             continue

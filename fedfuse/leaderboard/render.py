@@ -19,7 +19,8 @@ UNITS = {"bytes_up": ("MB up", 1e6), "bytes_down": ("MB down", 1e6), "client_flo
          "latency_s": ("latency s", 1), "energy_j": ("energy J", 1), "mia_auc": ("MIA AUC (0.5 = nothing leaked)", 1)}
 
 
-def cell(row: Row, metric: str, scale: float = 1.0) -> str:
+def mean_std(row: Row, metric: str, scale: float = 1.0) -> str:
+    """``62 ± 2.8`` over the row's seeds (just the mean where they agree); ``–`` where unmeasured."""
     m = row.mean(metric)
     if math.isnan(m):
         return "–"
@@ -61,8 +62,8 @@ def markdown(rows: list[Row], extra: tuple[str, ...] = ()) -> str:
 
 def markdown_row(r: Row, extra: tuple[str, ...]) -> str:
     n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
-    values = ([cell(r, m) for m in (*QUALITY, *PRIVACY)] + [cell(r, c, UNITS[c][1]) for c in COSTS]
-              + [cell(r, e) for e in extra])
+    values = ([mean_std(r, m) for m in (*QUALITY, *PRIVACY)] + [mean_std(r, c, UNITS[c][1]) for c in COSTS]
+              + [mean_std(r, e) for e in extra])
     return (f"| {r.place} | {r.label} | {r.data} | {r.profile} | {n} | " + " | ".join(values)
             + f" | {pareto_cell(r)} | {'; '.join(r.systems)} |")
 

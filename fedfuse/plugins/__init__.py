@@ -14,6 +14,7 @@ from fedfuse.plugins.specs import (  # noqa: E402  (markers first: specs import 
     MetricSpec,
     PartitionerSpec,
     ProtocolSpec,
+    StudySpec,
 )
 
-__all__ = ["hookimpl", "ProtocolSpec", "DatasetSpec", "PartitionerSpec", "MetricSpec"]
+__all__ = ["hookimpl", "ProtocolSpec", "DatasetSpec", "PartitionerSpec", "MetricSpec", "StudySpec"]

@@ -86,6 +86,15 @@ def fedfuse_add_metrics():
     """
 
 
+@hookspec
+def fedfuse_add_studies():
+    """Return a list of :class:`~fedfuse.plugins.specs.StudySpec`.
+
+    A study names a suite whose results ``fedfuse report`` turns into a page: the columns
+    and figure panels the study is about, and the claims it checks on the measured rows.
+    """
+
+
 @hookspec(firstresult=True)
 def fedfuse_publish(results, target, options):
     """Publish ``results`` (the results-schema records of an output directory, plus the ranked

@@ -19,7 +19,13 @@ KINDS = {
     "partitioners": "fedfuse_add_partitioners",
     "metrics": "fedfuse_add_metrics",
     "profiles": "fedfuse_add_profiles",
+    "studies": "fedfuse_add_studies",
 }
+
+
+def singular(kind: str) -> str:
+    """'protocols' -> 'protocol', 'studies' -> 'study': for messages."""
+    return kind[:-3] + "y" if kind.endswith("ies") else kind[:-1]
 
 
 class PluginError(Exception):
@@ -117,7 +123,7 @@ def collect(pm: pluggy.PluginManager, kind: str) -> dict[str, Entry]:
             if spec.name in entries:
                 first = entries[spec.name].plugin
                 raise PluginError(
-                    f"{kind[:-1]} '{spec.name}' is registered twice: by plugin {first} "
+                    f"{singular(kind)} '{spec.name}' is registered twice: by plugin {first} "
                     f"and by plugin {source}"
                 )
             entries[spec.name] = Entry(spec, source, pm.get_name(impl.plugin))
@@ -141,7 +147,7 @@ class Registry:
         if name not in entries:
             known = ", ".join(sorted(entries)) or "none"
             broken = "".join(f"\n  plugin '{p}' failed to load {why}" for p, why in self.broken.items())
-            raise PluginError(f"unknown {kind[:-1]} '{name}'; available: {known}{broken}")
+            raise PluginError(f"unknown {singular(kind)} '{name}'; available: {known}{broken}")
         return entries[name].spec
 
     @property

@@ -132,3 +132,25 @@ class MetricSpec:
     def __post_init__(self):
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"metric '{self.name}': aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A study a plugin ships: a suite measured in full, turned into a page by
+    ``fedfuse report NAME --out STORE`` (the leaderboard's rows with the study's own
+    ``columns``, a figure of each ``(x, y)`` in ``panels``, one sample grid per configuration,
+    and the study's ``claims`` checked).
+
+    ``claims`` is a function (or ``"module:function"``) taking the study's ranked rows (the
+    leaderboard's ``Row`` objects: ``mean``, ``std``, ``values``, ``label``) and returning
+    lines of verdicts; ``fedfuse.api.overlaps`` tells two rows apart as the leaderboard does."""
+
+    name: str  # the suite it reports, e.g. "seed-split-diffusion"
+    summary: str
+    protocol: str = ""  # the protocol whose README links the page ("": the harness's own)
+    columns: tuple[str, ...] = ()
+    panels: tuple[tuple[str, str], ...] = ()
+    claims: Callable[[list], list[str]] | str | None = None
+
+    def load_claims(self) -> Callable[[list], list[str]] | None:
+        return load_ref(self.claims) if self.claims else None

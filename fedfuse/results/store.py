@@ -3,12 +3,20 @@
 One row per cell (``cells``) and one per round of a cell (``rounds``). Every write is a
 transaction, and SQLite's journal makes a crash roll back the write in flight only: a
 finished cell is never lost or half-written. Schema and JSON keys: docs/results-schema.md.
+
+While a run is live the store is ``results.sqlite`` with its write-ahead log beside it
+(``-wal``, ``-shm``: readers see the run's progress through them). The log is folded into
+``results.sqlite`` whenever a cell ends, so that file alone holds every finished cell, and
+removed when the run ends: at rest the store is one file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,13 +49,18 @@ class ResultStore:
     nothing is created or written, and a store on a read-only filesystem can be read."""
 
     def __init__(self, path: Path, readonly: bool = False):
-        self.path = Path(path)
+        self.path, self.readonly = Path(path), readonly
         try:
             self.db = self._open_readonly() if readonly else self._open_for_writing()
             self.db.execute("SELECT cell_id, status FROM cells LIMIT 1")  # a fedfuse store?
+            version = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path} is damaged or not a fedfuse results store ({err}); move it aside and "
                              "run the suite again: finished cells in another store are not lost") from None
+        if version and not version[0].isdigit() or version and int(version[0]) > SCHEMA_VERSION:
+            self.db.close()
+            raise StoreError(f"{self.path} is a results store of schema version {version[0]}; this fedfuse reads "
+                             f"version {SCHEMA_VERSION} and older: upgrade fedfuse to read it (nothing was changed)")
 
     def _open_for_writing(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,14 +73,36 @@ class ResultStore:
         return db
 
     def _open_readonly(self) -> sqlite3.Connection:
+        """Creates no file: a store at rest (no log beside it) is read as the immutable file
+        it is; a live one (or one whose writer was killed) through its log, read-only."""
         if not self.path.is_file():
             raise StoreError(f"no results store at {self.path}")
+        if not self.path.with_name(self.path.name + "-wal").is_file():
+            return sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, check_same_thread=False)
         try:
             db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return db
-        except sqlite3.OperationalError:  # WAL on a read-only filesystem: nobody writes there anyway
-            return sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, check_same_thread=False)
+        except sqlite3.OperationalError:  # a log SQLite cannot open read-only here (read-only filesystem)
+            return self._open_a_copy()
+
+    def _open_a_copy(self) -> sqlite3.Connection:
+        """The store and its log copied aside and opened there: SQLite folds the log in."""
+        folder = Path(tempfile.mkdtemp(prefix="fedfuse-store-"))
+        for suffix in ("", "-wal"):
+            shutil.copyfile(f"{self.path}{suffix}", folder / f"results.sqlite{suffix}")
+        db = sqlite3.connect(folder / "results.sqlite", check_same_thread=False)
+        memory = sqlite3.connect(":memory:", check_same_thread=False)
+        db.backup(memory)  # read into memory, so the copy can go at once
+        db.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        return memory
+
+    def checkpoint(self) -> None:
+        """Fold the log into ``results.sqlite``: the file alone then holds every finished cell."""
+        if not self.readonly:
+            with contextlib.suppress(sqlite3.OperationalError):  # a reader mid-read: the next cell's end
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def mark_abandoned(self) -> list[str]:
         """Cells left ``running`` by a process that died: a rerun's previous ``ok`` result comes
@@ -77,6 +112,7 @@ class ResultStore:
         restored = [c for c in running if self.restore_previous(c)]
         with self.db:
             self.db.execute("UPDATE cells SET status='interrupted', error=? WHERE status='running'", (ABANDONED,))
+        self.checkpoint()
         return restored
 
     def restore_previous(self, cell_id: str) -> bool:
@@ -104,6 +140,12 @@ class ResultStore:
                             (cell_id, json.dumps(dict(zip(names, row))), json.dumps(rounds)))
 
     def close(self) -> None:
+        """At rest the store is one file: the log folded in and removed (unless a reader has
+        the store open this moment; then it goes at the next close)."""
+        if not self.readonly:
+            self.checkpoint()
+            with contextlib.suppress(sqlite3.OperationalError):
+                self.db.execute("PRAGMA journal_mode=DELETE")
         self.db.close()
 
     def status(self, cell_id: str) -> str | None:
@@ -144,7 +186,9 @@ class ResultStore:
                             (status, error, time.time(), json.dumps(metrics), cell_id))
             if status == "ok":
                 self.db.execute("DELETE FROM previous WHERE cell_id=?", (cell_id,))
-        return status != "ok" and self.restore_previous(cell_id)
+        restored = status != "ok" and self.restore_previous(cell_id)
+        self.checkpoint()
+        return restored
 
     def records(self, cell_ids: list[str] | None = None) -> list[dict]:
         """One dict per cell, in the results-schema's shape, oldest first. A cell being rerun

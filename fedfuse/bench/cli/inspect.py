@@ -16,12 +16,12 @@ def cmd_list(args) -> int:
     table = Table(title=f"fedfuse {args.what}")
     columns = {"protocols": ("version", "summary"), "datasets": ("image_shape", "num_classes", "license", "source", "summary"),
                "partitioners": ("args", "summary"), "metrics": ("unit", "higher_is_better", "aggregate"),
-               "profiles": ("kind", "figures", "description")}[args.what]
+               "profiles": ("kind", "figures", "description"), "studies": ("protocol", "summary")}[args.what]
     for header in ("name", *columns, "plugin"):
         table.add_column(header)
     entries = sorted(reg.entries(args.what).items(), key=lambda kv: (getattr(kv[1].spec, "kind", ""), kv[0]))
     for name, entry in entries:
-        table.add_row(name, *(_cell(entry.spec, c) for c in columns), entry.plugin)
+        table.add_row(name, *(_field(entry.spec, c) for c in columns), entry.plugin)
     console().print(table)
     if args.verbose and args.what == "protocols":
         for name, entry in entries:
@@ -82,7 +82,7 @@ def cmd_check(args) -> int:
     return 0 if report["ok"] else 1
 
 
-def _cell(spec, column: str) -> str:
+def _field(spec, column: str) -> str:
     if column == "figures":
         from fedfuse.bench.costs.hardware import key_figures
 

@@ -16,7 +16,7 @@ from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import PluginError
 
 DEFAULT_OUT = "fedfuse-out"
-LISTABLE = ("protocols", "datasets", "partitioners", "metrics", "profiles", "suites")
+LISTABLE = ("protocols", "datasets", "partitioners", "metrics", "profiles", "suites", "studies")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("results", help="one record per cell")
     res.add_argument("--out", default=DEFAULT_OUT)
     res.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    rep = sub.add_parser("report", help="a study's page (tables, figure, sample grids, claims) from its results store")
+    rep.add_argument("study", help="a registered study: fedfuse list studies")
+    rep.add_argument("--out", default=DEFAULT_OUT, help="the study's results store (its output folder)")
+    where_to = rep.add_mutually_exclusive_group()
+    where_to.add_argument("--dest", metavar="DIR", help="the page's folder (default docs/studies/STUDY)")
+    where_to.add_argument("--into", metavar="FILE",
+                          help="instead, the tables and claims between FILE's markers <!-- fedfuse report STUDY --> "
+                               "and <!-- /fedfuse report STUDY --> (no figure, no grids)")
     deploy = sub.add_parser("deploy", help="start Flower's deployment engine for `run --backend deployment`")
     where = deploy.add_subparsers(dest="where", required=True)
     local = where.add_parser("local", help="a SuperLink and N SuperNodes on this machine, until Ctrl-C")
@@ -146,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 COMMANDS = {"run": "run:cmd_run", "deploy": "run:cmd_deploy", "worker": "run:cmd_worker", "list": "inspect:cmd_list", "show": "inspect:cmd_show",
             "plugins": "inspect:cmd_plugins", "data": "inspect:cmd_data", "check": "inspect:cmd_check",
             "results": "report:cmd_results", "leaderboard": "report:cmd_leaderboard", "publish": "report:cmd_publish",
+            "report": "report:cmd_report",
             "profile": "profile:cmd_profile"}
 
 

@@ -1,4 +1,4 @@
-"""`fedfuse results`, `leaderboard` and `publish`: read an output folder, never write it."""
+"""`fedfuse results`, `leaderboard`, `publish` and `report`: read an output folder, never write it."""
 
 from __future__ import annotations
 
@@ -52,4 +52,24 @@ def cmd_results(args) -> int:
         console().print(rich_table(records))
     else:
         sys.stdout.write(to_json(records) + "\n" if args.format == "json" else to_csv(records))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from fedfuse.leaderboard.report import page, study_rows, write_between_markers
+    from fedfuse.leaderboard.rows import read_records
+
+    study = registry().get("studies", args.study)
+    records = [r for r in read_records(args.out) if r["suite"] == study.name]
+    if not records:
+        raise PluginError(f"{args.out} holds no cell of suite '{study.name}': run it first (fedfuse run {study.name} --out {args.out})")
+    rows, command = study_rows(records, registry()), f"fedfuse report {args.study} --out {args.out}"
+    if args.into:
+        write_between_markers(Path(args.into), study.name, page(study, records, rows, command))
+        print(f"wrote the {study.name} section of {args.into}")
+        return 0
+    folder = Path(args.dest or Path("docs") / "studies" / study.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(f"# {study.name}: {study.summary}\n\n" + page(study, records, rows, command, folder))
+    print(f"wrote {folder / 'README.md'}")
     return 0

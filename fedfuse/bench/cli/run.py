@@ -35,6 +35,7 @@ def run_cells(reg, args, suite, cells, engine) -> int:
     from fedfuse.bench.cli.progress import ProgressDisplay
     from fedfuse.bench.engine.runner import SuiteRunner
     from fedfuse.leaderboard.tables import rich_table
+    from fedfuse.results.store import ResultStore
 
     runner = SuiteRunner(reg, Path(args.out), suite.digest, rerun=args.rerun, engine=engine)
     observers = {"fedfuse-progress": ProgressDisplay(len(cells))}
@@ -51,7 +52,9 @@ def run_cells(reg, args, suite, cells, engine) -> int:
         finally:
             for plugin in observers.values():
                 reg.pm.unregister(plugin)
-    console().print(rich_table(runner.store.records([c.cell_id for c in cells])))
+            runner.store.close()  # at rest the store is one file (results.sqlite)
+    stored = ResultStore(Path(args.out) / "results.sqlite", readonly=True)
+    console().print(rich_table(stored.records([c.cell_id for c in cells])))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 

@@ -93,6 +93,7 @@ def run_twice(name: str, config: dict, registry, folder: Path, dataset_args: dic
             runner = SuiteRunner(registry, out, suite.digest, rerun=True)  # never an old result (--keep)
             runner.run(cells)
             records += runner.store.records([c.cell_id for c in cells])
+            runner.store.close()
     return records
 
 

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from fedfuse.api import DdpmConfig, MetricSpec, ProtocolSpec, hookimpl, require_positive
+from fedfuse.api import DdpmConfig, MetricSpec, ProtocolSpec, StudySpec, hookimpl, require_positive
 from fedfuse.protocols.fedavg_lora.aggregation import AGGREGATIONS
 
 
@@ -79,3 +79,12 @@ def fedfuse_add_metrics():
         MetricSpec("aggregation_error", "", higher_is_better=False, aggregate="mean",
                    summary="LoRA: ||mean(B A) - applied update|| / ||mean(B A)|| per round (0: exact)"),
     ]
+
+
+@hookimpl
+def fedfuse_add_studies():
+    return [StudySpec(
+        "seed-fedavg-lora", protocol="fedavg-lora",
+        summary="federated LoRA against full fine-tuning and FedAvg from scratch: quality, bytes, aggregation error",
+        columns=("trained_params", "aggregation_error", "base_fid", "eval_loss", "pretrain_s"),
+        panels=(("bytes_up", "fid"), ("aggregation_error", "fid"), ("bytes_up", "mia_auc")))]

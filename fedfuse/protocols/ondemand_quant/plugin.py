@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from fedfuse.api import DdpmConfig, MetricSpec, ProtocolSpec, hookimpl, require_positive
+from fedfuse.api import DdpmConfig, MetricSpec, ProtocolSpec, StudySpec, hookimpl, require_positive
 
 
 @dataclass
@@ -73,3 +73,12 @@ def fedfuse_add_metrics():
         MetricSpec("mean_bits", "bits", higher_is_better=False, aggregate="mean",
                    summary="quantized FL: mean bit-width of the clients' updates"),
     ]
+
+
+@hookimpl
+def fedfuse_add_studies():
+    return [StudySpec(
+        "seed-ondemand-quant", protocol="ondemand-quant",
+        summary="on-demand bit-widths against fixed bits and full precision: quality, energy, rounds to target",
+        columns=("mean_bits", "e_static_j", "rounds_to_target", "energy_to_target_j", "latency_to_target_s", "eval_loss"),
+        panels=(("mean_bits", "fid"), ("energy_j", "fid"), ("mean_bits", "energy_j"), ("mean_bits", "energy_to_target_j")))]

@@ -7,6 +7,7 @@ from fedfuse.api import (
     DdpmConfig,
     MetricSpec,
     ProtocolSpec,
+    StudySpec,
     check_preset,
     hookimpl,
     require_positive,
@@ -118,3 +119,14 @@ def fedfuse_add_metrics():
                               ("fresh", "the server's model's own samples carried to x_0"))
           for ref, against in (("", "private images"), ("_heldout", "held-out images of its classes (reference)"))),
     ]
+
+
+@hookimpl
+def fedfuse_add_studies():
+    return [StudySpec(
+        "seed-split-diffusion", protocol="split-diffusion",
+        summary="CollaFuse's cut-ratio sweep against local-only, centralized and FedAvg, with its three claims",
+        columns=("cut_ratio", "server_flops", "client_gen_flops", "nn_mse", "nn_ssim", "disclosure_fid_cut",
+                 "disclosure_fid_approx", "disclosure_fid_approx_heldout", "disclosure_fid_fresh"),
+        panels=(("cut_ratio", "client_flops"), ("cut_ratio", "disclosure_fid_approx"), ("cut_ratio", "fid")),
+        claims="fedfuse.protocols.split_diffusion.claims:claims")]

@@ -1,23 +1,16 @@
-"""CollaFuse's three claims, checked on a split-diffusion results directory:
-
-    .venv/bin/python scripts/collafuse_claims.py fedfuse-out/
+"""CollaFuse's three claims, checked on the rows of a cut-ratio sweep (``fedfuse report
+seed-split-diffusion``):
 
 1. collaboration beats local-only at some cut ratio c (FID);
 2. client compute falls as c grows (training FLOPs, and FLOPs to generate one image);
 3. disclosure rises as c grows (what the server can make of what it receives).
 
-Rows are the leaderboard's as the study was recorded (its own protocol versions, seeds pooled, mean ± std). "Beats"
-and "rises" use the leaderboard's own test for telling configurations apart: the means differ by
-more than the two standard deviations summed (docs/metrics.md); a step within that is "flat".
+"Beats" and "rises" use the leaderboard's own test for telling configurations apart
+(``overlaps``: the means differ by more than the two standard deviations summed); a step
+within that is "flat".
 """
 
-import sys
-from pathlib import Path
-
-from fedfuse.leaderboard.rows import ranked_rows
-from fedfuse.leaderboard.ranking import overlaps
-from fedfuse.results.store import ResultStore
-from fedfuse.plugins.manager import registry
+from fedfuse.api import mean_std, overlaps
 
 #: (metric, True where a larger value means more is disclosed)
 DISCLOSURE = (("disclosure_fid_cut", False), ("disclosure_fid_approx", False), ("nn_mse", False),
@@ -26,13 +19,9 @@ COMPUTE = ("client_flops", "client_gen_flops")
 SWEEP = ("local-only", "split-diffusion")  # centralized and FedAvg are reference rows, not points of c
 
 
-def sweep(out: str) -> list:
-    """The cut-ratio rows (local-only is c = 0) of one data split, in order of c."""
-    records = [r for r in ResultStore(Path(out) / "results.sqlite").records() if r["protocol"] in SWEEP]
-    rows = [r for r in ranked_rows(records, registry(), as_recorded=True) if not r.outdated]
-    if len({r.data for r in rows}) > 1:
-        sys.exit("several data splits in this folder: give one suite's results")
-    return sorted(rows, key=lambda r: r.mean("cut_ratio"))
+def sweep(rows: list) -> list:
+    """The cut-ratio rows (local-only is c = 0), in order of c."""
+    return sorted((r for r in rows if r.protocol in SWEEP), key=lambda r: r.mean("cut_ratio"))
 
 
 def step(a, b, metric: str, larger_is_more: bool = True) -> str:
@@ -42,31 +31,36 @@ def step(a, b, metric: str, larger_is_more: bool = True) -> str:
     return "rises" if (b.mean(metric) > a.mean(metric)) == larger_is_more else "falls"
 
 
-def figure(r, metric: str) -> str:
-    return f"{r.mean(metric):.4g} ± {r.std(metric):.2g}" if r.std(metric) else f"{r.mean(metric):.4g}"
-
-
-def collaboration(rows) -> list[str]:
+def collaboration(rows: list) -> list[str]:
     if len(rows) < 2 or rows[0].mean("cut_ratio") != 0:
         return ["1. collaboration beats local-only at some c: not measured (local-only and a c > 0 needed)"]
     local = rows[0]
     moves = {"falls": "better than", "rises": "worse than", "flat": "not told apart from"}  # FID: lower is better
     verdicts = [moves[step(local, r, "fid")] for r in rows[1:]]
-    lines = [f"local-only FID {figure(local, 'fid')}"]
-    lines += [f"c = {r.mean('cut_ratio'):g}: FID {figure(r, 'fid')}, {v} local-only" for r, v in zip(rows[1:], verdicts)]
+    lines = [f"local-only FID {mean_std(local, 'fid')}"]
+    lines += [f"c = {r.mean('cut_ratio'):g}: FID {mean_std(r, 'fid')}, {v} local-only" for r, v in zip(rows[1:], verdicts)]
     return [f"1. collaboration beats local-only at some c: {'holds' if 'better than' in verdicts else 'does not hold'}", *lines]
 
 
-def trend(rows, metric: str, larger_is_more: bool) -> tuple[str, list[str]]:
+def trend(rows: list, metric: str, larger_is_more: bool) -> tuple[str, list[str]]:
     steps = [step(a, b, metric, larger_is_more) for a, b in zip(rows, rows[1:]) if metric in a.values and metric in b.values]
-    values = ", ".join(figure(r, metric) for r in rows if metric in r.values)
+    values = ", ".join(mean_std(r, metric) for r in rows if metric in r.values)
     if not steps:
         return "not measured", []
     verdict = next((v for v in ("rises", "falls") if all(s == v for s in steps)), "mixed: " + " ".join(steps))
     return verdict, [f"   {metric} (in order of c): {values}"]
 
 
-def claims(rows) -> list[str]:
+def claims(rows: list) -> list[str]:
+    """Verdict lines, one data split at a time (a claim compares points of one sweep)."""
+    lines = []
+    for data in dict.fromkeys(r.data for r in rows):
+        points = sweep([r for r in rows if r.data == data])
+        lines += [f"On {data}:" if len({r.data for r in rows}) > 1 else "", *claims_of_one_sweep(points)]
+    return [line for line in lines if line]
+
+
+def claims_of_one_sweep(rows: list) -> list[str]:
     lines = collaboration(rows)
     for title, metrics, want in (("2. client compute falls with c", [(m, True) for m in COMPUTE], "falls"),
                                  ("3. disclosure rises with c", DISCLOSURE, "rises")):
@@ -76,7 +70,3 @@ def claims(rows) -> list[str]:
         held = sum(v == want for v, _ in verdicts)
         lines.append(f"   the claim holds on {held} of {len(verdicts)} measures")
     return lines
-
-
-if __name__ == "__main__":
-    print("\n".join(claims(sweep(sys.argv[1]))))

@@ -1,0 +1,76 @@
+"""`fedfuse report`: a study's page from its results store, and the claims a study declares
+(CollaFuse's three, read off leaderboard rows, on values). In-process: no subprocess."""
+
+from pathlib import Path
+
+from fedfuse.bench.cli.main import main
+from fedfuse.leaderboard.ranking import group
+from fedfuse.protocols.split_diffusion import claims as claims_module
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLIT_V5 = ROOT / "runs" / "seed-split-diffusion-v5"  # committed: 24 cells, 3 seeds
+
+
+def record(c: float, seed: int, fid: float, **metrics) -> dict:
+    return {"suite": "s", "suite_version": "1", "suite_digest": "d", "label": f"c{c}", "dataset": "digits",
+            "partitioner": "groups", "profile": "p", "seed": seed, "status": "ok", "evaluation": {},
+            "protocol": "split-diffusion", "metrics": {"cut_ratio": c, "fid": fid, **metrics}}
+
+
+def sweep(points: dict[float, tuple]) -> list:
+    """{c: ((fid of seed 0, of seed 1), client FLOPs, nn_ssim)} as the script's sorted rows."""
+    records = [record(c, seed, fid, client_flops=flops, client_gen_flops=flops, nn_ssim=ssim)
+               for c, (fids, flops, ssim) in points.items() for seed, fid in enumerate(fids)]
+    return sorted(group(records, {}), key=lambda r: r.mean("cut_ratio"))
+
+
+def test_a_cut_ratio_beats_local_only_only_beyond_the_spread():
+    rows = sweep({0.0: ((70, 74), 9, 0.0), 0.4: ((60, 64), 6, 0.5), 0.8: ((71, 75), 3, 0.9)})
+    lines = claims_module.claims(rows)
+    assert lines[0].endswith("holds") and "c = 0.4: FID 62 ± 2.8, better" in lines[2]
+    assert lines[3].endswith("not told apart from local-only")  # 73 vs 72, spreads 2.8 each
+    text = "\n".join(lines)
+    assert "client_flops falls" in lines[4] and "the claim holds on 2 of 2 measures" in text
+    assert "nn_ssim rises" in text
+
+
+def test_a_step_within_the_spread_is_flat_and_the_claim_is_not_held():
+    rows = sweep({0.0: ((70, 74), 9, 0.0), 0.4: ((80, 84), 9, 0.5), 0.8: ((90, 94), 3, 0.5)})
+    lines = claims_module.claims(rows)
+    assert lines[0].endswith("does not hold")
+    assert "client_flops mixed: flat falls" in lines[4] and "the claim holds on 0 of 2 measures" in "\n".join(lines)
+
+
+def test_the_split_study_page_is_rebuilt_from_its_committed_store(tmp_path, capsys):
+    dest = tmp_path / "page"
+    assert main(["report", "seed-split-diffusion", "--out", str(SPLIT_V5), "--dest", str(dest)]) == 0
+    text = (dest / "README.md").read_text()
+    assert "Measured: 3 seeds, 24 of 24 cells ok" in text
+    assert "1. collaboration beats local-only at some c: holds" in text  # the v5 verdicts the README states
+    assert "c = 0.6: FID 21.28 ± 0.49, better than local-only" in text
+    assert "the claim holds on 4 of 5 measures" in text and "disclosure_fid_approx" in text  # a study column
+    assert (dest / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(list((dest / "samples").glob("*.png"))) == 8  # one grid per configuration
+    assert not list(SPLIT_V5.glob("results.sqlite-*"))  # a reader leaves the store as it was
+
+
+def test_a_section_is_written_only_between_its_markers(tmp_path, capsys):
+    doc = tmp_path / "doc.md"
+    doc.write_text("# hand-written\n\nno markers here\n")
+    assert main(["report", "seed-split-diffusion", "--out", str(SPLIT_V5), "--into", str(doc)]) == 2
+    assert "<!-- fedfuse report seed-split-diffusion -->" in capsys.readouterr().err
+    assert doc.read_text() == "# hand-written\n\nno markers here\n"
+    doc.write_text("before\n<!-- fedfuse report seed-split-diffusion -->\nSTALE\n"
+                   "<!-- /fedfuse report seed-split-diffusion -->\nafter\n")
+    assert main(["report", "seed-split-diffusion", "--out", str(SPLIT_V5), "--into", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "STALE" not in text
+    assert "3. disclosure rises with c" in text and "tradeoff.png" not in text  # tables and claims only
+
+
+def test_an_unknown_study_or_a_store_without_it_is_refused(tmp_path, capsys):
+    assert main(["report", "seed-split-difusion", "--out", str(SPLIT_V5)]) == 2
+    assert "unknown study 'seed-split-difusion'; available:" in capsys.readouterr().err
+    assert main(["report", "track-edge", "--out", str(SPLIT_V5), "--dest", str(tmp_path / "x")]) == 2
+    assert "holds no cell of suite 'track-edge'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
