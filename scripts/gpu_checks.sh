@@ -43,7 +43,7 @@ while read -r data model steps opts; do
 done <<< "$CURVES"
 
 echo "== gpu tests ($SECONDS s)"
-$PY -m pytest -m gpu -s -q -p no:cacheprovider tests/test_toolkit.py > "$OUT/pytest.log" 2>&1
+$PY -m pytest -m gpu -s -q -p no:cacheprovider tests/unit/test_toolkit.py > "$OUT/pytest.log" 2>&1
 tail -3 "$OUT/pytest.log"
 if [ "${STEP_TIMES:-0}" = 1 ]; then
   $PY scripts/step_times.py --accelerator cuda --steps 100 --json "$OUT/step_times.jsonl"

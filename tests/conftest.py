@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import CLI, ROOT
+from helpers import CLI, ROOT, make_celeba
 
 
 def pytest_collection_modifyitems(items):
@@ -62,3 +62,8 @@ def quick_track(tmp_path_factory, worker_id) -> Path:
         pytest.fail(f"fedfuse run track-edge-quick failed:\n{failed.read_text()}")
     return out
 
+
+@pytest.fixture
+def celeba(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDFUSE_CACHE", str(tmp_path / "cache"))
+    return make_celeba(tmp_path / "celeba")

@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,12 +34,12 @@ class CLI:
         return json.loads(done.stdout)
 
 
-def write_suite(path: Path, protocols: str, **matrix: str) -> Path:
+def write_suite(path: Path, protocols: str, top: str = "", **matrix: str) -> Path:
     """A small suite file: digits, one seed, 2 clients, 1 round; ``matrix`` values (TOML
-    text, e.g. ``rounds="2"``) override those."""
+    text, e.g. ``rounds="2"``) override those; ``top``: top-level keys (``profile_files = [...]``)."""
     keys = {"datasets": '["digits"]', "seeds": "[0]", "clients": "2", "rounds": "1", **matrix}
     lines = "\n".join(f"{k} = {v}" for k, v in keys.items())
-    path.write_text(f'format = 1\n[suite]\nname = "test"\nversion = "1"\n[matrix]\n{lines}\n{protocols}')
+    path.write_text(f'format = 1\n{top}[suite]\nname = "test"\nversion = "1"\n[matrix]\n{lines}\n{protocols}')
     return path
 
 
@@ -45,3 +48,67 @@ def copy_store(src: Path, dest: Path) -> Path:
     shared track run (conftest's ``quick_track``), which tests only read."""
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("*.lock"))
     return dest
+
+
+def make_images(folder, names, size=(12, 10), color=(200, 10, 10)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        Image.new("RGB", size, (color[0] - i, color[1], color[2])).save(folder / name)
+
+
+SETS = [["Black_Hair"], ["Smiling"], ["Blond_Hair", "Wearing_Earrings"]]
+
+
+def make_celeba(root, n=40):
+    """A CelebA-layout folder: img_align_celeba/*.png and list_attr_celeba.txt (a count line,
+    the attribute names, then 'file v1 v2 ...' with -1/1). Image i is black-haired if i % 3 == 0,
+    smiling if even, blond if i % 3 == 1, wears earrings unless i % 5 == 0: sets 0 and 1 overlap
+    (i % 6 == 0), as do 1 and 2; sets 0 and 2 never; odd i with i % 3 == 2 match no set."""
+    names = [f"{i:06d}.png" for i in range(1, n + 1)]
+    make_images(root / "img_align_celeba", names, size=(8, 8))
+    rows = [name + " " + " ".join(f"{1 if has else -1:2d}" for has in (i % 3 == 0, i % 2 == 0, i % 3 == 1, i % 5 != 0))
+            for i, name in enumerate(names)]
+    (root / "list_attr_celeba.txt").write_text(f"{n}\nBlack_Hair Smiling Blond_Hair Wearing_Earrings\n"
+                                               + "\n".join(rows) + "\n")
+    return {"path": str(root), "size": 8}
+
+
+def matching(data, sets=SETS):
+    """(private images, sets) booleans, and the private indices, from the loaded attributes."""
+    private = data.private
+    return np.stack([np.all([data.attributes[a][private] == 1 for a in s], axis=0) for s in sets], 1), private
+
+
+PROTOCOLS = ('[[protocols]]\nname = "fedavg-lora"\nconfig = { pretrain_steps = 30, local_steps = 3, model = "tiny" }\n'
+             '[[protocols]]\nname = "fedavg-full-finetune"\nconfig = { pretrain_steps = 30, local_steps = 3, model = "tiny" }\n')
+
+
+DATASET = '[{ name = "digits", public_classes = [0, 1, 2, 3, 4] }]'
+
+
+BUILT_INS = {"fedavg", "fixed-quant", "ondemand-quant", "fedavg-lora", "fedavg-full-finetune", "split-diffusion",
+             "local-only", "centralized"}
+
+
+def as_flower_task() -> None:
+    """What Flower's engine sets before it calls a ClientApp (a message needs a task identity)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = 1
+
+
+def client_round(cell, arrays, partition: int = 0):
+    """One real client round through fedfuse's ClientApp (as Flower's engine would call it), its
+    reply as the server's grid hands it to the protocol (unpacked: engine/packing.py)."""
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+    from fedfuse.bench.engine.flower import CellClientApp
+    from fedfuse.bench.engine.packing import unpacked
+    from fedfuse.bench.engine.services import RUN_CONFIG_KEY
+
+    as_flower_task()
+    context = Context(run_id=1, node_id=partition + 1, state=RecordDict(), run_config={},
+                      node_config={"partition-id": partition, "num-partitions": cell.clients})
+    message = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}),
+                      dst_node_id=partition + 1, message_type="train")
+    return unpacked(CellClientApp({RUN_CONFIG_KEY: cell.to_json()})(message, context))

@@ -46,6 +46,7 @@ def load_image_folder(path: str, size: int = 32, channels: int = 3, labels_file:
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DatasetError(f"image folder '{root}' does not exist or is not a directory")
+    check_geometry(size, channels)
     table = read_table(root, labels_file, label)
     if limit:
         table = Table(table.files[:limit], table.labels[:limit], table.class_names,
@@ -54,6 +55,17 @@ def load_image_folder(path: str, size: int = 32, channels: int = 3, labels_file:
     table = Table([table.files[i] for i in keep], table.labels[keep], table.class_names,
                   {k: v[keep] for k, v in table.attributes.items()})
     return assemble(images, table, eval_fraction, warnings)
+
+
+MAX_SIDE = 4096  # px: larger is a typo here (and would not fit in memory at any useful count)
+
+
+def check_geometry(size, channels) -> None:
+    """``size`` is a side in pixels; ``channels`` 1 (grey) or 3 (RGB): nothing else decodes."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIDE:
+        raise DatasetError(f"size must be a whole number of pixels from 1 to {MAX_SIDE}, got {size!r}")
+    if channels not in (1, 3):
+        raise DatasetError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
 
 
 def read_table(root: Path, labels_file: str, label: str) -> Table:
@@ -90,6 +102,10 @@ def read_labels_file(root: Path, path: Path, label: str) -> Table:
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise DatasetError(f"{len(missing)} file(s) listed in '{path}' are missing, e.g. '{missing[0]}'")
+    short = next((row for row in rows if len(row) != len(names) + 1), None)
+    if short is not None:
+        raise DatasetError(f"'{path}': the row of '{short[0]}' has {len(short) - 1} value(s) for its "
+                           f"{len(names)} column(s)")
     columns = {n: [row[i + 1] for row in rows] for i, n in enumerate(names)}
     return label_table(files, columns, label, path)
 
@@ -168,7 +184,7 @@ def decode(files: list[Path], size: int, channels: int, skip_unreadable: bool):
                 resized += img.size != (size, size)
                 out.append(fit(img.convert("L" if channels == 1 else "RGB"), size))
                 keep.append(i)
-        except (OSError, UnidentifiedImageError) as err:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
             bad.append(f"{path.name}: {err}")
     if bad and not skip_unreadable:
         raise DatasetError(f"{len(bad)} unreadable image(s), e.g. {bad[0]}; fix or remove them, "
@@ -203,6 +219,14 @@ def assemble(images: np.ndarray, table: Table, eval_fraction: float, warnings: t
                      {k: v[train] for k, v in table.attributes.items()}, warnings=warnings)
 
 
+def image_of(value, column: str, row: int):
+    """A PIL image from an image column's value; anything else (a string, None) is the data's fault."""
+    if not hasattr(value, "convert"):
+        raise DatasetError(f"column '{column}' row {row} holds {type(value).__name__} {str(value)[:40]!r}, not an "
+                           "image; give the column of images as image_column")
+    return value
+
+
 def load_hf_disk(path: str, size: int = 32, channels: int = 3, image_column: str = "image",
                  label_column: str = "label", eval_fraction: float = 0.1) -> ImageData:
     """A ``datasets.Dataset`` (or a DatasetDict with 'train' and 'test') from ``save_to_disk``."""
@@ -210,16 +234,18 @@ def load_hf_disk(path: str, size: int = 32, channels: int = 3, image_column: str
 
     if not Path(path).expanduser().is_dir():
         raise DatasetError(f"'{path}' is not a directory saved with datasets' save_to_disk")
+    check_geometry(size, channels)
     try:
         ds = datasets.load_from_disk(str(Path(path).expanduser()))
-    except FileNotFoundError as err:
-        raise DatasetError(f"'{path}' is not a dataset saved with save_to_disk: {err}") from None
+    except (FileNotFoundError, ValueError, TypeError, KeyError) as err:  # a damaged dataset_info.json, ...
+        raise DatasetError(f"'{path}' is not a dataset saved with save_to_disk: {type(err).__name__}: {err}") from None
     if isinstance(ds, datasets.DatasetDict):
         ds = datasets.concatenate_datasets([ds[k] for k in ds])
     for column in (image_column, label_column):
         if column not in ds.column_names:
             raise DatasetError(f"'{path}' has no column '{column}'; columns: {', '.join(ds.column_names)}")
-    images = np.stack([fit(img.convert("L" if channels == 1 else "RGB"), size) for img in ds[image_column]])
+    images = np.stack([fit(image_of(img, image_column, i).convert("L" if channels == 1 else "RGB"), size)
+                       for i, img in enumerate(ds[image_column])])
     values = [str(v) for v in ds[label_column]]
     names = ds.features[label_column].names if hasattr(ds.features[label_column], "names") else None
     table = label_table([Path(str(i)) for i in range(len(values))], {"label": values}, "label", Path(path))

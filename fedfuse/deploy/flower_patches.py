@@ -29,6 +29,7 @@ import logging
 import sys
 import time
 
+TESTED_FLOWER = "1.42"  # the Flower (major.minor) these patches were written and tested against
 FETCH_CAP_S = 0.05
 IDLE_AFTER_S, IDLE_POLL_S = 5.0, 0.25
 BUSY_GAP_S = 1.0  # between two empty polls, longer than a request takes: the node had a message
@@ -78,10 +79,24 @@ FETCHES = ("pull_objects", "pull_and_inflate_object_from_tree")  # Flower's arra
 RETRY_ARGS = {"initial_backoff", "backoff_cap", "max_tries_per_object"}
 
 
+def version_guard() -> bool:
+    """True on the Flower these patches were tested against; on another, a warning (once): each
+    patch still checks that what it replaces is there, and leaves Flower as it is if not."""
+    import flwr
+
+    tested = ".".join(flwr.__version__.split(".")[:2]) == TESTED_FLOWER
+    if not tested and not getattr(version_guard, "warned", False):
+        version_guard.warned = True
+        log.warning("fedfuse: Flower %s: its waits are capped as on Flower %s, where this was tested",
+                    flwr.__version__, TESTED_FLOWER)
+    return tested
+
+
 def quick_fetches(module, cap_s: float) -> bool:
     """``module``'s array fetches retrying within ``cap_s`` instead of from 1 s up. The wait stays
     bounded by Flower's time limit, not by its 500 tries per object (500 x 0.05 s would give up
     on a slow link after 25 s). False (nothing changed) if a fetch no longer takes these arguments."""
+    version_guard()
     fetches = [name for name in FETCHES if hasattr(module, name)]
     if not fetches or any(not RETRY_ARGS <= set(inspect.signature(getattr(module, n)).parameters) for n in fetches):
         return False

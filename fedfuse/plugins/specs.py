@@ -44,6 +44,11 @@ class ProtocolSpec:
     ``min_available_nodes = run.cell.per_round``), so a suite's ``participation`` < all works;
     the harness refuses such a suite for a protocol that does not say so.
 
+    ``max_update_ratio``: a model returned under the name the server sent it (FedAvg-style) may
+    move at most this many times the sent model's norm (or 1, if that is smaller) from it; a
+    larger update is the client's fault (a scaled or exploded model), named and refused before
+    it is averaged in. A suite's ``max_update_ratio`` overrides it.
+
     ``bound``: the protocol is a reference bound rather than a private protocol (each client
     alone; every image pooled on the server). The leaderboard ranks and marks its rows and keeps
     them off the Pareto fronts.
@@ -61,6 +66,7 @@ class ProtocolSpec:
     summary: str = ""
     reply_check: Callable[..., None] | str | None = None  # or "module:attr"
     partial_participation: bool = False
+    max_update_ratio: float = 100.0
     bound: bool = False  # a reference bound (local-only, centralized): ranked and marked, never on a Pareto front
 
     def load_reply_check(self) -> Callable[..., None] | None:

@@ -196,8 +196,15 @@ class ResultStore:
         rows = self.db.execute("SELECT * FROM cells ORDER BY started").fetchall()
         names = [d[0] for d in self.db.execute("SELECT * FROM cells LIMIT 0").description]
         previous = self._previous()
-        out = [self._record(*previous.get(row[0], (dict(zip(names, row)), None))) for row in rows]
+        out = [self._readable(row[0], *previous.get(row[0], (dict(zip(names, row)), None))) for row in rows]
         return [r for r in out if cell_ids is None or r["cell"] in cell_ids]
+
+    def _readable(self, cell_id: str, row: dict, rounds: list[dict] | None) -> dict:
+        try:
+            return self._record(row, rounds)
+        except (ValueError, KeyError, TypeError) as err:  # a row whose JSON was damaged on disk
+            raise StoreError(f"{self.path}: the record of cell {cell_id} is damaged ({type(err).__name__}: {err}); "
+                             "move the store aside and run the suite again: cells in another store are not lost") from None
 
     def _previous(self) -> dict:
         try:

@@ -25,7 +25,7 @@ def fedfuse_add_protocols():
     return [
         ProtocolSpec(
             name="fedavgm", version="1", config=FedAvgMConfig,
-            server="fedfuse_fedavgm.server_app:server",
+            server="fedfuse_fedavgm.server_loop:server",
             client_app="fedfuse_fedavgm.client_app:app",
             summary="template: FedAvg with server momentum (FedAvgM) of a DDPM UNet, optional proximal term",
         )

@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 a cell failed (the others ran and are stored); 2 bad in
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 
@@ -16,6 +17,7 @@ from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import PluginError
 
 DEFAULT_OUT = "fedfuse-out"
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)  # the user's disk, not a bug
 LISTABLE = ("protocols", "datasets", "partitioners", "metrics", "profiles", "suites", "studies")
 
 
@@ -142,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         return command(args.command)(args)
     except (ConfigError, PluginError, DatasetError, StoreError, OutputBusy) as err:
         print(f"fedfuse: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in UNWRITABLE:
+            raise
+        print(f"fedfuse: error: cannot write {err.filename or 'the output folder'}: {err.strerror}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as stop:
         stop_now(stop)

@@ -1,6 +1,6 @@
 """The cost model: FLOPs and bits mapped to time and energy through a hardware profile.
 
-Every protocol is costed by these functions and no other (DESIGN.md section 5):
+Every protocol is costed by these functions and no other:
 
 * compute time      T_cmp = FLOPs / (flops_per_cycle * f)                        [s]
 * compute energy    E_cmp = kappa * (FLOPs / flops_per_cycle) * f^2              [J]

@@ -111,11 +111,6 @@ class Evaluation:
         return {**self.checksum(model), **self.client_generation(model, steps, conditional=conditional),
                 **self.membership_inference(model, build_scheduler(train_timesteps), conditional=conditional)}
 
-    def sample_and_score(self, model, train_timesteps: int) -> dict:
-        """``deploy_model`` of an unconditional ``model`` (kept for plugins written before
-        the harness scored every protocol: the quality figures now come from the harness)."""
-        return self.deploy_model(model, train_timesteps)
-
     def sample_model(self, model, request, train_timesteps: int) -> torch.Tensor:
         """``request.n`` images of ``model`` by the suite's sampler (of ``request.labels`` if any)."""
         from fedfuse.toolkit.sampling import sample
@@ -123,12 +118,6 @@ class Evaluation:
         ev, labels = self.cell.evaluation, {} if request.labels is None else {"class_labels": request.labels}
         return sample(model, request.n, self.data.image_shape, train_timesteps, ev["sample_steps"], ev["sampler"],
                       seed=request.seed, resources=self.resources, **labels)
-
-    def deployment_quality(self) -> dict:
-        """The harness's scores of what the protocol deployed (``deploy``); {} if it deployed nothing."""
-        from fedfuse.bench.engine.scoring import evaluate
-
-        return evaluate(self, getattr(self, "deployment", None))
 
     def membership_inference(self, model, scheduler, *, conditional: bool = False, label_map: Callable | None = None,
                              t_range: tuple[int, int] | None = None, encode: Callable = lambda x: x,

@@ -11,6 +11,7 @@ from flwr.clientapp import ClientApp
 
 from fedfuse.bench.costs.accounting import COST_KEY, TrafficMeter
 from fedfuse.bench.engine.grid import CountingGrid
+from fedfuse.bench.engine import scoring
 from fedfuse.bench.engine.packing import packed_messages, unpacked
 from fedfuse.bench.engine.services import RUN_CONFIG_KEY, client_run
 from fedfuse.bench.engine.validation import ReplyPolicy
@@ -88,7 +89,7 @@ def serve(grid, run, server_loop, node_partitions=None) -> dict:
     # the server's training after its last round_end still counts against a track's budget
     late = {"late_train_examples": float(run.flops.take_examples())}
     # the harness, not the protocol, scores what the protocol deployed (run.deploy)
-    return {**metrics, **late, **run.deployment_quality(), "engine_start_s": engine_start_s}
+    return {**metrics, **late, **scoring.evaluate(run, run.deployment), "engine_start_s": engine_start_s}
 
 
 def identify_nodes(grid, expected: int, timeout: float = 300) -> dict[int, int]:

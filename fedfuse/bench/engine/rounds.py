@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 
 from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp.exception import InconsistentMessageReplies
 
 log = logging.getLogger("flwr")
 
@@ -52,6 +53,16 @@ def check_replies(replies: Iterable[Message], expected: int, grid=None) -> list[
     return replies
 
 
+def odd_replies(replies: list[Message], grid=None) -> str:
+    """The clients whose replies' record names differ from most clients'."""
+    shapes = [(sorted(r.content.array_records), sorted(r.content.metric_records)) for r in replies]
+    common = max(shapes, key=shapes.count)
+    meter = getattr(grid, "meter", None)
+    odd = [meter.client_of(r) if meter else f"node {r.metadata.src_node_id}" for r, s in zip(replies, shapes)
+           if s != common]
+    return ", ".join(odd) or "a client"
+
+
 def last_trained(rounds: list[dict]) -> dict:
     """The last round record with a ``train_loss``: rounds in which nobody was online have none."""
     trained = [r for r in rounds if "train_loss" in r]
@@ -83,7 +94,10 @@ def strategy_rounds(grid, run, strategy, arrays: ArrayRecord, train_config: Conf
             continue
         messages = list(strategy.configure_train(rnd, arrays, train_config, grid))
         replies = check_replies(grid.send_and_receive(messages, timeout=timeout), len(messages), grid)
-        arrays, metrics = strategy.aggregate_train(rnd, replies)
+        try:
+            arrays, metrics = strategy.aggregate_train(rnd, replies)
+        except InconsistentMessageReplies as err:  # Flower says they differ, not who differs
+            raise ClientFailure(f"{odd_replies(replies, grid)} replied with records unlike the others': {err}") from None
         figures = dict(metrics or {})
         if evaluate_fn is not None:
             figures.update(evaluate_fn(rnd, arrays))

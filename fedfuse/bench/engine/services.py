@@ -61,6 +61,7 @@ class ServerRun(Evaluation):
     flops: FlopMeter = field(default_factory=FlopMeter)
     system: str = ""  # where it ran, e.g. "cpu x86_64 32-true" (the runner fills it in)
     reply_check: Callable | None = None  # the protocol's schema for its replies (ProtocolSpec.reply_check)
+    max_update_ratio: float = 100.0  # the bound on a returned model's update (ProtocolSpec, or the suite's)
     deployment: Any = None  # how the trained clients generate (``deploy``): the harness scores it
     _points: dict = field(default_factory=dict)
 
@@ -70,18 +71,14 @@ class ServerRun(Evaluation):
         (the same in the runner and in a deployment's ServerApp process)."""
         from fedfuse.bench.costs.costing import CellHardware
 
+        spec = reg.get("protocols", cell.protocol)
         return cls(cell=cell, config=load_protocol_config(cell, reg), run_dir=run_dir,
-                   hardware=CellHardware.for_cell(cell, reg),
-                   reply_check=reg.get("protocols", cell.protocol).load_reply_check())
+                   hardware=CellHardware.for_cell(cell, reg), reply_check=spec.load_reply_check(),
+                   max_update_ratio=cell.max_update_ratio or spec.max_update_ratio)
 
     def set_operating_point(self, client: int, cpu_freq_hz: float | None = None, tx_power_w: float | None = None):
         """Client ``client`` (partition id) runs this round at this frequency and power."""
         self._points[client] = (cpu_freq_hz, tx_power_w)
-
-    @functools.cached_property
-    def rng(self) -> np.random.Generator:
-        """The cell's seeded generator for the server loop's own draws (one stream per cell)."""
-        return np.random.default_rng(derive_seed(self.cell.seed, 0xC0FFEE))
 
     def torch_generator(self, *salt: int) -> torch.Generator:
         return torch.Generator().manual_seed(derive_seed(self.cell.seed, 0x5E, *salt))

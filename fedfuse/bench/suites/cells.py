@@ -69,6 +69,7 @@ class CellSpec:
     resources: dict[str, Any] = field(default_factory=dict)
     bad_replies: str = "fail"  # or "drop": a malformed client reply leaves that client out of its round
     deadline_s: float = 0.0  # > 0: a client whose simulated round latency exceeds it misses the round
+    max_update_ratio: float = 0.0  # > 0: the suite's bound on a returned model's update; 0: the protocol's
     participation: int | float = 1.0  # clients per round: a fraction (float) or a count (int)
     # a track's compute budget: training images processed (optimizer steps x batch), every party
     # together, pre-training included; 0: none
@@ -85,6 +86,8 @@ class CellSpec:
             del identity["bad_replies"]
         if not self.deadline_s:
             del identity["deadline_s"]
+        if not self.max_update_ratio:
+            del identity["max_update_ratio"]
         if self.participation == 1.0 and isinstance(self.participation, float):
             del identity["participation"]
         if not self.budget:

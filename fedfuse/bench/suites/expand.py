@@ -55,7 +55,7 @@ def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
             config=config, dataset=dname, dataset_args=dargs, partitioner=pname, partitioner_args=pargs,
             profile=profile, clients=m.clients, rounds=m.rounds, seed=seed,
             evaluation=evaluation(m, registry.get("datasets", dname), suite.track), resources=dict(suite.resources),
-            bad_replies=m.bad_replies, deadline_s=float(m.deadline_s), participation=m.participation,
+            bad_replies=m.bad_replies, deadline_s=float(m.deadline_s), max_update_ratio=float(m.max_update_ratio), participation=m.participation,
             budget=suite.track.budget if suite.track else 0,
         )
         for (dname, dargs), (pname, pargs), profile, seed

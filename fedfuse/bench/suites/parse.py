@@ -22,6 +22,7 @@ Every key is checked before anything runs; errors name the file, the line and th
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ class Matrix:
     # a malformed client reply (wrong shape, NaN, oversize, bad num-examples): fail the cell, or
     # leave that client out of the round and record it (see docs/reliability.md)
     bad_replies: Literal["fail", "drop"] = "fail"
+    # a returned model may move at most this many times the sent model's norm; 0: the protocol's
+    # own bound (ProtocolSpec.max_update_ratio, 100 unless it says otherwise)
+    max_update_ratio: float = 0.0
     # > 0: a client whose simulated T_down + T_cmp + T_up in a round exceeds this many seconds
     # misses it (its update is left out; its energy until the deadline is spent); 0: no deadline
     deadline_s: float = 0.0
@@ -121,8 +125,10 @@ class Matrix:
             raise ValueError("samples and mia_samples must be >= 16, and sample_steps >= 1")
         if not self.datasets or not self.seeds:
             raise ValueError("datasets and seeds must not be empty")
-        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError(f"seeds must be distinct and >= 0, got {self.seeds}")
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0 or max(self.seeds) >= 2**63:
+            raise ValueError(f"seeds must be distinct, >= 0 and < 2**63, got {self.seeds}")
+        if not isinstance(self.max_update_ratio, (int, float)) or self.max_update_ratio < 0:
+            raise ValueError(f"max_update_ratio must be a number >= 0 (0: the protocol's), got {self.max_update_ratio!r}")
 
 
 def participation_ok(value, clients: int) -> bool:
@@ -215,11 +221,24 @@ def load_suite(name_or_path: str, overrides: list[str] = (), resources: dict | N
     if tuning:
         overrides = [*overrides, f"seeds={tuning_seeds(doc, path)}"]
     doc = apply_overrides(doc, overrides)
+    check_finite(doc, str(path))
     suite = parse_suite(doc, path, text)
     suite.overrides = tuple(overrides)
     if resources:  # `fedfuse run --accelerator ...`: the system, not the study (the digest stays)
         suite.resources = checked_resources({**suite.resources, **resources}, "command line")
     return suite
+
+
+def check_finite(value: Any, at: str) -> None:
+    """NaN and inf are valid TOML but no setting means them: refused wherever a number is read."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{at}: {value} is not a number fedfuse can use; give a finite value")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(item, f"{at}: {key}" if ": " not in at else f"{at}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_finite(item, f"{at}[{i}]")
 
 
 def entry_protocols(entry: Path, doc: dict, path: Path) -> list[dict]:
@@ -328,6 +347,7 @@ def read_profile_file(file: Path, at: str) -> dict:
     if not file.is_file():
         raise ConfigError(f"{at}: profile file {file} not found (paths are relative to the suite file)")
     doc = read_toml(file)
+    check_finite(doc, str(file))
     if unknown := sorted(set(doc) - set(PROFILE_KINDS)):
         raise ConfigError(f"{file}: unknown key '{unknown[0]}'; a profile file holds [devices.NAME] and "
                           "[networks.NAME] tables only")

@@ -20,7 +20,7 @@ def fedfuse_add_protocols():
     return [
         ProtocolSpec(
             name="fedavg", version="3", config=FedAvgConfig, partial_participation=True,
-            server="fedfuse.protocols.fedavg.server_app:server",
+            server="fedfuse.protocols.fedavg.server_loop:server",
             client_app="fedfuse.protocols.fedavg.client_app:app",
             summary="full-model FedAvg of a DDPM UNet (diffusers; class-conditional with conditional = true), trained from scratch",
         )

@@ -61,7 +61,7 @@ class FullFineTuneConfig(FineTuneConfig):
 
 @hookimpl
 def fedfuse_add_protocols():
-    apps = {"server": "fedfuse.protocols.fedavg_lora.server_app:server",
+    apps = {"server": "fedfuse.protocols.fedavg_lora.server_loop:server",
             "client_app": "fedfuse.protocols.fedavg_lora.client_app:app", "partial_participation": True}
     return [
         ProtocolSpec(name="fedavg-lora", version="5", config=LoraFineTuneConfig, **apps,

@@ -56,9 +56,9 @@ class FixedConfig(QuantCommon):
 
 @hookimpl
 def fedfuse_add_protocols():
-    apps = {"server": "fedfuse.protocols.ondemand_quant.server_app:server",
+    apps = {"server": "fedfuse.protocols.ondemand_quant.server_loop:server",
             "client_app": "fedfuse.protocols.ondemand_quant.client_app:app",
-            "reply_check": "fedfuse.protocols.ondemand_quant.server_app:check_update", "partial_participation": True}
+            "reply_check": "fedfuse.protocols.ondemand_quant.server_loop:check_update", "partial_participation": True}
     return [
         ProtocolSpec(name="ondemand-quant", version="4", config=OnDemandConfig, **apps,
                      summary="FedAvg with per-device bits, CPU frequency and power from an energy-efficiency problem"),

@@ -82,16 +82,16 @@ class CentralizedConfig(SplitCommon):
 
 @hookimpl
 def fedfuse_add_protocols():
-    split = {"server": "fedfuse.protocols.split_diffusion.server_app:server",
+    split = {"server": "fedfuse.protocols.split_diffusion.server_loop:split_server",
              "client_app": "fedfuse.protocols.split_diffusion.client_app:app",
-             "reply_check": "fedfuse.protocols.split_diffusion.server_app:check_shared", "partial_participation": True}
+             "reply_check": "fedfuse.protocols.split_diffusion.replies:check_shared", "partial_participation": True}
     return [
         ProtocolSpec(name="split-diffusion", version="5", config=SplitConfig, **split,
                      summary="CollaFuse: clients keep data and low-noise steps; the server trains and runs the rest"),
         ProtocolSpec(name="local-only", version="4", config=LocalOnlyConfig, **split,
                      summary="baseline: each client trains and samples alone (split diffusion at cut ratio 0)", bound=True),
         ProtocolSpec(name="centralized", version="4", config=CentralizedConfig,
-                     server="fedfuse.protocols.split_diffusion.server_app:centralized",
+                     server="fedfuse.protocols.split_diffusion.centralized:centralized",
                      client_app="fedfuse.protocols.split_diffusion.client_app:app", bound=True,
                      summary="baseline: all clients' images uploaded once; one model trained on the server"),
     ]

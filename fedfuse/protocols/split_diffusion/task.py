@@ -21,6 +21,8 @@ condition, learnt with classifier-free guidance (a null condition in training; a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -268,3 +270,28 @@ def naive_reconstruction(x_cut: torch.Tensor, timesteps: int, t_c: int) -> torch
         return x_cut
     abar = full_schedule(timesteps).alphas_cumprod[t_c - 1]
     return (x_cut / abar.sqrt()).clamp(-1, 1)
+
+
+@dataclass
+class ServerModel:
+    """The server's trained (EMA) model and how it is labelled: the cut labels and the number
+    of condition values."""
+
+    model: object
+    cuts: dict
+    labels: dict
+    n_cond: int
+
+    def label_of(self, node, cond: torch.Tensor | None, n: int):
+        """(class labels, null label) of the server's model for ``n`` images of ``node`` with
+        conditions ``cond``."""
+        cut_label = self.labels.get(self.cuts[node])
+        if cond is None and cut_label is None:
+            return None, -1
+        cut = None if cut_label is None else torch.full((n,), cut_label)
+        null = joint_label(cut_label, self.n_cond, self.n_cond) if self.n_cond else -1
+        return joint_label(cut, cond, self.n_cond), null
+
+    def guidance(self, scale: float) -> float:
+        """Classifier-free guidance applies to conditions, not to the cut label."""
+        return scale if self.n_cond else 1.0

@@ -7,7 +7,7 @@ from fedfuse.bench.cli.main import main
 from fedfuse.leaderboard.ranking import group
 from fedfuse.protocols.split_diffusion import claims as claims_module
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPLIT_V5 = ROOT / "runs" / "seed-split-diffusion-v5"  # committed: 24 cells, 3 seeds
 
 

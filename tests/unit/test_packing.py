@@ -7,7 +7,7 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-from flwr.supercore.task_identity import TaskIdentity
+from helpers import as_flower_task
 
 from fedfuse.bench.costs.accounting import EVAL_KEY, payload_bytes, wire_bytes
 from fedfuse.bench.engine.packing import LAYOUT_KEY, PACKED, pack, packed_messages, unpack, unpacked
@@ -16,7 +16,7 @@ from fedfuse.toolkit.models import build_unet
 
 @pytest.fixture(autouse=True)
 def task_identity():
-    TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = 1
+    as_flower_task()
 
 
 def unet_content() -> tuple[dict, RecordDict]:

@@ -5,64 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, copy_store, write_suite
-
-from fedfuse.bench.engine.runner import budget_figures
-from fedfuse.bench.suites.parse import load_suite, study_digest
-from fedfuse.plugins.config import ConfigError
-
-BUILT_INS = {"fedavg", "fixed-quant", "ondemand-quant", "fedavg-lora", "fedavg-full-finetune", "split-diffusion",
-             "local-only", "centralized"}
-
-
-def test_the_shipped_tracks_bind_every_entry_to_one_budget():
-    for name, budget in (("track-edge", 4000 * 32), ("track-edge-quick", 1000 * 32), ("track-edge-gpu", 20000 * 128)):
-        suite = load_suite(name)
-        assert suite.track.budget == budget and suite.track.conditional
-        assert {p.name for p in suite.protocols} == BUILT_INS
-        assert not set(suite.track.tuning_seeds) & set(suite.matrix.seeds)
-    assert load_suite("track-edge").matrix.seeds == [0, 1, 2, 3, 4]
-
-
-def test_a_tracks_digest_is_its_tasks_and_entries_do_not_open_it(tmp_path):
-    text = load_suite("track-edge-quick").text
-    other_entries = text.replace('local_steps = 33, warmup_steps = 20 }', 'local_steps = 30, warmup_steps = 20 }', 1)
-    assert other_entries != text and study_digest(other_entries) == study_digest(text)
-    assert study_digest(text.replace("clients = 10", "clients = 9")) != study_digest(text)
-    entry = tmp_path / "entry.toml"
-    entry.write_text('[[protocols]]\nname = "fedavg"\nlabel = "mine"\nconfig = { model = "tiny", local_steps = 2 }\n')
-    entered = load_suite("track-edge-quick", entry=str(entry))
-    assert [p.label for p in entered.protocols] == ["mine"] and entered.digest == load_suite("track-edge-quick").digest
-    assert load_suite("track-edge-quick", tuning=True).matrix.seeds == [100, 101, 102]
-
-
-@pytest.mark.parametrize("content, message", [
-    ('[matrix]\nrounds = 2\n[[protocols]]\nname = "fedavg"\n', "holds [[protocols]] tables only"),
-    ("", "no [[protocols]]"),
-])
-def test_an_entry_file_holds_protocols_only(tmp_path, content, message):
-    entry = tmp_path / "entry.toml"
-    entry.write_text(content)
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        load_suite("track-edge-quick", entry=str(entry))
-
-
-def test_track_errors_name_what_is_wrong(tmp_path):
-    with pytest.raises(ConfigError, match="--tuning needs a \\[track\\]"):
-        load_suite("smoke", tuning=True)
-    with pytest.raises(ConfigError, match="--entry needs a track"):
-        load_suite("smoke", entry=str(tmp_path / "x.toml"))
-    overlap = tmp_path / "t.toml"
-    overlap.write_text(load_suite("track-edge-quick").text.replace("tuning_seeds = [100, 101, 102]", "tuning_seeds = [0, 7]"))
-    with pytest.raises(ConfigError, match=r"t.toml:\d+: tuning_seeds \[0, 7\] overlap the evaluation seeds \[0\]"):
-        load_suite(str(overlap))
-
-
-def test_the_budget_counts_every_party():
-    used = {"client_train_examples": 20000.0, "server_train_examples": 10000.0, "pretrain_examples": 3200}
-    assert budget_figures(used, 32000) == {"train_examples": 33200.0, "over_budget": 1.0}
-    assert budget_figures(used, 40000)["over_budget"] == 0.0
-    assert budget_figures({}, 0) == {"train_examples": 0.0}  # no budget: counted, never over
+from helpers import BUILT_INS, ROOT, copy_store, write_suite
 
 
 def board(cli, out: Path) -> list[dict]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: a package may import only packages of a lower tier (and itself). The results store sits
 #: below both its writer (the engine) and its readers (the leaderboard, reports), which sit

@@ -124,3 +124,23 @@ def test_the_digest_ignores_comments_and_description_but_not_the_study():
     noted = text.replace('description = "', 'description = "measured: 2.1 h; ').replace("format = 1", "# note\nformat = 1")
     assert study_digest(noted) == study_digest(text)
     assert study_digest(text.replace("rounds = 20", "rounds = 21")) != study_digest(text)
+
+
+@pytest.mark.parametrize("matrix,overrides,message", [
+    ({"deadline_s": "nan"}, [], "matrix.deadline_s: nan is not a number"),
+    ({"target": "{ fid = nan }"}, [], "matrix.target.fid: nan is not a number"),
+    ({}, ["deadline_s=inf"], "matrix.deadline_s: inf is not a number"),
+    ({}, ["seeds=[99999999999999999999]"], "seeds must be distinct, >= 0 and < 2**63"),
+    ({"samples": "1000000000000"}, [], "1,000,000,000,000 samples of 1x8x8 images need about"),
+])
+def test_non_finite_and_absurd_values_are_one_line_and_write_nothing(tmp_path, capsys, matrix, overrides, message):
+    from helpers import write_suite
+
+    from fedfuse.bench.cli.main import main
+
+    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\n', **matrix)
+    args = ["run", str(suite), "--out", str(tmp_path / "out")] + [a for o in overrides for a in ("--set", o)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()

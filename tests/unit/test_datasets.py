@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from helpers import write_suite
+from helpers import SETS, make_images, matching, write_suite
 from PIL import Image
 
 from fedfuse.bench.suites.expand import expand
@@ -84,12 +84,6 @@ def test_public_classes_are_kept_away_from_clients():
         choose_public(labels, list(range(10)), 0.0)
 
 
-def make_images(folder, names, size=(12, 10), color=(200, 10, 10)):
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(names):
-        Image.new("RGB", size, (color[0] - i, color[1], color[2])).save(folder / name)
-
-
 def test_image_folder_with_class_subfolders(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDFUSE_CACHE", str(tmp_path / "cache"))
     make_images(tmp_path / "d" / "cats", [f"{i}.png" for i in range(10)])
@@ -158,6 +152,37 @@ def test_broken_inputs_give_clear_errors(tmp_path, monkeypatch):
         load_hf_disk(str(tmp_path / "nope"))
 
 
+def test_hostile_folders_give_one_line_not_a_traceback(tmp_path, monkeypatch):
+    """Each case a hostile probe found ending in a traceback."""
+    monkeypatch.setenv("FEDFUSE_CACHE", str(tmp_path / "cache"))
+    make_images(tmp_path / "f" / "a", ["0.png", "1.png", "2.png", "3.png"])
+    for size in (0, -4, 10**6, 2.5):
+        with pytest.raises(DatasetError, match="size must be a whole number of pixels"):
+            load_image_folder(str(tmp_path / "f"), size=size)
+    with pytest.raises(DatasetError, match=r"channels must be 1 \(grey\) or 3 \(RGB\), got 2"):
+        load_image_folder(str(tmp_path / "f"), channels=2)
+    (tmp_path / "f" / "labels.csv").write_text("file,label,group\na/0.png,1,0\na/1.png\n")
+    with pytest.raises(DatasetError, match="the row of 'a/1.png' has 0 value"):
+        load_image_folder(str(tmp_path / "f"))
+    (tmp_path / "f" / "labels.csv").unlink()
+    Image.MAX_IMAGE_PIXELS, limit = 1000, Image.MAX_IMAGE_PIXELS  # a decompression bomb, at a small scale
+    try:
+        make_images(tmp_path / "f" / "b", ["big.png"], size=(200, 200))
+        with pytest.raises(DatasetError, match="1 unreadable image.*big.png"):
+            load_image_folder(str(tmp_path / "f"), size=4)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"image": ["not an image", None], "label": [0, 1]})
+    ds.save_to_disk(str(tmp_path / "hf"))
+    with pytest.raises(DatasetError, match="column 'image' row 0 holds str 'not an image', not an image"):
+        load_hf_disk(str(tmp_path / "hf"))
+    (tmp_path / "hf" / "dataset_info.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="is not a dataset saved with save_to_disk"):
+        load_hf_disk(str(tmp_path / "hf"))
+
+
 def test_groups_by_attribute_needs_matching_clients(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDFUSE_CACHE", str(tmp_path / "cache"))
     make_images(tmp_path / "flat", [f"im{i}.png" for i in range(20)])
@@ -173,39 +198,8 @@ def test_groups_by_attribute_needs_matching_clients(tmp_path, monkeypatch):
         parts("image-folder", "groups", clients=2, data_args=data_args, by="Male")
 
 
-# --- attribute-sets (CollaFuse's clients) and max_per_client ----------------------------------
-
-SETS = [["Black_Hair"], ["Smiling"], ["Blond_Hair", "Wearing_Earrings"]]
-
-
-def make_celeba(root, n=40):
-    """A CelebA-layout folder: img_align_celeba/*.png and list_attr_celeba.txt (a count line,
-    the attribute names, then 'file v1 v2 ...' with -1/1). Image i is black-haired if i % 3 == 0,
-    smiling if even, blond if i % 3 == 1, wears earrings unless i % 5 == 0: sets 0 and 1 overlap
-    (i % 6 == 0), as do 1 and 2; sets 0 and 2 never; odd i with i % 3 == 2 match no set."""
-    names = [f"{i:06d}.png" for i in range(1, n + 1)]
-    make_images(root / "img_align_celeba", names, size=(8, 8))
-    rows = [name + " " + " ".join(f"{1 if has else -1:2d}" for has in (i % 3 == 0, i % 2 == 0, i % 3 == 1, i % 5 != 0))
-            for i, name in enumerate(names)]
-    (root / "list_attr_celeba.txt").write_text(f"{n}\nBlack_Hair Smiling Blond_Hair Wearing_Earrings\n"
-                                               + "\n".join(rows) + "\n")
-    return {"path": str(root), "size": 8}
-
-
 def set_parts(data_args, seed=0, sets=SETS, clients=None, **args):
     return parts("image-folder", "attribute-sets", clients or len(sets), seed, data_args, sets=sets, **args)
-
-
-def matching(data, sets=SETS):
-    """(private images, sets) booleans, and the private indices, from the loaded attributes."""
-    private = data.private
-    return np.stack([np.all([data.attributes[a][private] == 1 for a in s], axis=0) for s in sets], 1), private
-
-
-@pytest.fixture
-def celeba(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEDFUSE_CACHE", str(tmp_path / "cache"))
-    return make_celeba(tmp_path / "celeba")
 
 
 def test_attribute_sets_give_each_client_the_images_of_its_set(celeba):
@@ -274,48 +268,3 @@ def test_max_per_client_is_accepted_for_every_partitioner_and_keys_the_cell(tmp_
     assert capped.partition_key() != plain.partition_key() and "max_per_client=100" in capped.name
     with pytest.raises(ConfigError, match="partitioner 'iid': max_per_client must be a whole number >= 0"):
         cells('[{ name = "iid", max_per_client = -5 }]')
-
-
-def test_data_show_prints_attribute_set_counts_and_overlaps(cli, celeba):
-    done = cli("data", "show", "image-folder", "--data-arg", f"path={celeba['path']}", "--data-arg", "size=8",
-               "--partitioner", "attribute-sets", "--clients", "3", "--arg", f"sets={SETS!r}".replace("'", '"'),
-               "--arg", "max_per_client=5")
-    assert done.returncode == 0, done.stderr
-    assert "mean total-variation" in done.stdout  # the label table stays
-    matches, _ = matching(load("image-folder", celeba))
-    overlaps = matches.T.astype(int) @ matches.astype(int)
-    for i, attrs in enumerate(SETS):
-        row = next(ln for ln in done.stdout.splitlines() if f" {' & '.join(attrs)} " in ln)
-        cells = [c.strip() for c in row.split("│") if c.strip()]
-        assert cells[:3] == [str(i), " & ".join(attrs), str(matches[:, i].sum())]
-        assert 0 < int(cells[3]) <= 5  # assigned, capped at 5
-        assert cells[4:] == ["·" if i == j else str(overlaps[i, j]) for j in range(len(SETS))]
-    assert overlaps[0, 1] > 0 and overlaps[1, 2] > 0 and overlaps[0, 2] == 0
-    assert "match no set and belong to no client" in done.stdout
-    bad = cli("data", "show", "image-folder", "--data-arg", f"path={celeba['path']}", "--partitioner",
-              "attribute-sets", "--clients", "2", "--arg", 'sets=[["Smiling"]]')
-    assert bad.returncode == 2 and "1 set(s) given for 2 clients" in bad.stderr
-
-
-@pytest.mark.slow
-def test_an_attribute_sets_cell_runs_end_to_end(cli, celeba):
-    """A CelebA-layout folder split by attribute sets runs as a CollaFuse cell (Flower
-    simulation), both sides' models conditioned on an attribute, as the paper's; the per-set
-    counts are stored with the cell's partition summary. (eval_fraction = 0.3: the
-    recall/coverage scores need more held-out images than their 5 nearest neighbours.)"""
-    protocols = ('[[protocols]]\nname = "split-diffusion"\n'
-                 'config = { model = "tiny", client_model = "tiny", cut_ratio = 0.6, local_steps = 2, batch_size = 4, '
-                 'timesteps = 20, warmup_steps = 0, condition = "Wearing_Earrings" }\n')
-    partitioner = f'[{{ name = "attribute-sets", sets = {SETS!r}, max_per_client = 6 }}]'.replace("'", '"')
-    dataset = f'[{{ name = "image-folder", path = "{celeba["path"]}", size = 8, label = "Smiling", eval_fraction = 0.3 }}]'
-    suite = write_suite(cli.cwd / "s.toml", protocols, datasets=dataset, partitioners=partitioner, clients="3",
-                        samples="16", sample_steps="2", feature_space='"featnet"')
-    done = cli("run", str(suite), "--out", str(cli.cwd / "out"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    (record,) = cli.results(cli.cwd / "out")
-    assert record["status"] == "ok" and record["partitioner"].startswith("attribute-sets(max_per_client=6,")
-    summary = record["partition_summary"]
-    assert summary["sizes"] == summary["sets"]["assigned"] and max(summary["sizes"]) <= 6
-    assert summary["sets"]["sets"] == SETS and summary["sets"]["overlaps"][0][2] == 0
-    metrics = record["metrics"]  # the server received each image's attribute with it
-    assert metrics["disclosed_conditions"] == 2 * 4 and metrics["fid"] > 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_suite
 
 from fedfuse.bench.cli.main import main
 from fedfuse.bench.costs import costmodel, machine
@@ -67,11 +68,9 @@ def test_measured_profile_loads_and_a_suite_reproduces_the_step_time(tmp_path, m
     flops, seconds = map(float, re.search(r"([0-9.e+]+) FLOPs per step .* / ([0-9.e+-]+) s per step",
                                           comments["flops_per_cycle"]).groups())
 
-    suite = tmp_path / "suite.toml"
-    suite.write_text('format = 1\nprofile_files = ["my-box.toml"]\n[suite]\nname = "t"\nversion = "1"\n'
-                     '[matrix]\ndatasets = ["digits"]\nseeds = [0]\nclients = 2\n'
-                     '[[profiles]]\nname = "mine"\ndevice = "my-box"\nnetwork = "wifi"\n'
-                     '[[protocols]]\nname = "fedavg"\nconfig = { local_steps = 2, model = "tiny" }\n')
+    suite = write_suite(tmp_path / "suite.toml", '[[profiles]]\nname = "mine"\ndevice = "my-box"\nnetwork = "wifi"\n'
+                        '[[protocols]]\nname = "fedavg"\nconfig = { local_steps = 2, model = "tiny" }\n',
+                        top='profile_files = ["my-box.toml"]\n')
     [cell] = expand(load_suite(str(suite)), registry())
     hardware = CellHardware.for_cell(cell, registry())
     assert hardware.devices["my-box"] == profile
@@ -118,13 +117,11 @@ def test_machine_readers_on_a_fake_sys(tmp_path):
 
 
 def test_profile_files_errors(tmp_path):
-    head = 'format = 1\nprofile_files = ["{}"]\n[suite]\nname = "t"\nversion = "1"\n[matrix]\ndatasets = ["digits"]\n' \
-           'seeds = [0]\n[[protocols]]\nname = "fedavg"\n'
     (tmp_path / "p.toml").write_text('[devices.b]\ndescription = "x"\n')
     (tmp_path / "bad.toml").write_text('[b]\ndescription = "x"\n')
     cases = [("missing.toml", "", "not found"), ("bad.toml", "", "unknown key 'b'"),
              ("p.toml", '[devices.b]\ndescription = "y"\n', "defined again")]
     for file, extra, message in cases:
-        (tmp_path / "s.toml").write_text(head.format(file) + extra)
+        write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\n' + extra, top=f'profile_files = ["{file}"]\n')
         with pytest.raises(ConfigError, match=message):
             load_suite(str(tmp_path / "s.toml"))

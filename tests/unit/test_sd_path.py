@@ -8,27 +8,16 @@ from types import SimpleNamespace
 import diffusers
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
-from helpers import write_suite
+from flwr.app import ArrayRecord
+from helpers import client_round, write_suite
 from tiny_sd import make_tiny_sd
 from torch import nn
 
-from fedfuse.api import (
-    build_scheduler,
-    conditioned,
-    derive_seed,
-    diffusion_loss,
-    load_dataset,
-    make_scheduler,
-    sample,
-)
-from fedfuse.bench.engine.flower import CellClientApp
-from fedfuse.bench.engine.services import RUN_CONFIG_KEY
+from fedfuse.api import build_scheduler, conditioned, diffusion_loss, load_dataset, make_scheduler, sample
 from fedfuse.bench.suites.expand import expand
 from fedfuse.bench.suites.parse import load_suite
 from fedfuse.plugins.manager import registry
-from fedfuse.protocols.fedavg_lora import client_app, server_app, task
+from fedfuse.protocols.fedavg_lora import client_app, server_loop, task
 
 CLASSES = ("zero", "one", "two")
 STEPS = 1000  # Stable Diffusion's training length, not fedfuse's 200
@@ -107,16 +96,6 @@ def test_the_loss_target_is_the_pipelines_prediction_type(pipeline, prediction, 
     assert loss.item() == pytest.approx(target.pow(2).mean().item(), rel=1e-6)
     if prediction == "v_prediction":
         assert loss.item() != pytest.approx(noise.pow(2).mean().item(), rel=1e-2)
-
-
-def client_round(cell, arrays: ArrayRecord) -> Message:
-    """One real client round through fedfuse's ClientApp (as Flower's engine would call it)."""
-    TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = 1
-    context = Context(run_id=1, node_id=1, state=RecordDict(), run_config={},
-                      node_config={"partition-id": 0, "num-partitions": cell.clients})
-    message = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}),
-                      dst_node_id=1, message_type="train")
-    return CellClientApp({RUN_CONFIG_KEY: cell.to_json()})(message, context)
 
 
 def test_clients_train_with_the_pipelines_schedule_and_prompt_dropout(pipeline, prediction, tmp_path, monkeypatch):
@@ -202,7 +181,7 @@ def test_the_deployed_samples_are_guided_by_the_pipelines_sampler(pipeline, back
         deploy=lambda generate, conditional: captured.update(generate=generate, conditional=conditional),
         client_generation=lambda model, steps, **kw: captured.update(steps=steps, **kw) or {},
         membership_inference=lambda model, scheduler, **kw: captured.update(attacked=scheduler) or {})
-    server_app.deploy(run, backbone, backbone.denoiser)
+    server_loop.deploy(run, backbone, backbone.denoiser)
     images = captured["generate"]({4: Request(3, torch.tensor([0, 2, 0]), seed=17)})
     latents = guided_ddim_by_hand(pipeline, backbone, [0, 2, 0], 4.0, 2, 17)
     assert list(images) == [4] and torch.allclose(images[4], backbone.decode(latents), atol=1e-4)

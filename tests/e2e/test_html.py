@@ -8,8 +8,8 @@ import torch
 
 from fedfuse.bench.metrics.quality import save_grid
 from fedfuse.bench.suites.cells import CellSpec
-from fedfuse.results.store import ResultStore
 from fedfuse.plugins.manager import registry
+from fedfuse.results.store import ResultStore
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0",

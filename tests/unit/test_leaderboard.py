@@ -5,8 +5,8 @@ import math
 import pytest
 
 from fedfuse.leaderboard.ranking import group, mark_fronts, pareto_front, rank
-from fedfuse.results.record import setup_of
 from fedfuse.plugins import MetricSpec
+from fedfuse.results.record import setup_of
 
 
 def record(label, seed, fid, bytes_up, status="ok", suite="s", digest="d"):

@@ -5,25 +5,8 @@ fedavg-full-finetune share their family's code. The checks run in this process, 
 after the first also show that one Ray runtime serves several cells.
 """
 
-import pytest
-
-from fedfuse.bench.engine.conformance import TINY, check, tiny_config
+from fedfuse.bench.engine.conformance import TINY, tiny_config
 from fedfuse.plugins.manager import registry
-
-
-@pytest.mark.slow
-def test_builtin_protocols_keep_the_plugin_contract():
-    """One test, not one per protocol: in one process the first check starts Ray and the others
-    reuse it (two test workers would each start their own)."""
-    broken = {}
-    for name in ("fedavg", "fedavg-lora", "split-diffusion", "ondemand-quant"):
-        data = {"public_classes": [0, 1, 2, 3, 4]} if name == "fedavg-lora" else {}  # the base pre-trains on these
-        report = check(name, dataset_args=data)
-        failed = [r for r in report["rules"] if not r["ok"]]
-        runs = [(r["status"], r.get("engine_reused")) for r in report["runs"]]
-        if failed or runs != [("ok", runs[0][1]), ("ok", 1.0)]:  # the second run found Ray running
-            broken[name] = failed or report["runs"]
-    assert not broken, broken
 
 
 def test_the_tiny_config_touches_only_fields_a_protocol_has():

@@ -22,11 +22,9 @@ import pytest
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from helpers import CLI, write_suite
 
-from fedfuse.deploy.local import base_env, free_port
 from fedfuse.deploy.engine import CONNECTION, flower_command, flower_env
+from fedfuse.deploy.local import base_env, free_port
 from fedfuse.deploy.tls import make_node_key
-
-pytestmark = pytest.mark.slow
 
 SPLIT = ('[[protocols]]\nname = "split-diffusion"\n'
          'config = { model = "tiny", client_model = "tiny", cut_ratio = 0.4, local_steps = 4, server_steps = 4, share_size = 32 }\n')
@@ -124,6 +122,7 @@ def assert_parity(dep: dict, sim: dict) -> None:
     assert dep["exchange_s"] > 0 and sim["exchange_s"] > 0
 
 
+@pytest.mark.slow
 def test_tls_deployment_matches_simulation(deployment, tmp_path):
     """Split diffusion (custom messages, client state across rounds), one round at tiny sizes,
     every ClientApp task in the nodes' warm executors, none in a process of its own."""
@@ -144,6 +143,7 @@ def assert_warm(deployment, tasks: dict[str, int]) -> None:
             assert served.count(f"fedfuse executor: {task},") >= count, (task, served[-2000:])
 
 
+@pytest.mark.slow
 @pytest.mark.long
 def test_every_builtin_protocol_trains_the_same_model_in_both_engines(deployment, tmp_path):
     """fedavg, fedavg-lora, split diffusion (custom messages, client state across rounds) and
@@ -178,31 +178,6 @@ def test_flower_waits_are_capped_where_fedfuse_starts_flower():
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_idle_nodes_back_off_and_any_work_makes_them_fast_again(monkeypatch):
-    """The SuperNode's empty-poll sleep: capped while it had work lately, IDLE_POLL_S after
-    IDLE_AFTER_S without; a reply wait (work) makes it fast again. Real sleeps, shorter constants."""
-    from fedfuse.deploy import flower_patches
-
-    monkeypatch.setattr(flower_patches, "IDLE_AFTER_S", 0.3)
-    monkeypatch.setattr(flower_patches, "IDLE_POLL_S", 0.2)
-    monkeypatch.setattr(flower_patches, "BUSY_GAP_S", 0.25)
-    clock = flower_patches.CappedSleep(0.01)
-
-    def timed(seconds: float) -> float:
-        started = time.monotonic()
-        clock.sleep(seconds)
-        return time.monotonic() - started
-
-    assert timed(flower_patches.NODE_IDLE_SLEEP_S) < 0.1  # fresh: fast
-    time.sleep(0.5)  # a pause longer than a request between two empty polls: the node had work
-    assert timed(flower_patches.NODE_IDLE_SLEEP_S) < 0.1
-    while time.monotonic() - clock.backoff.last_work < 0.3:
-        timed(flower_patches.NODE_IDLE_SLEEP_S)
-    assert 0.19 < timed(flower_patches.NODE_IDLE_SLEEP_S) < 0.5  # idle: backed off
-    assert timed(0.5) < 0.1  # a reply wait: capped, and it counts as work
-    assert timed(flower_patches.NODE_IDLE_SLEEP_S) < 0.1
-
-
 def test_the_runner_sees_its_serverapp_process_or_asks_flower(tmp_path):
     from fedfuse.deploy.engine import server_running
     from fedfuse.deploy.flower_app import this_process
@@ -223,6 +198,7 @@ def test_the_runner_sees_its_serverapp_process_or_asks_flower(tmp_path):
     assert not server_running(record)  # reaped: gone (or its pid names another process)
 
 
+@pytest.mark.slow
 @pytest.mark.long
 def test_fedavg_smoke_cell_matches_simulation(deployment, tmp_path):
     """Full-model FedAvg (a hundred arrays a message: the deployment's slowest case), two rounds."""
@@ -230,6 +206,7 @@ def test_fedavg_smoke_cell_matches_simulation(deployment, tmp_path):
     assert_parity(runs["deployment"]["fedavg"]["metrics"], runs["simulation"]["fedavg"]["metrics"])
 
 
+@pytest.mark.slow
 @pytest.mark.long
 def test_a_client_that_disconnects_fails_its_cell_and_the_next_cell_runs(deployment, tmp_path):
     cli = CLI(tmp_path)
@@ -255,6 +232,7 @@ def test_a_client_that_disconnects_fails_its_cell_and_the_next_cell_runs(deploym
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_only_registered_supernodes_get_in(deployment, tmp_path):
     """Node authentication: the CA lets anyone reach the SuperLink over TLS, but only the keys
     `deploy local` registered get in. A SuperNode without a key cannot register itself, one with
@@ -317,6 +295,7 @@ def pull_status(deployment, node_id: int, private_key: Path) -> int:
     return httpx.codes.OK
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_whole_deployment(deployment):
     """Ctrl-C stops everything `deploy local` started, children included, in bounded time."""
     code, took, alive = deployment.stop()

@@ -36,22 +36,6 @@ def test_a_protocol_that_trains_everyone_refuses_partial_participation(cli, tmp_
     assert done.returncode == 2 and "participation must be a fraction in (0, 1] or a count" in done.stderr
 
 
-def test_availability_models_say_who_is_online():
-    import numpy as np
-
-    from fedfuse.bench.costs import availability
-
-    chain = availability.online({"p_off": 0.2, "p_on": 0.6}, 2000, 30, seed=1)
-    assert chain.mean() == pytest.approx(0.6 / 0.8, abs=0.02)  # the stationary share, from round 1 on
-    stay = (chain[1:] & chain[:-1]).sum() / chain[:-1].sum()
-    assert stay == pytest.approx(0.8, abs=0.02)  # P(on -> on) = 1 - p_off
-    assert np.array_equal(chain, availability.online({"p_off": 0.2, "p_on": 0.6}, 2000, 30, seed=1))
-    trace = availability.traced([[0, 2, 3], [2, 1, 1], [2, 4, 9]], clients=3, rounds=4)
-    assert trace.tolist() == [[False, True, True], [True, True, False], [True, True, False], [False, True, True]]
-    with pytest.raises(ValueError, match="p_off must be in"):
-        availability.checked({"p_off": 2, "p_on": 0.5}, None)
-
-
 @pytest.mark.slow
 def test_only_online_clients_are_drawn(cli, tmp_path):
     """A trace: client 0 online in rounds 2-3 only, client 1 never (an interval past the run),

@@ -1,12 +1,18 @@
 """The shared DDPM recipe: reproducible on the CPU, warm-up and EMA as documented, presets,
 the [resources] table, and (marker ``gpu``) the same path on CUDA."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 from fedfuse.datasets import ClientData
 from fedfuse.toolkit import ddpm, models
 from fedfuse.toolkit.device import Resources
+
+ROOT = Path(__file__).resolve().parents[2]
+
 
 DATA = ClientData(torch.rand(64, 1, 8, 8) * 2 - 1, torch.zeros(64, dtype=torch.long), torch.arange(64))
 
@@ -72,10 +78,20 @@ def test_fused_ema_update_is_bit_identical_to_torchs_per_tensor_one():
     assert ema.model[1].num_batches_tracked.item() == 3 and ema.averaged.n_averaged.item() == 3
 
 
-@pytest.mark.parametrize("preset,params", [("tiny", 163_985), ("small", 651_041), ("base", 1_001_729)])
-def test_presets_have_their_documented_size(preset, params):
+def documented_presets() -> dict[str, tuple[str, float]]:
+    """{preset: (widths, parameters)} as docs/quality.md states them: `tiny` (16/32 channels, 164 k ...)."""
+    line = next(ln for ln in (ROOT / "docs" / "quality.md").read_text().splitlines() if "presets `tiny`" in ln)
+    found = re.findall(r"`(\w+)` \((\d+/\d+)[^)]*?([\d.]+) ([kM])", line)
+    return {name: (widths, float(n) * {"k": 1e3, "M": 1e6}[unit]) for name, widths, n, unit in found}
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "base"])
+def test_presets_have_their_documented_size(preset):
+    widths, params = documented_presets()[preset]
+    assert widths == "/".join(map(str, models.PRESETS[preset]["widths"]))
     model = models.build_unet((1, 14, 14), preset, 0)
-    assert sum(p.numel() for p in model.parameters()) == params
+    counted = sum(p.numel() for p in model.parameters())
+    assert abs(counted - params) <= 0.05 * params, (counted, params)  # the docs round to 2-3 digits
     assert model(torch.zeros(2, 1, 14, 14), torch.tensor([1, 2])).sample.shape == (2, 1, 14, 14)
 
 
@@ -84,17 +100,6 @@ def test_resources_reject_unknown_values():
         Resources(gpus_per_client=-1)
     with pytest.raises(ValueError):
         Resources(cpus_per_client=0)
-
-
-def test_resources_table_and_flags(cli, tmp_path):
-    from helpers import write_suite
-
-    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\n[resources]\naccelerator = "tpu"\n')
-    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
-    assert done.returncode == 2 and "[resources]: key 'accelerator' is 'tpu'" in done.stderr
-    assert not (tmp_path / "out").exists()
-    done = cli("run", str(suite), "--out", str(tmp_path / "out"), "--precision", "8-bit")
-    assert done.returncode == 2 and "invalid choice: '8-bit'" in done.stderr
 
 
 def test_cell_resources_are_the_system_not_the_identity():
@@ -169,7 +174,7 @@ def test_training_flops_come_from_a_dry_step_that_leaves_no_trace():
                    torch.Generator().manual_seed(seed), flops=meter)
         return model.state_dict()
 
-    def real_step_flops():  # the old way: one real step under the counter
+    def real_step_flops():  # the reference: one real step under the counter
         model, meter = models.build_unet((1, 8, 8), "tiny", 0), FlopMeter()
         scheduler, gen = ddpm.build_scheduler(50), torch.Generator().manual_seed(0)
         ddpm.fit(model, lambda module, device: ddpm.diffusion_loss(module, scheduler, DATA.sample_batch(8, gen)[0], gen,

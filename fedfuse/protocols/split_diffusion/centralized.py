@@ -1,0 +1,63 @@
+"""The centralized baseline: every client uploads its images once (counted), the server trains
+one model on them and generates for every client. Raw data leave the device: a bound, not a
+private protocol."""
+
+import torch
+from flwr.app import RecordDict
+
+from fedfuse.api import ClientData, Ema, build_unet, derive_seed, send_each, train
+from fedfuse.protocols.split_diffusion import task
+from fedfuse.protocols.split_diffusion.server_loop import (
+    draw_conditions,
+    last_losses,
+    target_of_clients,
+    target_requests,
+)
+
+
+def centralized(grid, run) -> dict:
+    """Baseline: every client uploads all its images (and their conditions) once, counted; the
+    server trains one model, by default for as many steps as all clients' local steps together,
+    and generates for every client: clients pay nothing to generate."""
+    cfg, nodes = run.config, sorted(grid.get_node_ids())
+    replies = send_each(grid, {n: RecordDict() for n in nodes}, "query.upload_data")
+    uploads = {n: replies[n].content["data"] for n in sorted(replies, key=run.partition_of)}
+    conds = {n: torch.from_numpy(u["cond"].numpy()) for n, u in uploads.items() if "cond" in u}
+    by_client = {run.partition_of(n): c for n, c in conds.items()}  # what each client uploaded
+    pooled = torch.cat([torch.from_numpy(u["images"].numpy()) for u in uploads.values()])
+    labels = torch.cat(list(conds.values())) if conds else torch.zeros(len(pooled), dtype=torch.long)
+    n_cond = task.condition_values(run.data, cfg.condition)[1]
+    model = build_unet(run.data.image_shape, cfg.model, derive_seed(run.cell.seed, 3),
+                       classes=n_cond + 1 if n_cond else None)
+    ema, steps = Ema(model, cfg.ema_decay), cfg.server_steps or cfg.local_steps * len(nodes)
+    for rnd in range(1, run.cell.rounds + 1):
+        loss = train(model, task.full_schedule(cfg.timesteps), ClientData(pooled, labels, torch.arange(len(pooled))),
+                     steps, cfg.recipe, run.torch_generator(rnd), run.resources, run.flops, conditional=n_cond > 0,
+                     start_step=(rnd - 1) * steps, ema=ema, label_dropout=cfg.cond_dropout, null_label=n_cond)
+        target = central_target(run, ema.model, nodes, by_client, n_cond) if run.target_due(rnd) else {}
+        run.round_end(rnd, train_loss=loss, server_loss=loss, server_steps=float(steps), **target)
+    run.deploy(lambda requests: {c: central_samples(run, ema.model, c, r, by_client.get(c), n_cond)
+                                 for c, r in requests.items()}, conditional=cfg.condition == "label")
+    attack = (run.membership_inference(ema.model, task.full_schedule(cfg.timesteps), conditional=n_cond > 0)
+              if cfg.condition in ("none", "label") else {})  # an attribute's values are the server's own labels
+    return {"cut_ratio": 1.0, "raw_data_off_device": 1.0, **last_losses(run), **run.checksum(ema.model),
+            **run.client_generation(None, {}),
+            **attack}
+
+
+def central_samples(run, model, client: int, request, uploaded, n_cond: int) -> torch.Tensor:
+    """The server's samples for ``client``'s ``request``: of its labels, or of conditions
+    drawn from those the client uploaded (conditioned on an attribute). Not counted."""
+    cfg, ev = run.config, run.cell.evaluation
+    generator = torch.Generator().manual_seed(request.seed)
+    cond = request.labels if request.labels is not None else draw_conditions(uploaded, request.n, generator)
+    return task.server_sample(model, cfg.timesteps, 0, "exact", request.n, run.data.image_shape, ev["sample_steps"],
+                              generator, None, cond, n_cond, cfg.guidance, run.resources).clamp(-1, 1)
+
+
+def central_target(run, model, nodes, conds: dict, n_cond: int) -> dict:
+    """The quality target's FID after a round (as ``target_figures``): the server generates for
+    every client; evaluation, not counted."""
+    requests = target_requests(run, nodes)
+    return target_of_clients(run, {c: central_samples(run, model, c, r, conds.get(c), n_cond)
+                                   for c, r in requests.items()})

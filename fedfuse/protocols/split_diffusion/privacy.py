@@ -1,0 +1,70 @@
+"""What the split server could learn of a client's images from what it received: disclosure
+of the shared x_cut (and of the server's model carrying it on to x_0), and membership inference
+on the server's denoiser. Evaluation: nothing here is counted."""
+
+import math
+
+import numpy as np
+import torch
+
+from fedfuse.api import derive_seed
+from fedfuse.protocols.split_diffusion import task
+
+
+def disclosure(run, server: task.ServerModel, shared: dict) -> dict:
+    """What the server received in the last round, against each client's private images; the
+    mean over clients. Per shared image: nearest-neighbour MSE/SSIM of x_cut and of its
+    rescaled mean (``recon_``). As sets (FID/KID, also against held-out images of the client's
+    classes as the reference point): x_cut, rescaled, the server's own model carrying x_cut on
+    to x_0 (``approx``), and a fresh sample of the server's model carried on to x_0 (``fresh``)."""
+    if not shared:
+        return {}
+    rows = []
+    for node, (x_cut, cond) in shared.items():
+        private, classes = run.client_private(run.partition_of(node))
+        n = min(len(x_cut), run.cell.evaluation["samples"])
+        x_cut, cond = x_cut[:n], None if cond is None else cond[:n]
+        recon = task.naive_reconstruction(x_cut, run.config.timesteps, server.cuts[node])
+        # KID to the private images comes with the set distances (the same figure, computed once)
+        d_shared, d_recon = run.disclosure(x_cut, private, kid=False), run.disclosure(recon, private, kid=False)
+        sets = {"cut": x_cut, "rescaled": recon, **server_views(run, server, node, x_cut, cond)}
+        distances = run.disclosure_sets(sets, private, classes)
+        rows.append({**d_shared, **{f"recon_{k}": v for k, v in d_recon.items()}, **distances,
+                     "kid_to_private": distances["disclosure_kid_cut"],
+                     "recon_kid_to_private": distances["disclosure_kid_rescaled"],
+                     "disclosed_conditions": float(0 if cond is None else len(shared[node][1]))})
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if all(math.isfinite(r[k]) for r in rows)}
+
+
+def membership(run, server: task.ServerModel) -> dict:
+    """The membership attack on what the server holds, its denoiser, over the timesteps it
+    owns. Offered where the server's target is one known function of the noise: the exact
+    marginal, one cut (no cut labels), a label or no condition; else {} (the server holds
+    nothing to attack at c = 0)."""
+    cfg, cuts = run.config, set(server.cuts.values())
+    if len(cuts) != 1 or cfg.marginal != "exact" or cfg.condition not in ("none", "label"):
+        return {}
+    t_c = cuts.pop()
+    if t_c >= cfg.timesteps:
+        return {}
+    return run.membership_inference(server.model, task.full_schedule(cfg.timesteps), conditional=server.n_cond > 0,
+                                    t_range=(t_c, cfg.timesteps), step_loss=task.cut_step_loss(cfg.timesteps, t_c))
+
+
+def server_views(run, server: task.ServerModel, node, x_cut: torch.Tensor, cond) -> dict:
+    """The server's own model carried down to x_0 from the received x_cut (``approx``) and from
+    its own fresh x_cut (``fresh``). Evaluation: its FLOPs are not the protocol's."""
+    cfg, t_c = run.config, server.cuts[node]
+    if t_c == 0:  # the server received clean images: nothing to approximate
+        return {}
+    steps = task.split_steps(run.cell.evaluation["sample_steps"], t_c, cfg.timesteps)
+    generator = torch.Generator().manual_seed(derive_seed(run.cell.seed, 0xD1, run.partition_of(node)))
+    labels, null = server.label_of(node, cond, len(x_cut))
+    scale = server.guidance(cfg.guidance)
+    approx = task.client_sample(server.model, cfg.timesteps, t_c, x_cut, steps[1], generator, None, run.resources,
+                                labels, null, scale)
+    fresh_cut = task.server_sample(server.model, cfg.timesteps, t_c, cfg.marginal, len(x_cut), run.data.image_shape,
+                                   steps[0], generator, None, labels, null, scale, run.resources)
+    fresh = task.client_sample(server.model, cfg.timesteps, t_c, fresh_cut, steps[1], generator, None,
+                               run.resources, labels, null, scale)
+    return {"approx": approx, "fresh": fresh}

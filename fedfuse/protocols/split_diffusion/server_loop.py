@@ -1,0 +1,175 @@
+"""Split diffusion's server loop (CollaFuse): clients keep the low-noise steps and their data,
+the server trains and runs the high-noise steps on the cut-noised images they send. The
+local-only baseline is this loop at cut ratio 0; the centralized baseline is centralized.py."""
+
+import math
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+from fedfuse.api import EVAL_KEY, Ema, Request, build_unet, derive_seed, send_each
+from fedfuse.protocols.split_diffusion import task
+from fedfuse.protocols.split_diffusion.privacy import disclosure, membership
+
+
+def split_server(grid, run) -> dict:
+    """Each round the clients train their low-noise denoisers and send the cut-noised copy of
+    their batches; the server trains its high-noise denoiser on what it has received."""
+    cfg, nodes = run.config, sorted(grid.get_node_ids())
+    cuts = {n: task.cut_index(cfg.cut_of(run.partition_of(n)), cfg.timesteps) for n in nodes}
+    labels = cut_labels(cfg.marginal, cuts.values(), cfg.timesteps)
+    n_cond = task.condition_values(run.data, cfg.condition)[1]
+    model = build_unet(run.data.image_shape, cfg.model, derive_seed(run.cell.seed, 3),
+                       classes=task.server_classes(len(labels), n_cond))
+    ema, pool, shared = Ema(model, cfg.ema_decay), task.Pool(cfg.server_pool), {}
+    for rnd in range(1, run.cell.rounds + 1):
+        config = {n: RecordDict({"config": ConfigRecord({"round": rnd})}) for n in run.begin_round(rnd)}
+        if not config:  # nobody online this round
+            run.round_end(rnd)
+            continue
+        replies = send_each(grid, config, "train.local_and_cut")
+        # Pool in client order: replies arrive in any order and node ids differ from run to run.
+        shared = received(replies, sorted(replies, key=run.partition_of))
+        figures = client_losses(replies)
+        if shared:  # the server trains its denoiser on what it has received so far
+            add_to_pool(pool, shared, cuts, labels, cfg.recipe.batch_size)
+            steps = cfg.server_steps or math.ceil(sum(len(x) for x, _ in shared.values()) / cfg.recipe.batch_size)
+            figures["server_loss"] = task.train_server(
+                model, pool.tensors, cfg.timesteps, cfg.marginal, steps, cfg.recipe, run.torch_generator(rnd),
+                run.resources, run.flops, start_step=(rnd - 1) * steps, ema=ema, n_cond=n_cond,
+                cond_dropout=cfg.cond_dropout)
+            figures["server_steps"] = float(steps)
+        if run.target_due(rnd):
+            figures.update(target_figures(grid, run, task.ServerModel(ema.model, cuts, labels, n_cond), nodes, shared))
+        run.round_end(rnd, **figures)
+    trained = task.ServerModel(ema.model, cuts, labels, n_cond)
+    # at deployment the server denoises to each client's cut and the client finishes (scored by the harness)
+    run.deploy(lambda requests: client_samples(grid, run, trained, shared, requests, None),
+               conditional=cfg.condition == "label")
+    return {**cut_figures(cfg, run, cuts), "marginal": cfg.marginal, **last_losses(run), **run.checksum(model),
+            **generation_cost(run, cuts, n_cond), **disclosure(run, trained, shared), **membership(run, trained)}
+
+
+def cut_labels(marginal: str, cuts, timesteps: int) -> dict[int, int]:
+    """{t_c: label} when the server's model is conditioned on the cut, else {}."""
+    distinct = task.shared_cuts(cuts, timesteps)
+    return {t_c: i for i, t_c in enumerate(distinct)} if task.needs_cut_labels(marginal, distinct) else {}
+
+
+def received(replies, order) -> dict:
+    """{node: (x_cut, conditions or None)} of the clients that shared this round."""
+    out = {}
+    for n in order:
+        if "shared" in replies[n].content:
+            record = replies[n].content["shared"]
+            cond = torch.from_numpy(record["cond"].numpy()) if "cond" in record else None
+            out[n] = (torch.from_numpy(record["x_cut"].numpy()), cond)
+    return out
+
+
+def add_to_pool(pool: task.Pool, shared: dict, cuts: dict, labels: dict, batch_size: int) -> None:
+    """The round's x_cut of every client, with each image's cut (its label, its condition), in
+    the order they would arrive: one batch of each client in turn, as clients train side by
+    side. A pool smaller than a round's receipts then keeps every client's newest batches;
+    added client after client, it kept only the last clients' (protocol version 3: with 5
+    clients of 6,400 images a round and a 20,000-image pool, client 0's never reached training)."""
+    entries = []
+    for n, (x, cond) in shared.items():
+        entry = {"x_cut": x, "cut": torch.full((len(x),), cuts[n])}
+        if labels:
+            entry["cut_label"] = torch.full((len(x),), labels[cuts[n]])
+        if cond is not None:
+            entry["cond"] = cond
+        entries.append(entry)
+    order = task.interleaved([len(e["x_cut"]) for e in entries], batch_size)
+    pool.add(**{key: torch.cat([e[key] for e in entries])[order] for key in entries[0]})
+
+
+def cut_figures(cfg, run, cuts: dict) -> dict:
+    """The cut ratio (mean over clients when they differ) and t_c when all clients share it."""
+    ratios = [cfg.cut_of(run.partition_of(n)) for n in cuts]
+    # c = 1: the client's x_cut is its clean images (t_c = 0), raw data off the device
+    figures = {"cut_ratio": float(np.mean(ratios)), "raw_data_off_device": float(min(cuts.values()) == 0)}
+    if len(set(cuts.values())) == 1:
+        figures["t_c"] = next(iter(cuts.values()))
+    return figures
+
+
+def client_losses(replies) -> dict:
+    losses = [r.content["metrics"]["train_loss"] for r in replies.values() if "train_loss" in r.content["metrics"]]
+    return {"train_loss": float(np.mean(losses))} if losses else {}
+
+
+def last_losses(run) -> dict:
+    last = run.rounds[-1]
+    return {k: last[k] for k in ("train_loss", "server_loss") if k in last}
+
+
+def target_figures(grid, run, server: task.ServerModel, nodes, shared: dict) -> dict:
+    """The quality target's FID after a round: ``target_samples`` images made the protocol's
+    way, shared among the clients, against held-out images of their classes. Evaluation:
+    nothing it moves or computes is counted."""
+    with run.uncounted():
+        images = client_samples(grid, run, server, shared, target_requests(run, nodes), None)
+    return target_of_clients(run, images)
+
+
+def target_requests(run, nodes) -> dict:
+    """{client: Request} of each client's share of the quality target's ``target_samples``
+    images, under the conditions it sent."""
+    n = math.ceil(run.cell.evaluation["target_samples"] / len(nodes))
+    return {run.partition_of(node): Request(n, None, derive_seed(run.cell.seed, 0x7A, run.partition_of(node)))
+            for node in nodes}
+
+
+def target_of_clients(run, images: dict) -> dict:
+    """``target_fid`` of every client's {client: images} together, against held-out images of
+    the clients' classes."""
+    classes = sorted({c for client in images for c in run.client_private(client)[1]})
+    return run.target_score(torch.cat([images[c] for c in sorted(images)]), classes)
+
+
+def client_samples(grid, run, server: task.ServerModel, shared: dict, requests: dict, flops) -> dict:
+    """{client: its request's images}. Server: noise -> x_cut; each client: x_cut -> x_0 with
+    its own model. Conditioned models generate for the request's labels, else for conditions
+    drawn from those the client sent (the client draws from its own data when it owns the
+    whole timeline)."""
+    cfg, ev = run.config, run.cell.evaluation
+    nodes = {run.partition_of(node): node for node in server.cuts}
+    contents = {}
+    for client, request in requests.items():
+        node, t_c = nodes[client], server.cuts[nodes[client]]
+        server_steps, client_steps = task.split_steps(ev["sample_steps"], t_c, cfg.timesteps)
+        content = RecordDict({"config": ConfigRecord({"n": request.n, "seed": request.seed,
+                                                      "client_steps": client_steps})})
+        generator = torch.Generator().manual_seed(request.seed)
+        cond = request.labels if request.labels is not None or node not in shared else \
+            draw_conditions(shared[node][1], request.n, generator)
+        if server_steps:
+            labels, null = server.label_of(node, cond, request.n)
+            x_cut = task.server_sample(server.model, cfg.timesteps, t_c, cfg.marginal, request.n,
+                                       run.data.image_shape, server_steps, generator, flops, labels, null,
+                                       server.guidance(cfg.guidance), run.resources)
+            content["shared"] = ArrayRecord({"x_cut": Array(x_cut.numpy()),
+                                             **({"cond": Array(cond.numpy())} if cond is not None else {})})
+        elif cond is not None:  # the client owns the whole timeline: it is only told what to draw
+            content["ask"] = ArrayRecord({"cond": Array(cond.numpy())})
+        contents[node] = content
+    replies = send_each(grid, contents, "query.finish_sampling")
+    return {run.partition_of(node): torch.from_numpy(r.content[EVAL_KEY]["x0"].numpy()) for node, r in replies.items()}
+
+
+def draw_conditions(cond: torch.Tensor | None, n: int, generator: torch.Generator) -> torch.Tensor | None:
+    """``n`` conditions drawn from those a client sent: its own mix of classes or attributes."""
+    return None if cond is None else cond[torch.randint(len(cond), (n,), generator=generator)]
+
+
+def generation_cost(run, cuts: dict, n_cond: int) -> dict:
+    """What generating one image costs a client at deployment: its own steps of the cut, with
+    its own model (guided: two passes a step); the mean over clients."""
+    cfg, ev = run.config, run.cell.evaluation
+    model = build_unet(run.data.image_shape, cfg.client_model, 0, classes=n_cond + 1 if n_cond else None)
+    steps = {run.partition_of(n): task.split_steps(ev["sample_steps"], t_c, cfg.timesteps)[1]
+             for n, t_c in cuts.items()}
+    return run.client_generation(model, steps, guided=bool(n_cond) and cfg.guidance != 1.0)

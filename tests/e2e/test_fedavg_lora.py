@@ -1,0 +1,61 @@
+"""fedavg-lora: only adapters travel, the base never changes, FedAvg of adapters is exact."""
+
+import pytest
+from helpers import DATASET, PROTOCOLS, write_suite
+
+from fedfuse.plugins.manager import registry
+from fedfuse.protocols.fedavg_lora import task
+
+
+def framing_bound(tensors: int) -> int:
+    """Flower's framing as measured: 300-500 B per tensor (its key, npy header, object ids), plus the
+    message's own records (config, metrics, the harness's cost record)."""
+    return 500 * tensors + 4096
+
+
+@pytest.mark.slow
+def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, tmp_path):
+    suite = write_suite(tmp_path / "s.toml", PROTOCOLS, datasets=DATASET, samples="64", sample_steps="5",
+                        target="{ fid = 1e9 }", target_samples="16")
+    cli.cwd = tmp_path
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    by_protocol = {r["protocol"]: r for r in cli.results(tmp_path / "out")}
+    lora, full = by_protocol["fedavg-lora"], by_protocol["fedavg-full-finetune"]
+    cfg = registry().get("protocols", "fedavg-lora").config(model="tiny")
+    model = task.build_base((1, 8, 8), 10, "tiny", 0)
+    tensors = {"fedavg-full-finetune": len(model.state_dict()),
+               "fedavg-lora": len(task.trainable_state(task.add_adapters(model, cfg), "lora"))}
+    for record in (lora, full):
+        (rnd,) = record["rounds"]
+        for client in rnd["per_client"].values():
+            assert client["payload_up"] == 4 * record["metrics"]["trained_params"]
+            bound = framing_bound(tensors[record["protocol"]])
+            assert client["payload_up"] < client["bytes_up"] < client["payload_up"] + bound
+    assert lora["metrics"]["trained_params"] < 0.05 * full["metrics"]["trained_params"]
+    assert lora["metrics"]["payload_up"] < 0.05 * full["metrics"]["payload_up"]
+    assert lora["metrics"]["pretrain_flops"] == full["metrics"]["pretrain_flops"] > 0  # one cached base
+    assert "base_fid" in lora["metrics"] and lora["metrics"]["feature_space"] == "digits-featnet-v1"
+    for record in (lora, full):  # the quality target is checked on the fine-tuned model
+        assert record["rounds"][0]["target_fid"] > 0 and record["metrics"]["rounds_to_target"] == 1
+    assert lora["rounds"][0]["aggregation_error"] > 0 and "aggregation_error" not in full["rounds"][0]
+    assert all(0 <= r["metrics"]["mia_auc"] <= 1 and r["metrics"]["mia_members"] > 0 for r in (lora, full))
+
+
+@pytest.mark.long
+@pytest.mark.slow
+def test_a_saved_stable_diffusion_directory_runs_a_round(cli, tmp_path):
+    from tiny_sd import make_tiny_sd
+
+    model_dir = make_tiny_sd(tmp_path / "tiny-sd")
+    protocols = f'[[protocols]]\nname = "fedavg-lora"\nconfig = {{ model_path = "{model_dir}", local_steps = 2, batch_size = 8 }}\n'
+    suite = write_suite(tmp_path / "s.toml", protocols, samples="16", sample_steps="2")
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = cli.results(tmp_path / "out")
+    assert record["status"] == "ok", record["error"]
+    (rnd,) = record["rounds"]
+    adapters = record["metrics"]["trained_params"]
+    assert 0 < adapters < 0.2 * record["metrics"]["model_params"]
+    assert all(c["payload_up"] == 4 * adapters and c["flops_train"] > 0 for c in rnd["per_client"].values())
+    assert record["metrics"]["pretrain_flops"] == 0 and "fid" in record["metrics"]

@@ -1,0 +1,210 @@
+"""Results are never lost or corrupted: one writer per output folder, read-only readers, clear
+errors for damaged stores and bad seeds, strict JSON, and interruptions that end quickly."""
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import write_suite
+
+from fedfuse.bench.suites.cells import CellSpec
+from fedfuse.results.outlock import OutputLock, has_writer
+from fedfuse.results.store import ResultStore
+
+FEDAVG = '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = 2 }\n'
+
+
+def test_a_second_run_on_a_held_folder_fails_at_once_naming_the_holder(cli, tmp_path):
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path / "s.toml", FEDAVG)
+    with OutputLock(out):
+        assert has_writer(out)
+        done = cli("run", str(suite), "--out", str(out))
+    assert done.returncode == 2 and "another fedfuse run writes to" in done.stderr
+    assert f"pid {os.getpid()}" in done.stderr and done.stderr.count("\n") == 1
+    assert not (out / "results.sqlite").exists()
+    assert not has_writer(out)  # released with its holder
+
+
+def test_damaged_or_empty_stores_are_one_line_and_left_untouched(cli, tmp_path):
+    for content in (b"", b"this is not sqlite" * 100):
+        out = tmp_path / f"out{len(content)}"
+        out.mkdir()
+        (out / "results.sqlite").write_bytes(content)
+        for command in (["results"], ["leaderboard"]):
+            done = cli(*command, "--out", str(out))
+            assert done.returncode == 2 and "damaged or not a fedfuse results store" in done.stderr, done.stderr
+            assert done.stderr.count("\n") == 1
+        assert (out / "results.sqlite").read_bytes() == content  # a reader never writes
+
+
+@pytest.mark.parametrize("seeds", ["[0, 0]", "[-1]"])
+def test_duplicate_or_negative_seeds_are_config_errors(cli, tmp_path, seeds):
+    done = cli("run", str(write_suite(tmp_path / "s.toml", FEDAVG, seeds=seeds)), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "seeds must be distinct, >= 0" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def hand_made(out, status_metrics):
+    store = ResultStore(out / "results.sqlite")
+    for seed, (status, metrics) in enumerate(status_metrics):
+        cell = CellSpec("hand", "1", "a", "fedavg", "2", {}, "digits", {}, "iid", seed=seed)
+        store.start(cell, "digest", out / "runs" / cell.cell_id)
+        if status != "running":
+            store.finish(cell.cell_id, status, metrics)
+    store.close()
+
+
+def test_json_is_strict_and_abandoned_cells_read_as_interrupted(cli, tmp_path):
+    out = tmp_path / "out"
+    hand_made(out, [("ok", {"fid": math.nan, "bytes_up": 1.0}), ("running", {})])
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    done = cli("results", "--out", str(out), "--format", "json")
+    records = json.loads(done.stdout, parse_constant=refuse)
+    assert records[0]["metrics"]["fid"] is None and records[0]["metrics"]["bytes_up"] == 1.0
+    assert records[1]["status"] == "interrupted" and "process running it ended" in records[1]["error"]
+    board = cli("leaderboard", "--out", str(out), "--format", "json")
+    assert board.returncode == 0 and json.loads(board.stdout, parse_constant=refuse)
+
+
+SLOW_CELL = '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = LOCAL }\n'
+
+
+def start_run(tmp_path, out, local_steps: int, *extra: str, first_a_fast_cell: bool = False) -> subprocess.Popen:
+    entries = SLOW_CELL.replace("LOCAL", str(local_steps))
+    if first_a_fast_cell:  # a cell that ends ok before the slow one starts
+        entries = SLOW_CELL.replace("LOCAL", "2").replace('"fedavg"\n', '"fedavg"\nlabel = "fast"\n') + entries
+    suite = write_suite(tmp_path / "s.toml", entries, rounds="3", samples="16", sample_steps="2")
+    return subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli", "run", str(suite), "--out", str(out), *extra],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop_in_training(proc, out, sig, cells: int = 1) -> tuple[str, float]:
+    """Wait until the ``cells``-th cell has started (then Flower starts and clients train), then signal."""
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list(out.glob("runs/*/cell.log"))) < cells:
+        time.sleep(0.5)
+    time.sleep(10)
+    proc.send_signal(sig)
+    sent = time.time()
+    _, stderr = proc.communicate(timeout=60)
+    return stderr, time.time() - sent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_ends_quickly_and_marks_its_cell(cli, tmp_path, sig, code):
+    """And results.sqlite alone, copied away after the exit (no log beside it), holds the cell
+    that ended ok before the interruption."""
+    out = tmp_path / "out"
+    proc = start_run(tmp_path, out, 400, first_a_fast_cell=True)
+    stderr, waited = stop_in_training(proc, out, sig, cells=2)
+    assert proc.returncode == code and waited < 20, (proc.returncode, stderr[-2000:])
+    assert "Traceback" not in stderr and "finished cells are kept" in stderr
+    assert {r["label"]: r["status"] for r in cli.results(out)} == {"fast": "ok", "fedavg": "interrupted"}
+    assert not has_writer(out)
+    (tmp_path / "alone").mkdir()
+    shutil.copyfile(out / "results.sqlite", tmp_path / "alone" / "results.sqlite")
+    assert {r["label"]: r["status"] for r in cli.results(tmp_path / "alone")} == {"fast": "ok", "fedavg": "interrupted"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.long), signal.SIGKILL])
+def test_a_rerun_cut_off_keeps_the_previous_ok_result(cli, tmp_path, sig):
+    """And results.sqlite alone, copied away after the exit (no log beside it), holds it too."""
+    out = tmp_path / "out"
+    assert start_run(tmp_path, out, 2).wait(timeout=300) == 0
+    (before,) = cli.results(out)
+    grid = (out / "runs" / before["cell"] / "samples.png").read_bytes()
+    proc = start_run(tmp_path, out, 2, "--rerun")
+    deadline = time.time() + 180  # cut the rerun off once its first round is stored
+    while time.time() < deadline and not (out / "runs" / f"{before['cell']}.previous").is_dir():
+        time.sleep(0.2)
+    time.sleep(3)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    (after,) = cli.results(out)  # read-only: the ok result, whatever the store's row says now
+    assert after["status"] == "ok" and after["metrics"] == before["metrics"] and after["rounds"] == before["rounds"]
+    (tmp_path / "alone").mkdir()
+    shutil.copyfile(out / "results.sqlite", tmp_path / "alone" / "results.sqlite")
+    (alone,) = cli.results(tmp_path / "alone")
+    assert alone["status"] == "ok" and alone["metrics"] == before["metrics"]
+    again = cli("run", str(tmp_path / "s.toml"), "--out", str(out))  # restores, then skips the ok cell
+    assert again.returncode == 0 and "already ok" in again.stderr
+    assert (out / "runs" / before["cell"] / "samples.png").read_bytes() == grid
+    assert not (out / "runs" / f"{before['cell']}.previous").exists()
+
+
+@pytest.mark.slow
+def test_cells_share_warm_actors_but_never_client_state(plugin_cli, tmp_path):
+    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "stateful"\n', seeds="[0, 1]", rounds="2")
+    done = plugin_cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = (r["metrics"] for r in sorted(plugin_cli.results(tmp_path / "out"), key=lambda r: r["seed"]))
+    for m in (first, second):  # each cell's clients start with an empty Context: 2 rounds, 2 messages each
+        assert (m["seen_first"], m["seen_last"]) == (1, 2)
+    assert {second["pid_low"], second["pid_high"]} & {first["pid_low"], first["pid_high"]}  # an actor was reused
+    assert second["engine_reused"] == 1.0
+
+
+@pytest.mark.slow
+def test_hostile_clients_fail_their_cell_by_name_or_are_dropped(plugin_cli, tmp_path):
+    attacks = "".join(f'[[protocols]]\nname = "hostile"\nlabel = "{a}"\nconfig = {{ attack = "{a}" }}\n'
+                      for a in ("shape", "examples", "scale", "rename"))  # NaN: test_replies_are_checked_before_use
+    done = plugin_cli("run", str(write_suite(tmp_path / "fail.toml", attacks)), "--out", str(tmp_path / "fail"))
+    assert done.returncode == 1
+    errors = {r["label"]: r["error"] for r in plugin_cli.results(tmp_path / "fail")}
+    assert errors["shape"].startswith("BadReply: client 1 (node") and "has shape (3, 4)" in errors["shape"]
+    assert "client 1" in errors["examples"] and "num-examples" in errors["examples"]
+    # every weight x 1e30: finite, so only its size gives it away; the honest client is never named
+    assert errors["scale"].startswith("BadReply: client 1 (node") and "max_update_ratio" in errors["scale"]
+    assert errors["rename"].startswith("ClientFailure: client 1 (node") and "unlike the others'" in errors["rename"]
+    assert not any("client 0" in e for e in errors.values())
+    drop = write_suite(tmp_path / "drop.toml", '[[protocols]]\nname = "hostile"\nconfig = { attack = "shape" }\n',
+                       bad_replies='"drop"', rounds="2")
+    done = plugin_cli("run", str(drop), "--out", str(tmp_path / "drop"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = plugin_cli.results(tmp_path / "drop")
+    assert record["metrics"]["w_mean"] == 2.0  # client 0's update alone, two rounds of +1
+    assert [r["per_client"]["1"].get("dropped") for r in record["rounds"]] == [1, 1]
+    assert "dropped" not in record["rounds"][0]["per_client"]["0"]
+
+
+SWALLOWER = """
+import pathlib, sys, time
+from fedfuse.bench.cli.common import stop_on_signals
+stop_on_signals(lambda: pathlib.Path(sys.argv[1]).write_text("settled"))
+while True:  # like a library that catches the interrupt while it starts, and carries on
+    try:
+        print("ready", flush=True)
+        time.sleep(60)
+    except KeyboardInterrupt:
+        pass
+"""
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_an_interrupt_that_is_swallowed_still_ends_the_run(tmp_path, signals):
+    """The watchdog ends it UNWIND_S after the signal; a second signal ends it at once."""
+    from fedfuse.bench.cli.common import UNWIND_S
+
+    marker = tmp_path / "settled"
+    proc = subprocess.Popen([sys.executable, "-c", SWALLOWER, str(marker)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    started = time.time()
+    for _ in range(signals):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+    assert proc.wait(timeout=UNWIND_S + 30) == 130
+    took = time.time() - started
+    assert marker.read_text() == "settled"
+    assert (took < UNWIND_S) if signals == 2 else (took >= UNWIND_S)
