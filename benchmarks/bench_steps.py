@@ -13,7 +13,7 @@ SIDES = [8, 14, 28] if FULL else [8]
 
 
 @pytest.mark.parametrize("side", SIDES)
-@pytest.mark.parametrize("preset", ["tiny", "small", "base"])  # the CPU presets; wide, large: scripts/step_times.py on a GPU
+@pytest.mark.parametrize("preset", ["tiny", "small", "base"])  # the CPU presets; wide, large: benchmarks/step_times.py on a GPU
 def test_train_step(benchmark, preset, side):
     step = TrainStep(preset, side, batch=64, images=512 if FULL else 64)
     step.warm_up(1)

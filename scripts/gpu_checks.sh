@@ -3,7 +3,7 @@
 # learning curves of Fashion-MNIST 28x28 (the -gpu tiers' data), several at once (each is bound
 # by its host process, not by the card). Results go to $OUT (default /tmp/gpu-out):
 #   OUT=/tmp/gpu-out bash scripts/gpu_checks.sh
-#   STEP_TIMES=1 ... also times each preset's step (scripts/step_times.py, fp32 and bf16)
+#   STEP_TIMES=1 ... also times each preset's step (benchmarks/step_times.py, fp32 and bf16)
 # On a bare machine without the venv, a folder .gpu/ may carry wheels (.gpu/whl: what the image
 # lacks; on the lent H200 that was diffusers, lightning-fabric, importlib_metadata and prdc, and
 # a fedfuse wheel for its plugins' entry points: `pip wheel --no-deps . -w .gpu/whl`) and
@@ -46,7 +46,7 @@ echo "== gpu tests ($SECONDS s)"
 $PY -m pytest -m gpu -s -q -p no:cacheprovider tests/unit/test_toolkit.py > "$OUT/pytest.log" 2>&1
 tail -3 "$OUT/pytest.log"
 if [ "${STEP_TIMES:-0}" = 1 ]; then
-  $PY scripts/step_times.py --accelerator cuda --steps 100 --json "$OUT/step_times.jsonl"
+  $PY benchmarks/step_times.py --accelerator cuda --steps 100 --json "$OUT/step_times.jsonl"
 fi
 
 while [ -n "$(jobs -rp)" ]; do snapshot; sleep 20; done

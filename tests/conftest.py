@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from helpers import CLI, ROOT, make_celeba
-
-
-def pytest_collection_modifyitems(items):
-    """End-to-end (``slow``) tests first: with several workers, a long test that starts last is a
-    tail no other worker can share; the short ones fill in at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture
@@ -43,24 +39,51 @@ def plugin_cli(tmp_path, plugin_site) -> CLI:
     return CLI(tmp_path, [plugin_site])
 
 
-@pytest.fixture(scope="session")
-def quick_track(tmp_path_factory, worker_id) -> Path:
-    """``track-edge-quick`` run once for the whole test session, shared by the xdist workers (the
-    first to ask runs it under a lock, the others wait and read it): its output folder. Read it
-    only; a test that writes copies it first (``copy_store``)."""
+def session_root(config) -> Path:
+    """The session's temporary folder, common to its xdist workers."""
+    root = config._tmp_path_factory.getbasetemp()
+    return root.parent if hasattr(config, "workerinput") else root
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected
+def pytest_collection_modifyitems(config, items):
+    """End-to-end (``slow``) tests first: with several workers, a long test that starts last is a
+    tail no other worker can share; the short ones fill in at the end. And the shared track run
+    starts at once, in the background, when a selected test needs it: the workers go on with
+    other tests meanwhile instead of one of them waiting for it."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    if any("quick_track" in getattr(item, "fixturenames", ()) for item in items):
+        start_quick_track(session_root(config))
+
+
+def start_quick_track(root: Path) -> None:
+    """``track-edge-quick`` into ``root/quick-track``, once per session (the first worker to get
+    here starts it); ``quick-track.rc`` holds its exit status when it has ended."""
     from filelock import FileLock
 
-    root = tmp_path_factory.getbasetemp()
-    root = root.parent if worker_id != "master" else root  # the session's folder, common to its workers
-    out, failed = root / "quick-track", root / "quick-track.failed"
     with FileLock(str(root / "quick-track.lock")):
-        if not (out / "results.sqlite").is_file() and not failed.is_file():
-            done = CLI(root)("run", "track-edge-quick", "--out", str(out), timeout=1800)
-            if done.returncode != 0:
-                failed.write_text(done.stdout[-3000:] + done.stderr[-3000:])
-    if failed.is_file():
-        pytest.fail(f"fedfuse run track-edge-quick failed:\n{failed.read_text()}")
-    return out
+        if (root / "quick-track.log").exists():
+            return
+        command = (f"{shlex.quote(sys.executable)} -m fedfuse.bench.cli run track-edge-quick --out "
+                   f"{shlex.quote(str(root / 'quick-track'))}; echo $? > {shlex.quote(str(root / 'quick-track.rc'))}")
+        log = open(root / "quick-track.log", "w")
+        subprocess.Popen(["sh", "-c", command], cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture(scope="session")
+def quick_track(pytestconfig) -> Path:
+    """``track-edge-quick`` run once for the whole test session, shared by the xdist workers:
+    its output folder, once the run has ended. Read it only; a test that writes copies it first
+    (``copy_store``)."""
+    root = session_root(pytestconfig)
+    start_quick_track(root)  # started at collection; here too for a session that did not collect it
+    deadline = time.time() + 1800
+    while not (root / "quick-track.rc").is_file() and time.time() < deadline:
+        time.sleep(1)
+    rc = (root / "quick-track.rc").read_text().strip() if (root / "quick-track.rc").is_file() else "timeout"
+    if rc != "0":
+        pytest.fail(f"fedfuse run track-edge-quick ended {rc}:\n{(root / 'quick-track.log').read_text()[-4000:]}")
+    return root / "quick-track"
 
 
 @pytest.fixture

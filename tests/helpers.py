@@ -34,6 +34,32 @@ class CLI:
         return json.loads(done.stdout)
 
 
+class InProcessCLI(CLI):
+    """``fedfuse`` called in this process, with ``CLI``'s answers (returncode, stdout, stderr):
+    for commands that start no process, without paying Python's and torch's start-up each time."""
+
+    def __init__(self):
+        super().__init__(Path.cwd())
+
+    def __call__(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        import contextlib
+        import io
+
+        from fedfuse.bench.cli.main import main
+
+        out, err, columns = io.StringIO(), io.StringIO(), os.environ.get("COLUMNS")
+        os.environ["COLUMNS"] = "200"
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(list(args))
+                except SystemExit as stop:  # argparse's refusals
+                    code = stop.code
+        finally:
+            os.environ.pop("COLUMNS") if columns is None else os.environ.__setitem__("COLUMNS", columns)
+        return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 def write_suite(path: Path, protocols: str, top: str = "", **matrix: str) -> Path:
     """A small suite file: digits, one seed, 2 clients, 1 round; ``matrix`` values (TOML
     text, e.g. ``rounds="2"``) override those; ``top``: top-level keys (``profile_files = [...]``)."""

@@ -78,7 +78,7 @@ def build_size_skew(num_partitions: int, seed: int, growth: str):
 
     kinds = {"linear": p.LinearPartitioner, "square": p.SquarePartitioner, "exponential": p.ExponentialPartitioner}
     if growth not in kinds:
-        raise DatasetError(f"size-skew growth must be one of {', '.join(kinds)}, got '{growth}'")
+        raise DatasetError(f"size-skew growth must be one of {', '.join(kinds)}, got {growth!r}")
     return kinds[growth](num_partitions=num_partitions)
 
 

@@ -54,7 +54,7 @@ class ResultStore:
             self.db = self._open_readonly() if readonly else self._open_for_writing()
             self.db.execute("SELECT cell_id, status FROM cells LIMIT 1")  # a fedfuse store?
             version = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        except sqlite3.DatabaseError as err:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as err:  # not SQLite, or its pages damaged
             raise StoreError(f"{self.path} is damaged or not a fedfuse results store ({err}); move it aside and "
                              "run the suite again: finished cells in another store are not lost") from None
         if version and not version[0].isdigit() or version and int(version[0]) > SCHEMA_VERSION:
@@ -193,6 +193,13 @@ class ResultStore:
     def records(self, cell_ids: list[str] | None = None) -> list[dict]:
         """One dict per cell, in the results-schema's shape, oldest first. A cell being rerun
         reads as its previous ``ok`` result until the new attempt succeeds."""
+        try:
+            return self._records(cell_ids)
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as err:  # pages damaged on disk
+            raise StoreError(f"{self.path} is damaged ({err}); move it aside and run the suite again: "
+                             "finished cells in another store are not lost") from None
+
+    def _records(self, cell_ids: list[str] | None) -> list[dict]:
         rows = self.db.execute("SELECT * FROM cells ORDER BY started").fetchall()
         names = [d[0] for d in self.db.execute("SELECT * FROM cells LIMIT 0").description]
         previous = self._previous()
@@ -202,7 +209,7 @@ class ResultStore:
     def _readable(self, cell_id: str, row: dict, rounds: list[dict] | None) -> dict:
         try:
             return self._record(row, rounds)
-        except (ValueError, KeyError, TypeError) as err:  # a row whose JSON was damaged on disk
+        except (ValueError, KeyError, TypeError, AttributeError) as err:  # a row whose JSON was damaged on disk
             raise StoreError(f"{self.path}: the record of cell {cell_id} is damaged ({type(err).__name__}: {err}); "
                              "move the store aside and run the suite again: cells in another store are not lost") from None
 

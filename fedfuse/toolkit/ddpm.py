@@ -37,7 +37,7 @@ def training_target(scheduler, images: torch.Tensor, noise: torch.Tensor, t: tor
         return scheduler.get_velocity(images, noise, t)
     if kind == "sample":
         return images
-    raise ValueError(f"prediction_type must be epsilon, v_prediction or sample, got '{kind}'")
+    raise ValueError(f"prediction_type must be epsilon, v_prediction or sample, got {kind!r}")
 
 
 def diffusion_loss(model, scheduler, images: torch.Tensor, generator: torch.Generator,

@@ -26,9 +26,9 @@ class Resources:
 
     def __post_init__(self):
         if self.accelerator not in ACCELERATORS:
-            raise ValueError(f"'accelerator' must be one of {', '.join(ACCELERATORS)}, got '{self.accelerator}'")
+            raise ValueError(f"'accelerator' must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"'precision' must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+            raise ValueError(f"'precision' must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.gpus_per_client < 0 or self.cpus_per_client < 1:
             raise ValueError("'gpus_per_client' must be >= 0 and 'cpus_per_client' >= 1")
 

@@ -20,7 +20,7 @@ PRESETS = {
 
 def check_preset(name: str) -> None:
     if name not in PRESETS:
-        raise ValueError(f"model must be one of {', '.join(PRESETS)}, got '{name}'")
+        raise ValueError(f"model must be one of {', '.join(PRESETS)}, got {name!r}")
 
 
 @dataclass

@@ -24,7 +24,7 @@ def make_scheduler(kind: str, train_timesteps, steps: int):
     length, prediction type, timestep spacing and offset, clipping — the sampler is built from,
     as diffusers swaps a pipeline's scheduler; it then reads the model's output as trained."""
     if kind not in SCHEDULERS:
-        raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got '{kind}'")
+        raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {kind!r}")
     if isinstance(train_timesteps, int):
         scheduler = SCHEDULERS[kind](num_train_timesteps=train_timesteps)
     else:

@@ -307,3 +307,10 @@ def wait_for(condition, timeout: float) -> None:
     while not condition():
         assert time.time() < deadline, "timed out"
         time.sleep(0.5)
+
+
+def test_an_unreachable_superlink_is_an_input_error(cli, tmp_path):
+    suite = write_suite(tmp_path / "suite.toml", '[[protocols]]\nname = "fedavg"\n')
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"), "--backend", "deployment",
+               "--superlink", "127.0.0.1:9", "--insecure", timeout=120)
+    assert done.returncode == 2 and "cannot use the SuperLink at 127.0.0.1:9" in done.stderr

@@ -27,15 +27,6 @@ def test_each_round_trains_a_seeded_draw_of_the_clients(cli, tmp_path):
     assert draws["fedavg"] == draws["fixed-quant"] and len({tuple(d) for d in draws["fedavg"]}) > 1
 
 
-def test_a_protocol_that_trains_everyone_refuses_partial_participation(cli, tmp_path):
-    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "centralized"\n', clients="4", participation="2")
-    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
-    assert done.returncode == 2 and "does not support participation = 2" in done.stderr
-    bad = write_suite(tmp_path / "t.toml", '[[protocols]]\nname = "fedavg"\n', clients="4", participation="1.5")
-    done = cli("run", str(bad), "--out", str(tmp_path / "out2"))
-    assert done.returncode == 2 and "participation must be a fraction in (0, 1] or a count" in done.stderr
-
-
 @pytest.mark.slow
 def test_only_online_clients_are_drawn(cli, tmp_path):
     """A trace: client 0 online in rounds 2-3 only, client 1 never (an interval past the run),

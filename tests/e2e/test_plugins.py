@@ -13,12 +13,3 @@ def test_a_misspelt_hook_names_the_likely_hook_and_leaves_the_rest_working(plugi
     missing = plugin_cli("run", str(suite), "--out", str(tmp_path / "out"))
     assert missing.returncode == 2 and "plugin 'typo' failed to load" in missing.stderr, missing.stderr
     assert not (tmp_path / "out").exists()
-
-
-def test_show_protocol_prints_every_config_field_with_its_help(cli):
-    shown = cli("show", "protocol", "split-diffusion")
-    assert shown.returncode == 0, shown.stderr
-    for text in ("cut_ratio", "0.4", "the server's share of the timeline", "warmup_steps", "images per optimizer step"):
-        assert text in shown.stdout
-    verbose = cli("list", "protocols", "-v")
-    assert "fedavg: config" in verbose.stdout and "pretrain_steps" in verbose.stdout

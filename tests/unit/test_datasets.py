@@ -268,3 +268,24 @@ def test_max_per_client_is_accepted_for_every_partitioner_and_keys_the_cell(tmp_
     assert capped.partition_key() != plain.partition_key() and "max_per_client=100" in capped.name
     with pytest.raises(ConfigError, match="partitioner 'iid': max_per_client must be a whole number >= 0"):
         cells('[{ name = "iid", max_per_client = -5 }]')
+
+
+def test_data_show_prints_attribute_set_counts_and_overlaps(cli, celeba):
+    done = cli("data", "show", "image-folder", "--data-arg", f"path={celeba['path']}", "--data-arg", "size=8",
+               "--partitioner", "attribute-sets", "--clients", "3", "--arg", f"sets={SETS!r}".replace("'", '"'),
+               "--arg", "max_per_client=5")
+    assert done.returncode == 0, done.stderr
+    assert "mean total-variation" in done.stdout  # the label table stays
+    matches, _ = matching(load("image-folder", celeba))
+    overlaps = matches.T.astype(int) @ matches.astype(int)
+    for i, attrs in enumerate(SETS):
+        row = next(ln for ln in done.stdout.splitlines() if f" {' & '.join(attrs)} " in ln)
+        cells = [c.strip() for c in row.split("│") if c.strip()]
+        assert cells[:3] == [str(i), " & ".join(attrs), str(matches[:, i].sum())]
+        assert 0 < int(cells[3]) <= 5  # assigned, capped at 5
+        assert cells[4:] == ["·" if i == j else str(overlaps[i, j]) for j in range(len(SETS))]
+    assert overlaps[0, 1] > 0 and overlaps[1, 2] > 0 and overlaps[0, 2] == 0
+    assert "match no set and belong to no client" in done.stdout
+    bad = cli("data", "show", "image-folder", "--data-arg", f"path={celeba['path']}", "--partitioner",
+              "attribute-sets", "--clients", "2", "--arg", 'sets=[["Smiling"]]')
+    assert bad.returncode == 2 and "1 set(s) given for 2 clients" in bad.stderr

@@ -1,6 +1,7 @@
 """Partial participation: a suite's ``participation`` trains a seeded draw of the clients each round."""
 
 import pytest
+from helpers import write_suite
 
 
 def test_availability_models_say_who_is_online():
@@ -17,3 +18,12 @@ def test_availability_models_say_who_is_online():
     assert trace.tolist() == [[False, True, True], [True, True, False], [True, True, False], [False, True, True]]
     with pytest.raises(ValueError, match="p_off must be in"):
         availability.checked({"p_off": 2, "p_on": 0.5}, None)
+
+
+def test_a_protocol_that_trains_everyone_refuses_partial_participation(cli, tmp_path):
+    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "centralized"\n', clients="4", participation="2")
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "does not support participation = 2" in done.stderr
+    bad = write_suite(tmp_path / "t.toml", '[[protocols]]\nname = "fedavg"\n', clients="4", participation="1.5")
+    done = cli("run", str(bad), "--out", str(tmp_path / "out2"))
+    assert done.returncode == 2 and "participation must be a fraction in (0, 1] or a count" in done.stderr

@@ -68,3 +68,13 @@ def test_unknown_hooks_suggests_the_closest_name():
     message = unknown_hooks(plugin)
     assert "'fedfuse_add_metric' (did you mean 'fedfuse_add_metrics'?)" in message
     assert "unknown hook 'fedfuse_frobnicate'" in message
+
+
+def test_show_protocol_prints_every_config_field_with_its_help(cli):
+    shown = cli("show", "protocol", "split-diffusion")
+    assert shown.returncode == 0, shown.stderr
+    for text in ("cut_ratio", "0.4", "the server's share of the timeline", "warmup_steps", "images per optimizer step"):
+        assert text in shown.stdout
+    verbose = cli("list", "protocols", "-v")
+    assert "fedavg: config" in verbose.stdout and "pretrain_steps" in verbose.stdout
+

@@ -2,6 +2,9 @@
 errors for damaged stores and bad seeds, strict JSON, and interruptions that end quickly."""
 
 import errno
+import json
+import math
+import os
 import shutil
 from pathlib import Path
 
@@ -9,6 +12,7 @@ import pytest
 from helpers import as_flower_task, write_suite
 
 from fedfuse.bench.suites.cells import CellSpec
+from fedfuse.results.outlock import OutputLock, has_writer
 from fedfuse.results.store import ResultStore, StoreError
 
 
@@ -223,9 +227,9 @@ def test_a_damaged_row_or_an_unwritable_out_is_one_line(tmp_path, capsys, monkey
      "The max number of attempts (10) was reached"),
 ])
 def test_a_suite_whose_data_cannot_be_split_stops_before_writing(tmp_path, capsys, matrix, message):
-    from fedfuse.bench.cli.main import main
-
     import warnings
+
+    from fedfuse.bench.cli.main import main
 
     suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\n', **matrix)
     with warnings.catch_warnings(record=True) as caught:  # what a user's terminal would have shown
@@ -235,3 +239,62 @@ def test_a_suite_whose_data_cannot_be_split_stops_before_writing(tmp_path, capsy
     assert message in err and err.count("\n") == 1, err[-1500:]
     assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message)[:80] for w in caught]
     assert not (tmp_path / "out").exists()
+
+
+FEDAVG = '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = 2 }\n'
+
+
+def test_a_second_run_on_a_held_folder_fails_at_once_naming_the_holder(cli, tmp_path):
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path / "s.toml", FEDAVG)
+    with OutputLock(out):
+        assert has_writer(out)
+        done = cli("run", str(suite), "--out", str(out))
+    assert done.returncode == 2 and "another fedfuse run writes to" in done.stderr
+    assert f"pid {os.getpid()}" in done.stderr and done.stderr.count("\n") == 1
+    assert not (out / "results.sqlite").exists()
+    assert not has_writer(out)  # released with its holder
+
+
+def test_damaged_or_empty_stores_are_one_line_and_left_untouched(cli, tmp_path):
+    for content in (b"", b"this is not sqlite" * 100):
+        out = tmp_path / f"out{len(content)}"
+        out.mkdir()
+        (out / "results.sqlite").write_bytes(content)
+        for command in (["results"], ["leaderboard"]):
+            done = cli(*command, "--out", str(out))
+            assert done.returncode == 2 and "damaged or not a fedfuse results store" in done.stderr, done.stderr
+            assert done.stderr.count("\n") == 1
+        assert (out / "results.sqlite").read_bytes() == content  # a reader never writes
+
+
+@pytest.mark.parametrize("seeds", ["[0, 0]", "[-1]"])
+def test_duplicate_or_negative_seeds_are_config_errors(cli, tmp_path, seeds):
+    done = cli("run", str(write_suite(tmp_path / "s.toml", FEDAVG, seeds=seeds)), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "seeds must be distinct, >= 0" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def hand_made(out, status_metrics):
+    store = ResultStore(out / "results.sqlite")
+    for seed, (status, metrics) in enumerate(status_metrics):
+        cell = CellSpec("hand", "1", "a", "fedavg", "2", {}, "digits", {}, "iid", seed=seed)
+        store.start(cell, "digest", out / "runs" / cell.cell_id)
+        if status != "running":
+            store.finish(cell.cell_id, status, metrics)
+    store.close()
+
+
+def test_json_is_strict_and_abandoned_cells_read_as_interrupted(cli, tmp_path):
+    out = tmp_path / "out"
+    hand_made(out, [("ok", {"fid": math.nan, "bytes_up": 1.0}), ("running", {})])
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    done = cli("results", "--out", str(out), "--format", "json")
+    records = json.loads(done.stdout, parse_constant=refuse)
+    assert records[0]["metrics"]["fid"] is None and records[0]["metrics"]["bytes_up"] == 1.0
+    assert records[1]["status"] == "interrupted" and "process running it ended" in records[1]["error"]
+    board = cli("leaderboard", "--out", str(out), "--format", "json")
+    assert board.returncode == 0 and json.loads(board.stdout, parse_constant=refuse)

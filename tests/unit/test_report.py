@@ -74,3 +74,17 @@ def test_an_unknown_study_or_a_store_without_it_is_refused(tmp_path, capsys):
     assert main(["report", "track-edge", "--out", str(SPLIT_V5), "--dest", str(tmp_path / "x")]) == 2
     assert "holds no cell of suite 'track-edge'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_equal_compute_and_re_noising_rows_are_set_beside_the_sweep():
+    records = [record(c, seed, fid, client_flops=9, client_gen_flops=9, nn_ssim=0.1 * c)
+               for c, fids in {0.0: (70, 74), 0.6: (60, 62)}.items() for seed, fid in enumerate(fids)]
+    records += [{**record(0.0, seed, fid), "label": "c0.0 (local-only, compute-matched)", "protocol": "local-only"}
+                for seed, fid in enumerate((58, 62))]
+    records += [{**record(0.6, seed, fid), "label": "c0.6 (re-noising)"} for seed, fid in enumerate((80, 82))]
+    records[0]["protocol"] = records[1]["protocol"] = "local-only"
+    text = "\n".join(claims_module.claims(group(records, {})))
+    assert "1. collaboration beats local-only at some c: holds" in text  # 61 vs 72
+    assert "at equal compute: does not hold (local-only, compute-matched: FID 60 ± 2.8)" in text
+    assert "c = 0.6: not told apart from it" in text
+    assert "re-noising (the paper's marginal) at c = 0.6: FID 81 ± 1.4, worse than the exact marginal's 61 ± 1.4" in text

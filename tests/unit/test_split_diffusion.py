@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import write_suite
 
 from fedfuse.protocols.split_diffusion import task
 
@@ -129,3 +130,13 @@ def test_guidance_combines_conditional_and_null_predictions():
         null = model(x, t, class_labels=torch.full((2,), 2)).sample
         guided = Guided(model, labels, torch.full((2,), 2), 3.0)(x, t).sample
     assert torch.allclose(guided, null + 3.0 * (cond - null), atol=1e-5)
+
+
+def test_cut_ratios_must_match_the_clients(cli, tmp_path):
+    entry = '[[protocols]]\nname = "split-diffusion"\nconfig = { cut_ratios = [0.2, 0.6, 0.8] }\n'
+    done = cli("run", str(write_suite(tmp_path / "s.toml", entry)), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "'cut_ratios' has 3 entries for 2 clients" in done.stderr
+    assert not (tmp_path / "out").exists()
+    entry = '[[protocols]]\nname = "split-diffusion"\nconfig = { cut_ratios = [0.2, 1.6] }\n'
+    done = cli("run", str(write_suite(tmp_path / "t.toml", entry)), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "'cut_ratios[1]' must be in [0, 1]" in done.stderr

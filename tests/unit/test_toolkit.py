@@ -189,3 +189,15 @@ def test_training_flops_come_from_a_dry_step_that_leaves_no_trace():
     again = FlopMeter(scope="cell-a")  # a later message of the cell: measured figure reused
     run(again, steps=5)
     assert again.take()["flops_train"] == 5 * real_step_flops()
+
+
+def test_resources_table_and_flags(cli, tmp_path):
+    from helpers import write_suite
+
+    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\n[resources]\naccelerator = "tpu"\n')
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "[resources]: key 'accelerator' is 'tpu'" in done.stderr
+    assert not (tmp_path / "out").exists()
+    done = cli("run", str(suite), "--out", str(tmp_path / "out"), "--precision", "8-bit")
+    assert done.returncode == 2 and "invalid choice: '8-bit'" in done.stderr
+

@@ -142,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return command(args.command)(args)
-    except (ConfigError, PluginError, DatasetError, StoreError, OutputBusy) as err:
+    except (ConfigError, DatasetError, StoreError, OutputBusy) as err:  # echoes of input: one line, always
+        print(f"fedfuse: error: {str(err).replace(chr(10), chr(92) + 'n')}", file=sys.stderr)
+        return 2
+    except PluginError as err:  # may list the plugins that failed to load, a line each
         print(f"fedfuse: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:

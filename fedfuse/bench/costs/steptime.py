@@ -1,4 +1,4 @@
-"""The shared training step, ready to be timed: what ``scripts/step_times.py``,
+"""The shared training step, ready to be timed: what ``benchmarks/step_times.py``,
 ``benchmarks/bench_steps.py`` and ``fedfuse profile measure`` all time, defined once so that
 their numbers describe the same work (``ddpm.train``: batch draw on the CPU, move to the
 device, forward, backward, AdamW, EMA; the recipe's defaults, T = 200).

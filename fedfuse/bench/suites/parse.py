@@ -112,6 +112,9 @@ class Matrix:
     def __post_init__(self):
         if self.clients < 1 or self.rounds < 1:
             raise ValueError("clients and rounds must be >= 1")
+        if self.clients > MAX_CLIENTS or self.rounds > MAX_ROUNDS:
+            raise ValueError(f"clients must be at most {MAX_CLIENTS:,} and rounds at most {MAX_ROUNDS:,} (got "
+                             f"{self.clients:,} and {self.rounds:,}): larger is a typo, not a study this machine runs")
         if set(self.target) - {"fid"} or any(not isinstance(v, (int, float)) or v <= 0 for v in self.target.values()):
             raise ValueError(f"target must be {{ fid = <a number > 0> }}, got {self.target}")
         if not participation_ok(self.participation, self.clients):
@@ -396,6 +399,8 @@ def where_in(path: Path, text: str, header: str, occurrence: int, key: str) -> s
 
 # --- --set KEY=VALUE ---------------------------------------------------------------------
 
+MAX_CLIENTS = 1_000_000  # registered clients: cross-device studies use 1,000; the scaling benchmark 10,000
+MAX_ROUNDS = 100_000
 MATRIX_KEYS = {f.name for f in dataclasses.fields(Matrix)}
 
 

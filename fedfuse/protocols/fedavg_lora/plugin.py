@@ -49,7 +49,7 @@ class LoraFineTuneConfig(FineTuneConfig):
         if self.rank < 1:
             raise ValueError(f"'rank' must be >= 1, got {self.rank}")
         if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"'aggregation' must be one of {', '.join(AGGREGATIONS)}; got '{self.aggregation}'")
+            raise ValueError(f"'aggregation' must be one of {', '.join(AGGREGATIONS)}; got {self.aggregation!r}")
 
 
 @dataclass

@@ -1,9 +1,12 @@
 """CollaFuse's three claims, checked on the rows of a cut-ratio sweep (``fedfuse report
 seed-split-diffusion``):
 
-1. collaboration beats local-only at some cut ratio c (FID);
+1. collaboration beats local-only at some cut ratio c (FID); also at equal compute, against a
+   local-only row whose clients train as many steps as a split cell's client and server together
+   (labelled "compute-matched");
 2. client compute falls as c grows (training FLOPs, and FLOPs to generate one image);
 3. disclosure rises as c grows (what the server can make of what it receives).
+A row labelled "re-noising" (the paper's own marginal) is set beside the sweep's row at its cut.
 
 "Beats" and "rises" use the leaderboard's own test for telling configurations apart
 (``overlaps``: the means differ by more than the two standard deviations summed); a step
@@ -17,11 +20,17 @@ DISCLOSURE = (("disclosure_fid_cut", False), ("disclosure_fid_approx", False), (
               ("nn_ssim", True), ("mia_auc", True))
 COMPUTE = ("client_flops", "client_gen_flops")
 SWEEP = ("local-only", "split-diffusion")  # centralized and FedAvg are reference rows, not points of c
+VARIANTS = ("compute-matched", "re-noising")  # rows set beside the sweep, not points of it
+
+
+def variant(row, name: str) -> bool:
+    return row.protocol in SWEEP and name in row.label
 
 
 def sweep(rows: list) -> list:
     """The cut-ratio rows (local-only is c = 0), in order of c."""
-    return sorted((r for r in rows if r.protocol in SWEEP), key=lambda r: r.mean("cut_ratio"))
+    points = (r for r in rows if r.protocol in SWEEP and not any(variant(r, v) for v in VARIANTS))
+    return sorted(points, key=lambda r: r.mean("cut_ratio"))
 
 
 def step(a, b, metric: str, larger_is_more: bool = True) -> str:
@@ -55,13 +64,36 @@ def claims(rows: list) -> list[str]:
     """Verdict lines, one data split at a time (a claim compares points of one sweep)."""
     lines = []
     for data in dict.fromkeys(r.data for r in rows):
-        points = sweep([r for r in rows if r.data == data])
-        lines += [f"On {data}:" if len({r.data for r in rows}) > 1 else "", *claims_of_one_sweep(points)]
+        here = [r for r in rows if r.data == data]
+        lines += [f"On {data}:" if len({r.data for r in rows}) > 1 else "", *claims_of_one_sweep(sweep(here), here)]
     return [line for line in lines if line]
 
 
-def claims_of_one_sweep(rows: list) -> list[str]:
-    lines = collaboration(rows)
+def at_equal_compute(points: list, rows: list) -> list[str]:
+    """Claim 1 against local-only clients that train as much as a split cell's client and server."""
+    matched = next((r for r in rows if variant(r, "compute-matched")), None)
+    if matched is None or len(points) < 2:
+        return []
+    moves = {"falls": "better than", "rises": "worse than", "flat": "not told apart from"}
+    verdicts = [moves[step(matched, r, "fid")] for r in points[1:]]
+    lines = [f"   at equal compute: {'holds' if 'better than' in verdicts else 'does not hold'} "
+             f"(local-only, compute-matched: FID {mean_std(matched, 'fid')})"]
+    return lines + [f"   c = {r.mean('cut_ratio'):g}: {v} it" for r, v in zip(points[1:], verdicts)]
+
+
+def renoising(points: list, rows: list) -> list[str]:
+    """The paper's re-noising beside the exact marginal at the same cut."""
+    ref = next((r for r in rows if variant(r, "re-noising")), None)
+    same = next((p for p in points if ref is not None and p.mean("cut_ratio") == ref.mean("cut_ratio")), None)
+    if ref is None or same is None:
+        return []
+    told = {"falls": "better than", "rises": "worse than", "flat": "not told apart from"}[step(same, ref, "fid")]
+    return [f"re-noising (the paper's marginal) at c = {ref.mean('cut_ratio'):g}: FID {mean_std(ref, 'fid')}, "
+            f"{told} the exact marginal's {mean_std(same, 'fid')}"]
+
+
+def claims_of_one_sweep(rows: list, everything: list = ()) -> list[str]:
+    lines = collaboration(rows) + at_equal_compute(rows, list(everything))
     for title, metrics, want in (("2. client compute falls with c", [(m, True) for m in COMPUTE], "falls"),
                                  ("3. disclosure rises with c", DISCLOSURE, "rises")):
         verdicts = [trend(rows, m, more) for m, more in metrics]
@@ -69,4 +101,4 @@ def claims_of_one_sweep(rows: list) -> list[str]:
         lines += [line for _, shown in verdicts for line in shown]
         held = sum(v == want for v, _ in verdicts)
         lines.append(f"   the claim holds on {held} of {len(verdicts)} measures")
-    return lines
+    return lines + renoising(rows, list(everything))

@@ -254,8 +254,9 @@ def client_sample(model, timesteps: int, t_c: int, x_cut: torch.Tensor, steps: i
                   flops=None, resources=None, labels: torch.Tensor | None = None, null_label: int = -1,
                   guidance: float = 1.0) -> torch.Tensor:
     """The client's part: from the cut (or from pure noise when it owns everything) to x_0.
-    With the server's model instead, the server's own approximation of x_0 (``cloud_approx``
-    in CollaFuse's code): a model that never trained on t < t_c carried on down to 0."""
+    With the server's model instead, the server's own approximation of x_0 (``approx``, from a
+    received x_cut; ``fresh``, from its own, is CollaFuse's ``cloud_approx``): a model that never
+    trained on t < t_c carried on down to 0."""
     from fedfuse.api import denoise
 
     scheduler = ddim_over(full_schedule(timesteps).betas[:t_c], steps)

@@ -6,7 +6,7 @@ warm executor, as `fedfuse deploy local` starts them), runs the shipped suite
 of the server's round trips (``exchange_s``) in each engine, and the deployment's overhead per
 round trip. Also checks that both engines computed the same thing (payload, FLOPs, model).
 
-    python scripts/deployment_overhead.py OUT [--task-poll 0.05]
+    python benchmarks/deployment_overhead.py OUT [--task-poll 0.05]
 """
 
 import argparse

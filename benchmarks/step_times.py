@@ -3,8 +3,8 @@
 device, forward, backward, AdamW, EMA), and the step's FLOPs by torch's counter.
 The suites' expected times (docs/quality.md, each suite file's header) are steps x these.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/step_times.py --side 8 --side 28
-    .venv/bin/python scripts/step_times.py --accelerator cuda --precision bf16-mixed --json out.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/step_times.py --side 8 --side 28
+    .venv/bin/python benchmarks/step_times.py --accelerator cuda --precision bf16-mixed --json out.json
 
 Random images stand in for data: a step's cost does not depend on what the pixels show.
 ``fedfuse profile measure`` times the same step to write a device profile.

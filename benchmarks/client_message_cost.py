@@ -2,7 +2,7 @@
 called for one training step of batch 8 of the tiny UNet on digits, for many partitions, as
 Flower would call it. docs/performance.md quotes it.
 
-    .venv/bin/python scripts/client_message_cost.py [--clients 100] [--profile]
+    .venv/bin/python benchmarks/client_message_cost.py [--clients 100] [--profile]
 """
 
 from __future__ import annotations
