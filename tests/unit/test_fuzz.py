@@ -1,7 +1,9 @@
 """Every input ends in exit 0 or one line with exit 2, and nothing is written before a refusal:
 generated suite values and ``--set`` strings, data folders and damaged stores (hypothesis).
-The examples each test draws are few enough for CI; ``--hypothesis-seed`` replays a run."""
+The examples each test draws are few enough for CI (60; FEDFUSE_FUZZ_EXAMPLES=1500 draws more);
+``--hypothesis-seed`` replays a run."""
 
+import os
 import shutil
 import sqlite3
 import string
@@ -17,7 +19,8 @@ from fedfuse.datasets import DatasetError
 from fedfuse.datasets.folders import load_image_folder
 from fedfuse.results.store import ResultStore, StoreError
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=int(os.environ.get("FEDFUSE_FUZZ_EXAMPLES", 60)), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 #: TOML values of every kind, the odd ones included (nan, inf, huge, empty, nested)
 toml_values = st.one_of(
