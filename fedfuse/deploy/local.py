@@ -30,6 +30,7 @@ from flwr.supercore.error import ApiErrorCode
 
 from fedfuse.deploy.engine import CONNECTION, SuperLink, flower_command, flower_env
 from fedfuse.bench.engine.flower import CLIENT_THREADS_ENV
+from fedfuse.plugins.config import ConfigError
 
 READY_TIMEOUT_S = 60
 NODE_KEYS_DIR = "node-keys"
@@ -118,6 +119,8 @@ class LocalDeployment:
 
     def __post_init__(self):
         self.out = Path(self.out).resolve()
+        if self.port:  # before anything is written or started
+            check_port_free(self.host, self.port)
         self.port = self.port or free_port(self.host)
         self.certs = self.make_certs() if self.tls else None
         self.node_keys = self.make_node_keys() if self.node_auth else {}
@@ -295,6 +298,29 @@ class LocalDeployment:
                 f"  here:  FLWR_HOME={self.cli_home} flwr supernode register nodeK.key.pub {CONNECTION}\n"
                 f"  there: flower-supernode --superlink <this machine>:{self.port} --root-certificates ca.pem "
                 f"--auth-supernode-private-key nodeK.key {node_args}\n{warm}")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A port another process listens on is named with its holder, where known (Flower would
+    only exit with code 1 after the deployment looked ready)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is no holder
+        try:
+            probe.bind((host, port))
+            return
+        except OSError as err:
+            why = err.strerror
+    raise ConfigError(f"port {port} on {host} cannot be used ({why}){holder_of(port)}; choose another with "
+                      "--port, or --port 0 for a free one")
+
+
+def holder_of(port: int) -> str:
+    """`` by NAME (pid N)`` of the process listening on ``port``, where this user may see it."""
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections("inet"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                return f" by {psutil.Process(conn.pid).name()} (pid {conn.pid})"
+    return ""
 
 
 def accepts(host: str, port: int) -> bool:

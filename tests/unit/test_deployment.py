@@ -38,3 +38,21 @@ def test_the_patches_know_which_flower_they_were_tested_on(monkeypatch, caplog):
     monkeypatch.setattr(flower_patches.version_guard, "warned", False, raising=False)
     assert not flower_patches.version_guard()
     assert "Flower 9.9.0: its waits are capped as on Flower" in caplog.text
+
+
+def test_a_port_in_use_is_named_with_its_holder_before_anything_is_written(tmp_path):
+    import os
+    import socket
+
+    import pytest
+
+    from fedfuse.deploy.local import LocalDeployment
+    from fedfuse.plugins.config import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"port {port} on 127.0.0.1 cannot be used .* \(pid {os.getpid()}\); choose"):
+            LocalDeployment(tmp_path / "out", 1, tls=True, port=port)
+    assert not (tmp_path / "out").exists()  # no certificate made, nothing started
