@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,31 +76,48 @@ class DeploymentEngine:
     def __init__(self, superlink: SuperLink, out_dir: Path, poll_s: float = 0.2):
         self.superlink, self.poll_s = superlink, poll_s
         self.home = Path(out_dir).resolve() / "flower"
-        self.app = write_app(self.home / "app")
-        (self.home / "config.toml").write_text(superlink.flower_config())
+        self.app = self.home / "app"
 
-    def flwr_json(self, *args: str, timeout: float = 120) -> dict:
+    def prepare(self) -> None:
+        """Flower's CLI state and the app it submits, under the output folder."""
+        write_app(self.app)
+        (self.home / "config.toml").write_text(self.superlink.flower_config())
+
+    def flwr_json(self, *args: str, timeout: float = 120, home: Path | None = None) -> dict:
         """A ``flwr`` CLI command with ``--format json``; its answer, or an error if it failed
         (the CLI can exit 0 with ``"success": false``, e.g. when the SuperLink is unreachable)."""
-        answer = json.loads(self.flwr(*args, "--format", "json", timeout=timeout))
+        answer = json.loads(self.flwr(*args, "--format", "json", timeout=timeout, home=home))
         if not answer.get("success", False):
             raise DeploymentError(f"flwr {args[0]} failed: {answer.get('error-message', answer)}")
         return answer
 
-    def flwr(self, *args: str, timeout: float = 120) -> str:
+    def flwr(self, *args: str, timeout: float = 120, home: Path | None = None) -> str:
         """A ``flwr`` CLI command against this SuperLink; its stdout."""
         done = subprocess.run([flower_command("flwr"), *args], capture_output=True, text=True,
-                              env=flower_env(self.home), timeout=timeout)
+                              env=flower_env(home or self.home), timeout=timeout)
         if done.returncode != 0:
             raise DeploymentError(f"flwr {args[0]} failed: {(done.stderr or done.stdout).strip()[-800:]}")
         return done.stdout
 
     def check(self) -> None:
-        """Fail early, before any cell, when the SuperLink cannot be reached or trusted."""
-        try:
-            self.flwr_json("ls", CONNECTION, timeout=60)
-        except (DeploymentError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot use the SuperLink at {self.superlink.address}: {err}") from None
+        """Fail early, before any cell and before anything is written to the output folder, when
+        the SuperLink cannot be reached or trusted (asked from a temporary Flower home); then
+        ``prepare``."""
+        with tempfile.TemporaryDirectory(prefix="fedfuse-flower-") as home:
+            (Path(home) / "config.toml").write_text(self.superlink.flower_config())
+            try:
+                self.flwr_json("ls", CONNECTION, timeout=60, home=Path(home))
+            except (DeploymentError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
+                raise ConfigError(f"cannot use the SuperLink at {self.superlink.address}: {err}{self.trust_hint()}") from None
+        self.prepare()
+
+    def trust_hint(self) -> str:
+        """Flower reports a certificate it does not trust as an unreachable SuperLink: name the CA."""
+        if self.superlink.root_certificates is None:
+            return ""
+        host = self.superlink.address.rsplit(":", 1)[0]
+        return (f"; if the SuperLink is up, check that {self.superlink.root_certificates} is the CA that signed its "
+                f"certificate and that the certificate names {host}")
 
     def run_cell(self, run) -> dict:
         """Submit ``run``'s cell, relay its rounds to ``run``; the ServerApp's final metrics."""

@@ -314,3 +314,19 @@ def test_an_unreachable_superlink_is_an_input_error(cli, tmp_path):
     done = cli("run", str(suite), "--out", str(tmp_path / "out"), "--backend", "deployment",
                "--superlink", "127.0.0.1:9", "--insecure", timeout=120)
     assert done.returncode == 2 and "cannot use the SuperLink at 127.0.0.1:9" in done.stderr
+    assert not (tmp_path / "out").exists()  # nothing written before the connection is made
+
+
+@pytest.mark.slow
+def test_a_ca_the_superlink_does_not_trust_is_named(deployment, tmp_path):
+    """A CA that did not sign the SuperLink's certificate: Flower says only that it cannot
+    connect; fedfuse names the CA file and the host the certificate must name."""
+    from fedfuse.deploy.tls import make_certificates
+
+    other = make_certificates(tmp_path / "other-ca", ["127.0.0.1"])["ca.pem"]
+    suite = write_suite(tmp_path / "suite.toml", '[[protocols]]\nname = "fedavg"\n')
+    done = CLI(tmp_path)("run", str(suite), "--out", str(tmp_path / "out"), "--backend", "deployment",
+                         "--superlink", deployment.info["address"], "--root-certificates", str(other), timeout=180)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"check that {other} is the CA that signed its certificate" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
