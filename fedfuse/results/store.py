@@ -40,6 +40,11 @@ STATUSES = ("running", "ok", "failed", "interrupted")
 ABANDONED = "interrupted: the process running it ended before the cell did (killed?)"
 
 
+def one_line(err: Exception) -> str:
+    """SQLite's and JSON's messages may quote damaged bytes, newlines included."""
+    return " ".join(str(err).split())
+
+
 class StoreError(ValueError):
     """The store cannot be used as asked (damaged, not a results store); the message says what to do."""
 
@@ -55,7 +60,7 @@ class ResultStore:
             self.db.execute("SELECT cell_id, status FROM cells LIMIT 1")  # a fedfuse store?
             version = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except (sqlite3.DatabaseError, UnicodeDecodeError) as err:  # not SQLite, or its pages damaged
-            raise StoreError(f"{self.path} is damaged or not a fedfuse results store ({err}); move it aside and "
+            raise StoreError(f"{self.path} is damaged or not a fedfuse results store ({one_line(err)}); move it aside and "
                              "run the suite again: finished cells in another store are not lost") from None
         if version and not version[0].isdigit() or version and int(version[0]) > SCHEMA_VERSION:
             self.db.close()
@@ -196,7 +201,7 @@ class ResultStore:
         try:
             return self._records(cell_ids)
         except (sqlite3.DatabaseError, UnicodeDecodeError) as err:  # pages damaged on disk
-            raise StoreError(f"{self.path} is damaged ({err}); move it aside and run the suite again: "
+            raise StoreError(f"{self.path} is damaged ({one_line(err)}); move it aside and run the suite again: "
                              "finished cells in another store are not lost") from None
 
     def _records(self, cell_ids: list[str] | None) -> list[dict]:
@@ -210,7 +215,7 @@ class ResultStore:
         try:
             return self._record(row, rounds)
         except (ValueError, KeyError, TypeError, AttributeError) as err:  # a row whose JSON was damaged on disk
-            raise StoreError(f"{self.path}: the record of cell {cell_id} is damaged ({type(err).__name__}: {err}); "
+            raise StoreError(f"{self.path}: the record of cell {cell_id} is damaged ({type(err).__name__}: {one_line(err)}); "
                              "move the store aside and run the suite again: cells in another store are not lost") from None
 
     def _previous(self) -> dict:

@@ -259,7 +259,8 @@ def entry_protocols(entry: Path, doc: dict, path: Path) -> list[dict]:
 
 def check_tuning_seeds(doc: dict, path: Path, text: str) -> None:
     tuning, seeds = doc.get("track", {}).get("tuning_seeds", []), doc.get("matrix", {}).get("seeds", [])
-    if isinstance(tuning, list) and isinstance(seeds, list) and set(tuning) & set(seeds):
+    whole = [s for s in (tuning, seeds) if isinstance(s, list) and all(isinstance(x, int) for x in s)]
+    if len(whole) == 2 and set(tuning) & set(seeds):  # other types: the matrix's own check says what is wrong
         raise ConfigError(f"{where(path, text, 'tuning_seeds')}: tuning_seeds {tuning} overlap the evaluation seeds "
                           f"{seeds}: tune on seeds that are never reported")
 
