@@ -47,16 +47,14 @@ class InProcessCLI(CLI):
 
         from fedfuse.bench.cli.main import main
 
-        out, err, columns = io.StringIO(), io.StringIO(), os.environ.get("COLUMNS")
-        os.environ["COLUMNS"] = "200"
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                try:
-                    code = main(list(args))
-                except SystemExit as stop:  # argparse's refusals
-                    code = stop.code
-        finally:
-            os.environ.pop("COLUMNS") if columns is None else os.environ.__setitem__("COLUMNS", columns)
+        from unittest import mock
+
+        out, err = io.StringIO(), io.StringIO()
+        with mock.patch.dict(os.environ, COLUMNS="200"), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as stop:  # argparse's refusals
+                code = stop.code
         return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
