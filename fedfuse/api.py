@@ -11,7 +11,8 @@ Groups:
 - **run objects**: ``ServerRun`` (handed to a server loop) and ``ClientRun``
   (``client_run(context)`` in a ClientApp): the cell, its data, seeds, FLOP meter, services;
   ``Request``, what the harness asks a deployed client to generate (``run.deploy``).
-- **rounds**: ``strategy_rounds`` (FedAvg-style rounds of a Flower strategy), ``send_each``
+- **rounds**: ``strategy_rounds`` (FedAvg-style rounds of a Flower strategy; ``fedavg_family``
+  picks Flower's mean, median or trimmed mean), ``send_each``
   (custom messages), ``check_replies``, ``ClientFailure``.
 - **toolkit**: UNet presets, the DDPM recipe (``DdpmConfig``, ``train`` with an
   ``extra_loss`` hook, ``fit`` for any batch loss, ``Ema``), sampling, the quantization codec,
@@ -20,7 +21,8 @@ Groups:
   packed payload's logical size, ``EVAL_KEY`` for evaluation-only traffic), the cost model.
 - **studies**: ``StudySpec`` (a suite ``fedfuse report`` turns into a page); for its claims,
   ``overlaps`` (two rows the seeds cannot tell apart) and ``mean_std`` (a row's figure).
-- **config helpers**: ``ConfigError``, ``require_positive``.
+- **config helpers**: ``ConfigError``, ``require_positive``, ``added_later`` (a field that, at
+  its default, leaves the ids of cells stored before it existed).
 - **testing**: ``check_protocol`` runs a protocol twice on a tiny cell and checks what every
   plugin must satisfy (``fedfuse check protocol NAME`` on the command line).
 """
@@ -46,7 +48,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from fedfuse.datasets import ClientData, ImageData
     from fedfuse.files import write_atomic
     from fedfuse.datasets.loading import load as load_dataset
-    from fedfuse.plugins.config import ConfigError, require_positive
+    from fedfuse.plugins.config import ConfigError, added_later, require_positive
     from fedfuse.toolkit import quantization
     from fedfuse.toolkit.ddpm import (
         Ema,
@@ -64,6 +66,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from fedfuse.bench.engine.rounds import (
         ClientFailure,
         check_replies,
+        fedavg_family,
         last_trained,
         send_each,
         strategy_rounds,
@@ -89,6 +92,7 @@ _EXPORTS = {
     "load_dataset": ("fedfuse.datasets.loading", "load"),
     "ConfigError": ("fedfuse.plugins.config", "ConfigError"),
     "require_positive": ("fedfuse.plugins.config", "require_positive"),
+    "added_later": ("fedfuse.plugins.config", "added_later"),
     "quantization": ("fedfuse.toolkit", "quantization"),
     "DdpmConfig": ("fedfuse.toolkit.recipe", "DdpmConfig"),
     "Ema": ("fedfuse.toolkit.ddpm", "Ema"),
@@ -106,6 +110,7 @@ _EXPORTS = {
     "ClientFailure": ("fedfuse.bench.engine.rounds", "ClientFailure"),
     "check_replies": ("fedfuse.bench.engine.rounds", "check_replies"),
     "send_each": ("fedfuse.bench.engine.rounds", "send_each"),
+    "fedavg_family": ("fedfuse.bench.engine.rounds", "fedavg_family"),
     "last_trained": ("fedfuse.bench.engine.rounds", "last_trained"),
     "strategy_rounds": ("fedfuse.bench.engine.rounds", "strategy_rounds"),
     "denoise": ("fedfuse.toolkit.sampling", "denoise"),
@@ -151,7 +156,7 @@ __all__ = [
     # run objects
     "ServerRun", "ClientRun", "client_run", "Request", "ClientData", "ImageData", "load_dataset", "Resources",
     # rounds
-    "strategy_rounds", "send_each", "check_replies", "ClientFailure", "last_trained",
+    "strategy_rounds", "fedavg_family", "send_each", "check_replies", "ClientFailure", "last_trained",
     # toolkit
     "PRESETS", "build_unet", "check_preset", "DdpmConfig", "Recipe", "build_scheduler", "diffusion_loss",
     "train", "training_target", "fit", "evaluate", "Ema", "sample", "denoise", "make_scheduler", "quantization",
@@ -162,5 +167,5 @@ __all__ = [
     # studies: telling rows apart, showing a figure
     "overlaps", "mean_std",
     # config and testing
-    "ConfigError", "require_positive", "check_protocol",
+    "ConfigError", "require_positive", "added_later", "check_protocol",
 ]

@@ -20,6 +20,7 @@ supported warm executor for ClientApps. Start it with ``fedfuse worker --superno
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 
@@ -29,7 +30,6 @@ from flwr.app.error import Error
 from flwr.common.constant import ErrorCode, SubStatus
 from flwr.proto.runtime_pb2 import AcquireTaskRequest, SendTaskHeartbeatRequest
 from flwr.supercore.constant import TaskType
-from flwr.supercore.heartbeat import HeartbeatSender
 from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
 from flwr.supercore.retry import RetryInvoker, exponential, make_simple_http_retry_invoker
 from flwr.supercore.run import RunNotRunningException
@@ -37,7 +37,7 @@ from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime import run_clientapp
 
 from fedfuse.deploy.local import accepts
-from fedfuse.deploy.flower_patches import IdleBackoff, shorten_task_pulls, warn_unless
+from fedfuse.deploy.flower_patches import TASK_HEARTBEAT_S, IdleBackoff, shorten_task_pulls, warn_unless
 
 CELL_APP = "fedfuse/fedfuse-cell"  # flower_app.PYPROJECT's publisher/name
 log = logging.getLogger("fedfuse.executor")
@@ -61,16 +61,31 @@ def task_retries() -> RetryInvoker:
     return RetryInvoker(lambda: exponential(max_delay=2), httpx.TransportError, max_tries=None, max_time=30)
 
 
-def task_heartbeat(client: RuntimeHttpClient):
-    """Flower's task heartbeat, without its SIGINT when the node has forgotten the task."""
-    def beat() -> bool:
-        try:
-            if not client.SendTaskHeartbeat(SendTaskHeartbeatRequest()).success:
-                log.warning("fedfuse executor: the SuperNode no longer knows the task in progress")
-            return True
-        except httpx.HTTPError:
-            return False  # HeartbeatSender tries again
-    return beat
+class TaskHeartbeat:
+    """Tells the SuperNode every ``TASK_HEARTBEAT_S`` that the task is alive (Flower's sender beats
+    every 20 s or so and sends SIGINT when the node has forgotten the task): a node started by
+    ``deploy local`` gives up on a task after ``TASK_TTL_S`` without a beat, so a dead executor's
+    task fails in seconds (flower_patches.shorten_task_ttl)."""
+
+    def __init__(self, client: RuntimeHttpClient):
+        self.client, self.stopped = client, threading.Event()
+        self.thread = threading.Thread(target=self.run, name="fedfuse-task-heartbeat", daemon=True)
+
+    def run(self) -> None:
+        while not self.stopped.wait(TASK_HEARTBEAT_S):
+            try:
+                if not self.client.SendTaskHeartbeat(SendTaskHeartbeatRequest()).success:
+                    log.warning("fedfuse executor: the SuperNode no longer knows the task in progress")
+            except httpx.HTTPError:
+                pass  # the next beat tries again
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
 
 
 def serve_executor(address: str, poll_s: float = 0.05) -> None:
@@ -111,15 +126,12 @@ def wait_until_listening(address: str, timeout_s: float = 120) -> None:
 def run_task(address: str, token: str, app) -> None:
     """One task; whatever goes wrong with it is logged and ends it, never the executor."""
     client = runtime_client(address, "flwr-clientapp", token, task_retries())
-    heartbeat = HeartbeatSender(task_heartbeat(client))
-    heartbeat.start()
     try:
-        serve_task(client, app)
+        with TaskHeartbeat(client):
+            serve_task(client, app)
     except (Exception, RunNotRunningException) as err:  # noqa: BLE001 — the node restarted, the run stopped...
         log.error("fedfuse executor: task lost: %s: %s", type(err).__name__, err)
     finally:
-        if heartbeat.is_running:
-            heartbeat.stop()
         client.close()
 
 

@@ -1,5 +1,5 @@
-"""Flower's hard-coded waits in a deployment, shortened: a stop-gap until Flower makes them
-settable (docs/deployment.md has the upstream proposal).
+"""Flower's hard-coded waits in a deployment, shortened, and its finished ServerApps reaped: a
+stop-gap until Flower makes these settable (docs/deployment.md has the upstream proposal).
 
 - The SuperNode sleeps 3 s whenever it asks the SuperLink for work and finds none
   (``time.sleep(3)`` in ``flwr/supernode/start_client_internal.py``), and waits for its ClientApp's
@@ -12,7 +12,10 @@ settable (docs/deployment.md has the upstream proposal).
 No flag, config key or environment variable sets these, so fedfuse caps them in the processes
 it starts:
 - ``python -m fedfuse.deploy.flower_patches SECONDS <flower-supernode arguments>`` runs the
-  SuperNode with every wait of that module capped at SECONDS;
+  SuperNode with every wait of that module capped at SECONDS (and, with ``FEDFUSE_TASK_TTL_S``
+  set, gives up on a silent executor's task after that many seconds: ``shorten_task_ttl``);
+- ``python -m fedfuse.deploy.flower_patches superlink <flower-superlink arguments>`` runs the
+  SuperLink with a SuperExec that reaps its finished ServerApp processes (``reap_children``);
 - the cell's ServerApp caps its grid's retries (``shorten_grid_pulls``), and the warm executor
   its own (``shorten_task_pulls``).
 A node that has found no work for ``IDLE_AFTER_S`` asks every ``IDLE_POLL_S`` instead (at
@@ -23,9 +26,11 @@ Flower as it is.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
+import os
 import sys
 import time
 
@@ -137,16 +142,101 @@ def warn_unless(shortened: bool, where: str) -> None:
         log.warning("fedfuse: this Flower's %s fetches arrays differently; its waits are left as they are", where)
 
 
+TASK_TTL_ENV = "FEDFUSE_TASK_TTL_S"  # set by `deploy local` on nodes served by fedfuse's executor
+TASK_HEARTBEAT_S, TASK_TTL_S = 2.0, 10.0  # the executor's beat; how long a node waits for a missed one
+
+
+def shorten_task_ttl(ttl_s: float) -> bool:
+    """The SuperNode gives up on a ClientApp task whose executor has gone silent after ``ttl_s``
+    instead of Flower's 60 s (two missed beats of 30 s), and answers in its place with Flower's
+    "ClientApp crashed" error: the cell fails naming the client. Only for a node whose tasks run
+    in fedfuse's executor, which beats every ``TASK_HEARTBEAT_S``; Flower's own
+    flwr-clientapp beats every 20 s or so and would be cut off."""
+    from flwr.supercore.corestate import in_memory_corestate as state
+
+    if not all(hasattr(state, name) for name in ("HEARTBEAT_DEFAULT_INTERVAL", "HEARTBEAT_PATIENCE")):
+        return False
+    state.HEARTBEAT_DEFAULT_INTERVAL, state.HEARTBEAT_PATIENCE = ttl_s / 2, 2  # a claim waits ttl/2 for its start
+    return True
+
+
+def reaped_superexec() -> bool:
+    """The SuperLink starts its SuperExec through this module (``superexec``), which reaps the
+    ServerApp processes it starts; False (nothing changed) if Flower builds the command elsewhere."""
+    import importlib
+
+    cli = importlib.import_module("flwr.superlink.cli.flower_superlink")
+    build = getattr(cli, "_get_superexec_command", None)
+    if build is None:
+        return False
+
+    def command(*args, **kwargs) -> list[str]:
+        argv = build(*args, **kwargs)
+        return [sys.executable, "-m", "fedfuse.deploy.flower_patches", "superexec", *argv[1:]] if argv[0] == "flower-superexec" else argv
+
+    cli._get_superexec_command = command
+    return True
+
+
+def reap_children(every_s: float = 0.5) -> None:
+    """Flower's SuperExec starts each ServerApp with Popen and drops it; Python reaps a dropped
+    process only when the next one starts, so the last ServerApp stays a zombie until then (a
+    failed cell's, until the deployment stops). A thread reaps every exited child instead."""
+    import os
+    import threading
+
+    import psutil
+
+    def reap() -> None:
+        while True:
+            for child in psutil.Process().children():
+                with contextlib.suppress(psutil.Error, ChildProcessError):
+                    if child.status() == psutil.STATUS_ZOMBIE:
+                        os.waitpid(child.pid, os.WNOHANG)
+            time.sleep(every_s)
+
+    threading.Thread(target=reap, name="fedfuse-reaper", daemon=True).start()
+
+
+def run_superlink(argv: list[str]) -> None:
+    if not reaped_superexec():
+        print("fedfuse: this Flower's SuperLink builds its SuperExec command elsewhere; running it unchanged",
+              file=sys.stderr)
+    from flwr.superlink.cli import flower_superlink
+
+    sys.argv = ["flower-superlink", *argv]
+    flower_superlink()
+
+
+def run_superexec(argv: list[str]) -> None:
+    reap_children()
+    from flwr.supercore.cli import flower_superexec
+
+    sys.argv = ["flower-superexec", *argv]
+    flower_superexec()
+
+
+def run_supernode(cap_s: float, argv: list[str]) -> None:
+    if not shorten_supernode_waits(cap_s):
+        print("fedfuse: this Flower's SuperNode has no hard-coded 3 s poll; running it unchanged", file=sys.stderr)
+    if os.environ.get(TASK_TTL_ENV) and not shorten_task_ttl(float(os.environ[TASK_TTL_ENV])):
+        print("fedfuse: this Flower's SuperNode times its tasks otherwise; a silent executor is given Flower's time",
+              file=sys.stderr)
+    from flwr.supernode.cli import flower_supernode
+
+    sys.argv = ["flower-supernode", *argv]
+    flower_supernode()
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        return 0
-    if not shorten_supernode_waits(float(argv[0])):
-        print("fedfuse: this Flower's SuperNode has no hard-coded 3 s poll; running it unchanged", file=sys.stderr)
-    from flwr.supernode.cli import flower_supernode
-
-    sys.argv = ["flower-supernode", *argv[1:]]
-    flower_supernode()
+    elif argv[0] == "superlink":
+        run_superlink(argv[1:])
+    elif argv[0] == "superexec":
+        run_superexec(argv[1:])
+    else:
+        run_supernode(float(argv[0]), argv[1:])
     return 0
 
 

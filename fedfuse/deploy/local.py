@@ -29,6 +29,7 @@ import psutil
 from flwr.supercore.error import ApiErrorCode
 
 from fedfuse.deploy.engine import CONNECTION, SuperLink, flower_command, flower_env
+from fedfuse.deploy.flower_patches import TASK_TTL_ENV, TASK_TTL_S
 from fedfuse.bench.engine.flower import CLIENT_THREADS_ENV
 from fedfuse.plugins.config import ConfigError
 
@@ -159,7 +160,7 @@ class LocalDeployment:
         return ["--root-certificates", str(self.certs["ca.pem"])]
 
     def superlink(self) -> Managed:
-        argv = [flower_command("flower-superlink"), *self.trust_args(True), "--host", self.host,
+        argv = [*self.patched("superlink", "flower-superlink"), *self.trust_args(True), "--host", self.host,
                 "--port", str(self.port), "--disable-runtime-dependency-installation",
                 "--database", str(self.out / "superlink.db")]
         if self.node_auth:
@@ -177,9 +178,14 @@ class LocalDeployment:
         return Managed(f"supernode{partition}", argv, self.client_env(partition), self.out / f"supernode{partition}.log")
 
     def supernode_command(self) -> list[str]:
+        return self.patched(str(self.node_poll_s), "flower-supernode")
+
+    def patched(self, mode: str, command: str) -> list[str]:
+        """Flower's ``command`` through flower_patches.py (``mode``: superlink, or the node's cap),
+        or as it is where the patches are off (``node_poll_s = None``)."""
         if self.node_poll_s is None:
-            return [flower_command("flower-supernode")]
-        return [sys.executable, "-m", "fedfuse.deploy.flower_patches", str(self.node_poll_s)]
+            return [flower_command(command)]
+        return [sys.executable, "-m", "fedfuse.deploy.flower_patches", mode]
 
     def runtime_port(self, partition: int) -> int:
         """The port of the SuperNode's Runtime API, where its executor asks for tasks."""
@@ -187,7 +193,10 @@ class LocalDeployment:
 
     def client_env(self, partition: int) -> dict:
         # One core per client, as the simulation engine gives each ClientApp (and N nodes share this machine).
-        return {**base_env(self.out / f"home-node{partition}", self.task_poll_s), CLIENT_THREADS_ENV: "1"}
+        env = {**base_env(self.out / f"home-node{partition}", self.task_poll_s), CLIENT_THREADS_ENV: "1"}
+        if self.workers:  # its executor beats every TASK_HEARTBEAT_S: a silent one is dead
+            env[TASK_TTL_ENV] = str(TASK_TTL_S)
+        return env
 
     def executor(self, partition: int) -> Managed:
         argv = [sys.executable, "-m", "fedfuse.bench.cli", "worker", "--supernode", f"127.0.0.1:{self.runtime_port(partition)}"]

@@ -20,6 +20,21 @@ def require_positive(config, *names: str) -> None:
             raise ValueError(f"'{name}' must be >= 1, got {getattr(config, name)}")
 
 
+def added_later(default: Any) -> Any:
+    """A config field added after results were stored: at its default it is left out of the
+    cell's identity, so those results keep their cell ids (the protocol behaves as before)."""
+    return dataclasses.field(default=default, metadata={"added_later": True})
+
+
+def identity(config: Any) -> dict[str, Any]:
+    """A config as a cell records it: every field, but those ``added_later`` at their default."""
+    values = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("added_later") and values[f.name] == f.default:
+            del values[f.name]
+    return values
+
+
 def describe_fields(cls: type) -> str:
     return ", ".join(f"{f.name} ({type_name(f.type)})" for f in dataclasses.fields(cls))
 

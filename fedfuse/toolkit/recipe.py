@@ -11,6 +11,8 @@ PRESETS = {
     "tiny": {"widths": (16, 32), "layers": 1, "attention": False},
     "small": {"widths": (32, 64), "layers": 1, "attention": False},
     "base": {"widths": (32, 64), "layers": 2, "attention": True},
+    # self-attention at every resolution, as a latent-diffusion UNet has it (what LoRA adapts)
+    "base-attn": {"widths": (32, 64), "layers": 2, "attention": "all"},
     # GPU presets (docs/quality.md, *On a GPU*): 4.0 M and 15.7 M parameters; "large" has three
     # resolution levels, so its image side must divide by 4.
     "wide": {"widths": (64, 128), "layers": 2, "attention": True},
@@ -27,7 +29,7 @@ def check_preset(name: str) -> None:
 class DdpmConfig:
     """The recipe fields every DDPM protocol's config inherits (docs/quality.md chose them)."""
 
-    model: str = "small"  # UNet preset: tiny | small | base | wide | large
+    model: str = "small"  # UNet preset: tiny | small | base | base-attn | wide | large
     timesteps: int = 200  # diffusion length T of the DDPM noise schedule
     batch_size: int = 64  # images per optimizer step
     lr: float = 2e-3  # AdamW learning rate after the warm-up

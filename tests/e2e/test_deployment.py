@@ -164,7 +164,8 @@ def test_every_builtin_protocol_trains_the_same_model_in_both_engines(deployment
 def test_flower_waits_are_capped_where_fedfuse_starts_flower():
     """The SuperNode's 3 s idle poll, its reply wait, and the 1 s, 2 s, 4 s... retries for arrays
     still in flight (flower_patches.py: node, ServerApp, executor), bounded by time rather than by
-    tries, in a fresh process as `deploy local` starts them."""
+    tries, in a fresh process as `deploy local` starts them; and the other two patches find what
+    they replace (the node's task time-out, the SuperLink's SuperExec command)."""
     check = ("from fedfuse.deploy.flower_patches import shorten_supernode_waits, shorten_grid_pulls, shorten_task_pulls\n"
              "assert shorten_supernode_waits(0.05) and shorten_grid_pulls(0.05) and shorten_task_pulls(0.05)\n"
              "from flwr.supernode import start_client_internal as node\n"
@@ -173,7 +174,15 @@ def test_flower_waits_are_capped_where_fedfuse_starts_flower():
              "assert node.time.cap_s == 0.05 and node.time.time() > 0\n"
              "for fetch in (node.pull_objects, grid.pull_objects, task.pull_and_inflate_object_from_tree):\n"
              "    assert fetch.keywords == {'initial_backoff': 0.01, 'backoff_cap': 0.05,\n"
-             "                              'max_tries_per_object': None}, fetch.keywords\n")
+             "                              'max_tries_per_object': None}, fetch.keywords\n"
+             # the node's patience with a silent executor, and the SuperLink's SuperExec that reaps
+             "from fedfuse.deploy.flower_patches import shorten_task_ttl, reaped_superexec\n"
+             "from flwr.supercore.corestate import in_memory_corestate as state\n"
+             "assert shorten_task_ttl(10) and state.HEARTBEAT_DEFAULT_INTERVAL * state.HEARTBEAT_PATIENCE == 10\n"
+             "import importlib; link = importlib.import_module('flwr.superlink.cli.flower_superlink')\n"
+             "assert reaped_superexec()\n"
+             "argv = link._get_superexec_command('127.0.0.1:1', None, None, 1, False)\n"
+             "assert argv[1:4] == ['-m', 'fedfuse.deploy.flower_patches', 'superexec'] and '--insecure' in argv, argv\n")
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -300,6 +309,32 @@ def test_ctrl_c_stops_the_whole_deployment(deployment):
     """Ctrl-C stops everything `deploy local` started, children included, in bounded time."""
     code, took, alive = deployment.stop()
     assert code == 0 and took < 60 and not alive, alive
+
+
+@pytest.mark.slow
+def test_a_dead_executor_fails_its_cell_in_seconds_naming_the_client(deployment, tmp_path):
+    """An executor killed mid-task: its node stops hearing the task's heartbeat and answers for
+    it within TASK_TTL_S (Flower alone: 60 s); the cell fails naming the client, the supervisor
+    starts a new executor, and the ServerApp that ended is reaped (no zombie)."""
+    busy = SPLIT.replace("local_steps = 4", "local_steps = 400")  # a task of seconds, to be killed in
+    suite = write_suite(tmp_path / "busy.toml", busy, **SPLIT_MATRIX, rounds="3")
+    out = tmp_path / "out"
+    runner = subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli", "run", str(suite), "--out", str(out),
+                               *deployment.run_args()], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(p.stat().st_size for p in out.glob("runs/*/rounds.jsonl")), 300)
+    time.sleep(1)  # round 2's tasks are under way
+    executor = psutil.Process(deployment.info["pids"]["executor1"])
+    executor.kill()
+    killed = time.time()
+    _, stderr = runner.communicate(timeout=300)
+    took = time.time() - killed
+    (failed,) = CLI(tmp_path).results(out)
+    assert runner.returncode == 1 and failed["status"] == "failed", stderr[-3000:]
+    assert "client 1" in failed["error"] and "stopped responding" in failed["error"] and took < 30, (took, failed["error"])
+    wait_for(lambda: deployment.info["pids"]["executor1"] != executor.pid, 30)
+    time.sleep(2)
+    assert not [p for p in deployment.family() if p.status() == psutil.STATUS_ZOMBIE]
 
 
 def wait_for(condition, timeout: float) -> None:

@@ -13,15 +13,21 @@ def framing_bound(tensors: int) -> int:
     return 500 * tensors + 4096
 
 
+PERSONAL = ('[[protocols]]\nname = "fedavg-lora"\nlabel = "personal"\nconfig = { pretrain_steps = 30, local_steps = 3, '
+            'model = "tiny", targets = ["attn+conv"], personalize_steps = 3 }\n')
+
+
 @pytest.mark.slow
 def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, tmp_path):
-    suite = write_suite(tmp_path / "s.toml", PROTOCOLS, datasets=DATASET, samples="64", sample_steps="5",
+    """And personalised adapters over attention and convolutions: more values trained, and the
+    clients' personalisation counted in the last round (the adapter down again, its steps)."""
+    suite = write_suite(tmp_path / "s.toml", PROTOCOLS + PERSONAL, datasets=DATASET, samples="64", sample_steps="5",
                         target="{ fid = 1e9 }", target_samples="16")
     cli.cwd = tmp_path
     done = cli("run", str(suite), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr[-2000:]
-    by_protocol = {r["protocol"]: r for r in cli.results(tmp_path / "out")}
-    lora, full = by_protocol["fedavg-lora"], by_protocol["fedavg-full-finetune"]
+    by_label = {r["label"]: r for r in cli.results(tmp_path / "out")}
+    lora, full, personal = by_label["fedavg-lora"], by_label["fedavg-full-finetune"], by_label["personal"]
     cfg = registry().get("protocols", "fedavg-lora").config(model="tiny")
     model = task.build_base((1, 8, 8), 10, "tiny", 0)
     tensors = {"fedavg-full-finetune": len(model.state_dict()),
@@ -40,6 +46,13 @@ def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, tmp_path):
         assert record["rounds"][0]["target_fid"] > 0 and record["metrics"]["rounds_to_target"] == 1
     assert lora["rounds"][0]["aggregation_error"] > 0 and "aggregation_error" not in full["rounds"][0]
     assert all(0 <= r["metrics"]["mia_auc"] <= 1 and r["metrics"]["mia_members"] > 0 for r in (lora, full))
+    m = personal["metrics"]
+    assert m["trained_params"] > 2 * lora["metrics"]["trained_params"]
+    assert m["trained_share"] == pytest.approx(m["trained_params"] / m["model_params"]) and m["fid"] > 0
+    (mine,), (theirs,) = personal["rounds"], lora["rounds"]
+    for client, figures in mine["per_client"].items():  # 3 local steps, then 3 of personalisation
+        assert figures["flops_train"] > 1.5 * theirs["per_client"][client]["flops_train"]
+        assert figures["payload_down"] == 2 * figures["payload_up"]  # the adapter, and the global one to personalise
 
 
 @pytest.mark.long

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 from helpers import write_suite
 
@@ -69,8 +70,11 @@ def test_a_rerun_cut_off_keeps_the_previous_ok_result(cli, tmp_path, sig):
     while time.time() < deadline and not (out / "runs" / f"{before['cell']}.previous").is_dir():
         time.sleep(0.2)
     time.sleep(3)
+    started = psutil.Process(proc.pid).children(recursive=True)  # Ray's processes (agents too), the reaper
     proc.send_signal(sig)
     proc.wait(timeout=60)
+    _, alive = psutil.wait_procs(started, timeout=20)  # none outlives the run, SIGKILL included
+    assert not alive, [(p.pid, p.name()) for p in alive]
     (after,) = cli.results(out)  # read-only: the ok result, whatever the store's row says now
     assert after["status"] == "ok" and after["metrics"] == before["metrics"] and after["rounds"] == before["rounds"]
     (tmp_path / "alone").mkdir()
@@ -108,14 +112,21 @@ def test_hostile_clients_fail_their_cell_by_name_or_are_dropped(plugin_cli, tmp_
     assert errors["scale"].startswith("BadReply: client 1 (node") and "max_update_ratio" in errors["scale"]
     assert errors["rename"].startswith("ClientFailure: client 1 (node") and "unlike the others'" in errors["rename"]
     assert not any("client 0" in e for e in errors.values())
-    drop = write_suite(tmp_path / "drop.toml", '[[protocols]]\nname = "hostile"\nconfig = { attack = "shape" }\n',
-                       bad_replies='"drop"', rounds="2")
+    # Three clients, the update bound lifted: "drop" leaves the bad client out; a robust aggregator
+    # (coordinate-wise median) outvotes a x1e30 client that the plain mean takes in.
+    rows = "".join(f'[[protocols]]\nname = "hostile"\nlabel = "{label}"\nconfig = {{ {config} }}\n' for label, config in
+                   (("drop", 'attack = "shape"'), ("median", 'attack = "scale", aggregator = "median"'),
+                    ("mean", 'attack = "scale"')))
+    drop = write_suite(tmp_path / "drop.toml", rows, bad_replies='"drop"', rounds="2", clients="3",
+                       max_update_ratio="1e32")
     done = plugin_cli("run", str(drop), "--out", str(tmp_path / "drop"))
     assert done.returncode == 0, done.stderr[-2000:]
-    (record,) = plugin_cli.results(tmp_path / "drop")
-    assert record["metrics"]["w_mean"] == 2.0  # client 0's update alone, two rounds of +1
-    assert [r["per_client"]["1"].get("dropped") for r in record["rounds"]] == [1, 1]
-    assert "dropped" not in record["rounds"][0]["per_client"]["0"]
+    records = {r["label"]: r for r in plugin_cli.results(tmp_path / "drop")}
+    assert records["drop"]["metrics"]["w_mean"] == 2.0  # the honest clients' updates alone, two rounds of +1
+    assert [r["per_client"]["1"].get("dropped") for r in records["drop"]["rounds"]] == [1, 1]
+    assert "dropped" not in records["drop"]["rounds"][0]["per_client"]["0"]
+    assert records["median"]["metrics"]["w_mean"] == 2.0
+    assert records["mean"]["metrics"]["w_mean"] > 1e28  # the same client, averaged in
 
 
 SWALLOWER = """
@@ -147,3 +158,26 @@ def test_an_interrupt_that_is_swallowed_still_ends_the_run(tmp_path, signals):
     took = time.time() - started
     assert marker.read_text() == "settled"
     assert (took < UNWIND_S) if signals == 2 else (took >= UNWIND_S)
+
+
+ORPHAN_MAKER = """
+import subprocess, sys, time
+from fedfuse.bench.cli.reaper import reap_on_exit
+reap_on_exit()
+child = subprocess.Popen(["sleep", "300"], start_new_session=True)  # as deploy local starts Flower's
+print(child.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_what_a_killed_command_started_ends_and_nothing_else():
+    """The reaper ends what the command started, in a session of its own too, once the command is
+    SIGKILLed; a process it did not start (this one's sleep) is left alone."""
+    bystander = subprocess.Popen(["sleep", "300"])
+    command = subprocess.Popen([sys.executable, "-c", ORPHAN_MAKER], stdout=subprocess.PIPE, text=True)
+    started = psutil.Process(int(command.stdout.readline()))
+    command.kill()
+    command.wait(timeout=10)
+    gone, _ = psutil.wait_procs([started], timeout=15)
+    assert gone and bystander.poll() is None
+    bystander.kill()

@@ -84,3 +84,22 @@ def test_a_missing_stable_diffusion_directory_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="not a local diffusers Stable Diffusion directory.*loads nothing from a hub"):
         check_dir(str(tmp_path / "runwayml-sd"))
+
+
+def test_adapters_reach_every_attention_level_and_the_convolutions_when_asked():
+    """base-attn attends at both resolutions, so LoRA on its projections trains about twice what
+    it trains on the small base's one level; "attn+conv" adds the ResNet convolutions."""
+    from fedfuse.protocols.fedavg_lora.plugin import LoraFineTuneConfig
+
+    assert task.target_modules(["attn+conv"]) == ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]
+    assert task.target_modules(["to_q", "attn"]) == ["to_q", "to_k", "to_v", "to_out.0"]
+    trained = {}
+    for preset, targets in (("small", ("attn",)), ("base-attn", ("attn",)), ("base-attn", ("attn+conv",))):
+        base = task.build_base((1, 8, 8), 10, preset, 0)
+        blocks = [type(b).__name__ for b in (*base.down_blocks, *base.up_blocks)]
+        assert blocks.count("AttnDownBlock2D") == (2 if preset == "base-attn" else 1)
+        model = task.fine_tune_model(base, LoraFineTuneConfig(model=preset, rank=4, alpha=4.0, targets=targets))
+        trained[preset, targets] = sum(v.numel() for v in task.trainable_state(model, "lora").values())
+    assert trained["small", ("attn",)] == 9472  # the issue's figure for the old study's base
+    assert trained["base-attn", ("attn",)] > 1.9 * trained["small", ("attn",)]
+    assert trained["base-attn", ("attn+conv",)] > 4 * trained["base-attn", ("attn",)]

@@ -64,3 +64,16 @@ def test_svd_is_exact_up_to_truncation():
 def test_nothing_changed_means_no_error():
     zero = {"l" + agg.A_SUFFIX: torch.zeros(2, 3), "l" + agg.B_SUFFIX: torch.zeros(4, 2)}
     assert agg.aggregation_error(agg.mean_products([zero, zero], [1, 1]), zero) == 0.0
+
+
+def test_a_convolutions_factors_are_combined_as_the_matrices_they_are():
+    """LoRA on a 3x3 convolution: A is r x in x 3 x 3, B out x r x 1 x 1; their product is the
+    (out, in*9) matrix, and SVD re-factoring gives factors of the same shapes back."""
+    g = torch.Generator().manual_seed(3)
+    states = [{"conv1" + agg.A_SUFFIX: torch.randn(2, 4, 3, 3, generator=g),
+               "conv1" + agg.B_SUFFIX: torch.randn(5, 2, 1, 1, generator=g)} for _ in range(3)]
+    exact = agg.mean_products(states, [1.0, 1.0, 2.0])
+    assert exact["conv1"].shape == (5, 36)
+    applied = agg.with_refactored(weighted_mean_state(states, [1.0, 1.0, 2.0]), exact, rank=5)
+    assert applied["conv1" + agg.A_SUFFIX].shape == (5, 4, 3, 3) and applied["conv1" + agg.B_SUFFIX].shape == (5, 5, 1, 1)
+    assert agg.aggregation_error(exact, applied) == pytest.approx(0.0, abs=1e-5)

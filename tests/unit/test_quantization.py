@@ -276,3 +276,22 @@ def test_infeasible_instances_name_the_client_and_the_constraint():
     clients[2] = solver.ClientProblem(**{**clients[2].__dict__, "min_bits": 17})
     with pytest.raises(solver.Infeasible, match="client 2: its demand of 17 bits"):
         solver.solve(clients, 5.0, 1.0)
+
+
+def test_fixed_bits_per_client_are_planned_as_given_with_or_without_dvfs():
+    """fixed-quant's per-client bits (a baseline at each client's demand): the DVFS plan keeps each
+    client at its own bit-width (fewer bits never cost more), and a list of the wrong length or a
+    bit-width outside 1..16 and 32 is refused."""
+    from fedfuse.protocols.ondemand_quant.plugin import FixedConfig
+
+    bits = (4, 6, 6, 32)
+    clients = [solver.ClientProblem(**{**c.__dict__, "min_bits": b}) for c, b in zip(instance(4, 2), bits)]
+    plan = solver.solve(clients, 60.0, math.inf, sorted(set(bits)))
+    assert [o.bits for o in plan] == list(bits)
+    cfg = FixedConfig(bits=bits)
+    assert cfg.bit_list == bits and FixedConfig(bits=6).bit_list == (6,)
+    cfg.check_clients(4)
+    with pytest.raises(ValueError, match="one for each of the 3"):
+        cfg.check_clients(3)
+    with pytest.raises(ValueError, match="'bits' must be in 1..16 or 32"):
+        FixedConfig(bits=(4, 17))

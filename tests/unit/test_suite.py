@@ -20,7 +20,7 @@ def test_shipped_smoke_expands_to_two_cells():
 
 def test_every_seed_study_has_three_tiers_of_the_same_matrix():
     shipped = shipped_suites()
-    studies = [n for n in shipped if n.startswith("seed-") and not n.endswith(("-quick", "-gpu"))]
+    studies = [n for n in shipped if n.startswith("seed-") and not n.endswith(("-quick", "-gpu", "-tuning"))]
     assert len(studies) == 3
     for name in studies:
         tiers = {tier: expand(load_suite(name + tier), registry()) for tier in ("", "-quick", "-gpu")}
@@ -31,6 +31,11 @@ def test_every_seed_study_has_three_tiers_of_the_same_matrix():
         assert all(c.evaluation["samples"] >= 1000 for c in tiers[""]), name
         assert "quality is not meaningful" in load_suite(name + "-quick").header.description
         assert all(c.dataset_args.get("size", 28) == 28 and c.dataset == "fashion-mnist" for c in tiers["-gpu"])
+        if name + "-tuning" in shipped:  # tuned on seeds it does not report, at the study's budget
+            tuning = expand(load_suite(name + "-tuning"), registry())
+            assert not {c.seed for c in tuning} & {c.seed for c in tiers[""]}, name
+            assert {(c.rounds, c.clients, c.evaluation["samples"]) for c in tuning} == \
+                {(c.rounds, c.clients, c.evaluation["samples"]) for c in tiers[""]}, name
 
 
 def test_cross_device_tiers_share_their_configurations_and_the_full_one_is_a_population():

@@ -69,7 +69,10 @@ def stop_now(stop: BaseException) -> None:
     sys.stderr.flush()
     # Killed outright, and the process gone right after: Ray's client in this process would
     # otherwise notice its raylet gone and abort, and Flower's threads log the dead actors.
+    from fedfuse.bench.cli.reaper import reaper_pid
+
     for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            child.kill()
+        if child.pid != reaper_pid():  # it ends, after this process, what these leave behind
+            with contextlib.suppress(psutil.Error):
+                child.kill()
     os._exit(code)

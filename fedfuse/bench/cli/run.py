@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from fedfuse.bench.cli.common import console, stop_on_signals
+from fedfuse.bench.cli.reaper import reap_on_exit
 from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import registry
 
@@ -27,6 +28,7 @@ def cmd_run(args) -> int:
     engine = _engine(args)
     stop_on_signals(lambda: settle_running(Path(args.out)))
     with OutputLock(Path(args.out)):
+        reap_on_exit()  # before any process starts: Ray's (or Flower's) end with this one, SIGKILL included
         return run_cells(reg, args, suite, cells, engine)
 
 
@@ -103,6 +105,7 @@ def cmd_deploy(args) -> int:
 
     if args.nodes < 0:
         raise ConfigError(f"--nodes must be >= 0 (0: the SuperLink alone), got {args.nodes}")
+    reap_on_exit()  # the SuperLink, SuperNodes and executors end with this process, SIGKILL included
     try:
         return serve(LocalDeployment(Path(args.out), args.nodes, args.tls, args.host, args.port, args.advertise))
     except RuntimeError as err:

@@ -79,6 +79,18 @@ def send_each(grid, contents: dict, message_type: str, timeout: float | None = N
     return {reply.metadata.src_node_id: reply for reply in replies}
 
 
+def fedavg_family(aggregator: str = "mean", trim: float = 0.2, **options):
+    """A FedAvg-family strategy of Flower's: ``mean`` (FedAvg, weighted by examples), ``median``
+    (FedMedian: coordinate-wise) or ``trimmed-mean`` (FedTrimmedAvg: per coordinate, the mean of
+    what is left after cutting a ``trim`` share of the clients from each end). The robust two
+    bound what one client can do to a coordinate, at the price of ignoring example counts."""
+    from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg
+
+    if aggregator == "trimmed-mean":
+        return FedTrimmedAvg(beta=trim, **options)
+    return {"mean": FedAvg, "median": FedMedian}[aggregator](**options)
+
+
 def strategy_rounds(grid, run, strategy, arrays: ArrayRecord, train_config: ConfigRecord | None = None,
                     evaluate_fn=None, timeout: float = 3600) -> ArrayRecord:
     """Run ``run.cell.rounds`` rounds of a Flower strategy's train step (FedAvg, FedProx, ...).

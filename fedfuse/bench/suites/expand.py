@@ -3,12 +3,11 @@ the registered plugins (errors name the file, the line and the key)."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 
 from fedfuse.bench.suites.cells import DEFAULT_EVALUATION, DEFAULT_MIA_SAMPLES, CellSpec
 from fedfuse.bench.suites.parse import Matrix, Suite, named_entries, where, where_in
-from fedfuse.plugins.config import ConfigError, build_config
+from fedfuse.plugins.config import ConfigError, build_config, identity
 from fedfuse.plugins.manager import PluginError, Registry
 
 
@@ -24,7 +23,7 @@ def expand(suite: Suite, registry: Registry) -> list[CellSpec]:
             raise ConfigError(f"{where(suite.path, suite.text, 'participation')}: protocols[{i}] ('{entry.name}') "
                               f"trains every client every round; it does not support participation = "
                               f"{suite.matrix.participation!r}")
-        cells += _cells_for(suite, registry, entry, spec, dataclasses.asdict(config))
+        cells += _cells_for(suite, registry, entry, spec, identity(config))
     configs_by_label: dict[str, str] = {}
     for cell in cells:
         if configs_by_label.setdefault(cell.label, cell.config_hash) != cell.config_hash:

@@ -2,9 +2,8 @@
 model over rounds is what every client holds at deployment (the harness samples and scores it)."""
 
 from flwr.app import ArrayRecord
-from flwr.serverapp.strategy import FedAvg
 
-from fedfuse.api import derive_seed, last_trained, strategy_rounds
+from fedfuse.api import derive_seed, fedavg_family, last_trained, strategy_rounds
 from fedfuse.protocols.fedavg import task
 
 
@@ -23,7 +22,8 @@ def server(grid, run) -> dict:
                 **run.target_check(ema.model, rnd, cfg.timesteps, conditional=cfg.conditional)}
 
     # every node the grid lists this round: all clients, or the harness's draw (run.begin_round)
-    strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=1)
+    strategy = fedavg_family(cfg.aggregator, cfg.trim, fraction_train=1.0, fraction_evaluate=0.0,
+                             min_train_nodes=1, min_available_nodes=1)
     strategy_rounds(grid, run, strategy, ArrayRecord(model.state_dict()), evaluate_fn=evaluate)
     last = last_trained(run.rounds)
     return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],

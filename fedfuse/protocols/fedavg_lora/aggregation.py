@@ -30,7 +30,9 @@ def adapted_layers(state: dict) -> list[str]:
 
 
 def product(state: dict, layer: str) -> torch.Tensor:
-    return state[layer + B_SUFFIX].double() @ state[layer + A_SUFFIX].double()
+    """B @ A as a matrix; a convolution's factors (B: out x r x 1 x 1, A: r x in x k x k) as the
+    matrices they are (out x r, r x in*k*k)."""
+    return state[layer + B_SUFFIX].double().flatten(1) @ state[layer + A_SUFFIX].double().flatten(1)
 
 
 def mean_products(states: list[dict], weights: list[float]) -> dict[str, torch.Tensor]:
@@ -52,8 +54,9 @@ def with_refactored(state: dict, exact: dict[str, torch.Tensor], rank: int) -> d
     out = dict(state)
     for layer, delta in exact.items():
         a, b = refactor(delta, rank)
-        dtype = state[layer + A_SUFFIX].dtype
-        out[layer + A_SUFFIX], out[layer + B_SUFFIX] = a.to(dtype).contiguous(), b.to(dtype).contiguous()
+        old_a, old_b = state[layer + A_SUFFIX], state[layer + B_SUFFIX]
+        out[layer + A_SUFFIX] = a.reshape(len(a), *old_a.shape[1:]).to(old_a.dtype).contiguous()
+        out[layer + B_SUFFIX] = b.reshape(len(b), b.shape[1], *old_b.shape[2:]).to(old_b.dtype).contiguous()
     return out
 
 

@@ -2,14 +2,15 @@
 is trainable, on the client's private images, and send only that back."""
 
 import torch
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfuse.api import ClientData, client_run, derive_seed, train
+from fedfuse.api import EVAL_KEY, ClientData, client_run, derive_seed, train
 from fedfuse.api import load_dataset as load
 from fedfuse.protocols.fedavg_lora import task
 
 app = ClientApp()
+PERSONAL_SALT = 0x9E  # the personalisation steps' batches and noise
 
 
 @app.query("receive_base")
@@ -33,6 +34,38 @@ def fine_tune(msg: Message, context) -> Message:
     reply = RecordDict({"arrays": ArrayRecord(task.trainable_state(model, cfg.mode, cfg.aggregation)),
                         "metrics": MetricRecord({"train_loss": loss, "num-examples": len(data)})})
     return Message(reply, reply_to=msg)
+
+
+@app.query("personalize")
+def personalize(msg: Message, context) -> Message:
+    """The last round's extra: fine-tune the global trainable part on this client's images alone
+    and keep the result (its personalised model) for generating."""
+    run = client_run(context)
+    cfg = run.config
+    model, data = client_model(run, context)
+    scheduler, null_label = run.cache["schedule"]
+    task.load_trainable_state(model, msg.content["arrays"].to_torch_state_dict(), cfg.mode)
+    loss = train(model, scheduler, data, cfg.personalize_steps, cfg.recipe, run.torch_generator(PERSONAL_SALT),
+                 run.resources, run.flops, conditional=True, start_step=run.cell.rounds * cfg.local_steps,
+                 label_dropout=cfg.cond_dropout, null_label=null_label)
+    context.state["personal"] = ArrayRecord(task.trainable_state(model, cfg.mode, cfg.aggregation))
+    return Message(RecordDict({"metrics": MetricRecord({"personalize_loss": loss})}), reply_to=msg)
+
+
+@app.query("generate")
+def generate(msg: Message, context) -> Message:
+    """Deployment: images of the asked labels from this client's personalised model (the global
+    one sent along if it has none); they go back only to be scored (EVAL_KEY)."""
+    run = client_run(context)
+    cfg, ev = run.config, run.cell.evaluation
+    model, data = client_model(run, context)
+    state = context.state["personal"] if "personal" in context.state else msg.content["arrays"]
+    task.load_trainable_state(model, state.to_torch_state_dict(), cfg.mode)
+    backbone = task.small_backbone(model, cfg, tuple(data.images.shape[1:]))
+    labels = torch.from_numpy(msg.content["ask"]["labels"].numpy())
+    images = task.generate(backbone, model, labels, cfg.guidance_scale, ev["sample_steps"], ev["sampler"],
+                           seed=int(msg.content["config"]["seed"]), resources=run.resources)
+    return Message(RecordDict({EVAL_KEY: ArrayRecord({"x0": Array(images.numpy())})}), reply_to=msg)
 
 
 def client_model(run, context):

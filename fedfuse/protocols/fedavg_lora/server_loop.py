@@ -4,10 +4,11 @@ images, measure it, then FedAvg the trainable part over the clients' private ima
 import json
 
 import torch
-from flwr.app import ArrayRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from fedfuse.api import (
+    EVAL_KEY,
     ClientData,
     Ema,
     derive_seed,
@@ -33,18 +34,20 @@ def server(grid, run) -> dict:
     def evaluate(rnd, arrays):
         task.load_trainable_state(model, arrays.to_torch_state_dict(), cfg.mode)
         ema.update(model)
+        if cfg.personalize_steps and rnd == run.cell.rounds:  # part of the last round: counted as it
+            personalize(grid, task.trainable_state(ema.model, cfg.mode, cfg.aggregation))
         return {"eval_loss": run.held_out_loss(ema.model, backbone.scheduler, classes, conditional=True,
                                                encode=backbone.encode), **target(run, backbone, ema.model, classes, rnd)}
 
     start = task.trainable_state(model, cfg.mode, cfg.aggregation)
     strategy_rounds(grid, run, strategy(run, model), ArrayRecord(start), evaluate_fn=evaluate)
     last = last_trained(run.rounds)
+    trained, params = sum(v.numel() for v in start.values()), sum(p.numel() for p in base.parameters())
     return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
-            "trained_params": sum(v.numel() for v in start.values()),
-            "model_params": sum(p.numel() for p in base.parameters()),
+            "trained_params": trained, "model_params": params, "trained_share": trained / params,
             **{k: card[k] for k in ("pretrain_flops", "pretrain_s")}, "pretrain_examples": pretrain_examples(card, cfg),
             **before,
-            **deploy(run, backbone, ema.model)}
+            **deploy(run, backbone, ema.model, grid if cfg.personalize_steps else None)}
 
 
 def pretrain_examples(card: dict, cfg) -> int:
@@ -115,6 +118,12 @@ def pretrained_base(run):
                                 run.resources)
 
 
+def personalize(grid, state: dict) -> None:
+    """Each of the round's clients fine-tunes its own copy of the global ``state`` and keeps it."""
+    content = RecordDict({"arrays": ArrayRecord(state)})
+    send_each(grid, {node: content for node in grid.get_node_ids()}, "query.personalize")
+
+
 def send_base(grid, base) -> None:
     """Clients are not assumed to have the base: it travels once, before round 1 (counted)."""
     arrays = ArrayRecord(base.state_dict())
@@ -153,17 +162,26 @@ def score(run, backbone, model, classes: list[int], prefix: str) -> dict:
     return {f"{prefix}{k}": v for k, v in metrics.items() if k not in ("feature_space", "featnet_accuracy")}
 
 
-def deploy(run, backbone, model) -> dict:
-    """Every client holds the fine-tuned ``model`` and generates the classes it is asked for
-    (the harness scores it); what the harness measures of the model itself: its digest, a
-    client generating one image (all the steps) and the membership attack on it."""
+def deploy(run, backbone, model, grid=None) -> dict:
+    """Every client holds the fine-tuned ``model`` (or, given the ``grid``, its own personalised
+    one, and generates on its own machine) and generates the classes it is asked for (the harness
+    scores it); what the harness measures of the global model itself: its digest, a client
+    generating one image (all the steps) and the membership attack on it."""
     ev, guidance = run.cell.evaluation, run.config.guidance_scale
 
     def generate(requests):
         return {c: task.generate(backbone, model, r.labels, guidance, ev["sample_steps"], ev["sampler"], seed=r.seed,
                                  resources=run.resources) for c, r in requests.items()}
 
-    run.deploy(generate, conditional=True)
+    def on_clients(requests):
+        global_state = ArrayRecord(task.trainable_state(model, run.config.mode, run.config.aggregation))
+        nodes = {run.partition_of(node): node for node in grid.get_node_ids()}
+        contents = {nodes[c]: RecordDict({"arrays": global_state, "ask": ArrayRecord({"labels": Array(r.labels.numpy())}),
+                                          "config": ConfigRecord({"seed": r.seed})}) for c, r in requests.items()}
+        replies = send_each(grid, contents, "query.generate")
+        return {run.partition_of(node): torch.from_numpy(r.content[EVAL_KEY]["x0"].numpy()) for node, r in replies.items()}
+
+    run.deploy(on_clients if grid is not None else generate, conditional=True)
     steps = min(ev["sample_steps"], backbone.train_timesteps)
     return {**run.checksum(model),
             **run.client_generation(model, steps, guided=guidance != 1.0, shape=backbone.shape, conditional=True),

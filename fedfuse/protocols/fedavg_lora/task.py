@@ -26,6 +26,7 @@ from peft import (
 )
 
 from fedfuse.api import (
+    PRESETS,
     Ema,
     FlopMeter,
     Recipe,
@@ -45,8 +46,9 @@ EXTRA_TRAINED = ("class_embedding",)  # trained and sent along with the adapters
 
 
 def build_base(image_shape, num_classes: int, preset: str, seed: int) -> UNet2DModel:
-    """The preset's UNet, class-conditional, always with attention (what LoRA adapts)."""
-    return build_unet(image_shape, preset, seed, classes=num_classes, attention=True)
+    """The preset's UNet, class-conditional, always with attention (what LoRA adapts): at the
+    lowest resolution where the preset has none, at every one with ``base-attn``."""
+    return build_unet(image_shape, preset, seed, classes=num_classes, attention=PRESETS[preset]["attention"] or True)
 
 
 # --- pre-training on public data, cached ------------------------------------------------------
@@ -119,12 +121,24 @@ def pretrain(model, public_view, cfg, progress=None, resources=None) -> dict:
 
 # --- what is trained and what travels -------------------------------------------------------
 
+#: names a ``targets`` entry may use for a group of modules ("attn+conv": both)
+TARGET_GROUPS = {"attn": ("to_q", "to_k", "to_v", "to_out.0"),  # every attention projection
+                 "conv": ("conv1", "conv2")}  # the ResNet blocks' 3x3 convolutions
+
+
+def target_modules(targets) -> list[str]:
+    """``targets`` with each group name (``TARGET_GROUPS``, joined by "+") spelled out."""
+    names = [name for entry in targets for part in entry.split("+") for name in TARGET_GROUPS.get(part, (part,))]
+    return list(dict.fromkeys(names))
+
+
 def lora_config(cfg) -> LoraConfig:
-    return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.targets), lora_dropout=0.0)
+    return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=target_modules(cfg.targets), lora_dropout=0.0)
 
 
 def add_adapters(model: UNet2DModel, cfg) -> UNet2DModel:
-    """LoRA on the attention projections; base frozen; the class embedding trainable too.
+    """LoRA on the ``targets`` (the attention projections by default); base frozen; the class
+    embedding trainable too.
     With FFA-LoRA (``aggregation = "ffa"``) the A factors stay frozen at their initialisation."""
     model = inject_adapter_in_model(lora_config(cfg), model)
     frozen = "lora_A" if cfg.aggregation == "ffa" else None

@@ -36,11 +36,15 @@ class OnDemandConfig(QuantCommon):
         if not 1 <= self.error_bits <= 16 or self.deadline_s <= 0:
             raise ValueError("'error_bits' must be in 1..16 and 'deadline_s' > 0")
 
+    def check_clients(self, n: int) -> None:
+        one_or_each(self.min_bits, "min_bits", n)
+        one_or_each(self.energy_budget_j, "energy_budget_j", n)
+
 
 @dataclass
 class FixedConfig(QuantCommon):
     mode: ClassVar[str] = "fixed"
-    bits: int = 8  # one bit-width for all (32 = full precision)
+    bits: int | tuple[int, ...] = 8  # one bit-width for all (32 = full precision), or one per client
     # false: every device at its maximum CPU frequency and transmit power; true: the least-energy
     # frequency and power within deadline_s, as on-demand chooses them, with the bits fixed
     dvfs: bool = False
@@ -48,10 +52,23 @@ class FixedConfig(QuantCommon):
 
     def __post_init__(self):
         super().__post_init__()
-        if not (1 <= self.bits <= 16 or self.bits == 32):
+        if not all(1 <= b <= 16 or b == 32 for b in self.bit_list):
             raise ValueError(f"'bits' must be in 1..16 or 32, got {self.bits}")
         if self.deadline_s <= 0:
             raise ValueError(f"'deadline_s' must be > 0, got {self.deadline_s}")
+
+    @property
+    def bit_list(self) -> tuple[int, ...]:
+        return self.bits if isinstance(self.bits, tuple) else (self.bits,)
+
+    def check_clients(self, n: int) -> None:
+        one_or_each(self.bit_list, "bits", n)
+
+
+def one_or_each(values: tuple, name: str, clients: int) -> None:
+    """A per-client setting holds one value for all clients or one per client."""
+    if len(values) not in (0, 1, clients):
+        raise ValueError(f"'{name}' holds {len(values)} values; give one for all clients or one for each of the {clients}")
 
 
 @hookimpl
@@ -81,4 +98,5 @@ def fedfuse_add_studies():
         "seed-ondemand-quant", protocol="ondemand-quant",
         summary="on-demand bit-widths against fixed bits and full precision: quality, energy, rounds to target",
         columns=("mean_bits", "e_static_j", "rounds_to_target", "energy_to_target_j", "latency_to_target_s", "eval_loss"),
-        panels=(("mean_bits", "fid"), ("energy_j", "fid"), ("mean_bits", "energy_j"), ("mean_bits", "energy_to_target_j")))]
+        panels=(("mean_bits", "fid"), ("energy_j", "fid"), ("mean_bits", "energy_j"), ("mean_bits", "energy_to_target_j")),
+        claims="fedfuse.protocols.ondemand_quant.claims:check")]

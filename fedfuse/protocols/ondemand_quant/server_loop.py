@@ -75,16 +75,16 @@ def plan_round(run, cfg, weights: dict, flops: float, params: int, active: list[
     within the deadline for their fixed bits."""
     hw = run.hardware
     if cfg.mode == "fixed" and not cfg.dvfs:
-        return {k: solver.Choice(cfg.bits, hw.devices[hw.clients[k].device].cpu_freq_max_hz,
+        return {k: solver.Choice(pick(cfg.bit_list, k, None), hw.devices[hw.clients[k].device].cpu_freq_max_hz,
                                  hw.networks[hw.clients[k].network].tx_power_w, 0.0, 0.0, 0.0) for k in active}
     total = sum(weights[k] for k in active)
     ondemand = cfg.mode == "ondemand"
     clients = [solver.ClientProblem(flops, params, weights[k] / total, hw.devices[c.device], hw.networks[c.network],
-                                    c.distance_m, pick(cfg.min_bits, k, 1) if ondemand else 1,
+                                    c.distance_m, pick(cfg.min_bits, k, 1) if ondemand else pick(cfg.bit_list, k, None),
                                     pick(cfg.energy_budget_j, k, np.inf) if ondemand else np.inf, cfg.block)
                for k, c in ((k, hw.clients[k]) for k in active)]
-    if not ondemand:  # the bits are fixed: only frequency, power and the round length are chosen
-        return dict(zip(active, solver.solve(clients, cfg.deadline_s, np.inf, [cfg.bits])))
+    if not ondemand:  # the bits are fixed (each client's the least it may send): only f, p and the round length are chosen
+        return dict(zip(active, solver.solve(clients, cfg.deadline_s, np.inf, sorted({c.min_bits for c in clients}))))
     bound = sum(c.weight**2 * solver.error(cfg.error_bits) for c in clients)
     return dict(zip(active, solver.solve(clients, cfg.deadline_s, bound)))
 
