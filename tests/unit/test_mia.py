@@ -154,7 +154,8 @@ def calibrate(steps: int, per_client: int = 0, seed: int = 0, mia_samples: int |
                              torch.from_numpy(np.concatenate(cell_partitions(run.cell))))
         train(model, scheduler, private, steps, Recipe(lr=2e-3, batch_size=32, warmup_steps=10, ema_decay=0),
               torch.Generator().manual_seed(seed))
-    return run.membership_inference(model, scheduler)
+    run.server_holds(model, scheduler)
+    return run.membership_inference()
 
 
 def test_the_harness_draws_private_members_and_class_matched_heldout_nonmembers():

@@ -180,7 +180,7 @@ def test_the_deployed_samples_are_guided_by_the_pipelines_sampler(pipeline, back
         cell=SimpleNamespace(seed=3, evaluation={"samples": 3, "sample_steps": 2, "sampler": "ddim"}),
         deploy=lambda generate, conditional: captured.update(generate=generate, conditional=conditional),
         client_generation=lambda model, steps, **kw: captured.update(steps=steps, **kw) or {},
-        membership_inference=lambda model, scheduler, **kw: captured.update(attacked=scheduler) or {})
+        server_holds=lambda model, scheduler, **kw: captured.update(attacked=scheduler))
     server_loop.deploy(run, backbone, backbone.denoiser)
     images = captured["generate"]({4: Request(3, torch.tensor([0, 2, 0]), seed=17)})
     latents = guided_ddim_by_hand(pipeline, backbone, [0, 2, 0], 4.0, 2, 17)

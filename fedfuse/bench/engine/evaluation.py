@@ -1,6 +1,6 @@
 """What the harness measures of a protocol's models, for ``ServerRun`` (the ``Evaluation`` half
 of it): held-out loss, generated samples scored with reference points, quality targets,
-membership inference and disclosure. Evaluation only: nothing here is counted as the
+membership inference on the model the server declares it holds, and disclosure. Evaluation only: nothing here is counted as the
 protocol's bytes or FLOPs."""
 
 from __future__ import annotations
@@ -97,19 +97,19 @@ class Evaluation:
 
     def deploy_model(self, model, train_timesteps: int, *, conditional: bool = False) -> dict:
         """Every client holds ``model`` (the FedAvg family): it generates by the suite's sampler
-        (class-conditional when ``conditional``). Returns what the harness measures of the model
-        itself: ``model_sha256``, ``client_gen_*`` (a client generating one image) and ``mia_*``
-        (the membership attack on it: the server holds it too; trained with the toolkit's
-        scheduler). Evaluation: nothing here is counted as the protocol's."""
+        (class-conditional when ``conditional``), and the server holds it too (``server_holds``:
+        the harness attacks it; trained with the toolkit's scheduler). Returns what the harness
+        measures of the model itself now: ``model_sha256`` and ``client_gen_*`` (a client
+        generating one image). Evaluation: nothing here is counted as the protocol's."""
         from fedfuse.toolkit.ddpm import build_scheduler
 
         def generate(requests):
             return {c: self.sample_model(model, r, train_timesteps) for c, r in requests.items()}
 
         self.deploy(generate, conditional=conditional, shared=not conditional)
+        self.server_holds(model, build_scheduler(train_timesteps), conditional=conditional)
         steps = min(self.cell.evaluation["sample_steps"], train_timesteps)
-        return {**self.checksum(model), **self.client_generation(model, steps, conditional=conditional),
-                **self.membership_inference(model, build_scheduler(train_timesteps), conditional=conditional)}
+        return {**self.checksum(model), **self.client_generation(model, steps, conditional=conditional)}
 
     def sample_model(self, model, request, train_timesteps: int) -> torch.Tensor:
         """``request.n`` images of ``model`` by the suite's sampler (of ``request.labels`` if any)."""
@@ -119,24 +119,35 @@ class Evaluation:
         return sample(model, request.n, self.data.image_shape, train_timesteps, ev["sample_steps"], ev["sampler"],
                       seed=request.seed, resources=self.resources, **labels)
 
-    def membership_inference(self, model, scheduler, *, conditional: bool = False, label_map: Callable | None = None,
-                             t_range: tuple[int, int] | None = None, encode: Callable = lambda x: x,
-                             step_loss: Callable | None = None) -> dict:
-        """The loss-threshold membership attack on the ``model`` the server holds (trained with
-        ``scheduler``'s noising and prediction type): ``mia_auc``, ``mia_tpr_at_1fpr`` and the
-        counts ``mia_members``, ``mia_nonmembers`` (docs/metrics.md). The harness picks the
-        members (the clients' private images) and the class-matched non-members (held-out
-        images). ``conditional``: the model takes class labels, ``label_map(labels)`` of the
-        dataset's; ``t_range``: the timesteps the model denoises, [low, high); ``encode``: images
-        to the model's inputs (e.g. VAE latents); ``step_loss(model, x, t, noise, labels)``: a
-        per-image loss for a denoiser trained on another noising or target than ``scheduler``'s.
-        Evaluation: its FLOPs are not counted as the protocol's."""
+    def server_holds(self, model, scheduler, *, conditional: bool = False, label_map: Callable | None = None,
+                     t_range: tuple[int, int] | None = None, encode: Callable = lambda x: x,
+                     step_loss: Callable | None = None) -> None:
+        """Declare the ``model`` the server holds at the end (trained with ``scheduler``'s
+        noising and prediction type): the harness runs the loss-threshold membership attack on
+        it once the server loop has returned (``mia_auc``, ``mia_tpr_at_1fpr`` and the counts
+        ``mia_members``, ``mia_nonmembers``: docs/metrics.md), with members it picks (the clients'
+        private images) and class-matched non-members (held-out images). ``conditional``: the
+        model takes class labels, ``label_map(labels)`` of the dataset's; ``t_range``: the
+        timesteps the model denoises, [low, high); ``encode``: images to the model's inputs
+        (e.g. VAE latents); ``step_loss(model, x, t, noise, labels)``: a per-image loss for a
+        denoiser trained on another noising or target than ``scheduler``'s. Evaluation: its
+        FLOPs are not counted as the protocol's."""
+        self.held = dict(model=model, scheduler=scheduler, conditional=conditional, label_map=label_map,
+                         t_range=t_range, encode=encode, step_loss=step_loss)
+
+    def membership_inference(self) -> dict:
+        """The attack on what ``server_holds`` declared ({} if nothing: e.g. a server that holds
+        no model of the data)."""
         from fedfuse.bench.metrics.mia import attack
 
-        data, (members, heldout) = self.data, self.membership_sets()
-        labels = (label_map or (lambda y: y)) if conditional else (lambda y: None)
-        return attack(model, scheduler, encode(data.train_images[members]), encode(data.eval_images[heldout]),
-                      labels(data.train_labels[members]), labels(data.eval_labels[heldout]), t_range, step_loss)
+        held = getattr(self, "held", None)
+        if held is None:
+            return {}
+        data, (members, heldout), encode = self.data, self.membership_sets(), held["encode"]
+        labels = (held["label_map"] or (lambda y: y)) if held["conditional"] else (lambda y: None)
+        return attack(held["model"], held["scheduler"], encode(data.train_images[members]),
+                      encode(data.eval_images[heldout]), labels(data.train_labels[members]),
+                      labels(data.eval_labels[heldout]), held["t_range"], held["step_loss"])
 
     def membership_sets(self) -> tuple[np.ndarray, np.ndarray]:
         """The attack's members, a seeded draw of ``mia_samples`` of the clients' private images

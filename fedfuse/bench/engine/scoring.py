@@ -174,8 +174,13 @@ class Scorer:
 
 
 def evaluate(run, deployment: Deployment | None) -> dict:
-    """Client and population quality of ``deployment``, each beside its references. On a track
-    (a budget) every entry is scored by the harness: one that deployed nothing fails."""
+    """Client and population quality of ``deployment``, each beside its references, and the
+    membership attack on the model the server declared it holds (``run.server_holds``). On a
+    track (a budget) every entry is scored by the harness: one that deployed nothing fails."""
+    return {**quality(run, deployment), **run.membership_inference()}
+
+
+def quality(run, deployment: Deployment | None) -> dict:
     if deployment is None:
         if run.cell.budget:
             raise ValueError("a track's entries are scored by the harness: the server loop must declare how its "

@@ -165,8 +165,8 @@ def score(run, backbone, model, classes: list[int], prefix: str) -> dict:
 def deploy(run, backbone, model, grid=None) -> dict:
     """Every client holds the fine-tuned ``model`` (or, given the ``grid``, its own personalised
     one, and generates on its own machine) and generates the classes it is asked for (the harness
-    scores it); what the harness measures of the global model itself: its digest, a client
-    generating one image (all the steps) and the membership attack on it."""
+    scores it), and the server holds the global model (the harness attacks it); what the harness
+    measures of the global model itself: its digest and a client generating one image (all the steps)."""
     ev, guidance = run.cell.evaluation, run.config.guidance_scale
 
     def generate(requests):
@@ -182,7 +182,7 @@ def deploy(run, backbone, model, grid=None) -> dict:
         return {run.partition_of(node): torch.from_numpy(r.content[EVAL_KEY]["x0"].numpy()) for node, r in replies.items()}
 
     run.deploy(on_clients if grid is not None else generate, conditional=True)
+    run.server_holds(model, backbone.scheduler, conditional=True, encode=backbone.encode)
     steps = min(ev["sample_steps"], backbone.train_timesteps)
     return {**run.checksum(model),
-            **run.client_generation(model, steps, guided=guidance != 1.0, shape=backbone.shape, conditional=True),
-            **run.membership_inference(model, backbone.scheduler, conditional=True, encode=backbone.encode)}
+            **run.client_generation(model, steps, guided=guidance != 1.0, shape=backbone.shape, conditional=True)}

@@ -38,11 +38,10 @@ def centralized(grid, run) -> dict:
         run.round_end(rnd, train_loss=loss, server_loss=loss, server_steps=float(steps), **target)
     run.deploy(lambda requests: {c: central_samples(run, ema.model, c, r, by_client.get(c), n_cond)
                                  for c, r in requests.items()}, conditional=cfg.condition == "label")
-    attack = (run.membership_inference(ema.model, task.full_schedule(cfg.timesteps), conditional=n_cond > 0)
-              if cfg.condition in ("none", "label") else {})  # an attribute's values are the server's own labels
+    if cfg.condition in ("none", "label"):  # an attribute's values are the server's own labels: no attack
+        run.server_holds(ema.model, task.full_schedule(cfg.timesteps), conditional=n_cond > 0)
     return {"cut_ratio": 1.0, "raw_data_off_device": 1.0, **last_losses(run), **run.checksum(ema.model),
-            **run.client_generation(None, {}),
-            **attack}
+            **run.client_generation(None, {})}
 
 
 def central_samples(run, model, client: int, request, uploaded, n_cond: int) -> torch.Tensor:

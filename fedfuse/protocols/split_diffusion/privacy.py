@@ -1,6 +1,6 @@
 """What the split server could learn of a client's images from what it received: disclosure
-of the shared x_cut (and of the server's model carrying it on to x_0), and membership inference
-on the server's denoiser. Evaluation: nothing here is counted."""
+of the shared x_cut (and of the server's model carrying it on to x_0), and the server's
+denoiser declared for the harness's membership attack. Evaluation: nothing here is counted."""
 
 import math
 
@@ -36,19 +36,18 @@ def disclosure(run, server: task.ServerModel, shared: dict) -> dict:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if all(math.isfinite(r[k]) for r in rows)}
 
 
-def membership(run, server: task.ServerModel) -> dict:
-    """The membership attack on what the server holds, its denoiser, over the timesteps it
-    owns. Offered where the server's target is one known function of the noise: the exact
-    marginal, one cut (no cut labels), a label or no condition; else {} (the server holds
+def declare_held(run, server: task.ServerModel) -> None:
+    """Declare what the server holds, its denoiser over the timesteps it owns, for the harness's
+    membership attack. Offered where the server's target is one known function of the noise:
+    the exact marginal, one cut (no cut labels), a label or no condition (the server holds
     nothing to attack at c = 0)."""
     cfg, cuts = run.config, set(server.cuts.values())
     if len(cuts) != 1 or cfg.marginal != "exact" or cfg.condition not in ("none", "label"):
-        return {}
+        return
     t_c = cuts.pop()
-    if t_c >= cfg.timesteps:
-        return {}
-    return run.membership_inference(server.model, task.full_schedule(cfg.timesteps), conditional=server.n_cond > 0,
-                                    t_range=(t_c, cfg.timesteps), step_loss=task.cut_step_loss(cfg.timesteps, t_c))
+    if t_c < cfg.timesteps:
+        run.server_holds(server.model, task.full_schedule(cfg.timesteps), conditional=server.n_cond > 0,
+                         t_range=(t_c, cfg.timesteps), step_loss=task.cut_step_loss(cfg.timesteps, t_c))
 
 
 def server_views(run, server: task.ServerModel, node, x_cut: torch.Tensor, cond) -> dict:

@@ -10,7 +10,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedfuse.api import EVAL_KEY, Ema, Request, build_unet, derive_seed, send_each
 from fedfuse.protocols.split_diffusion import task
-from fedfuse.protocols.split_diffusion.privacy import disclosure, membership
+from fedfuse.protocols.split_diffusion.privacy import declare_held, disclosure
 
 
 def split_server(grid, run) -> dict:
@@ -47,8 +47,9 @@ def split_server(grid, run) -> dict:
     # at deployment the server denoises to each client's cut and the client finishes (scored by the harness)
     run.deploy(lambda requests: client_samples(grid, run, trained, shared, requests, None),
                conditional=cfg.condition == "label")
+    declare_held(run, trained)  # the harness attacks what the server holds
     return {**cut_figures(cfg, run, cuts), "marginal": cfg.marginal, **last_losses(run), **run.checksum(model),
-            **generation_cost(run, cuts, n_cond), **disclosure(run, trained, shared), **membership(run, trained)}
+            **generation_cost(run, cuts, n_cond), **disclosure(run, trained, shared)}
 
 
 def cut_labels(marginal: str, cuts, timesteps: int) -> dict[int, int]:
