@@ -116,7 +116,8 @@ def measure(make, tmp: Path, registered: int, participants: int) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("registered,participants", POINTS)
-@pytest.mark.parametrize("engine", ["fedfuse", "plain-flower"])
+# In the test run (not FULL) plain Flower's side is left to `-m long`: it checks Flower, not fedfuse.
+@pytest.mark.parametrize("engine", ["fedfuse", "plain-flower" if FULL else pytest.param("plain-flower", marks=pytest.mark.long)])
 def test_round_scaling(benchmark, tmp_path, engine, registered, participants):
     make = fedfuse_cell if engine == "fedfuse" else plain_flower
     result = benchmark.pedantic(lambda: measure(make, tmp_path, registered, participants), rounds=1, iterations=1)

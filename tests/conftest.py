@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import CLI, ROOT, make_celeba
+from helpers import CLI, ROOT, make_celeba, write_suite
 
 
 @pytest.fixture
@@ -50,8 +50,12 @@ def pytest_collection_modifyitems(config, items):
     """End-to-end (``slow``) tests first: with several workers, a long test that starts last is a
     tail no other worker can share; the short ones fill in at the end. And the shared track run
     starts at once, in the background, when a selected test needs it: the workers go on with
-    other tests meanwhile instead of one of them waiting for it."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    other tests meanwhile (the tests that read it come last among the slow ones, so that no
+    worker waits for it while other end-to-end tests are still to run)."""
+    def order(item) -> tuple[bool, bool]:
+        return item.get_closest_marker("slow") is None, "quick_track" in getattr(item, "fixturenames", ())
+
+    items.sort(key=order)
     if any("quick_track" in getattr(item, "fixturenames", ()) for item in items):
         start_quick_track(session_root(config))
 
@@ -84,6 +88,33 @@ def quick_track(pytestconfig) -> Path:
     if rc != "0":
         pytest.fail(f"fedfuse run track-edge-quick ended {rc}:\n{(root / 'quick-track.log').read_text()[-4000:]}")
     return root / "quick-track"
+
+
+@pytest.fixture(scope="session")
+def shared_run(pytestconfig):
+    """``shared_run(name, protocols, cli_args=(), top="", extra_path=(), **matrix)``: ``fedfuse
+    run`` of a small suite (``write_suite``'s arguments; ``extra_path``: plugin folders, as
+    ``CLI``'s) once for the whole test session, shared by the xdist workers: the first test to
+    ask runs it, the others wait for it. Returns its output folder, which tests only read. Tests
+    that need the same kind of cell assert on one run instead of paying a CLI process, a Ray
+    runtime and the cell each. A run that ends 1 (a failed cell) is a result too: ``.rc`` says."""
+    from filelock import FileLock
+
+    root = session_root(pytestconfig)
+
+    def run(name: str, protocols: str, cli_args=(), top: str = "", extra_path=(), **matrix: str) -> Path:
+        out, rc, log = root / name, root / f"{name}.rc", root / f"{name}.log"
+        with FileLock(str(root / f"{name}.lock")):
+            if not rc.is_file():
+                suite = write_suite(root / f"{name}.toml", protocols, top=top, **matrix)
+                done = CLI(root, extra_path)("run", str(suite), "--out", str(out), *cli_args, timeout=900)
+                log.write_text(done.stdout + done.stderr)
+                rc.write_text(str(done.returncode))
+        if rc.read_text() not in ("0", "1"):
+            pytest.fail(f"the shared run {name} ended {rc.read_text()}:\n{log.read_text()[-3000:]}")
+        return out
+
+    return run
 
 
 @pytest.fixture

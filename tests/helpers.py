@@ -136,3 +136,34 @@ def client_round(cell, arrays, partition: int = 0):
     message = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}),
                       dst_node_id=partition + 1, message_type="train")
     return unpacked(CellClientApp({RUN_CONFIG_KEY: cell.to_json()})(message, context))
+
+
+# One small fedavg cell that several end-to-end tests read (conftest's ``shared_run``): a
+# Raspberry Pi and a laptop on LTE, the small UNet, 3 rounds, a quality target every model meets
+# (FID scored in rounds 2 and 3), published live to W&B (offline).
+MIXED = '[[profiles]]\nname = "mixed"\ndevice = ["raspberry-pi-4", "laptop-cpu"]\nnetwork = "lte"\n'
+FEDAVG_MATRIX = dict(rounds="3", samples="16", sample_steps="2", target="{ fid = 1e9 }", eval_every="2",
+                     target_samples="16")
+
+
+def fedavg_labelled(*labels: str) -> str:
+    return "".join(f'[[protocols]]\nname = "fedavg"\nlabel = "{label}"\n'
+                   'config = { model = "small", local_steps = 2, batch_size = 8 }\n' for label in labels) + MIXED
+
+
+def fedavg_run(shared_run) -> Path:
+    """The shared fedavg cell's output folder (label "free": no deadline)."""
+    return shared_run("fedavg-small", fedavg_labelled("free"), cli_args=("--wandb",), **FEDAVG_MATRIX)
+
+
+# Failing and hostile plugins in one run (tests/fixtures/failing-plugin and the template): a
+# client that raises, four hostile client replies, and a healthy entry beside them.
+HOSTILE_ATTACKS = ("shape", "examples", "scale", "rename")  # NaN: unit/test_reliability.py
+
+
+def failing_run(shared_run, plugin_site) -> Path:
+    protocols = ('[[protocols]]\nname = "always-fails"\n[[protocols]]\nname = "fedavgm"\n'
+                 'config = { model = "tiny", local_steps = 2 }\n'
+                 + "".join(f'[[protocols]]\nname = "hostile"\nlabel = "{a}"\nconfig = {{ attack = "{a}" }}\n'
+                           for a in HOSTILE_ATTACKS))
+    return shared_run("failing", protocols, extra_path=[plugin_site])

@@ -1,54 +1,67 @@
-"""Cost model, FLOP counting and profiles: closed forms, scaling, sources."""
+"""What a round costs, end to end: bytes, FLOPs, simulated latency and energy, a quality target,
+a deadline. The tests read one shared run of a small fedavg cell (helpers.fedavg_run)."""
 
 import pytest
-from helpers import write_suite
+from helpers import FEDAVG_MATRIX, fedavg_labelled, fedavg_run
+
+
+@pytest.fixture
+def free(shared_run, cli) -> dict:
+    """The fedavg cell without a deadline, on a Raspberry Pi and a laptop."""
+    (record,) = cli.results(fedavg_run(shared_run))
+    return record
 
 
 @pytest.mark.slow
-def test_a_suite_target_records_energy_to_quality(cli, tmp_path):
+def test_accounting_of_a_fedavg_round(free):
+    """P float32 parameters: 4P bytes of payload each way per client per round; the wire adds
+    Flower's framing (~330 B per tensor), a few percent for this model; FLOPs > 0 for every
+    client; time and energy from each device's profile."""
+    params, m = free["metrics"]["model_params"], free["metrics"]
+    assert free["profile"] == "mixed" and [h["device"] for h in free["hardware"]] == ["raspberry-pi-4", "laptop-cpu"]
+    for rnd in free["rounds"]:
+        for client in rnd["per_client"].values():
+            assert client["payload_up"] == client["payload_down"] == 4 * params
+            assert 4 * params < client["bytes_up"] < 1.05 * 4 * params
+            assert client["flops_train"] > 0
+        pi, laptop = rnd["per_client"]["0"], rnd["per_client"]["1"]
+        assert pi["flops_train"] == laptop["flops_train"] and pi["t_cmp_s"] > 5 * laptop["t_cmp_s"]
+        assert rnd["latency_s"] == pytest.approx(max(pi["latency_s"], laptop["latency_s"]) + rnd["server_time_s"])
+        assert rnd["energy_j"] == pytest.approx(pi["energy_j"] + laptop["energy_j"])
+    for key in ("bytes_up", "bytes_down", "client_flops", "server_flops", "latency_s", "energy_j", "wall_s",
+                "peak_rss_mb"):
+        assert key in m
+    assert m["energy_j"] == pytest.approx(sum(r["energy_j"] for r in free["rounds"]))
+
+
+@pytest.mark.slow
+def test_a_suite_target_records_energy_to_quality(free):
     """target = { fid = ... } with eval_every = 2: FID is scored in rounds 2 and 3 (the last);
     a target every model meets is met in round 2, and what it cost is the sum of rounds 1-2."""
-    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = 2 }\n',
-                        rounds="3", samples="16", sample_steps="2", target="{ fid = 1e9 }", eval_every="2",
-                        target_samples="16")
-    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
-    assert done.returncode == 0, done.stderr[-2000:]
-    (record,) = cli.results(tmp_path / "out")
-    rounds, m = record["rounds"], record["metrics"]
+    rounds, m = free["rounds"], free["metrics"]
     assert [("target_fid" in r) for r in rounds[:3]] == [False, True, True]
     assert m["target_reached"] == 1 and m["rounds_to_target"] == 2
     assert m["energy_to_target_j"] == pytest.approx(rounds[0]["energy_j"] + rounds[1]["energy_j"])
     assert m["bytes_to_target"] == sum(r["bytes_up"] + r["bytes_down"] for r in rounds[:2])
 
 
-MIXED = '[[profiles]]\nname = "mixed"\ndevice = ["raspberry-pi-4", "laptop-cpu"]\nnetwork = "lte"\n'
-
-
-def fedavg_labelled(*labels: str) -> str:
-    return "".join(f'[[protocols]]\nname = "fedavg"\nlabel = "{label}"\n'
-                   'config = { model = "tiny", local_steps = 2, batch_size = 8 }\n' for label in labels)
-
-
 @pytest.mark.slow
-def test_a_client_past_the_deadline_is_left_out_of_the_round_and_costed_until_it(cli, tmp_path):
+def test_a_client_past_the_deadline_is_left_out_of_the_round_and_costed_until_it(free, cli, tmp_path):
     """deadline_s between the two clients' simulated latencies: the slower one misses every
     round (its update is not averaged: another model), it is costed up to the deadline, the
     round lasts the deadline, and the same seed drops the same client with the same model (a
-    second, warm run; across processes: the deployment parity test)."""
-    def run(name, *labels, **matrix) -> dict:
-        suite = write_suite(tmp_path / f"{name}.toml", fedavg_labelled(*labels) + MIXED, rounds="2", samples="16",
-                            sample_steps="2", **matrix)
-        done = cli("run", str(suite), "--out", str(tmp_path / name))
-        assert done.returncode == 0, done.stderr[-2000:]
-        return {r["label"]: r for r in cli.results(tmp_path / name)}
+    second, warm cell; across processes: the deployment parity test)."""
+    from helpers import write_suite
 
-    free = run("free", "free")["free"]
     latency = {k: c["latency_s"] for k, c in free["rounds"][0]["per_client"].items()}
     slow, fast = sorted(latency, key=latency.get, reverse=True)  # devices and (seeded) distances decide
     deadline = (latency[slow] + latency[fast]) / 2
-    late, again = run("late", "late", "again", deadline_s=str(deadline)).values()  # the same cell, labelled apart
+    suite = write_suite(tmp_path / "late.toml", fedavg_labelled("late", "again"), deadline_s=str(deadline), **FEDAVG_MATRIX)
+    done = cli("run", str(suite), "--out", str(tmp_path / "late"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    late, again = (r for r in sorted(cli.results(tmp_path / "late"), key=lambda r: r["label"] != "late"))
     for record in (late, again):
-        for rnd, before in zip(record["rounds"][:2], free["rounds"][:2]):
+        for rnd, before in zip(record["rounds"], free["rounds"]):
             straggler, other, was = rnd["per_client"][slow], rnd["per_client"][fast], before["per_client"][slow]
             assert straggler.get("late") == 1 and "late" not in other and rnd["clients_late"] == 1
             assert straggler["latency_s"] == deadline

@@ -316,15 +316,16 @@ def test_a_dead_executor_fails_its_cell_in_seconds_naming_the_client(deployment,
     """An executor killed mid-task: its node stops hearing the task's heartbeat and answers for
     it within TASK_TTL_S (Flower alone: 60 s); the cell fails naming the client, the supervisor
     starts a new executor, and the ServerApp that ended is reaped (no zombie)."""
-    busy = SPLIT.replace("local_steps = 4", "local_steps = 400")  # a task of seconds, to be killed in
-    suite = write_suite(tmp_path / "busy.toml", busy, **SPLIT_MATRIX, rounds="3")
+    busy = SPLIT.replace("local_steps = 4", "local_steps = 150")  # a task of seconds, to be killed in
+    suite = write_suite(tmp_path / "busy.toml", busy, **SPLIT_MATRIX, rounds="2")
     out = tmp_path / "out"
     runner = subprocess.Popen([sys.executable, "-m", "fedfuse.bench.cli", "run", str(suite), "--out", str(out),
                                *deployment.run_args()], cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     wait_for(lambda: any(p.stat().st_size for p in out.glob("runs/*/rounds.jsonl")), 300)
-    time.sleep(1)  # round 2's tasks are under way
     executor = psutil.Process(deployment.info["pids"]["executor1"])
+    spent = executor.cpu_times().user
+    wait_for(lambda: executor.cpu_times().user > spent + 0.3, 60, every=0.05)  # it is training round 2
     executor.kill()
     killed = time.time()
     _, stderr = runner.communicate(timeout=300)
@@ -337,11 +338,11 @@ def test_a_dead_executor_fails_its_cell_in_seconds_naming_the_client(deployment,
     assert not [p for p in deployment.family() if p.status() == psutil.STATUS_ZOMBIE]
 
 
-def wait_for(condition, timeout: float) -> None:
+def wait_for(condition, timeout: float, every: float = 0.5) -> None:
     deadline = time.time() + timeout
     while not condition():
         assert time.time() < deadline, "timed out"
-        time.sleep(0.5)
+        time.sleep(every)
 
 
 def test_an_unreachable_superlink_is_an_input_error(cli, tmp_path):

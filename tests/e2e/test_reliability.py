@@ -100,12 +100,13 @@ def test_cells_share_warm_actors_but_never_client_state(plugin_cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_hostile_clients_fail_their_cell_by_name_or_are_dropped(plugin_cli, tmp_path):
-    attacks = "".join(f'[[protocols]]\nname = "hostile"\nlabel = "{a}"\nconfig = {{ attack = "{a}" }}\n'
-                      for a in ("shape", "examples", "scale", "rename"))  # NaN: test_replies_are_checked_before_use
-    done = plugin_cli("run", str(write_suite(tmp_path / "fail.toml", attacks)), "--out", str(tmp_path / "fail"))
-    assert done.returncode == 1
-    errors = {r["label"]: r["error"] for r in plugin_cli.results(tmp_path / "fail")}
+def test_hostile_clients_fail_their_cell_by_name_or_are_dropped(plugin_cli, plugin_site, shared_run, tmp_path):
+    """The shared run of failing and hostile plugins (helpers.failing_run), then one with
+    bad_replies = "drop" and a robust aggregator."""
+    from helpers import HOSTILE_ATTACKS, failing_run
+
+    records = plugin_cli.results(failing_run(shared_run, plugin_site))
+    errors = {r["label"]: r["error"] for r in records if r["label"] in HOSTILE_ATTACKS}
     assert errors["shape"].startswith("BadReply: client 1 (node") and "has shape (3, 4)" in errors["shape"]
     assert "client 1" in errors["examples"] and "num-examples" in errors["examples"]
     # every weight x 1e30: finite, so only its size gives it away; the honest client is never named

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import BUILT_INS, ROOT, copy_store, write_suite
+from helpers import BUILT_INS, ROOT, copy_store
 
 
 def board(cli, out: Path) -> list[dict]:
@@ -53,14 +53,3 @@ def test_the_plugin_template_enters_the_track_and_is_ranked_beside_the_built_ins
     (mine,) = [r for r in rows if r["label"] == "fedavgm"]
     assert mine["mean"]["train_examples"] <= 1000 * 32 and mine["mean"]["over_budget"] == 0.0
     assert mine["rank"] or mine["not_learned"]
-
-
-@pytest.mark.slow
-def test_an_unconditional_entry_fails_a_conditional_track_with_a_clear_error(cli, tmp_path):
-    protocols = ('[track]\nconditional = true\nbudget_steps = 10\nbudget_batch = 8\n'
-                 '[[protocols]]\nname = "fedavg"\nconfig = { model = "tiny", local_steps = 2, batch_size = 8 }\n')
-    suite = write_suite(tmp_path / "t.toml", protocols, samples="16", sample_steps="2")
-    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
-    assert done.returncode == 1
-    (record,) = cli.results(tmp_path / "out")
-    assert record["status"] == "failed" and "asks for class-conditional generation" in record["error"]

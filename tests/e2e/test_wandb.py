@@ -36,13 +36,12 @@ def key(item) -> str:
     return ".".join(item.nested_key) or item.key
 
 
-def test_offline_runs_hold_config_history_summary_and_keep_their_ids(cli, tmp_path):
-    from helpers import write_suite
+def test_offline_runs_hold_config_history_summary_and_keep_their_ids(cli, tmp_path, shared_run):
+    """The shared fedavg cell was run with --wandb: published live, once; a copy of its folder is
+    published again here."""
+    from helpers import copy_store, fedavg_run
 
-    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "fedavg"\nconfig = { local_steps = 2, model = "tiny" }\n',
-                        rounds="2", samples="16", sample_steps="2")
-    out = tmp_path / "out"
-    assert cli("run", str(suite), "--out", str(out), "--wandb").returncode == 0  # published live, once
+    out = copy_store(fedavg_run(shared_run), tmp_path / "out")
     (record,) = cli.results(out)
     assert len(glob.glob(str(out / "wandb" / f"offline-run-*-{record['cell']}"))) == 1
     for _ in range(2):  # publishing twice must not add runs: the ids come from the cell hash

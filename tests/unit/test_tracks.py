@@ -57,3 +57,17 @@ def test_the_budget_counts_every_party():
     assert budget_figures(used, 32000) == {"train_examples": 33200.0, "over_budget": 1.0}
     assert budget_figures(used, 40000)["over_budget"] == 0.0
     assert budget_figures({}, 0) == {"train_examples": 0.0}  # no budget: counted, never over
+
+
+def test_an_unconditional_entry_is_refused_by_a_conditional_track_before_anything_runs(cli, tmp_path):
+    """Its config says it generates unconditionally: one line, exit 2, nothing written (an entry
+    whose config says nothing is refused when it deploys, naming the same cause)."""
+    from helpers import write_suite
+
+    for entry in ('name = "fedavg"\nconfig = { model = "tiny", local_steps = 2, batch_size = 8 }',
+                  'name = "split-diffusion"\nconfig = { model = "tiny", client_model = "tiny" }'):
+        protocols = f'[track]\nconditional = true\nbudget_steps = 10\nbudget_batch = 8\n[[protocols]]\n{entry}\n'
+        suite = write_suite(tmp_path / "t.toml", protocols, samples="16", sample_steps="2")
+        done = cli("run", str(suite), "--out", str(tmp_path / "out"))
+        assert done.returncode == 2 and "asks for class-conditional generation" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -19,6 +19,7 @@ def expand(suite: Suite, registry: Registry) -> list[CellSpec]:
         at = f"{where_in(suite.path, suite.text, '[[protocols]]', i, 'config')} protocols[{i}] ('{entry.name}') config"
         config = build_config(spec.config, dict(entry.config), at)
         check_clients(config, suite.matrix.clients, at)
+        check_conditional(config, suite, at)
         if suite.matrix.participation != 1.0 and not spec.partial_participation:
             raise ConfigError(f"{where(suite.path, suite.text, 'participation')}: protocols[{i}] ('{entry.name}') "
                               f"trains every client every round; it does not support participation = "
@@ -30,6 +31,16 @@ def expand(suite: Suite, registry: Registry) -> list[CellSpec]:
             raise ConfigError(f"{suite.path}: two protocol entries are labelled '{cell.label}' with "
                               "different configs; give each a distinct 'label'")
     return list({c.cell_id: c for c in cells}.values())  # an entry listed twice runs once
+
+
+def check_conditional(config, suite: Suite, at: str) -> None:
+    """A conditional track's entries must generate the classes they are asked for: a config that
+    says it does not (its ``conditional`` is False) is refused before anything runs; one that
+    says nothing is checked when it deploys."""
+    if suite.track is not None and suite.track.conditional and getattr(config, "conditional", None) is False:
+        raise ConfigError(f"{at}: this track asks for class-conditional generation, and this config generates "
+                          "unconditionally (for the built-ins: conditional = true, or condition = \"label\" for split "
+                          "diffusion and its baselines)")
 
 
 def check_clients(config, clients: int, at: str) -> None:

@@ -35,6 +35,12 @@ class SplitCommon(DdpmConfig):
     guidance: float = 1.0
     cond_dropout: float = 0.1  # training: probability that an image's condition is replaced by "none"
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the deployed models generate the classes asked for (what a conditional track
+        needs; the harness refuses a config that does not before anything runs)."""
+        return self.condition == "label"
+
     def __post_init__(self):
         super().__post_init__()
         check_preset(self.client_model)
