@@ -56,7 +56,7 @@ def pytest_collection_modifyitems(config, items):
         return item.get_closest_marker("slow") is None, "quick_track" in getattr(item, "fixturenames", ())
 
     items.sort(key=order)
-    if any("quick_track" in getattr(item, "fixturenames", ()) for item in items):
+    if not config.option.collectonly and any("quick_track" in getattr(item, "fixturenames", ()) for item in items):
         start_quick_track(session_root(config))
 
 

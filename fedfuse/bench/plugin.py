@@ -37,6 +37,9 @@ HARNESS_METRICS = [
                summary="the engine's start-up: simulation, until Ray's ClientApp actors are up; deployment, until every SuperNode first answered"),
     MetricSpec("engine_reused", "", higher_is_better=False, aggregate="last",
                summary="simulation: 1 if the cell found the run's Ray runtime already started"),
+    *(MetricSpec(f"ray_{what}", "count", higher_is_better=False, aggregate="last",
+                 summary=f"simulation on a Ray cluster (--ray-address): the cluster's live {label}")
+      for what, label in (("nodes", "nodes"), ("cpus", "CPUs"), ("gpus", "GPUs"))),
     # A track's compute budget (optimizer steps x batch size; fedfuse.bench.suites.parse.Track).
     MetricSpec("client_train_examples", "images", higher_is_better=False, aggregate="sum",
                summary="training images the clients processed (optimizer steps x batch), summed over clients and rounds"),

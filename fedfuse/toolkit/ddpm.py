@@ -1,6 +1,6 @@
 """The DDPM recipe every protocol trains with: the loss of the scheduler's prediction type
 (epsilon for fedfuse's own schedule; v or the clean sample for a scheduler configured so),
-AdamW with a linear warm-up, an EMA of the weights for sampling and evaluation, on the device
+the recipe's optimizer (AdamW, or SGD) with a linear warm-up, an EMA of the weights for sampling and evaluation, on the device
 Lightning Fabric gives.
 
 Protocols say *what* to train (the model, which parameters, the loss of a batch, a t-range);
@@ -72,8 +72,8 @@ def warmup(step: int, warmup_steps: int) -> float:
 def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Resources | None = None,
         flops=None, start_step: int = 0, ema: "Ema | None" = None, shape_of: Callable = lambda: None,
         dry_loss: Callable | None = None) -> float:
-    """``steps`` AdamW steps on ``model``'s trainable parameters; ``batch_loss(module, device)``
-    returns one batch's loss. ``start_step`` continues the warm-up across rounds; ``ema`` is
+    """``steps`` steps of the recipe's optimizer (AdamW or SGD) on ``model``'s trainable
+    parameters; ``batch_loss(module, device)`` returns one batch's loss. ``start_step`` continues the warm-up across rounds; ``ema`` is
     updated after each step. ``flops`` (a harness FlopMeter) counts each step under the key
     ``shape_of()``; given ``dry_loss(module, device)``, a loss on fixed inputs of a batch's
     shapes that draws no random numbers, it counts one throwaway step of that instead (FlopMeter's
@@ -81,7 +81,7 @@ def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Reso
     back on the CPU afterwards."""
     fab = fabric(resources)
     params = [p for p in model.parameters() if p.requires_grad]
-    module, optimizer = fab.setup(model, torch.optim.AdamW(params, lr=recipe.lr))
+    module, optimizer = fab.setup(model, recipe.make_optimizer(params))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup(start_step + s, recipe.warmup_steps))
     module.train()
     if ema is not None:

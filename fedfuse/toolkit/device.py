@@ -57,6 +57,11 @@ def _fabric(accelerator: str, precision: str):
     return Fabric(accelerator=accelerator, devices=1, precision=precision)
 
 
+def torch_device(resources: Resources | None = None):
+    """The torch device these resources train on (``run.device``: for work outside ``fit``)."""
+    return fabric(resources).device
+
+
 def describe(resources: Resources | None = None) -> dict:
     """The system a cell ran on: device kind, name, count and memory, precision (MLPerf-style)."""
     import torch

@@ -58,3 +58,21 @@ def test_data_show_prints_the_partition_and_plots(cli, tmp_path):
                        "--arg", "min_partition_size=5", "--data-arg", "public_fraction=0.2")
     assert unsplittable.returncode == 2 and "dirichlet over 100 clients: cannot be built: ValueError" in unsplittable.stderr
     assert "Traceback" not in unsplittable.stderr
+
+
+def test_a_ray_cluster_is_joined_with_its_own_resources_and_only_in_simulation(cli, tmp_path, monkeypatch):
+    """--ray-address (or RAY_ADDRESS): Flower gets no local CPU or GPU counts, which Ray refuses
+    when joining a cluster; a deployment has no Ray to join. (The two-node run:
+    e2e/test_ray_cluster.py, `-m long`.)"""
+    from fedfuse.bench.engine.simulation import backend_config
+    from fedfuse.toolkit.device import Resources
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert backend_config(Resources())["init_args"]["num_cpus"] >= 1
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    config = backend_config(Resources(cpus_per_client=2))
+    assert config["init_args"] == {} and config["client_resources"] == {"num_cpus": 2, "num_gpus": 0.0}
+    done = cli("run", "smoke", "--out", str(tmp_path / "out"), "--backend", "deployment", "--superlink", "h:1",
+               "--insecure", "--ray-address", "10.0.0.1:6379")
+    assert done.returncode == 2 and "--ray-address applies to --backend simulation" in done.stderr
+    assert not (tmp_path / "out").exists()

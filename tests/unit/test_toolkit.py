@@ -201,3 +201,30 @@ def test_resources_table_and_flags(cli, tmp_path):
     done = cli("run", str(suite), "--out", str(tmp_path / "out"), "--precision", "8-bit")
     assert done.returncode == 2 and "invalid choice: '8-bit'" in done.stderr
 
+
+
+def test_the_recipe_trains_with_sgd_when_asked_and_keeps_old_cell_ids():
+    """optimizer = "sgd" (with momentum and weight decay) reaches the optimizer fit builds; at
+    their defaults the three fields leave a config's cell identity as it was before them."""
+    import dataclasses
+
+    from fedfuse.plugins.config import identity
+    from fedfuse.protocols.fedavg.plugin import FedAvgConfig
+
+    sgd = FedAvgConfig(optimizer="sgd", momentum=0.9, weight_decay=0.0, lr=0.1).recipe
+    optimizer = sgd.make_optimizer([torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    assert isinstance(FedAvgConfig().recipe.make_optimizer([torch.nn.Parameter(torch.zeros(2))]), torch.optim.AdamW)
+    default = identity(FedAvgConfig())
+    assert not {"optimizer", "momentum", "weight_decay"} & set(default)
+    assert identity(FedAvgConfig(optimizer="sgd"))["optimizer"] == "sgd"
+    assert set(dataclasses.asdict(FedAvgConfig())) - set(default) >= {"optimizer", "aggregator"}
+    with pytest.raises(ValueError, match="'momentum' must be in"):
+        FedAvgConfig(momentum=1.5)
+    model = torch.nn.Linear(2, 1)
+    loss = lambda module, device: module(torch.ones(4, 2, device=device)).pow(2).mean()  # noqa: E731
+    from fedfuse.toolkit.ddpm import fit
+
+    before = model.weight.detach().clone()
+    fit(model, loss, 3, sgd)
+    assert not torch.equal(model.weight, before)  # SGD moved it

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", choices=("32-true", "bf16-mixed", "16-mixed"), help="Fabric precision")
     run.add_argument("--gpus-per-client", type=float, help="Ray's num_gpus per ClientApp (fractional: shared GPU)")
     run.add_argument("--cpus-per-client", type=int, help="Ray's num_cpus per ClientApp (and its torch threads)")
+    run.add_argument("--ray-address", metavar="HOST:PORT",
+                     help="simulation: join this running Ray cluster (default: $RAY_ADDRESS, else start Ray here)")
     run.add_argument("--backend", choices=("simulation", "deployment"), default="simulation",
                      help="Flower's simulation engine here (default), or a SuperLink with SuperNodes")
     run.add_argument("--superlink", metavar="HOST:PORT", help="deployment: the SuperLink's API address")

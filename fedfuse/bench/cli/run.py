@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -77,12 +78,17 @@ def resource_flags(args) -> dict:
 
 
 def _engine(args):
-    """None for the simulation engine; a DeploymentEngine for ``--backend deployment``."""
+    """None for the simulation engine (on the Ray cluster of ``--ray-address``, which Ray reads
+    as RAY_ADDRESS); a DeploymentEngine for ``--backend deployment``."""
     given = [f"--{k.replace('_', '-')}" for k in ("superlink", "root_certificates", "insecure") if getattr(args, k)]
     if args.backend == "simulation":
         if given:
             raise ConfigError(f"{', '.join(given)} only apply to --backend deployment")
+        if args.ray_address:
+            os.environ["RAY_ADDRESS"] = args.ray_address
         return None
+    if args.ray_address:
+        raise ConfigError("--ray-address applies to --backend simulation (a deployment runs on its SuperNodes)")
     from fedfuse.deploy.engine import DeploymentEngine, SuperLink
 
     if not args.superlink:

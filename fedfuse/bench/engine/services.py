@@ -17,6 +17,7 @@ from fedfuse.bench.engine.evaluation import Evaluation
 from fedfuse.bench.suites.cells import CellSpec, cell_partitions
 from fedfuse.datasets import ClientData, ImageData
 from fedfuse.datasets.loading import load
+from fedfuse.toolkit.device import torch_device
 from fedfuse.toolkit.seeding import derive_seed
 
 PARTICIPATION_SALT = 0x9A47  # each round's participants: drawn from (cell seed, round, this)
@@ -93,6 +94,11 @@ class ServerRun(Evaluation):
     def resources(self):
         """Where models train and sample (``fedfuse.toolkit.device.Resources``)."""
         return self.cell.system
+
+    @property
+    def device(self):
+        """The torch device the cell trains on: move what you compute outside ``fit`` there."""
+        return torch_device(self.resources)
 
     def partition_of(self, node_id: int) -> int:
         """The client (partition id) a Flower node serves, as the harness's handshake found it."""
@@ -201,6 +207,11 @@ class ClientRun:
     def resources(self):
         """Where this client's models train and sample (``fedfuse.toolkit.device.Resources``)."""
         return self.cell.system
+
+    @property
+    def device(self):
+        """The torch device this client trains on: move what you compute outside ``fit`` there."""
+        return torch_device(self.resources)
 
     def torch_generator(self, *salt: int) -> torch.Generator:
         """Seeded by (cell seed, partition id, *salt): pass the round so rounds differ."""

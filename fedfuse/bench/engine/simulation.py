@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import threading
 import time
 
@@ -24,11 +25,21 @@ from fedfuse.bench.engine.flower import CLIENT_THREADS_ENV, CellClientApp, serve
 from fedfuse.bench.engine.services import RUN_CONFIG_KEY, RUN_DIR_KEY, ServerRun
 
 
+def cluster_address() -> str | None:
+    """A running Ray cluster to join (``fedfuse run --ray-address``, or Ray's own RAY_ADDRESS),
+    or None: start Ray here."""
+    return os.environ.get("RAY_ADDRESS") or None
+
+
 def backend_config(system) -> dict:
     """Ray's shares per ClientApp from the cell's resources (torch inside an actor uses as many
-    threads as it has CPUs); the GPUs Ray may hand out are the ones torch sees."""
+    threads as it has CPUs); the GPUs Ray may hand out are the ones torch sees. On a cluster,
+    its own resources stand: no local counts (Ray refuses them when joining one)."""
     import torch
 
+    if cluster_address():
+        return {"client_resources": {"num_cpus": system.cpus_per_client, "num_gpus": system.gpus_per_client},
+                "init_args": {}}
     cpus = os.cpu_count() or 1
     gpus = torch.cuda.device_count() if system.gpus_per_client > 0 else 0
     return {
@@ -71,6 +82,8 @@ def ray_kept_running(settings: str):
         _IDLE_ACTORS.clear()  # they ended with the runtime
     _RAY_STARTED_FOR = settings
     reused = ray.is_initialized()
+    if not reused and cluster_address():
+        join_cluster(ray, cluster_address())
     shutdown, ray.shutdown = ray.shutdown, lambda *args, **kwargs: None
     try:
         yield reused
@@ -83,6 +96,30 @@ def ray_kept_running(settings: str):
         raise
     finally:
         ray.shutdown = shutdown
+
+
+def join_cluster(ray, address: str) -> None:
+    """Connect to a running Ray cluster (nothing is started here; disconnecting, as a failed
+    cell does, leaves it running). Its workers get the environment fedfuse's ClientApps read,
+    which a cluster's raylets do not inherit from this process, and this process's import path
+    (Flower passes it the same way; on other machines fedfuse and the plugins must be installed
+    where that path points, or on the workers' own)."""
+    names = (CLIENT_THREADS_ENV, "FEDFUSE_CACHE", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS",
+             "TRANSFORMERS_VERBOSITY", "FLWR_TELEMETRY_ENABLED", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO")
+    env = {n: os.environ[n] for n in names if n in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    ray.init(address=address, runtime_env={"env_vars": env}, logging_level="error", log_to_driver=False)
+
+
+def cluster_figures() -> dict:
+    """What a cell ran on when it joined a cluster: its live nodes and their CPUs and GPUs."""
+    import ray
+
+    if not cluster_address() or not ray.is_initialized():
+        return {}
+    total = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {"ray_nodes": len(nodes), "ray_cpus": float(total.get("CPU", 0)), "ray_gpus": float(total.get("GPU", 0))}
 
 
 @contextlib.contextmanager
@@ -205,4 +242,5 @@ def run_cell(run: ServerRun, server_loop) -> dict:
             _ENGINE_DOWN.set()
         if "metrics" not in outcome:  # raised inside: a failed cell ends Ray and its actors
             raise RuntimeError("the server loop did not finish (see the cell's log)")
-    return {**outcome["metrics"], "engine_reused": float(reused)}
+        cluster = cluster_figures()
+    return {**outcome["metrics"], "engine_reused": float(reused), **cluster}
