@@ -23,6 +23,8 @@ from fedfuse.toolkit.recipe import DdpmConfig, Recipe  # noqa: F401  (re-exporte
 
 
 def build_scheduler(timesteps: int) -> DDPMScheduler:
+    """diffusers' DDPM noise schedule of ``timesteps`` steps (its linear betas, epsilon
+    prediction): what fedfuse's own models train with and the samplers are built from."""
     return DDPMScheduler(num_train_timesteps=timesteps)
 
 
@@ -140,8 +142,9 @@ def train(model, scheduler, data, steps: int, recipe: Recipe, generator: torch.G
           extra_loss: Callable | None = None, label_dropout: float = 0.0, null_label: int = -1) -> float:
     """DDPM training on batches drawn from ``data`` (a ClientData) at timesteps in ``t_range``.
     ``extra_loss(module)``, if given, is added to every batch's loss: a protocol's own term
-    (a proximal term, a regulariser) without a copy of this loop. A conditional model with
-    ``label_dropout`` > 0 learns classifier-free guidance (``null_label`` = no condition)."""
+    (a proximal term, a regulariser) without a copy of this loop; the mean loss returned
+    includes it. A conditional model with ``label_dropout`` > 0 learns classifier-free guidance
+    (``null_label`` = no condition)."""
     shape = (recipe.batch_size, *data.images.shape[1:])
 
     def loss_of(module, device, images, labels, gen):

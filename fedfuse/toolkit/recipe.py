@@ -24,6 +24,7 @@ PRESETS = {
 
 
 def check_preset(name: str) -> None:
+    """For a config's ``__post_init__``: ``name`` must be a UNet preset (ValueError naming them)."""
     if name not in PRESETS:
         raise ValueError(f"model must be one of {', '.join(PRESETS)}, got {name!r}")
 

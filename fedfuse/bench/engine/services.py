@@ -170,6 +170,10 @@ class ServerRun(Evaluation):
         return cost["latency_s"] > self.cell.deadline_s
 
     def round_end(self, round: int, **figures: float) -> dict:
+        """Close round ``round``: its traffic, the server's FLOPs and the clients' simulated time
+        and energy are taken from the meters, ``figures`` (the protocol's own, e.g. losses,
+        ``target_check``'s) added, and the round record stored and shown. Returns the record.
+        ``strategy_rounds`` calls it; a custom loop calls it once at the end of every round."""
         traffic, counts = self.grid.meter.take_round()
         server_flops = sum(self.flops.take().values())
         costs = self.hardware.round_figures(traffic, server_flops, self._points, self.cell.deadline_s)
