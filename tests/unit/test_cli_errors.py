@@ -7,7 +7,7 @@ from helpers import write_suite
 @pytest.mark.parametrize("protocols, extra, message", [
     ('[[protocols]]\nname = "fedavg"\nconfig = { lr_rate = 0.1 }\n', [], "unknown key 'lr_rate'; allowed keys: model (str)"),
     ('[[protocols]]\nname = "fedavg"\nlabel = "a"\n\nconfig = { local_step = 3 }\n', [],
-     "suite.toml:14 protocols[0] ('fedavg') config: unknown key 'local_step' (did you mean 'local_steps'?)"),
+     "suite.toml:15 protocols[0] ('fedavg') config: unknown key 'local_step' (did you mean 'local_steps'?)"),
     ('[[protocols]]\nname = "fedavg"\nconfig = { local_steps = "ten" }\n', [], "key 'local_steps' must be int, got str 'ten'"),
     ('[[protocols]]\nname = "fedavgg"\n', [], "unknown protocol 'fedavgg'; available: centralized, fedavg, "),
     ('[[protocols]]\nname = "fedavg"\n', ["--set", "fedavg.local_steps=many"], "key 'local_steps' must be int, got str 'many'"),

@@ -114,7 +114,7 @@ def test_mia_samples_is_a_checked_suite_key_kept_in_the_cell_only_when_set(tmp_p
     from fedfuse.plugins.manager import registry
 
     fedavg = '[[protocols]]\nname = "fedavg"\n'
-    default = expand(load_suite(str(write_suite(tmp_path / "a.toml", fedavg))), registry())[0]
+    default = expand(load_suite(str(write_suite(tmp_path / "a.toml", fedavg, mia_samples=None))), registry())[0]
     assert "mia_samples" not in default.evaluation  # the cells of suites that do not set it keep their ids
     set_ = expand(load_suite(str(write_suite(tmp_path / "b.toml", fedavg, mia_samples="64"))), registry())[0]
     assert set_.evaluation["mia_samples"] == 64 and set_.cell_id != default.cell_id

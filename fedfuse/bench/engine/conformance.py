@@ -1,8 +1,8 @@
 """What every protocol plugin must satisfy, checked by running it: ``fedfuse check protocol NAME``.
 
-The protocol runs twice on one tiny cell (digits, 2 clients, 1 round, 64 samples scored) in
-the simulation engine, each time into a fresh output folder. The report lists each rule with
-what was seen. The rules:
+The protocol runs twice on one tiny cell (digits, 2 clients, 1 round, 64 samples scored, the
+membership attack on 32 images) in the simulation engine, each time into a fresh output
+folder. The report lists each rule with what was seen. The rules:
 
 - it **finishes**: both runs end ``ok``;
 - it **reports the harness's keys**: the quality and cost figures every leaderboard shows (quality:
@@ -45,6 +45,7 @@ clients = 2
 rounds = 1
 samples = 64
 sample_steps = 5
+mia_samples = 32
 [[protocols]]
 name = {name}
 config = {config}
