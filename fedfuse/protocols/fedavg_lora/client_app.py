@@ -23,17 +23,23 @@ def receive_base(msg: Message, context) -> Message:
 @app.train()
 def fine_tune(msg: Message, context) -> Message:
     run = client_run(context)
+    rnd = int(msg.content["config"]["server-round"])
+    loss, trained, n = fit_from(run, context, msg.content["arrays"], run.config.local_steps,
+                                run.torch_generator(rnd), (rnd - 1) * run.config.local_steps)
+    reply = RecordDict({"arrays": trained, "metrics": MetricRecord({"train_loss": loss, "num-examples": n})})
+    return Message(reply, reply_to=msg)
+
+
+def fit_from(run, context, arrays: ArrayRecord, steps: int, generator, start_step: int):
+    """(mean loss, the trainable part after training, training images): ``steps`` steps on this
+    client's images from the trainable part ``arrays``, continuing the warm-up at ``start_step``."""
     cfg = run.config
     model, data = client_model(run, context)
     scheduler, null_label = run.cache["schedule"]
-    task.load_trainable_state(model, msg.content["arrays"].to_torch_state_dict(), cfg.mode)
-    rnd = int(msg.content["config"]["server-round"])
-    loss = train(model, scheduler, data, cfg.local_steps, cfg.recipe, run.torch_generator(rnd), run.resources,
-                 run.flops, conditional=True, start_step=(rnd - 1) * cfg.local_steps, label_dropout=cfg.cond_dropout,
-                 null_label=null_label)
-    reply = RecordDict({"arrays": ArrayRecord(task.trainable_state(model, cfg.mode, cfg.aggregation)),
-                        "metrics": MetricRecord({"train_loss": loss, "num-examples": len(data)})})
-    return Message(reply, reply_to=msg)
+    task.load_trainable_state(model, arrays.to_torch_state_dict(), cfg.mode)
+    loss = train(model, scheduler, data, steps, cfg.recipe, generator, run.resources, run.flops, conditional=True,
+                 start_step=start_step, label_dropout=cfg.cond_dropout, null_label=null_label)
+    return loss, ArrayRecord(task.trainable_state(model, cfg.mode, cfg.aggregation)), len(data)
 
 
 @app.query("personalize")
@@ -42,13 +48,8 @@ def personalize(msg: Message, context) -> Message:
     and keep the result (its personalised model) for generating."""
     run = client_run(context)
     cfg = run.config
-    model, data = client_model(run, context)
-    scheduler, null_label = run.cache["schedule"]
-    task.load_trainable_state(model, msg.content["arrays"].to_torch_state_dict(), cfg.mode)
-    loss = train(model, scheduler, data, cfg.personalize_steps, cfg.recipe, run.torch_generator(PERSONAL_SALT),
-                 run.resources, run.flops, conditional=True, start_step=run.cell.rounds * cfg.local_steps,
-                 label_dropout=cfg.cond_dropout, null_label=null_label)
-    context.state["personal"] = ArrayRecord(task.trainable_state(model, cfg.mode, cfg.aggregation))
+    loss, context.state["personal"], _ = fit_from(run, context, msg.content["arrays"], cfg.personalize_steps,
+                                                  run.torch_generator(PERSONAL_SALT), run.cell.rounds * cfg.local_steps)
     return Message(RecordDict({"metrics": MetricRecord({"personalize_loss": loss})}), reply_to=msg)
 
 
