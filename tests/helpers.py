@@ -170,3 +170,23 @@ def failing_run(shared_run, plugin_site) -> Path:
                  + "".join(f'[[protocols]]\nname = "hostile"\nlabel = "{a}"\nconfig = {{ attack = "{a}" }}\n'
                            for a in HOSTILE_ATTACKS))
     return shared_run("failing", protocols, extra_path=[plugin_site])
+
+
+# Split diffusion's cut sweep in one run (share = "subset", share_size 32), per-client cuts, and
+# the default share = "batches" at c = 0.4 (batches of 16), which the TLS deployment test runs again to compare.
+SPLIT_CONFIG = 'model = "tiny", client_model = "tiny", local_steps = 4, server_steps = 4'
+SPLIT_SWEEP = "".join(
+    f'[[protocols]]\nname = "split-diffusion"\nlabel = "{label}"\nconfig = {{ {SPLIT_CONFIG}, {extra} }}\n'
+    for label, extra in [*((f"c{c}", f'cut_ratio = {c}, share = "subset", share_size = 32') for c in (0.0, 0.2, 0.6, 1.0)),
+                         ("mixed", 'cut_ratios = [0.2, 0.6], share = "subset", share_size = 32'),
+                         ("batches", "cut_ratio = 0.4, batch_size = 16")])
+
+
+def split_sweep_run(shared_run) -> Path:
+    """The shared split-diffusion sweep's output folder (its suite file: ``split_sweep_suite``)."""
+    return shared_run("split-sweep", SPLIT_SWEEP, partitioners='[{ name = "groups", by = "label" }]',
+                      samples="32", sample_steps="6")
+
+
+def split_sweep_suite(out: Path) -> Path:
+    return out.parent / f"{out.name}.toml"  # where shared_run wrote it

@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
-from helpers import CLI, write_suite
+from helpers import CLI, split_sweep_run, split_sweep_suite, write_suite
 
 from fedfuse.deploy.engine import CONNECTION, flower_command, flower_env
 from fedfuse.deploy.local import base_env, free_port
@@ -123,13 +123,16 @@ def assert_parity(dep: dict, sim: dict) -> None:
 
 
 @pytest.mark.slow
-def test_tls_deployment_matches_simulation(deployment, tmp_path):
-    """Split diffusion (custom messages, client state across rounds), one round at tiny sizes,
-    every ClientApp task in the nodes' warm executors, none in a process of its own."""
+def test_tls_deployment_matches_simulation(deployment, tmp_path, shared_run):
+    """Split diffusion (custom messages, client state), one round at tiny sizes, against the same
+    cell of the shared simulation sweep (helpers.split_sweep_run); every ClientApp task in the
+    nodes' warm executors, none in a process of its own."""
     assert Path(deployment.info["root_certificates"]).is_file() and deployment.info["tls"]
-    split = write_suite(tmp_path / "split.toml", SPLIT, **SPLIT_MATRIX)
-    runs = run_both(CLI(tmp_path), deployment, tmp_path, str(split), [])
-    assert_parity(runs["deployment"]["split-diffusion"]["metrics"], runs["simulation"]["split-diffusion"]["metrics"])
+    cli, simulated = CLI(tmp_path), split_sweep_run(shared_run)
+    done = cli("run", str(split_sweep_suite(simulated)), "--out", str(tmp_path / "dep"), "--only", "batches",
+               *deployment.run_args(), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_parity(by_label(cli, tmp_path / "dep")["batches"]["metrics"], by_label(cli, simulated)["batches"]["metrics"])
     assert_warm(deployment, {"train.local_and_cut": 1})
 
 

@@ -58,5 +58,7 @@ def test_a_failing_cell_is_recorded_and_the_others_complete(plugin_cli, plugin_s
     failed, ok = by_label["always-fails"], by_label["fedavgm"]
     assert failed["status"] == "failed" and "injected client failure" in failed["error"]
     assert ok["status"] == "ok" and ok["rounds"]
+    # a client's failure leaves Ray and its actors healthy: the next cell finds them warm
+    assert ok["metrics"]["engine_reused"] == 1.0
     error = (out / "runs" / failed["cell"] / "error.txt").read_text()
     assert "The client's traceback" in error and "raise RuntimeError(\"injected client failure\")" in error

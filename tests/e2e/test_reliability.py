@@ -29,15 +29,21 @@ def start_run(tmp_path, out, local_steps: int, *extra: str, first_a_fast_cell: b
 
 
 def stop_in_training(proc, out, sig, cells: int = 1) -> tuple[str, float]:
-    """Wait until the ``cells``-th cell has started (then Flower starts and clients train), then signal."""
+    """Wait until the ``cells``-th cell's clients train (Flower logs the round's first message
+    in the cell's log), then signal."""
     deadline = time.time() + 180
-    while time.time() < deadline and len(list(out.glob("runs/*/cell.log"))) < cells:
+    while time.time() < deadline and not training(out, cells):
         time.sleep(0.5)
-    time.sleep(10)
+    time.sleep(1)
     proc.send_signal(sig)
     sent = time.time()
     _, stderr = proc.communicate(timeout=60)
     return stderr, time.time() - sent
+
+
+def training(out, cells: int) -> bool:
+    logs = sorted(out.glob("runs/*/cell.log"), key=lambda p: p.stat().st_mtime)
+    return len(logs) >= cells and "configure_train" in logs[-1].read_text()
 
 
 @pytest.mark.slow

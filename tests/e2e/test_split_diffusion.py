@@ -1,24 +1,15 @@
 """Split diffusion: the cut, the exact marginal, what crosses the network, who computes what."""
 
 import pytest
-from helpers import write_suite
+from helpers import split_sweep_run, write_suite
 
 from fedfuse.protocols.split_diffusion import task
 
-SWEEP = "".join(f'[[protocols]]\nname = "split-diffusion"\nlabel = "c{c}"\n'
-                f'config = {{ model = "tiny", client_model = "tiny", cut_ratio = {c}, local_steps = 4, server_steps = 4, share = "subset", share_size = 32 }}\n'
-                for c in (0.0, 0.2, 0.6, 1.0)) + (
-    '[[protocols]]\nname = "split-diffusion"\nlabel = "mixed"\n'
-    'config = { model = "tiny", client_model = "tiny", cut_ratios = [0.2, 0.6], local_steps = 4, server_steps = 4, share = "subset", share_size = 32 }\n')
-
-
 @pytest.mark.slow
-def test_what_crosses_and_who_computes(cli, tmp_path):
-    suite = write_suite(tmp_path / "s.toml", SWEEP, partitioners='[{ name = "groups", by = "label" }]',
-                        samples="32", sample_steps="6")
-    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    cells = {r["label"]: r for r in cli.results(tmp_path / "out")}
+def test_what_crosses_and_who_computes(cli, shared_run):
+    """The shared sweep (helpers.SPLIT_SWEEP): cuts 0, 0.2, 0.6 and 1 sharing a subset of 32,
+    per-client cuts, and share = "batches"."""
+    cells = {r["label"]: r for r in cli.results(split_sweep_run(shared_run))}
     assert all(r["status"] == "ok" for r in cells.values())
     # c = 0: nothing derived from data crosses; the samples never leave the client either.
     assert cells["c0.0"]["metrics"]["payload_up"] == 0 and cells["c0.0"]["metrics"]["payload_down"] == 0
@@ -47,7 +38,9 @@ def test_what_crosses_and_who_computes(cli, tmp_path):
     per_step = cells["c0.0"]["metrics"]["client_gen_flops"] / 6  # c = 0: the client runs all 6 steps
     own = [task.split_steps(6, task.cut_index(c, 200), 200)[1] for c in (0.2, 0.6)]
     assert own[1] < own[0] and mixed["metrics"]["client_gen_flops"] == pytest.approx(per_step * sum(own) / 2)
-    for r in cells.values():  # the harness's evaluation adds no round: generating for it is not counted
+    batches = cells["batches"]["rounds"][0]["per_client"]  # 4 batches of 16 float32 8x8 x_cut
+    assert all(client["payload_up"] == 4 * 16 * 64 * 4 for client in batches.values())
+    for r in (cells[label] for label in ("c0.0", "c0.2", "c0.6", "c1.0", "mixed")):  # the harness's evaluation adds no round: generating for it is not counted
         assert len(r["rounds"]) == 1 and "phase" not in r["rounds"][0] and r["metrics"]["fid"] > 0
         for client in r["rounds"][0]["per_client"].values():  # the server is never sent a client model
             assert client["payload_up"] <= 32 * 64 * 4

@@ -5,8 +5,10 @@ find it running (Flower's backend only starts Ray if it is not), and it ends wit
 Its ClientApp actors are kept warm too: a Flower actor is a stateless worker (each message
 comes with the ClientApp to run and the client's Context), so a later cell reuses the idle
 actors instead of paying a new process and its imports per actor. No client state crosses
-cells: that lives in the Context, which Flower makes per run. A failed cell ends Ray and its
-actors, and an actor found dead is replaced.
+cells: that lives in the Context, which Flower makes per run. A cell the server failed for a
+client's reply (a client that raised, a malformed or refused update) leaves Ray running, as an
+ok cell does: the ServerApp ended normally and the actors answered. Any other failure ends Ray
+and its actors, and an actor found dead is replaced.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
 from fedfuse.bench.engine.flower import CLIENT_THREADS_ENV, CellClientApp, serve
+from fedfuse.bench.engine.rounds import ClientFailure
 from fedfuse.bench.engine.services import RUN_CONFIG_KEY, RUN_DIR_KEY, ServerRun
+from fedfuse.bench.engine.validation import BadReply
+
+# Failures the server raised about a client's reply: Ray and its actors are healthy after them.
+REPLY_FAILURES = (BadReply, ClientFailure)
 
 
 def cluster_address() -> str | None:
@@ -87,7 +94,9 @@ def ray_kept_running(settings: str):
     shutdown, ray.shutdown = ray.shutdown, lambda *args, **kwargs: None
     try:
         yield reused
-    except Exception:  # a failed cell: end Ray now, as Flower would (the next cell starts afresh)
+    except REPLY_FAILURES:
+        raise
+    except Exception:  # any other failure: end Ray now, as Flower would (the next cell starts afresh)
         # (An interrupt passes through untouched: the CLI marks the cell, kills Ray's processes
         # and exits at once; a shutdown here would race Flower's threads still using Ray.)
         ray.shutdown = shutdown
