@@ -23,7 +23,7 @@ Groups:
   ``overlaps`` (two rows the seeds cannot tell apart) and ``mean_std`` (a row's figure).
 - **config helpers**: ``ConfigError``, ``require_positive``, ``added_later`` (a field that, at
   its default, leaves the ids of cells stored before it existed).
-- **testing**: ``check_protocol`` runs a protocol twice on a tiny cell and checks what every
+- **testing**: ``check_protocol`` runs a protocol on a tiny cell and checks what every
   plugin must satisfy (``fedfuse check protocol NAME`` on the command line).
 """
 
@@ -141,13 +141,19 @@ def __dir__():
     return sorted(__all__)
 
 
-def check_protocol(name: str, config: dict | None = None, **options) -> dict:
-    """Run protocol ``name`` twice on a tiny cell and check the plugin contract; ``config``
-    overrides the tiny config. Returns the report (``report["ok"]``, ``report["rules"]``).
-    See ``fedfuse.bench.engine.conformance.check``."""
+def check_protocol(name: str, config: dict | None = None, *, rounds: int = 2, clients: int = 3,
+                   dataset_args: dict | None = None, out=None) -> dict:
+    """Run protocol ``name`` on a tiny cell of ``clients`` clients and ``rounds`` rounds and
+    check the plugin contract: it finishes, reports the harness's keys, is deterministic, keeps
+    client state in ``context.state`` (a run with a process per message agrees with a warm
+    one), fails the cell by name when a client fails in round 2, counts its bytes at the grid
+    and rejects unknown config keys. ``config`` overrides the tiny config; ``dataset_args``:
+    digits' arguments (e.g. ``{"public_classes": [0, 1, 2, 3, 4]}`` for a protocol that
+    pre-trains); ``out``: keep the runs' folders there. Returns the report: ``report["ok"]``,
+    and ``report["rules"]``, each ``{"rule", "ok", "seen"}``."""
     from fedfuse.bench.engine.conformance import check
 
-    return check(name, config, **options)
+    return check(name, config, out=out, dataset_args=dataset_args, rounds=rounds, clients=clients)
 
 
 __all__ = [

@@ -44,8 +44,8 @@ def test_third_party_plugin_is_listed_and_keeps_the_contract(plugin_cli, tmp_pat
     report = json.loads(checked.stdout)
     assert [r["rule"] for r in report["rules"] if r["ok"]] == [r["rule"] for r in report["rules"]]
     assert report["config"]["model"] == "tiny" and report["config"]["proximal_mu"] == 0.01
-    (record,) = plugin_cli.results(tmp_path / "runs" / "run-1")
-    assert record["status"] == "ok" and record["protocol"] == "fedavgm"
+    (record,) = plugin_cli.results(tmp_path / "runs" / "warm")
+    assert record["status"] == "ok" and record["protocol"] == "fedavgm" and len(record["rounds"]) == 2
     assert 0 < record["metrics"]["fid_vs_noise"] and record["metrics"]["bytes_up"] > record["metrics"]["payload_up"]
 
 

@@ -1,9 +1,6 @@
-"""Every built-in protocol family keeps the contract a plugin must keep (`fedfuse check protocol`).
+"""The conformance check's parts that need no run: its config, its input errors, its verdicts."""
 
-One protocol of each implementation: fixed-quant, local-only, centralized and
-fedavg-full-finetune share their family's code. The checks run in this process, so the runs
-after the first also show that one Ray runtime serves several cells.
-"""
+import pytest
 
 from fedfuse.bench.engine.conformance import TINY, tiny_config
 from fedfuse.plugins.manager import registry
@@ -26,3 +23,39 @@ def test_a_config_that_accepts_anything_fails_the_strict_config_rule():
 
     verdict = config_rule(ProtocolSpec("lenient", "1", Lenient, server=None, client_app=None))
     assert not verdict["ok"]
+
+
+def test_check_sizes_are_options_and_errors_name_the_users_input():
+    """rounds and clients are options, not config keys; a wrong key is named before any file is
+    written (no temporary suite in the message)."""
+    from fedfuse.api import ConfigError, check_protocol
+
+    with pytest.raises(ConfigError, match="unknown key 'rounds'.*--rounds") as err:
+        check_protocol("fedavg", {"rounds": 2})
+    assert "suite.toml" not in str(err.value) and "check protocol fedavg config" in str(err.value)
+    with pytest.raises(ConfigError, match="clients 2-100"):
+        check_protocol("fedavg", rounds=2, clients=1)
+
+
+def record(status="ok", **metrics):
+    return {"status": status, "metrics": metrics, "error": None}
+
+
+def test_state_verdicts_tell_state_outside_the_context_from_nondeterminism():
+    from fedfuse.bench.engine.conformance import state_rules
+
+    def verdicts(**records):
+        return [r["ok"] for r in state_rules(records)]  # [deterministic, state in the Context]
+
+    assert verdicts(fresh=record(fid=1.0), warm=record(fid=1.0)) == [True, True]
+    assert verdicts(fresh=record(fid=1.0), warm=record(fid=2.0), **{"fresh-again": record(fid=1.0)}) == [True, False]
+    assert verdicts(fresh=record(fid=1.0), warm=record(fid=2.0), **{"fresh-again": record(fid=3.0)}) == [False, False]
+
+
+def test_a_client_failure_must_fail_the_cell_naming_the_client():
+    from fedfuse.bench.engine.conformance import failure_rule
+
+    named = {"status": "failed", "error": "ClientFailure: client 1 (node 7) failed: injected failure of client 1 in round 2"}
+    assert failure_rule(named)["ok"]
+    assert not failure_rule({"status": "ok", "error": None})["ok"]
+    assert not failure_rule({"status": "failed", "error": "RuntimeError: the server loop did not finish"})["ok"]

@@ -17,7 +17,8 @@ def test_proximal_term_is_zero_at_the_anchor_and_grows_away_from_it():
 
 
 def test_fedavgm_keeps_the_plugin_contract():
-    """Runs the protocol twice on a tiny cell (about a minute on 2 CPU cores)."""
+    """3 clients, 2 rounds: fresh processes, a warm one, a client failing in round 2 (about a
+    minute on 2 CPU cores)."""
     report = check_protocol("fedavgm", {"proximal_mu": 0.01})
     assert report["ok"], [r for r in report["rules"] if not r["ok"]]
 

@@ -58,7 +58,7 @@ def warn_broken(reg) -> None:
 
 
 def cmd_check(args) -> int:
-    """Run a protocol twice on a tiny cell and report the plugin contract, rule by rule."""
+    """Run a protocol on a tiny cell (conformance.py says how) and report the plugin contract, rule by rule."""
     import json
 
     from fedfuse.bench.engine.conformance import check
@@ -68,8 +68,9 @@ def cmd_check(args) -> int:
         raise ConfigError(f"--set {bad[0]}: expected KEY=VALUE")
     config = {key: parse_value(value) for key, value in (pair.split("=", 1) for pair in args.set)}
     data = {key: parse_value(value) for key, value in (pair.split("=", 1) for pair in args.data_arg)}
-    with console().status(f"running {args.name} twice on a tiny cell (digits, 2 clients, 1 round; about a minute)"):
-        report = check(args.name, config, out=args.keep, dataset_args=data)
+    what = f"digits, {args.clients} clients, {args.rounds} rounds"
+    with console().status(f"running {args.name} on a tiny cell, fresh, warm and with a failing client ({what}; a minute or two)"):
+        report = check(args.name, config, out=args.keep, dataset_args=data, rounds=args.rounds, clients=args.clients)
     if args.format == "json":
         print(json.dumps(report, indent=1))
     else:

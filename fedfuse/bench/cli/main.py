@@ -53,14 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     show_protocol = sub.add_parser("show", help="one protocol: its config fields with type, default and help")
     show_protocol.add_argument("kind", choices=("protocol",))
     show_protocol.add_argument("name")
-    check = sub.add_parser("check", help="run a protocol twice on a tiny cell and check the plugin contract")
+    check = sub.add_parser("check", help="run a protocol on a tiny cell and check the plugin contract")
     check.add_argument("kind", choices=("protocol",))
     check.add_argument("name")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="config override for the tiny cell (default: tiny presets, 2 local steps)")
     check.add_argument("--data-arg", action="append", default=[], metavar="K=V",
                        help="an argument of the digits dataset, e.g. public_classes=[5,6,7,8,9] for fine-tuning")
-    check.add_argument("--keep", metavar="DIR", help="keep both runs' output folders here")
+    check.add_argument("--rounds", type=int, default=2, help="rounds of the checked cell (default 2)")
+    check.add_argument("--clients", type=int, default=3, help="clients of the checked cell (default 3)")
+    check.add_argument("--keep", metavar="DIR", help="keep the runs' output folders here")
     check.add_argument("--format", choices=("table", "json"), default="table")
     sub.add_parser("plugins", help="registered plugins and where each comes from")
     data = sub.add_parser("data", help="inspect datasets and partitions")

@@ -13,7 +13,7 @@ from fedfuse.bench.costs.accounting import COST_KEY, TrafficMeter
 from fedfuse.bench.engine.grid import CountingGrid
 from fedfuse.bench.engine import scoring
 from fedfuse.bench.engine.packing import packed_messages, unpacked
-from fedfuse.bench.engine.services import RUN_CONFIG_KEY, client_run
+from fedfuse.bench.engine.services import RUN_CONFIG_KEY, client_run, load_client_data
 from fedfuse.bench.engine.validation import ReplyPolicy
 from fedfuse.bench.suites.cells import CellSpec
 from fedfuse.bench.engine.rounds import ClientFailure, check_replies  # noqa: F401 (check_replies: engine API)
@@ -22,6 +22,8 @@ IDENTIFY = "query.fedfuse_identify"
 #: torch threads per ClientApp. Both engines set it (1: one core per client): a thread count
 #: changes the order of float reductions, so runs compare bit for bit only at equal counts.
 CLIENT_THREADS_ENV = "FEDFUSE_CLIENT_THREADS"
+#: run config key: serve every message in a process of its own (the conformance check's state rule)
+FRESH_PROCESS_KEY = "fedfuse-fresh-process"
 
 
 class CellClientApp(ClientApp):
@@ -42,17 +44,63 @@ class CellClientApp(ClientApp):
         if message.metadata.message_type == IDENTIFY:
             return Message(RecordDict({"fedfuse": ConfigRecord(
                 {"partition-id": int(context.node_config["partition-id"])})}), reply_to=message)
-        pin_threads()
-        run = client_run(context)
-        # Every message measures its first step afresh. FlopCounterMode changes the last bits of
-        # a backward pass, so a measured step must come at the same place in every run, however
-        # the engine spreads messages over processes (Ray actors; a process per message).
-        run.flops.restart()
-        reply = protocol_client_app(context.run_config[RUN_CONFIG_KEY])(unpacked(message), context)
-        if reply.has_content():  # the harness's cost record: the FLOPs measured for this message
-            # not a MetricRecord: strategies expect one
-            reply.content[COST_KEY] = ConfigRecord({**run.flops.take(), "train_examples": run.flops.take_examples()})
-        return packed_messages([reply])[0]
+        if context.run_config.get(FRESH_PROCESS_KEY):
+            load_client_data(context)  # the harness's data, shared with the children as they fork
+            protocol_client_app(context.run_config[RUN_CONFIG_KEY])  # imported, not run
+            return in_fresh_process(serve_message, message, context)
+        return serve_message(message, context)
+
+
+def serve_message(message: Message, context: Context) -> Message:
+    """The protocol's ClientApp on one message, its FLOPs added to the reply."""
+    pin_threads()
+    run = client_run(context)
+    # Every message measures its first step afresh. FlopCounterMode changes the last bits of
+    # a backward pass, so a measured step must come at the same place in every run, however
+    # the engine spreads messages over processes (Ray actors; a process per message).
+    run.flops.restart()
+    reply = protocol_client_app(context.run_config[RUN_CONFIG_KEY])(unpacked(message), context)
+    if reply.has_content():  # the harness's cost record: the FLOPs measured for this message
+        # not a MetricRecord: strategies expect one
+        reply.content[COST_KEY] = ConfigRecord({**run.flops.take(), "train_examples": run.flops.take_examples()})
+    return packed_messages([reply])[0]
+
+
+def in_fresh_process(serve, message: Message, context: Context) -> Message:
+    """``serve(message, context)`` in a child forked from this process, which has run no client
+    code (the conformance check's fresh actors): each message starts from the modules as
+    imported, as under Flower's process isolation. What the client keeps in ``context.state``
+    comes back; anything it keeps elsewhere (a module global, the harness's cache) is lost."""
+    import multiprocessing
+    import pickle
+
+    receive, send = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(target=_serve_child, args=(serve, message, context, send))
+    child.start()
+    send.close()
+    try:
+        outcome = pickle.loads(receive.recv_bytes())
+    except EOFError:
+        outcome = ("error", f"the client's process ended without a reply (exit code {child.join() or child.exitcode})")
+    child.join()
+    if outcome[0] == "error":
+        raise RuntimeError(outcome[1])
+    reply, state = outcome[1]
+    context.state.clear()
+    context.state.update(state)
+    return reply
+
+
+def _serve_child(serve, message: Message, context: Context, send) -> None:
+    import pickle
+    import traceback
+
+    try:
+        outcome = ("ok", (serve(message, context), context.state))
+    except Exception:  # noqa: BLE001 - reported to the parent, which raises it as the client's error
+        outcome = ("error", traceback.format_exc())
+    send.send_bytes(pickle.dumps(outcome))
+    send.close()
 
 
 def pin_threads() -> None:

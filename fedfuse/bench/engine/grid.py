@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
 
-from flwr.app import Message, RecordDict
+from flwr.app import Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from fedfuse.bench.costs.accounting import TrafficMeter
@@ -18,6 +20,19 @@ log = logging.getLogger("flwr")
 # hard-coded 3 s between pulls, half of which a reply pays on average; a pull is one small
 # request. The simulation's grid keeps its own `pull_interval` (0.1 s).
 PULL_INTERVAL_S = 0.02
+_FAIL_ROUND: list[int] = []  # set by inject_client_failure: the round a client's reply fails in
+
+
+@contextlib.contextmanager
+def inject_client_failure(round: int):
+    """In cells run here, the first reply (by client) of round ``round`` reaches the protocol
+    as the error Flower delivers for a ClientApp that raised: the conformance check's rule
+    that a failed client fails the cell by name."""
+    _FAIL_ROUND.append(round)
+    try:
+        yield
+    finally:
+        _FAIL_ROUND.pop()
 
 
 class CountingGrid(Grid):
@@ -34,6 +49,10 @@ class CountingGrid(Grid):
         self.dropped_last = 0  # replies of the last send_and_receive left out ("drop" policy or deadline)
         self.active: list[int] | None = None  # this round's participants (ServerRun.begin_round), else all
         self.late_last = 0  # of those, the ones that missed the deadline
+        self.round: int | None = None  # the round begun last (ServerRun.begin_round)
+        self.fail_round = _FAIL_ROUND[-1] if _FAIL_ROUND else None  # see inject_client_failure
+        self.failed_client: int | None = None  # the client whose reply was made to fail
+        self._sent: dict[str, Message] = {}  # messages by id, while a failure is to be injected
 
     def set_run(self, run) -> None:
         self._inner.set_run(run)
@@ -57,13 +76,15 @@ class CountingGrid(Grid):
         ids = list(self._inner.push_messages(messages))
         for message in messages:
             self.meter.sent(message)
+            if self.fail_round is not None:
+                self._sent[message.metadata.message_id] = message
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         replies = list(self._inner.pull_messages(message_ids))
         for reply in replies:
             self.meter.received(reply)
-        return [unpacked(reply) for reply in replies]
+        return self._failing([unpacked(reply) for reply in replies])
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages, started = list(messages), time.perf_counter()
@@ -76,15 +97,27 @@ class CountingGrid(Grid):
         for message in messages:
             self.meter.sent(message)
         sent = {m.metadata.message_id: content for m, content in zip(messages, contents)}
+        self._sent.update({m.metadata.message_id: m for m in messages} if self.fail_round is not None else {})
         for reply in replies:
             self.meter.received(reply)
         # By client, not in the order they came back: a protocol that sums replies (FedAvg) then
         # adds floats in the same order in every run and in both engines.
-        replies = [unpacked(r) for r in sorted(replies, key=self._partition_of)]
+        replies = self._failing([unpacked(r) for r in sorted(replies, key=self._partition_of)])
         kept = [r for r in replies if r.has_error() or self._acceptable(r, sent.get(r.metadata.reply_to_message_id))]
         on_time = [r for r in kept if r.has_error() or not self._late(r)]
         self.dropped_last, self.late_last = len(replies) - len(on_time), len(kept) - len(on_time)
         return on_time
+
+    def _failing(self, replies: list[Message]) -> list[Message]:
+        """``replies``, the first one's made an error if a failure is due (inject_client_failure)."""
+        if self.fail_round is None or self.round != self.fail_round or not replies:
+            return replies
+        first, self.fail_round = replies[0], None
+        self.failed_client = self._partition_of(first)
+        reason = f"injected failure of client {self.failed_client} in round {self.round} (the conformance check)"
+        failed = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
+                         reply_to=self._sent[first.metadata.reply_to_message_id])
+        return [failed, *replies[1:]]
 
     def _partition_of(self, reply: Message) -> int:
         node = self.meter.node_of(reply)

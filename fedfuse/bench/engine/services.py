@@ -153,7 +153,7 @@ class ServerRun(Evaluation):
         if k < len(nodes):
             picked = np.random.default_rng([self.cell.seed, round, PARTICIPATION_SALT]).choice(len(nodes), k, replace=False)
             nodes = [nodes[i] for i in sorted(picked)]
-        self.grid.active = nodes
+        self.grid.active, self.grid.round = nodes, round
         return nodes
 
     @functools.cached_property
@@ -236,6 +236,15 @@ def client_run(context) -> ClientRun:
 
 
 _LAST_RUN_ID = None
+
+
+def load_client_data(context) -> None:
+    """Load (into this process's caches) the data a client of ``context``'s cell reads: the
+    dataset and the partitions. Harness data only, read-only: a process that forks a process
+    per message (the conformance check's) loads it once, and no protocol code runs."""
+    cell, run_dir = CellSpec.from_json(context.run_config[RUN_CONFIG_KEY]), context.run_config.get(RUN_DIR_KEY)
+    load(cell.dataset, cell.dataset_args)
+    cell_partitions(cell, str(Path(str(run_dir)) / PARTITIONS_FILE) if run_dir else None)
 
 
 @functools.lru_cache(maxsize=8)

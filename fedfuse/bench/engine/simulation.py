@@ -23,7 +23,7 @@ import time
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
-from fedfuse.bench.engine.flower import CLIENT_THREADS_ENV, CellClientApp, serve
+from fedfuse.bench.engine.flower import CLIENT_THREADS_ENV, FRESH_PROCESS_KEY, CellClientApp, serve
 from fedfuse.bench.engine.rounds import ClientFailure
 from fedfuse.bench.engine.services import RUN_CONFIG_KEY, RUN_DIR_KEY, ServerRun
 from fedfuse.bench.engine.validation import BadReply
@@ -49,8 +49,9 @@ def backend_config(system) -> dict:
                 "init_args": {}}
     cpus = os.cpu_count() or 1
     gpus = torch.cuda.device_count() if system.gpus_per_client > 0 else 0
+    per_actor = cpus if _ONE_ACTOR.is_set() else min(system.cpus_per_client, cpus)
     return {
-        "client_resources": {"num_cpus": min(system.cpus_per_client, cpus), "num_gpus": system.gpus_per_client},
+        "client_resources": {"num_cpus": per_actor, "num_gpus": system.gpus_per_client},
         "init_args": {"num_cpus": cpus, "num_gpus": gpus, "logging_level": "error", "log_to_driver": False},
     }
 
@@ -72,6 +73,46 @@ def quiet_environment() -> None:
 
 _RAY_STARTED_FOR: str | None = None  # the settings the running Ray was started with
 _IDLE_ACTORS: list = []  # ClientApp actors the last cell left idle, for the next one
+_FRESH_PROCESSES = threading.Event()  # set: every client message in a process of its own
+_ONE_ACTOR = threading.Event()  # set: one ClientApp actor serves every client
+
+
+@contextlib.contextmanager
+def fresh_processes():
+    """Cells run here serve every client message in a process forked for it from a new actor
+    that runs no client code itself: nothing a client keeps outside its Context survives
+    from one message to the next, nor passes between clients or cells (the conformance
+    check's state rule compares such a run with a warm one)."""
+    with _set(_FRESH_PROCESSES):
+        yield
+
+
+@contextlib.contextmanager
+def one_actor():
+    """Cells run here have one ClientApp actor (still ``cpus_per_client`` torch threads), so
+    a warm run passes every message through one process: what a client keeps outside its
+    Context is then certain to reach its next message and the other clients' (the
+    conformance check's warm run), not left to how Ray spreads messages over actors."""
+    with _set(_ONE_ACTOR):
+        yield
+
+
+@contextlib.contextmanager
+def _set(event: threading.Event):
+    event.set()
+    try:
+        yield
+    finally:
+        event.clear()
+
+
+def retire_idle_actors() -> None:
+    """End the actors earlier cells left warm (they may hold what a client kept in a global)."""
+    import ray
+
+    for actor in _IDLE_ACTORS:
+        ray.kill(actor, no_restart=True)
+    _IDLE_ACTORS.clear()
 
 
 @contextlib.contextmanager
@@ -240,10 +281,14 @@ def run_cell(run: ServerRun, server_loop) -> dict:
     def _main(grid, context):
         outcome["metrics"] = serve(grid, run, server_loop, recorded_partitions)
 
-    client_app = CellClientApp({RUN_CONFIG_KEY: run.cell.to_json(), RUN_DIR_KEY: str(run.run_dir.resolve())})
+    fresh = _FRESH_PROCESSES.is_set()
+    client_app = CellClientApp({RUN_CONFIG_KEY: run.cell.to_json(), RUN_DIR_KEY: str(run.run_dir.resolve()),
+                                **({FRESH_PROCESS_KEY: "1"} if fresh else {})})
     config = backend_config(run.cell.system)
     settings = json.dumps([config, os.environ[CLIENT_THREADS_ENV]], sort_keys=True)
     with ray_kept_running(settings) as reused, actors_kept_warm(), node_partitions_recorded():
+        if fresh:
+            retire_idle_actors()
         _ENGINE_DOWN.clear()
         try:
             run_simulation(server_app, client_app, num_supernodes=run.cell.clients, backend_config=config)
