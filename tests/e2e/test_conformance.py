@@ -39,14 +39,17 @@ def test_the_other_builtin_families_keep_the_plugin_contract():
 
 
 @pytest.mark.slow
-def test_a_client_that_keeps_its_state_outside_the_context_fails_the_check(plugin_cli: CLI):
+def test_a_client_that_keeps_its_state_outside_the_context_fails_the_check(plugin_cli: CLI, tmp_path):
     """The fixture ``forgetful`` counts each client's messages in a module global: a warm
     process carries the count on (and into the other clients'), a process per message loses
     it. The check says which rule, and that the protocol is otherwise deterministic."""
     import json
 
-    done = plugin_cli("check", "protocol", "forgetful", "--rounds", "2", "--clients", "3", "--format", "json")
+    done = plugin_cli("check", "protocol", "forgetful", "--rounds", "2", "--clients", "3", "--format", "json",
+                      "--keep", str(tmp_path / "runs"))
     assert done.returncode == 1, done.stderr[-3000:]
+    (warm,) = plugin_cli.results(tmp_path / "runs" / "warm")  # 3 clients, 2 rounds: 2 messages each
+    assert len(warm["rounds"]) == 2 and (warm["metrics"]["seen_first"], warm["metrics"]["seen_last"]) == (1, 2)
     rules = {r["rule"]: r for r in json.loads(done.stdout)["rules"]}
     assert not rules["client state lives in the Context"]["ok"]
     assert "train_loss 6.0 vs 9.0" in rules["client state lives in the Context"]["seen"]

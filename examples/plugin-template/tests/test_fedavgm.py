@@ -1,9 +1,16 @@
-"""The template's own tests: `pip install -e .` in fedfuse's venv, then `pytest tests`."""
+"""The template's own tests: `pip install -e .` in fedfuse's venv, then `pytest tests`.
+
+``fedfuse.testing`` runs a tiny cell in this process (no Ray): a client driven message by
+message with its Flower Context kept, or the whole cell with the harness's scoring."""
 
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from fedfuse.api import build_unet, check_protocol
+from fedfuse.testing import ClientDriver, run_in_process, tiny_cell
 from fedfuse_fedavgm import task
+
+TINY = {"model": "tiny", "local_steps": 2, "batch_size": 8}
 
 
 def test_proximal_term_is_zero_at_the_anchor_and_grows_away_from_it():
@@ -14,6 +21,29 @@ def test_proximal_term_is_zero_at_the_anchor_and_grows_away_from_it():
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
     assert term(model).item() > 0
+
+
+def test_a_client_trains_the_model_it_is_sent():
+    """One client over two rounds, as Flower calls it: it returns the model it was sent,
+    trained on its own images, and says how many it holds."""
+    cell = tiny_cell("fedavgm", TINY, clients=2)
+    client = ClientDriver(cell, partition=0)
+    model = build_unet((1, 8, 8), "tiny", seed=0)
+    sent = ArrayRecord(model.state_dict())
+    for rnd in (1, 2):
+        reply = client.send(RecordDict({"arrays": sent, "config": ConfigRecord({"server-round": rnd})}), "train", rnd)
+        assert not reply.has_error(), reply.error
+        back = reply.content["arrays"].to_torch_state_dict()
+        assert back.keys() == model.state_dict().keys()
+        assert any(not torch.equal(back[k], v) for k, v in model.state_dict().items())
+        assert reply.content["metrics"]["num-examples"] > 0 and reply.content["metrics"]["train_loss"] > 0
+
+
+def test_a_whole_cell_in_process_is_scored_by_the_harness(tmp_path):
+    """Two clients, two rounds of the server loop and the harness's scoring, in seconds."""
+    metrics = run_in_process(tiny_cell("fedavgm", TINY, clients=2, rounds=2), tmp_path)
+    assert metrics["fid"] > 0 and 0 < metrics["fid_vs_noise"] and metrics["bytes_up"] > metrics["payload_up"] > 0
+    assert metrics["client_flops"] > 0 and metrics["eval_loss"] > 0
 
 
 def test_fedavgm_keeps_the_plugin_contract():

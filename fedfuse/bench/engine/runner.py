@@ -50,10 +50,7 @@ class SuiteRunner:
 
     def __init__(self, registry: Registry, out_dir: Path, suite_digest: str, rerun: bool = False, engine=None):
         self.registry, self.hook = registry, registry.pm.hook
-        self.metric_specs = {name: entry.spec for name, entry in registry.entries("metrics").items()}
-        # what the harness itself measures and sums over rounds (bytes, FLOPs, latency, energy)
-        self.measured = {name for name, entry in registry.entries("metrics").items()
-                         if entry.plugin_name == "fedfuse-core" and entry.spec.aggregate == "sum"}
+        self.metric_specs, self.measured = metric_specs(registry)
         self.out_dir, self.suite_digest, self.rerun, self.engine = Path(out_dir), suite_digest, rerun, engine
         self.store = ResultStore(self.out_dir / "results.sqlite")
         # The caller holds the folder's lock: any 'running' cell is a dead process's.
@@ -80,11 +77,8 @@ class SuiteRunner:
             if self.store.finish(cell.cell_id, "interrupted", {}, f"interrupted ({type(stop).__name__})"):
                 restore_artifacts(run.run_dir)
             raise
-        folded = {**totals(run.rounds, self.metric_specs), **to_target(run.rounds, cell.evaluation.get("target", {}))}
-        # what the harness measures, 0 if nothing was exchanged; the protocol cannot override it
-        measured = {k: folded.get(k, 0) for k in self.measured if k != "wall_s"}
-        metrics = {**folded, **metrics, **measured, "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(),
-                   "system": run.system}
+        metrics = {**final_metrics(run, metrics, self.metric_specs, self.measured),
+                   "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(), "system": run.system}
         if status == "ok":
             metrics.update(budget_figures(metrics, cell.budget))
         if self.store.finish(cell.cell_id, status, metrics, error):
@@ -145,6 +139,22 @@ class SuiteRunner:
             metrics = {**run_cell(run, server_loop), "backend": "simulation"}
         check_finite(metrics)
         return metrics
+
+
+def metric_specs(registry: Registry) -> tuple[dict, set]:
+    """Every registered metric's spec by name, and the names the harness itself measures and
+    sums over rounds (bytes, FLOPs, latency, energy)."""
+    entries = registry.entries("metrics")
+    measured = {n for n, e in entries.items() if e.plugin_name == "fedfuse-core" and e.spec.aggregate == "sum"}
+    return {name: entry.spec for name, entry in entries.items()}, measured
+
+
+def final_metrics(run: ServerRun, metrics: dict, specs: dict, measured: set) -> dict:
+    """A cell's metrics: its round records folded (each metric by its aggregate), the server
+    loop's and the harness's scoring's ``metrics``, then what the harness measures (0 if nothing
+    was exchanged: the protocol cannot override it)."""
+    folded = {**totals(run.rounds, specs), **to_target(run.rounds, run.cell.evaluation.get("target", {}))}
+    return {**folded, **metrics, **{k: folded.get(k, 0) for k in measured if k != "wall_s"}}
 
 
 BUDGETED = ("client_train_examples", "server_train_examples", "pretrain_examples", "late_train_examples")
