@@ -64,18 +64,20 @@ def as_flower_task(node_id: int):
 
 def tiny_cell(protocol: str, config: dict | None = None, *, clients: int = 2, rounds: int = 2,
               dataset: str = "digits", dataset_args: dict | None = None, seed: int = 0, samples: int = 16,
-              sample_steps: int = 2, **matrix) -> CellSpec:
+              sample_steps: int = 2, mia_samples: int = 32, **matrix) -> CellSpec:
     """The one cell a suite of ``protocol`` with ``config`` expands to: ``clients`` clients
-    (an iid split unless ``matrix`` says ``partitioners``), ``rounds`` rounds, ``seed``, and
-    ``samples`` images of ``sample_steps`` steps scored. Other ``matrix`` keys are a suite's
-    ``[matrix]`` keys (docs/suites.md), e.g. ``participation=1`` or ``mia_samples=16``."""
+    (an iid split unless ``matrix`` says ``partitioners``), ``rounds`` rounds, ``seed``,
+    ``samples`` images of ``sample_steps`` steps scored and the membership attack on
+    ``mia_samples`` images. Other ``matrix`` keys are a suite's ``[matrix]`` keys
+    (docs/suites.md), e.g. ``participation=1``."""
     from fedfuse.bench.suites.expand import expand
     from fedfuse.bench.suites.parse import parse_suite
     from fedfuse.plugins.manager import registry
 
     doc = {"format": 1, "suite": {"name": "tiny-cell", "version": "1"},
            "matrix": {"datasets": [{"name": dataset, **(dataset_args or {})}], "seeds": [seed], "clients": clients,
-                      "rounds": rounds, "samples": samples, "sample_steps": sample_steps, **matrix},
+                      "rounds": rounds, "samples": samples, "sample_steps": sample_steps,
+                      "mia_samples": mia_samples, **matrix},
            "protocols": [{"name": protocol, "config": dict(config or {})}]}
     (cell,) = expand(parse_suite(doc, Path(f"tiny_cell({protocol!r})"), ""), registry())
     return cell

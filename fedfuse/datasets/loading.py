@@ -24,6 +24,9 @@ def allowed_args(spec) -> dict:
 
 
 def load(name: str, args: dict | None = None) -> ImageData:
+    """Dataset ``name`` (a registered dataset plugin's) with its ``args`` (and the common
+    ``public_classes`` / ``public_fraction``), loaded once per process: its training and
+    held-out images and labels, and which training images are public."""
     return _load(name, json.dumps(args or {}, sort_keys=True))
 
 

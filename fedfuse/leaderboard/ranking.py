@@ -51,7 +51,8 @@ class Row:
     rank: str = ""  # "1", "2=" (shared), "" (not ranked: not learned, or no quality figure)
     systems: list[str] = field(default_factory=list)  # where its cells ran (device, precision)
     run_dirs: dict[int, str] = field(default_factory=dict)  # seed: run directory, of its ok cells
-    outdated: bool = False  # cells of an older protocol version than the installed one, or an earlier set-up
+    old_version: bool = False  # cells of an older protocol version than the installed one
+    superseded: bool = False  # cells of an earlier set-up of the row (a changed default or matrix)
     partition: str = ""  # the partitioner part of ``data``, e.g. ``dirichlet(alpha=0.3)``
     distribution: str = ""  # what its quality was scored against (``eval_distribution``)
     bound: bool = False  # a reference bound (its protocol's spec says so), not a private protocol
@@ -79,9 +80,15 @@ class Row:
         return self.mean("over_budget") > 0
 
     @property
+    def outdated(self) -> bool:
+        """Not the current result of its configuration: an older protocol version or set-up."""
+        return self.old_version or self.superseded
+
+    @property
     def place(self) -> str:
         """What the rank column shows: the rank, or why there is none."""
-        why = (("superseded", self.outdated), ("over budget", self.over_budget), ("not learned", self.not_learned))
+        why = (("older version", self.old_version), ("superseded", self.superseded), ("over budget", self.over_budget),
+               ("not learned", self.not_learned))
         return self.rank or next((w for w, yes in why if yes), "–")
 
     @property
@@ -157,7 +164,7 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
         earlier = newest.get(row_key(r, track), setup) != setup
         key = (track, label_of(r, versions, setup if earlier else ""), data_of(r), r["profile"])
         row = rows.setdefault(key, Row(*key))
-        row.outdated, row.partition = is_outdated(r, versions) or earlier, r["partitioner"]
+        row.old_version, row.superseded, row.partition = is_outdated(r, versions), earlier, r["partitioner"]
         row.planned = (planned_seeds or {}).get(r["suite"], 0)
         row.protocol = r.get("protocol", "")
         row.bound = row.protocol in bounds

@@ -104,7 +104,7 @@ def to_json(rows: list[Row]) -> str:
 
     return json.dumps(strict([{"track": r.track, "section": r.section, "distribution": r.distribution,
                         "bound": r.bound, "raw_data": r.raw_data, "rank": r.rank, "not_learned": r.not_learned,
-                        "superseded": r.outdated, "label": r.label,
+                        "superseded": r.superseded, "older_version": r.old_version, "label": r.label,
                         "data": r.data, "profile": r.profile,
                         "seeds": r.seeds, "failed": r.failed, "incomplete": r.incomplete, "pareto": r.pareto,
                         "mean": {k: r.mean(k) for k in r.values}, "std": {k: r.std(k) for k in r.values}}

@@ -15,11 +15,11 @@ from helpers import CLI
 from fedfuse.bench.engine.conformance import check
 
 
-def broken_builtins(names: tuple[str, ...]) -> dict:
+def broken_builtins(names: tuple[str, ...], keep=None) -> dict:
     broken = {}
     for name in names:
         data = {"public_classes": [0, 1, 2, 3, 4]} if name == "fedavg-lora" else {}  # the base pre-trains on these
-        report = check(name, dataset_args=data)
+        report = check(name, dataset_args=data, out=keep / name if keep else None)
         failed = [r for r in report["rules"] if not r["ok"]]
         runs = [(r["run"], r["status"]) for r in report["runs"]]
         if failed or runs != [("fresh", "ok"), ("warm", "ok"), ("failing", "failed")]:
@@ -28,8 +28,21 @@ def broken_builtins(names: tuple[str, ...]) -> dict:
 
 
 @pytest.mark.slow
-def test_builtin_protocols_keep_the_plugin_contract():
-    assert not broken_builtins(("fedavg", "split-diffusion"))
+def test_builtin_protocols_keep_the_plugin_contract(tmp_path):
+    """And fedfuse.testing's in-process run of the checked fedavg cell trains the very model the
+    simulation engine trained (3 clients, 2 of them a round, 2 rounds)."""
+    from fedfuse.bench.engine.conformance import tiny_config
+    from fedfuse.plugins.manager import registry
+    from fedfuse.testing import run_in_process, tiny_cell
+
+    assert not broken_builtins(("fedavg", "split-diffusion"), keep=tmp_path)
+    (warm,) = CLI(tmp_path).results(tmp_path / "fedavg" / "warm")
+    cell = tiny_cell("fedavg", tiny_config(registry().get("protocols", "fedavg")), clients=3, rounds=2,
+                     participation=2, samples=64, sample_steps=5, mia_samples=32)
+    mine = run_in_process(cell, tmp_path / "in-process")
+    for key in ("model_sha256", "payload_up", "client_flops", "train_loss", "mia_auc"):
+        assert mine[key] == warm["metrics"][key], key
+    assert mine["fid"] == pytest.approx(warm["metrics"]["fid"], rel=1e-6)
 
 
 @pytest.mark.slow

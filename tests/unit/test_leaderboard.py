@@ -36,7 +36,7 @@ def test_results_of_an_older_protocol_version_get_a_row_of_their_own():
     records = [{**record("c0.2", 0, 10.0, 5), "protocol": "split", "protocol_version": "3"},
                {**record("c0.2", 0, 30.0, 5), "protocol": "split", "protocol_version": "4"}]
     rows = rank(group(records, {}, {}, versions={"split": "4"}), SPECS)
-    assert [(r.label, r.mean("fid"), r.place) for r in rows] == [("c0.2", 30.0, "1"), ("c0.2 [split v3]", 10.0, "superseded")]
+    assert [(r.label, r.mean("fid"), r.place) for r in rows] == [("c0.2", 30.0, "1"), ("c0.2 [split v3]", 10.0, "older version")]
     assert len(group(records, {}, {})) == 1  # (without the installed versions, and these records carrying no config hash: one row)
 
 

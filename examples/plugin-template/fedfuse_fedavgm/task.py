@@ -22,3 +22,8 @@ def local_train(model, data, cfg, generator, resources, flops, rnd: int) -> floa
     return train(model, build_scheduler(cfg.timesteps), data, cfg.local_steps, cfg.recipe, generator,
                  resources, flops, conditional=cfg.conditional, start_step=(rnd - 1) * cfg.local_steps,
                  extra_loss=extra)
+
+
+def update_norms(sent: dict[str, torch.Tensor], trained: dict[str, torch.Tensor]):
+    """The L2 norm of a client's update, per tensor (a float32 tensor)."""
+    return torch.stack([(trained[k].float() - v.float()).norm() for k, v in sent.items()])

@@ -3,8 +3,9 @@
 ``fedfuse.testing`` runs a tiny cell in this process (no Ray): a client driven message by
 message with its Flower Context kept, or the whole cell with the harness's scoring."""
 
+import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedfuse.api import build_unet, check_protocol
 from fedfuse.testing import ClientDriver, run_in_process, tiny_cell
@@ -23,9 +24,10 @@ def test_proximal_term_is_zero_at_the_anchor_and_grows_away_from_it():
     assert term(model).item() > 0
 
 
-def test_a_client_trains_the_model_it_is_sent():
+def test_a_client_trains_the_model_it_is_sent_and_keeps_its_count():
     """One client over two rounds, as Flower calls it: it returns the model it was sent,
-    trained on its own images, and says how many it holds."""
+    trained on its own images; its Context keeps how many rounds it trained, which the custom
+    message "query.client_stats" reports with its last update's norms."""
     cell = tiny_cell("fedavgm", TINY, clients=2)
     client = ClientDriver(cell, partition=0)
     model = build_unet((1, 8, 8), "tiny", seed=0)
@@ -36,14 +38,28 @@ def test_a_client_trains_the_model_it_is_sent():
         back = reply.content["arrays"].to_torch_state_dict()
         assert back.keys() == model.state_dict().keys()
         assert any(not torch.equal(back[k], v) for k, v in model.state_dict().items())
-        assert reply.content["metrics"]["num-examples"] > 0 and reply.content["metrics"]["train_loss"] > 0
+        assert reply.content["metrics"]["rounds-trained"] == rnd and reply.content["metrics"]["train_loss"] > 0
+    assert client.state["fedavgm"]["rounds_trained"] == 2
+    stats = client.send(RecordDict(), "query.client_stats")
+    assert stats.content["stats"]["rounds-trained"] == 2
+    assert stats.content["update_norms"]["norms"].numpy().shape == (len(model.state_dict()),)
+
+
+def test_the_reply_check_refuses_an_impossible_count():
+    from fedfuse_fedavgm.plugin import check_reply
+
+    check_reply(RecordDict(), RecordDict({"metrics": MetricRecord({"rounds-trained": 1})}), None)
+    with pytest.raises(ValueError, match="rounds-trained"):
+        check_reply(RecordDict(), RecordDict({"metrics": MetricRecord({"rounds-trained": 0})}), None)
 
 
 def test_a_whole_cell_in_process_is_scored_by_the_harness(tmp_path):
-    """Two clients, two rounds of the server loop and the harness's scoring, in seconds."""
-    metrics = run_in_process(tiny_cell("fedavgm", TINY, clients=2, rounds=2), tmp_path)
+    """Three clients, two of them a round, two rounds of the server loop, its custom message and
+    the harness's scoring, in seconds: 4 trainings over 3 clients."""
+    cell = tiny_cell("fedavgm", TINY, clients=3, rounds=2, participation=2)
+    metrics = run_in_process(cell, tmp_path)
     assert metrics["fid"] > 0 and 0 < metrics["fid_vs_noise"] and metrics["bytes_up"] > metrics["payload_up"] > 0
-    assert metrics["client_flops"] > 0 and metrics["eval_loss"] > 0
+    assert metrics["rounds_trained"] == pytest.approx(4 / 3) and metrics["update_norm"] > 0
 
 
 def test_fedavgm_keeps_the_plugin_contract():
