@@ -13,7 +13,8 @@ from helpers import client_round, write_suite
 from tiny_sd import make_tiny_sd
 from torch import nn
 
-from fedfuse.api import build_scheduler, conditioned, diffusion_loss, load_dataset, make_scheduler, sample
+from fedfuse.api import build_scheduler, conditioned, diffusion_loss, load_dataset, sample
+from fedfuse.toolkit.sampling import make_scheduler
 from fedfuse.bench.suites.expand import expand
 from fedfuse.bench.suites.parse import load_suite
 from fedfuse.plugins.manager import registry
