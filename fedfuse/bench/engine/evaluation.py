@@ -5,6 +5,8 @@ protocol's bytes or FLOPs."""
 
 from __future__ import annotations
 
+import math
+
 import hashlib
 from typing import Callable
 
@@ -134,6 +136,44 @@ class Evaluation:
         FLOPs are not counted as the protocol's."""
         self.held = dict(model=model, scheduler=scheduler, conditional=conditional, label_map=label_map,
                          t_range=t_range, encode=encode, step_loss=step_loss)
+
+    def server_received(self, node: int, sets: dict, *, reconstruction: str | None = None,
+                        conditions: int = 0) -> None:
+        """Declare what the server received from client ``node`` that derives from its private
+        images, and what it can make of it: ``sets``, named image batches (the first is what
+        crossed the wire, e.g. ``{"cut": x_cut, ...}``; the others the server's reconstructions
+        or its model's continuations of it); ``reconstruction``: the name of a set that
+        reconstructs the shared images one for one; ``conditions``: how many labels crossed
+        with them. Once the server loop has returned, the harness measures the disclosure
+        (docs/metrics.md): nearest-neighbour MSE/SSIM of the first set (``nn_*``) and of the
+        reconstruction (``recon_nn_*``) against the client's private images, FID/KID of every set
+        against them and against held-out images of its classes (``disclosure_fid_<name>``,
+        ``..._heldout``); the mean over the clients declared. Evaluation: nothing here is counted."""
+        limit = self.cell.evaluation["samples"]
+        received = getattr(self, "received", {})
+        received[node] = dict(sets={k: v[:limit] for k, v in sets.items()}, reconstruction=reconstruction,
+                              conditions=conditions)
+        self.received = received
+
+    def disclosure_figures(self) -> dict:
+        """The disclosure of what ``server_received`` declared ({} if nothing)."""
+        rows = [self._disclosed(node, **got) for node, got in getattr(self, "received", {}).items()]
+        if not rows:
+            return {}
+        return {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if all(math.isfinite(r[k]) for r in rows)}
+
+    def _disclosed(self, node: int, sets: dict, reconstruction: str | None, conditions: int) -> dict:
+        private, classes = self.client_private(self.partition_of(node))
+        shared = next(iter(sets))
+        # KID to the private images comes with the set distances (the same figure, computed once)
+        distances = self.disclosure_sets(sets, private, classes)
+        row = {**self.disclosure(sets[shared], private, kid=False), **distances,
+               "kid_to_private": distances[f"disclosure_kid_{shared}"], "disclosed_conditions": float(conditions)}
+        if reconstruction:
+            recon = self.disclosure(sets[reconstruction], private, kid=False)
+            row.update({f"recon_{k}": v for k, v in recon.items()},
+                       recon_kid_to_private=distances[f"disclosure_kid_{reconstruction}"])
+        return row
 
     def membership_inference(self) -> dict:
         """The attack on what ``server_holds`` declared ({} if nothing: e.g. a server that holds

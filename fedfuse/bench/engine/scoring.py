@@ -174,10 +174,11 @@ class Scorer:
 
 
 def evaluate(run, deployment: Deployment | None) -> dict:
-    """Client and population quality of ``deployment``, each beside its references, and the
-    membership attack on the model the server declared it holds (``run.server_holds``). On a
-    track (a budget) every entry is scored by the harness: one that deployed nothing fails."""
-    return {**quality(run, deployment), **run.membership_inference()}
+    """Client and population quality of ``deployment``, each beside its references, the
+    membership attack on the model the server declared it holds (``run.server_holds``) and the
+    disclosure of what it declared it received (``run.server_received``). On a track (a budget)
+    every entry is scored by the harness: one that deployed nothing fails."""
+    return {**quality(run, deployment), **run.membership_inference(), **run.disclosure_figures()}
 
 
 def quality(run, deployment: Deployment | None) -> dict:

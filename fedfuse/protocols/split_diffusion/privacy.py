@@ -1,39 +1,26 @@
-"""What the split server could learn of a client's images from what it received: disclosure
-of the shared x_cut (and of the server's model carrying it on to x_0), and the server's
-denoiser declared for the harness's membership attack. Evaluation: nothing here is counted."""
+"""What the split server could learn of a client's images, declared for the harness: what it
+received (x_cut) and what it can make of it (the server's model carrying x_cut on to x_0), for
+the disclosure figures, and its denoiser, for the membership attack. Evaluation: nothing here
+is counted."""
 
-import math
-
-import numpy as np
 import torch
 
 from fedfuse.api import derive_seed
 from fedfuse.protocols.split_diffusion import task
 
 
-def disclosure(run, server: task.ServerModel, shared: dict) -> dict:
-    """What the server received in the last round, against each client's private images; the
-    mean over clients. Per shared image: nearest-neighbour MSE/SSIM of x_cut and of its
-    rescaled mean (``recon_``). As sets (FID/KID, also against held-out images of the client's
-    classes as the reference point): x_cut, rescaled, the server's own model carrying x_cut on
-    to x_0 (``approx``), and a fresh sample of the server's model carried on to x_0 (``fresh``)."""
-    if not shared:
-        return {}
-    rows = []
+def declare_received(run, server: task.ServerModel, shared: dict) -> None:
+    """Declare, per client, what the server received in the last round (x_cut, with its labels
+    where conditioned) and what it can make of it: x_cut's rescaled mean (a one-for-one
+    reconstruction), its own model carrying x_cut on to x_0 (``approx``) and a fresh sample
+    of its model carried on to x_0 (``fresh``). The harness measures the disclosure."""
     for node, (x_cut, cond) in shared.items():
-        private, classes = run.client_private(run.partition_of(node))
         n = min(len(x_cut), run.cell.evaluation["samples"])
         x_cut, cond = x_cut[:n], None if cond is None else cond[:n]
         recon = task.naive_reconstruction(x_cut, run.config.timesteps, server.cuts[node])
-        # KID to the private images comes with the set distances (the same figure, computed once)
-        d_shared, d_recon = run.disclosure(x_cut, private, kid=False), run.disclosure(recon, private, kid=False)
         sets = {"cut": x_cut, "rescaled": recon, **server_views(run, server, node, x_cut, cond)}
-        distances = run.disclosure_sets(sets, private, classes)
-        rows.append({**d_shared, **{f"recon_{k}": v for k, v in d_recon.items()}, **distances,
-                     "kid_to_private": distances["disclosure_kid_cut"],
-                     "recon_kid_to_private": distances["disclosure_kid_rescaled"],
-                     "disclosed_conditions": float(0 if cond is None else len(shared[node][1]))})
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if all(math.isfinite(r[k]) for r in rows)}
+        run.server_received(node, sets, reconstruction="rescaled",
+                            conditions=0 if shared[node][1] is None else len(shared[node][1]))
 
 
 def declare_held(run, server: task.ServerModel) -> None:

@@ -10,7 +10,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedfuse.api import EVAL_KEY, Ema, Request, build_unet, derive_seed, send_each
 from fedfuse.protocols.split_diffusion import task
-from fedfuse.protocols.split_diffusion.privacy import declare_held, disclosure
+from fedfuse.protocols.split_diffusion.privacy import declare_held, declare_received
 
 
 def split_server(grid, run) -> dict:
@@ -48,8 +48,9 @@ def split_server(grid, run) -> dict:
     run.deploy(lambda requests: client_samples(grid, run, trained, shared, requests, None),
                conditional=cfg.condition == "label")
     declare_held(run, trained)  # the harness attacks what the server holds
+    declare_received(run, trained, shared)  # and measures what it received discloses
     return {**cut_figures(cfg, run, cuts), "marginal": cfg.marginal, **last_losses(run), **run.checksum(model),
-            **generation_cost(run, cuts, n_cond), **disclosure(run, trained, shared)}
+            **generation_cost(run, cuts, n_cond)}
 
 
 def cut_labels(marginal: str, cuts, timesteps: int) -> dict[int, int]:
