@@ -137,9 +137,9 @@ def sample_grid(row: Row) -> str:
 
 def table(rows: list[Row], records: list[dict]) -> str:
     heads = ["#", "configuration", "data", "profile", "n", f"{PRIMARY} ↓", "fid/noise ↓", "kid", "recall ↑", "coverage ↑",
-             *PRIVACY.values(), *(UNITS[c][0] for c in COSTS), "Pareto", "system", "samples"]
-    metrics = [None, None, None, None, None, PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", *PRIVACY, *COSTS,
-               None, None, None]
+             "pop fid ↓", *PRIVACY.values(), *(UNITS[c][0] for c in COSTS), "Pareto", "system", "samples"]
+    metrics = [None, None, None, None, None, PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", "pop_fid", *PRIVACY,
+               *COSTS, None, None, None]
     left = {1, 2, 3, len(heads) - 3, len(heads) - 2, len(heads) - 1}
     th = "".join(f'<th class="{"l" if i in left else ""}"'
                  f'{f" data-metric={chr(34)}{m}{chr(34)}" if m else ""}>{html.escape(h)}</th>'
@@ -153,7 +153,7 @@ def table_row(i: int, r: Row) -> str:
     cells = [f'<td data-v="{i}">{html.escape(r.place)}</td>', f'<td class="l">{html.escape(r.label)}</td>',
              f'<td class="l">{html.escape(r.data)}</td>', f'<td class="l">{html.escape(r.profile)}</td>',
              f'<td data-v="{len(r.seeds)}">{n}</td>', td(r, PRIMARY), td(r, "fid_vs_noise"), td(r, "kid"),
-             td(r, "recall"), td(r, "coverage"), *(td(r, m) for m in PRIVACY), *(td(r, c, UNITS[c][1]) for c in COSTS),
+             td(r, "recall"), td(r, "coverage"), td(r, "pop_fid"), *(td(r, m) for m in PRIVACY), *(td(r, c, UNITS[c][1]) for c in COSTS),
              f'<td class="l">{html.escape(pareto_cell(r))}</td>', f'<td class="l">{html.escape("; ".join(r.systems))}</td>',
              f'<td class="l">{sample_grid(r)}</td>']
     css = "unlearned" if r.not_learned else ("front" if r.pareto else "")

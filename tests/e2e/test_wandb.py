@@ -79,7 +79,7 @@ def test_leaderboard_table_has_ranks_references_and_not_learned_rows():
                 "ref_recall_blur": 0.3, "ref_recall_noise": 0.0}
         return {"suite": "s", "suite_version": "1", "suite_digest": "d", "label": label, "dataset": "digits",
                 "partitioner": "iid", "profile": "p", "seed": seed, "status": "ok", "evaluation": {},
-                "metrics": {"fid": fid, "fid_vs_noise": fid / 100, "system": "cpu x 32-true", **refs}}
+                "metrics": {"fid": fid, "fid_vs_noise": fid / 100, "pop_fid": fid + 1, "system": "cpu x 32-true", **refs}}
 
     specs = {name: e.spec for name, e in registry().entries("metrics").items()}
     rows = rank(group([rec("a", 0, 10.0), rec("a", 1, 11.0), rec("b", 0, 80.0)], {}, {}), specs)
@@ -89,3 +89,4 @@ def test_leaderboard_table_has_ranks_references_and_not_learned_rows():
     assert ranks == ["1", "not learned", "reference", "reference", "reference"]
     assert configs[2:] == ["reference: real", "reference: blur", "reference: noise"]
     assert table.data[0][table.columns.index("system")] == "cpu x 32-true"
+    assert table.data[0][table.columns.index("pop_fid")] == 11.5  # population quality beside client quality
