@@ -150,7 +150,7 @@ def table(rows: list[Row], records: list[dict]) -> str:
 
 def table_row(i: int, r: Row) -> str:
     n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
-    cells = [f'<td data-v="{i}">{html.escape(r.place)}</td>', f'<td class="l">{html.escape(r.label)}</td>',
+    cells = [f'<td data-v="{i}">{html.escape(r.place)}</td>', f'<td class="l">{html.escape(r.shown_label)}</td>',
              f'<td class="l">{html.escape(r.data)}</td>', f'<td class="l">{html.escape(r.profile)}</td>',
              f'<td data-v="{len(r.seeds)}">{n}</td>', td(r, PRIMARY), td(r, "fid_vs_noise"), td(r, "kid"),
              td(r, "recall"), td(r, "coverage"), td(r, "pop_fid"), *(td(r, m) for m in PRIVACY), *(td(r, c, UNITS[c][1]) for c in COSTS),

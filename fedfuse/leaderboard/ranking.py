@@ -53,6 +53,7 @@ class Row:
     run_dirs: dict[int, str] = field(default_factory=dict)  # seed: run directory, of its ok cells
     old_version: bool = False  # cells of an older protocol version than the installed one
     superseded: bool = False  # cells of an earlier set-up of the row (a changed default or matrix)
+    verified: bool = False  # some of its cells were run again by `fedfuse verify` and came out the same
     partition: str = ""  # the partitioner part of ``data``, e.g. ``dirichlet(alpha=0.3)``
     distribution: str = ""  # what its quality was scored against (``eval_distribution``)
     bound: bool = False  # a reference bound (its protocol's spec says so), not a private protocol
@@ -78,6 +79,11 @@ class Row:
     def over_budget(self) -> bool:
         """Some cell processed more training images than its track's budget."""
         return self.mean("over_budget") > 0
+
+    @property
+    def shown_label(self) -> str:
+        """The label as tables show it: ✓ after a verified row's."""
+        return f"{self.label} ✓" if self.verified else self.label
 
     @property
     def outdated(self) -> bool:
@@ -167,6 +173,7 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
         row.old_version, row.superseded, row.partition = is_outdated(r, versions), earlier, r["partitioner"]
         row.planned = (planned_seeds or {}).get(r["suite"], 0)
         row.protocol = r.get("protocol", "")
+        row.verified = row.verified or bool(r.get("verified"))
         row.bound = row.protocol in bounds
         if r["status"] != "ok":
             row.failed += 1

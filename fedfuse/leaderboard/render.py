@@ -44,7 +44,8 @@ LEGEND = (f"n = seeds pooled (mean ± std); * = fewer seeds than the suite asks 
           "without a membership attack has no privacy point. Bound rows (local-only, centralized) and rows whose "
           "protocol moves raw images off the device are ranked and marked, never on a front. "
           "Each section ranks only rows scored on one distribution (its heading), with its own references. "
-          "system: the device and precision its cells trained on.")
+          "system: the device and precision its cells trained on. ✓ after a configuration: `fedfuse verify` ran "
+          "some of its cells again from the submitted bundle and found them the same.")
 
 
 def markdown(rows: list[Row], extra: tuple[str, ...] = ()) -> str:
@@ -64,7 +65,7 @@ def markdown_row(r: Row, extra: tuple[str, ...]) -> str:
     n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
     values = ([mean_std(r, m) for m in (*QUALITY, *PRIVACY)] + [mean_std(r, c, UNITS[c][1]) for c in COSTS]
               + [mean_std(r, e) for e in extra])
-    return (f"| {r.place} | {r.label} | {r.data} | {r.profile} | {n} | " + " | ".join(values)
+    return (f"| {r.place} | {r.shown_label} | {r.data} | {r.profile} | {n} | " + " | ".join(values)
             + f" | {pareto_cell(r)} | {'; '.join(r.systems)} |")
 
 
@@ -104,7 +105,7 @@ def to_json(rows: list[Row]) -> str:
 
     return json.dumps(strict([{"track": r.track, "section": r.section, "distribution": r.distribution,
                         "bound": r.bound, "raw_data": r.raw_data, "rank": r.rank, "not_learned": r.not_learned,
-                        "superseded": r.superseded, "older_version": r.old_version, "label": r.label,
+                        "superseded": r.superseded, "older_version": r.old_version, "verified": r.verified, "label": r.label,
                         "data": r.data, "profile": r.profile,
                         "seeds": r.seeds, "failed": r.failed, "incomplete": r.incomplete, "pareto": r.pareto,
                         "mean": {k: r.mean(k) for k in r.values}, "std": {k: r.std(k) for k in r.values}}

@@ -9,16 +9,21 @@ from fedfuse.results.outlock import has_writer
 from fedfuse.bench.suites.parse import shipped_suites, study_digest
 from fedfuse.leaderboard import ranking
 from fedfuse.results.store import ABANDONED, ResultStore
+from fedfuse.results.verification import verified_cells
 from fedfuse.plugins.config import ConfigError
 
 
 def read_records(out: str | Path) -> list[dict]:
-    """The store's records, read-only. A cell still ``running`` while no process holds the
+    """The store's records, read-only (each marked ``verified`` where a bundle's verification
+    ran it again and found it the same). A cell still ``running`` while no process holds the
     folder's lock was abandoned by a process that died: it reads as ``interrupted``."""
     path = Path(out) / "results.sqlite"
     if not path.is_file():
         raise ConfigError(f"no results in {out}/ (expected {path}); run a suite first: fedfuse run smoke")
     records = ResultStore(path, readonly=True).records()
+    verified = verified_cells(out)  # a bundle's: the cells `fedfuse verify` ran again and found the same
+    for r in records:
+        r["verified"] = r["cell"] in verified
     if not has_writer(Path(out)):
         for r in records:
             if r["status"] == "running":

@@ -62,7 +62,7 @@ def board_table(wandb, rows):
                "recall", "pop_fid", *PRIVACY, *COSTS, "pareto", "system"]
     table = wandb.Table(columns=columns)
     for r in rows:
-        table.add_data(r.section, r.rank or ("" if r.place == "–" else r.place), r.label, r.data, r.profile,
+        table.add_data(r.section, r.rank or ("" if r.place == "–" else r.place), r.shown_label, r.data, r.profile,
                        len(r.seeds), r.mean(PRIMARY), r.std(PRIMARY), r.mean("fid_vs_noise"), r.mean("recall"),
                        r.mean("pop_fid"), *(r.mean(m) for m in PRIVACY), *(r.mean(c) for c in COSTS), ", ".join(r.pareto), "; ".join(r.systems))
     for track in dict.fromkeys(r.section for r in rows):

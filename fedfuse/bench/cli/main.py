@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     where_to.add_argument("--into", metavar="FILE",
                           help="instead, the tables and claims between FILE's markers <!-- fedfuse report STUDY --> "
                                "and <!-- /fedfuse report STUDY --> (no figure, no grids)")
+    subm = sub.add_parser("submit", help="bundle a results store with what produced it, for anyone to verify")
+    subm.add_argument("--out", default=DEFAULT_OUT, help="the output folder of one suite or track run")
+    subm.add_argument("--track", metavar="NAME", help="the shipped track (or suite) the run must be, unmodified")
+    subm.add_argument("--dest", metavar="DIR", help="the bundle's folder (default OUT-bundle)")
+    ver = sub.add_parser("verify", help="check a bundle here and re-run a seeded choice of its cells")
+    ver.add_argument("bundle")
+    ver.add_argument("--cells", type=int, default=2, help="cells to run again (default 2: a few minutes of CPU)")
     deploy = sub.add_parser("deploy", help="start Flower's deployment engine for `run --backend deployment`")
     where = deploy.add_subparsers(dest="where", required=True)
     local = where.add_parser("local", help="a SuperLink and N SuperNodes on this machine, until Ctrl-C")
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 COMMANDS = {"run": "run:cmd_run", "deploy": "run:cmd_deploy", "worker": "run:cmd_worker", "list": "inspect:cmd_list", "show": "inspect:cmd_show",
             "plugins": "inspect:cmd_plugins", "data": "inspect:cmd_data", "check": "inspect:cmd_check",
             "results": "report:cmd_results", "leaderboard": "report:cmd_leaderboard", "publish": "report:cmd_publish",
-            "report": "report:cmd_report",
+            "report": "report:cmd_report", "submit": "submission:cmd_submit", "verify": "submission:cmd_verify",
             "profile": "profile:cmd_profile"}
 
 
