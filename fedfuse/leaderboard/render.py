@@ -20,12 +20,25 @@ UNITS = {"bytes_up": ("MB up", 1e6), "bytes_down": ("MB down", 1e6), "client_flo
 
 
 def mean_std(row: Row, metric: str, scale: float = 1.0) -> str:
-    """``62 ± 2.8`` over the row's seeds (just the mean where they agree); ``–`` where unmeasured."""
+    """``62.0 ± 2.8`` over the row's seeds: the mean to 3 significant digits, the spread to the
+    same decimal place (just the mean where they agree); ``–`` where unmeasured."""
     m = row.mean(metric)
     if math.isnan(m):
         return "–"
-    s = row.std(metric)
-    return f"{m / scale:.4g} ± {s / scale:.2g}" if s else f"{m / scale:.4g}"
+    mean, decimals = three_figures(m / scale)
+    s = row.std(metric) / scale
+    return f"{mean} ± {s:.{decimals}f}" if s and decimals is not None else (f"{mean} ± {s:.2g}" if s else mean)
+
+
+def three_figures(x: float) -> tuple[str, int | None]:
+    """``x`` to 3 significant digits in plain notation (whole numbers whole), and its decimal
+    places; in scientific notation (and None) where plain would be unreadable."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}", 0
+    decimals = max(0, 2 - math.floor(math.log10(abs(x))))
+    if decimals > 6 or abs(x) >= 1e9:
+        return f"{x:.3g}", None
+    return f"{x:.{decimals}f}", decimals
 
 
 QUALITY = (PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", "pop_fid")

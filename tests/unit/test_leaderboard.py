@@ -194,3 +194,15 @@ def test_privacy_is_a_front_and_bounds_or_raw_data_are_never_on_one():
     assert "privacy" not in by["inverted"].pareto  # AUC 0.3 tells members apart as well as 0.7 would
     text = markdown(rows)
     assert "| – (bound) |" in text and "| – (raw data off device) |" in text
+
+
+def test_dest_picks_the_format_from_its_extension_and_numbers_read_at_a_glance(tmp_path, cli):
+    """--dest x.html writes the page, x.json JSON, anything else Markdown; a mean shows 3
+    significant digits and its spread the same decimal place, never 1e-05 notation."""
+    stored(tmp_path, [("a", "fedavg", s, {"fid": 84.56 + s * 1e-5, "mia_auc": 0.00078 + s * 3e-6, **refs(200.0)})
+                      for s in (0, 1)])
+    for name, start in (("board.html", "<!doctype html>"), ("board.json", "["), ("board.md", "### ")):
+        done = cli("leaderboard", "--out", str(tmp_path), "--dest", str(tmp_path / name))
+        assert done.returncode == 0 and (tmp_path / name).read_text().startswith(start), (name, done.stderr)
+    text = (tmp_path / "board.md").read_text()
+    assert "| 84.6 ± 0.0 |" in text and "| 0.000781 ± 0.000002 |" in text and "e-0" not in text.split("References")[0]

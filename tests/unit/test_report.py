@@ -27,7 +27,7 @@ def sweep(points: dict[float, tuple]) -> list:
 def test_a_cut_ratio_beats_local_only_only_beyond_the_spread():
     rows = sweep({0.0: ((70, 74), 9, 0.0), 0.4: ((60, 64), 6, 0.5), 0.8: ((71, 75), 3, 0.9)})
     lines = claims_module.claims(rows)
-    assert lines[0].endswith("holds") and "c = 0.4: FID 62 ± 2.8, better" in lines[2]
+    assert lines[0].endswith("holds") and "c = 0.4: FID 62.0 ± 2.8, better" in lines[2]
     assert lines[3].endswith("not told apart from local-only")  # 73 vs 72, spreads 2.8 each
     text = "\n".join(lines)
     assert "client_flops falls" in lines[4] and "the claim holds on 2 of 2 measures" in text
@@ -47,7 +47,7 @@ def test_the_split_study_page_is_rebuilt_from_its_committed_store(tmp_path, caps
     text = (dest / "README.md").read_text()
     assert "Measured: 3 seeds, 24 of 24 cells ok" in text
     assert "1. collaboration beats local-only at some c: holds" in text  # the v5 verdicts the README states
-    assert "c = 0.6: FID 21.28 ± 0.49, better than local-only" in text
+    assert "c = 0.6: FID 21.3 ± 0.5, better than local-only" in text
     assert "the claim holds on 4 of 5 measures" in text and "disclosure_fid_approx" in text  # a study column
     assert (dest / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((dest / "samples").glob("*.png"))) == 8  # one grid per configuration
@@ -85,6 +85,6 @@ def test_equal_compute_and_re_noising_rows_are_set_beside_the_sweep():
     records[0]["protocol"] = records[1]["protocol"] = "local-only"
     text = "\n".join(claims_module.claims(group(records, {})))
     assert "1. collaboration beats local-only at some c: holds" in text  # 61 vs 72
-    assert "at equal compute: does not hold (local-only, compute-matched: FID 60 ± 2.8)" in text
+    assert "at equal compute: does not hold (local-only, compute-matched: FID 60.0 ± 2.8)" in text
     assert "c = 0.6: not told apart from it" in text
-    assert "re-noising (the paper's marginal) at c = 0.6: FID 81 ± 1.4, worse than the exact marginal's 61 ± 1.4" in text
+    assert "re-noising (the paper's marginal) at c = 0.6: FID 81.0 ± 1.4, worse than the exact marginal's 61.0 ± 1.4" in text

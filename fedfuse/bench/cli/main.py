@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--plot", metavar="PNG", nargs="?", const="partition.png", help="also save a heatmap")
     board = sub.add_parser("leaderboard", help="configurations ranked per track, mean ± std over seeds")
     board.add_argument("--out", default=DEFAULT_OUT)
-    board.add_argument("--format", choices=("md", "html", "json"), default="md")
+    board.add_argument("--format", choices=("md", "html", "json"),
+                       help="default: from --dest's extension (.html, .json), else md")
     board.add_argument("--dest", help="write to this file instead of stdout")
     board.add_argument("--plot", nargs=2, metavar=("X", "Y"), help="also save a trade-off plot of metric Y vs X")
     pub = sub.add_parser("publish", help="publish results to a target (wandb, or one a plugin adds)")

@@ -15,6 +15,8 @@ def cmd_leaderboard(args) -> int:
 
     records = read_records(args.out)
     rows = ranked_rows(records, registry())
+    suffix = Path(args.dest).suffix.lower() if args.dest else ""
+    args.format = args.format or {".html": "html", ".htm": "html", ".json": "json"}.get(suffix, "md")
     if args.format == "html":
         from fedfuse.leaderboard.html import page
 
