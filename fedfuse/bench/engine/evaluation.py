@@ -101,8 +101,8 @@ class Evaluation:
         """Every client holds ``model`` (the FedAvg family): it generates by the suite's sampler
         (class-conditional when ``conditional``), and the server holds it too (``server_holds``:
         the harness attacks it; trained with the toolkit's scheduler). Returns what the harness
-        measures of the model itself now: ``model_sha256`` and ``client_gen_*`` (a client
-        generating one image). Evaluation: nothing here is counted as the protocol's."""
+        measures of the model itself now: ``model_sha256``, ``model_params`` and ``client_gen_*``
+        (a client generating one image). Evaluation: nothing here is counted as the protocol's."""
         from fedfuse.toolkit.ddpm import build_scheduler
 
         def generate(requests):
@@ -111,7 +111,8 @@ class Evaluation:
         self.deploy(generate, conditional=conditional, shared=not conditional)
         self.server_holds(model, build_scheduler(train_timesteps), conditional=conditional)
         steps = min(self.cell.evaluation["sample_steps"], train_timesteps)
-        return {**self.checksum(model), **self.client_generation(model, steps, conditional=conditional)}
+        return {**self.checksum(model), "model_params": float(sum(p.numel() for p in model.parameters())),
+                **self.client_generation(model, steps, conditional=conditional)}
 
     def sample_model(self, model, request, train_timesteps: int) -> torch.Tensor:
         """``request.n`` images of ``model`` by the suite's sampler (of ``request.labels`` if any)."""

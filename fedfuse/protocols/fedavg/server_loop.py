@@ -27,5 +27,4 @@ def server(grid, run) -> dict:
     strategy_rounds(grid, run, strategy, ArrayRecord(model.state_dict()), evaluate_fn=evaluate)
     last = last_trained(run.rounds)
     return {"train_loss": last["train_loss"], "eval_loss": last["eval_loss"],
-            "model_params": sum(p.numel() for p in model.parameters()),
             **run.deploy_model(ema.model, cfg.timesteps, conditional=cfg.conditional)}
