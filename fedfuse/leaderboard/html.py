@@ -29,24 +29,28 @@ from fedfuse.leaderboard.render import (
     space_notes,
 )
 
-STYLE = """body{font:14px system-ui,sans-serif;margin:2em auto;max-width:1700px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}
-th{cursor:pointer;background:#f4f4f4;position:sticky;top:0}th:hover{background:#e4e4ff}td.l,th.l{text-align:left}
-tr.front td{background:#f3fff3}tr.unlearned td{color:#999;background:#fafafa}.plots img{max-width:380px;margin:4px;border:1px solid #eee}
-.note{color:#666;font-size:12px}td img.grid{width:72px;image-rendering:pixelated;display:block}.warn{color:#a00}"""
+STYLE = """body{font:14px system-ui,sans-serif;margin:1.5em auto;max-width:1700px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{padding:3px 6px;border-bottom:1px solid #ddd;text-align:right}
+thead{position:sticky;top:0;z-index:1}th{background:#f4f4f4}thead tr:last-child th{cursor:pointer}
+thead tr:last-child th:hover{background:#e4e4ff}th.group{text-align:center;border-bottom:2px solid #bbb}
+td.l,th.l{text-align:left}td small{color:#777;display:block;font-size:11px}
+tr.front td{background:#f3fff3}tr.unlearned td{color:#999;background:#fafafa}.plots img{width:460px;margin:4px;border:1px solid #eee}
+.note{color:#666;font-size:12px}.shared{color:#444;font-size:13px}td img.grid{width:56px;image-rendering:pixelated;display:block}
+.warn{color:#a00}"""
 
 SCRIPT = """function sortBy(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th),
 b=t.tBodies[0],rows=[...b.rows],asc=th.dataset.dir!=='asc';th.dataset.dir=asc?'asc':'desc';
 const key=r=>{const v=r.cells[i].dataset.v;return v===undefined||v===''?NaN:parseFloat(v)};
 rows.sort((x,y)=>{const a=key(x),c=key(y);if(isNaN(a)&&isNaN(c))return x.cells[i].textContent.localeCompare(y.cells[i].textContent);
 if(isNaN(a))return 1;if(isNaN(c))return -1;return asc?a-c:c-a});rows.forEach(r=>b.appendChild(r))}
-document.querySelectorAll('th').forEach(th=>th.addEventListener('click',()=>sortBy(th)));
+document.querySelectorAll('thead tr:last-child th').forEach(th=>th.addEventListener('click',()=>sortBy(th)));
 window.addEventListener('load',()=>{if(location.hash!=='#selftest')return;const t=document.querySelector('table.board');
-const th=[...t.tHead.rows[0].cells].find(c=>c.dataset.metric==='bytes_up');th.click();
-const col=[...t.tHead.rows[0].cells].indexOf(th);const vals=[...t.tBodies[0].rows].map(r=>parseFloat(r.cells[col].dataset.v)).filter(v=>!isNaN(v));
+const head=t.tHead.rows[t.tHead.rows.length-1];const th=[...head.cells].find(c=>c.dataset.metric==='bytes_up');th.click();
+const col=[...head.cells].indexOf(th);const vals=[...t.tBodies[0].rows].map(r=>parseFloat(r.cells[col].dataset.v)).filter(v=>!isNaN(v));
 const sorted=vals.every((v,k)=>k===0||vals[k-1]<=v);const imgs=[...document.images].filter(i=>i.closest('.plots'));
 const shown=imgs.length>0&&imgs.every(i=>i.complete&&i.naturalWidth>0);const d=document.createElement('div');d.id='selftest';
-d.textContent='selftest '+(sorted&&vals.length>1?'sorted':'unsorted')+' '+(shown?'plots-visible':'plots-missing')+' rows='+vals.length;
+const fits=[...document.querySelectorAll('table.board')].every(b=>b.scrollWidth<=document.documentElement.clientWidth);
+d.textContent='selftest '+(sorted&&vals.length>1?'sorted':'unsorted')+' '+(shown?'plots-visible':'plots-missing')+' rows='+vals.length+' '+(fits?'fits':'overflows');
 document.body.appendChild(d)});"""
 
 
@@ -112,8 +116,11 @@ def rounds_plot(records: list[dict], labels: dict[str, str], metric: str = "eval
 
 
 def td(row: Row, metric: str, scale: float = 1.0) -> str:
+    """A figure's cell: the mean, its spread over seeds on a line of its own (narrow columns)."""
     m = row.mean(metric)
-    return f'<td data-v="{"" if math.isnan(m) else m}">{html.escape(mean_std(row, metric, scale))}</td>'
+    mean, _, spread = mean_std(row, metric, scale).partition(" ± ")
+    below = f"<small>± {html.escape(spread)}</small>" if spread else ""
+    return f'<td data-v="{"" if math.isnan(m) else m}">{html.escape(mean)}{below}</td>'
 
 
 # the harness's population grid; older records: fine-tuning's own grid, a split client's
@@ -135,26 +142,46 @@ def sample_grid(row: Row) -> str:
     return f'<img class="grid" alt="samples of {html.escape(row.label)}" src="data:image/png;base64,{data}">'
 
 
+#: the table's column groups: (title, headers, metrics), the figures' columns in order
+GROUPS = (("quality", (f"{PRIMARY} ↓", "fid/noise ↓", "kid", "recall ↑", "coverage ↑", "pop fid ↓"),
+           (PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", "pop_fid")),
+          ("privacy", tuple(PRIVACY.values()), tuple(PRIVACY)),
+          ("cost", tuple(UNITS[c][0] for c in COSTS), COSTS))
+SHARED = (("data", lambda r: r.data), ("profile", lambda r: r.profile), ("system", lambda r: "; ".join(r.systems)))
+
+
+def shared_columns(rows: list[Row]) -> dict[str, str]:
+    """The descriptive columns every row of a section shares: said once above its table."""
+    return {name: get(rows[0]) for name, get in SHARED if len({get(r) for r in rows}) == 1}
+
+
 def table(rows: list[Row], records: list[dict]) -> str:
-    heads = ["#", "configuration", "data", "profile", "n", f"{PRIMARY} ↓", "fid/noise ↓", "kid", "recall ↑", "coverage ↑",
-             "pop fid ↓", *PRIVACY.values(), *(UNITS[c][0] for c in COSTS), "Pareto", "system", "samples"]
-    metrics = [None, None, None, None, None, PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", "pop_fid", *PRIVACY,
-               *COSTS, None, None, None]
-    left = {1, 2, 3, len(heads) - 3, len(heads) - 2, len(heads) - 1}
-    th = "".join(f'<th class="{"l" if i in left else ""}"'
-                 f'{f" data-metric={chr(34)}{m}{chr(34)}" if m else ""}>{html.escape(h)}</th>'
-                 for i, (h, m) in enumerate(zip(heads, metrics)))
-    body = [table_row(i, r) for i, r in enumerate(rows, 1)]
-    return f'<table class="board"><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    shared = shared_columns(rows)
+    own = [name for name, _ in SHARED if name not in shared]
+    lead = ["#", "configuration", *(n for n in own if n != "system"), "n"]
+    tail = ["Pareto", *(["system"] if "system" in own else []), "samples"]
+    groups = "".join(f'<th class="group" colspan="{len(heads)}">{title}</th>' for title, heads, _ in GROUPS)
+    top = f'<tr><th colspan="{len(lead)}"></th>{groups}<th colspan="{len(tail)}"></th></tr>'
+    figures = [(h, m) for _, heads, metrics in GROUPS for h, m in zip(heads, metrics)]
+    cells = [("#", None, False), *((h, None, True) for h in lead[1:-1]), ("n", None, False),
+             *((h, m, False) for h, m in figures), *((h, None, True) for h in tail)]
+    th = "".join(f'<th class="{"l" if left else ""}"{f" data-metric={chr(34)}{m}{chr(34)}" if m else ""}>'
+                 f'{html.escape(h)}</th>' for h, m, left in cells)
+    body = "".join(table_row(i, r, own) for i, r in enumerate(rows, 1))
+    said = "; ".join(f"{k}: {html.escape(v)}" for k, v in shared.items())
+    return (f'{f"<p class=shared>{said}</p>" if said else ""}<table class="board"><thead>{top}<tr>{th}</tr></thead>'
+            f'<tbody>{body}</tbody></table>')
 
 
-def table_row(i: int, r: Row) -> str:
+def table_row(i: int, r: Row, own: list[str]) -> str:
     n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
+    described = dict((name, get(r)) for name, get in SHARED)
     cells = [f'<td data-v="{i}">{html.escape(r.place)}</td>', f'<td class="l">{html.escape(r.shown_label)}</td>',
-             f'<td class="l">{html.escape(r.data)}</td>', f'<td class="l">{html.escape(r.profile)}</td>',
-             f'<td data-v="{len(r.seeds)}">{n}</td>', td(r, PRIMARY), td(r, "fid_vs_noise"), td(r, "kid"),
-             td(r, "recall"), td(r, "coverage"), td(r, "pop_fid"), *(td(r, m) for m in PRIVACY), *(td(r, c, UNITS[c][1]) for c in COSTS),
-             f'<td class="l">{html.escape(pareto_cell(r))}</td>', f'<td class="l">{html.escape("; ".join(r.systems))}</td>',
+             *(f'<td class="l">{html.escape(described[k])}</td>' for k in own if k != "system"),
+             f'<td data-v="{len(r.seeds)}">{n}</td>',
+             *(td(r, m, UNITS[m][1] if m in UNITS else 1.0) for _, _, metrics in GROUPS for m in metrics),
+             f'<td class="l">{html.escape(pareto_cell(r))}</td>',
+             *([f'<td class="l">{html.escape(described["system"])}</td>'] if "system" in own else []),
              f'<td class="l">{sample_grid(r)}</td>']
     css = "unlearned" if r.not_learned else ("front" if r.pareto else "")
     return f'<tr class="{css}">{"".join(cells)}</tr>'

@@ -11,7 +11,7 @@ from fedfuse.bench.suites.cells import CellSpec
 from fedfuse.plugins.manager import registry
 from fedfuse.results.store import ResultStore
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--window-size=1366,900", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0",
                   "--virtual-time-budget=5000"]
 
@@ -52,7 +52,7 @@ def test_page_loads_sorts_and_shows_plots(cli, tmp_path):
     assert '<tr class="unlearned"><td data-v="4">not learned</td><td class="l">d</td>' in text  # last, unranked
     browser = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
                               f"file://{page}#selftest"], capture_output=True, text=True, timeout=120)
-    assert "selftest sorted plots-visible rows=4" in browser.stdout, browser.stdout[-500:]
+    assert "selftest sorted plots-visible rows=4 fits" in browser.stdout, browser.stdout[-500:]  # at a laptop's width
     console = [ln for ln in browser.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert not console, console
     order = [text.index(f'<td class="l">{label}</td>') for label in ("b", "a", "c", "d")]
