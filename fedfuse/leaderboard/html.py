@@ -215,3 +215,21 @@ def page(rows: list[Row], records: list[dict], dest: Path) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>fedfuse leaderboard</title><style>{STYLE}</style>"
             f"</head><body><h1>fedfuse leaderboard</h1><p class='note'>{note}</p>{''.join(sections)}"
             f"<script>{SCRIPT}</script></body></html>")
+
+
+def index_page(stores: list[tuple[str, str, list[Row]]]) -> str:
+    """A site's index: per store (its page's file name, its folder, its ranked rows), each
+    section's best ranked configuration and how many rows it has, linked to the store's page."""
+    rows = []
+    for page_name, folder, members in stores:
+        for section in dict.fromkeys(r.section for r in members):
+            ranked = [r for r in members if r.section == section and r.rank]
+            best = f"{html.escape(ranked[0].shown_label)} ({html.escape(mean_std(ranked[0], PRIMARY))})" if ranked else "–"
+            count = sum(r.section == section for r in members)
+            rows.append(f'<tr><td class="l"><a href="{html.escape(page_name)}">{html.escape(section)}</a></td>'
+                        f'<td class="l">{html.escape(folder)}</td><td>{count}</td><td class="l">{best}</td></tr>')
+    head = "<tr><th class='l'>track or study</th><th class='l'>results store</th><th>rows</th><th class='l'>best</th></tr>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>fedfuse results</title><style>{STYLE}</style>"
+            f"</head><body><h1>fedfuse results</h1><p class='note'>One page per results store: ranked configurations, "
+            f"their references, Pareto fronts and sample grids.</p><table><thead>{head}</thead><tbody>{''.join(rows)}"
+            f"</tbody></table></body></html>")

@@ -206,3 +206,14 @@ def test_dest_picks_the_format_from_its_extension_and_numbers_read_at_a_glance(t
         assert done.returncode == 0 and (tmp_path / name).read_text().startswith(start), (name, done.stderr)
     text = (tmp_path / "board.md").read_text()
     assert "| 84.6 ± 0.0 |" in text and "| 0.000781 ± 0.000002 |" in text and "e-0" not in text.split("References")[0]
+
+
+def test_a_site_over_several_stores_has_an_index_and_a_page_each(tmp_path, cli):
+    for name, fid in (("one", 20.0), ("two", 30.0)):
+        (tmp_path / name).mkdir()
+        stored(tmp_path / name, [("a", "fedavg", s, {"fid": fid + s, **refs(200.0)}) for s in (0, 1)])
+    done = cli("site", str(tmp_path / "one"), str(tmp_path / "two"), "--dest", str(tmp_path / "site"))
+    assert done.returncode == 0, done.stderr
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert index.count('<a href="one.html">') == 1 and index.count('<a href="two.html">') == 1
+    assert (tmp_path / "site" / "two.html").read_text().startswith("<!doctype html>")

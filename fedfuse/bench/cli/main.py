@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="default: from --dest's extension (.html, .json), else md")
     board.add_argument("--dest", help="write to this file instead of stdout")
     board.add_argument("--plot", nargs=2, metavar=("X", "Y"), help="also save a trade-off plot of metric Y vs X")
+    site = sub.add_parser("site", help="one static site over results stores: an index and a page per store")
+    site.add_argument("stores", nargs="*", help="output folders (default: every runs/*/ with a results store)")
+    site.add_argument("--dest", default="site", help="the site's folder (default ./site)")
     pub = sub.add_parser("publish", help="publish results to a target (wandb, or one a plugin adds)")
     pub.add_argument("target")
     pub.add_argument("--out", default=DEFAULT_OUT)
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 COMMANDS = {"run": "run:cmd_run", "deploy": "run:cmd_deploy", "worker": "run:cmd_worker", "list": "inspect:cmd_list", "show": "inspect:cmd_show",
             "plugins": "inspect:cmd_plugins", "data": "inspect:cmd_data", "check": "inspect:cmd_check",
             "results": "report:cmd_results", "leaderboard": "report:cmd_leaderboard", "publish": "report:cmd_publish",
-            "report": "report:cmd_report", "submit": "submission:cmd_submit", "verify": "submission:cmd_verify",
+            "report": "report:cmd_report", "site": "report:cmd_site", "submit": "submission:cmd_submit", "verify": "submission:cmd_verify",
             "profile": "profile:cmd_profile"}
 
 

@@ -1,4 +1,4 @@
-"""`fedfuse results`, `leaderboard`, `publish` and `report`: read an output folder, never write it."""
+"""`fedfuse results`, `leaderboard`, `site`, `publish` and `report`: read output folders, never write them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from fedfuse.bench.cli.common import console
+from fedfuse.plugins.config import ConfigError
 from fedfuse.plugins.manager import PluginError, registry
 
 
@@ -30,6 +31,28 @@ def cmd_leaderboard(args) -> int:
     if args.plot:
         target = Path(args.dest or "leaderboard").with_suffix(".png")
         render.tradeoff_plot(rows, args.plot[0], args.plot[1], target, f"{args.plot[1]} vs {args.plot[0]}")
+    return 0
+
+
+def cmd_site(args) -> int:
+    """One static site over several results stores: an index and a page per store."""
+    from fedfuse.leaderboard.html import index_page, page
+    from fedfuse.leaderboard.rows import ranked_rows, read_records
+
+    stores = [Path(s) for s in args.stores] or sorted(p.parent for p in Path("runs").glob("*/results.sqlite"))
+    if not stores:
+        raise ConfigError("no results stores given, and none under runs/")
+    dest = Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for store in stores:
+        records = read_records(store)
+        rows = ranked_rows(records, registry())
+        name = f"{store.name}.html"
+        (dest / name).write_text(page(rows, records, (dest / name).resolve()) + "\n")
+        entries.append((name, str(store), rows))
+    (dest / "index.html").write_text(index_page(entries) + "\n")
+    console().print(f"{len(entries)} pages and index.html written to {dest}/")
     return 0
 
 
