@@ -15,7 +15,7 @@ from fedfuse.plugins.config import ConfigError
 
 def read_records(out: str | Path) -> list[dict]:
     """The store's records, read-only (each marked ``verified`` where a bundle's verification
-    ran it again and found it the same). A cell still ``running`` while no process holds the
+    ran it again and found it the same; a run folder that moved with its store is found beside it). A cell still ``running`` while no process holds the
     folder's lock was abandoned by a process that died: it reads as ``interrupted``."""
     path = Path(out) / "results.sqlite"
     if not path.is_file():
@@ -24,6 +24,9 @@ def read_records(out: str | Path) -> list[dict]:
     verified = verified_cells(out)  # a bundle's: the cells `fedfuse verify` ran again and found the same
     for r in records:
         r["verified"] = r["cell"] in verified
+        here = Path(out) / "runs" / r["cell"]  # a store moved (copied from a clone, committed): its files are here
+        if r.get("run_dir") and not Path(r["run_dir"]).is_dir() and here.is_dir():
+            r["run_dir"] = str(here)
     if not has_writer(Path(out)):
         for r in records:
             if r["status"] == "running":
