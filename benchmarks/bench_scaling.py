@@ -116,8 +116,11 @@ def measure(make, tmp: Path, registered: int, participants: int) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("registered,participants", POINTS)
-# In the test run (not FULL) plain Flower's side is left to `-m long`: it checks Flower, not fedfuse.
-@pytest.mark.parametrize("engine", ["fedfuse", "plain-flower" if FULL else pytest.param("plain-flower", marks=pytest.mark.long)])
+# In the test run (not FULL) both sides are left to `-m long`: plain Flower's checks Flower, not
+# fedfuse, and fedfuse's engine at this size is what the end-to-end tests run (participation's
+# seeded draws: tests/e2e/test_participation.py); CI's time goes to those.
+@pytest.mark.parametrize("engine", ["fedfuse", "plain-flower"] if FULL else
+                         [pytest.param(e, marks=pytest.mark.long) for e in ("fedfuse", "plain-flower")])
 def test_round_scaling(benchmark, tmp_path, engine, registered, participants):
     make = fedfuse_cell if engine == "fedfuse" else plain_flower
     result = benchmark.pedantic(lambda: measure(make, tmp_path, registered, participants), rounds=1, iterations=1)

@@ -8,8 +8,9 @@
 - ``InProcessGrid``: a Flower ``Grid`` that hands every message to its client's driver in this
   process, one message at a time.
 - ``run_in_process(cell, run_dir)``: the whole cell, the protocol's server loop and the
-  harness's scoring, over an ``InProcessGrid``: its final metrics in seconds for a tiny model.
-  The real engines (``fedfuse run``) are what results come from; this is for tests.
+  harness's scoring, over an ``InProcessGrid``: its final metrics in seconds for a tiny model,
+  the model the simulation engine trains (clients on the cell's torch threads, the server on
+  this process's). The real engines (``fedfuse run``) are what results come from; this is for tests.
 - ``check_protocol``: the conformance rules (``fedfuse check protocol``), on the real engine.
 
 Example (the plugin template's tests use these)::
@@ -24,6 +25,7 @@ Example (the plugin template's tests use these)::
 from __future__ import annotations
 
 import contextlib
+import os
 import traceback
 from pathlib import Path
 from uuid import uuid4
@@ -33,7 +35,7 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from fedfuse.api import check_protocol
-from fedfuse.bench.engine.flower import CellClientApp, serve
+from fedfuse.bench.engine.flower import CLIENT_THREADS_ENV, CellClientApp, serve
 from fedfuse.bench.engine.packing import packed_messages, unpacked
 from fedfuse.bench.engine.runner import final_metrics, metric_specs
 from fedfuse.bench.engine.services import PARTITIONS_FILE, RUN_CONFIG_KEY, RUN_DIR_KEY, ServerRun
@@ -115,12 +117,17 @@ class ClientDriver:
 
     def deliver(self, message: Message) -> Message:
         """The ClientApp's reply to a message already addressed and stamped (packed, as on the wire)."""
+        import torch
+
+        threads = torch.get_num_threads()  # the client pins its own (as in an engine's worker); the caller's come back
         with as_flower_task(self.node_id):
             try:
                 return self._app(message, self.context)
             except Exception:  # noqa: BLE001 - as Flower's engine: the client's error becomes its reply
                 reason = traceback.format_exc()
                 return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
+            finally:
+                torch.set_num_threads(threads)
 
 
 class InProcessGrid(Grid):
@@ -174,6 +181,7 @@ def run_in_process(cell: CellSpec, run_dir: Path, registry=None) -> dict:
     run = ServerRun.for_cell(cell, run_dir, registry)
     drivers = {NODE_OFFSET + p: ClientDriver(cell, p, run_dir) for p in range(cell.clients)}
     server_loop = registry.get("protocols", cell.protocol).load_server()
+    os.environ[CLIENT_THREADS_ENV] = str(cell.system.cpus_per_client)  # a client's torch threads, as the engines set
     with as_flower_task(SERVER_NODE):
         metrics = serve(InProcessGrid(drivers), run, server_loop, lambda expected: {n: d.partition for n, d in drivers.items()})
     return final_metrics(run, metrics, *metric_specs(registry))

@@ -49,24 +49,23 @@ def test_a_suite_target_records_energy_to_quality(free):
 def test_a_client_past_the_deadline_is_left_out_of_the_round_and_costed_until_it(free, cli, tmp_path):
     """deadline_s between the two clients' simulated latencies: the slower one misses every
     round (its update is not averaged: another model), it is costed up to the deadline, the
-    round lasts the deadline, and the same seed drops the same client with the same model (a
-    second, warm cell; across processes: the deployment parity test)."""
+    round lasts the deadline (the same seed dropping the same client with the same model in a
+    warm actor and across processes: the participation and deployment parity tests)."""
     from helpers import write_suite
 
     latency = {k: c["latency_s"] for k, c in free["rounds"][0]["per_client"].items()}
     slow, fast = sorted(latency, key=latency.get, reverse=True)  # devices and (seeded) distances decide
     deadline = (latency[slow] + latency[fast]) / 2
-    suite = write_suite(tmp_path / "late.toml", fedavg_labelled("late", "again"), deadline_s=str(deadline), **FEDAVG_MATRIX)
+    suite = write_suite(tmp_path / "late.toml", fedavg_labelled("late"), deadline_s=str(deadline), **FEDAVG_MATRIX)
     done = cli("run", str(suite), "--out", str(tmp_path / "late"))
     assert done.returncode == 0, done.stderr[-2000:]
-    late, again = (r for r in sorted(cli.results(tmp_path / "late"), key=lambda r: r["label"] != "late"))
-    for record in (late, again):
-        for rnd, before in zip(record["rounds"], free["rounds"]):
-            straggler, other, was = rnd["per_client"][slow], rnd["per_client"][fast], before["per_client"][slow]
-            assert straggler.get("late") == 1 and "late" not in other and rnd["clients_late"] == 1
-            assert straggler["latency_s"] == deadline
-            assert rnd["latency_s"] == pytest.approx(deadline + rnd["server_time_s"])
-            assert straggler["e_cmp_j"] + straggler["e_up_j"] < was["e_cmp_j"] + was["e_up_j"]
-            assert other["energy_j"] > 0 and straggler["bytes_up"] > 0  # it did send: the server did not wait
-    assert late["metrics"]["model_sha256"] == again["metrics"]["model_sha256"] != free["metrics"]["model_sha256"]
+    (late,) = cli.results(tmp_path / "late")
+    for rnd, before in zip(late["rounds"], free["rounds"]):
+        straggler, other, was = rnd["per_client"][slow], rnd["per_client"][fast], before["per_client"][slow]
+        assert straggler.get("late") == 1 and "late" not in other and rnd["clients_late"] == 1
+        assert straggler["latency_s"] == deadline
+        assert rnd["latency_s"] == pytest.approx(deadline + rnd["server_time_s"])
+        assert straggler["e_cmp_j"] + straggler["e_up_j"] < was["e_cmp_j"] + was["e_up_j"]
+        assert other["energy_j"] > 0 and straggler["bytes_up"] > 0  # it did send: the server did not wait
+    assert late["metrics"]["model_sha256"] != free["metrics"]["model_sha256"]
     assert late["cell"] != free["cell"]  # a deadline is part of the cell's identity
