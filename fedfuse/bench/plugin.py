@@ -77,6 +77,8 @@ HARNESS_METRICS = [
                  summary=f"population FID of the '{ref}' reference at the cell's n") for ref in ("real", "blur", "noise")),
     MetricSpec("eval_real_n", "count", higher_is_better=True, aggregate="last",
                summary="client quality: held-out images of the fewest-imaged client's label mix (few: read KID beside FID)"),
+    MetricSpec("pop_eval_real_n", "count", higher_is_better=True, aggregate="last",
+               summary="population quality: held-out images scored against (fewer than n where some class is public)"),
     # What the quality figures are worth: the same code on real, blurred and noise images at the cell's n.
     MetricSpec("fid_vs_noise", "", higher_is_better=False, aggregate="last",
                summary="FID / FID of pure noise at the same n; above 0.5 the cell is 'not learned' (unranked)"),

@@ -67,3 +67,25 @@ def test_a_deployment_must_answer_every_client_it_was_asked_for():
         scorer.generated(Deployment(lambda requests: images))
     with pytest.raises(ValueError, match="cannot be conditional"):
         Deployment(lambda requests: {}, conditional=True, shared=True)
+
+
+@pytest.mark.parametrize("public", [[], [0, 1, 2, 3, 4]])
+def test_population_quality_is_scored_on_the_classes_the_clients_hold(tmp_path, public):
+    """With public classes no client holds, the population's real images (and its references'
+    pool) are drawn in the clients' pooled label mix, not from the whole held-out set."""
+    from fedfuse.bench.engine.scoring import Scorer
+    from fedfuse.bench.engine.services import ServerRun
+    from fedfuse.plugins.manager import registry
+    from fedfuse.testing import tiny_cell
+
+    cell = tiny_cell("fedavg", {"model": "tiny"}, clients=2, samples=64, dataset_args={"public_classes": public})
+    scorer = Scorer(ServerRun.for_cell(cell, tmp_path, registry()))
+    real, pool, key = scorer.population_real()
+    eval_labels = scorer.data.eval_labels.numpy()
+    if public:
+        held = set(np.flatnonzero(sum(scorer.mix_of(c) for c in range(2))).tolist())
+        assert held == {5, 6, 7, 8, 9} and key.startswith("the clients' pooled label mix")
+        label_of = {img.numpy().tobytes(): int(label) for img, label in zip(scorer.data.eval_images, eval_labels)}
+        assert {label_of[img.numpy().tobytes()] for img in real} <= held and len(pool) == 64
+    else:
+        assert len(real) == 64 and key.startswith("all held-out") and pool is scorer.data.train_images

@@ -156,21 +156,36 @@ class Scorer:
 
     def population_quality(self, images: dict[int, torch.Tensor], shared: bool) -> dict:
         """All clients' samples, each client's share by its data size, against the whole held-out
-        set (``shared``: one model's samples stand for every client's)."""
+        set, or, where some class is held by no client (a suite's public classes), against
+        held-out images in the clients' pooled label mix (``shared``: one model's samples stand
+        for every client's)."""
         shares = apportion(np.array([len(self.parts[c]) for c in sorted(images)], dtype=np.float64), self.n)
         pooled = images[0] if shared else torch.cat([images[c][:k] for c, k in zip(sorted(images), shares)])
-        real, _ = self.run.eval_subset(self.n)
-        scores = self.run.score_against(pooled, real, self.data.train_images, "samples.png", {"classes": None})
+        real, pool, key = self.population_real()
+        scores = self.run.score_against(pooled, real, pool, "samples.png", {"classes": None})
         return {**{POPULATION_PREFIX + k: v for k, v in scores.items() if k not in ("feature_space", "featnet_accuracy")},
-                "pop_eval_distribution": self.population_key()}
+                "pop_eval_distribution": key, "pop_eval_real_n": float(len(real))}
+
+    def population_real(self) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """The population's held-out images, the training images its references draw from, and
+        the distribution's key."""
+        mix = sum(self.mix_of(c) for c in range(self.cell.clients))
+        if (mix > 0).all():
+            return self.run.eval_subset(self.n)[0], self.data.train_images, self.population_key()
+        eval_labels = self.data.eval_labels.numpy()
+        counts = real_counts(mix, label_mix(eval_labels, self.classes), self.n)
+        real = self.data.eval_images[pick_in_mix(self.run.eval_order(), eval_labels, counts)]
+        return real, self.reference_pool(mix), self.population_key(pooled=True)
 
     def client_key(self) -> str:
         """The client-quality distribution: every client's own label mix of this split, at this n."""
         return f"each client's label mix: {self.cell.dataset_name}/{self.cell.partition_name}, " \
                f"{self.cell.clients} clients, n={self.n}, {self.run.feature_space()[1]['feature_space']}"
 
-    def population_key(self) -> str:
-        return f"all held-out: {self.cell.dataset_name}, n={self.n}, {self.run.feature_space()[1]['feature_space']}"
+    def population_key(self, pooled: bool = False) -> str:
+        where = f"the clients' pooled label mix: {self.cell.dataset_name}/{self.cell.partition_name}" if pooled else \
+            f"all held-out: {self.cell.dataset_name}"
+        return f"{where}, n={self.n}, {self.run.feature_space()[1]['feature_space']}"
 
 
 def evaluate(run, deployment: Deployment | None) -> dict:
