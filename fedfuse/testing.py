@@ -11,6 +11,8 @@
   harness's scoring, over an ``InProcessGrid``: its final metrics in seconds for a tiny model,
   the model the simulation engine trains (clients on the cell's torch threads, the server on
   this process's). The real engines (``fedfuse run``) are what results come from; this is for tests.
+- ``as_flower_task(node_id)``: the task identity Flower's engines set, for a test that builds
+  a ``Message`` itself (``SERVER_NODE`` for the server's).
 - ``check_protocol``: the conformance rules (``fedfuse check protocol``), on the real engine.
 
 Example (the plugin template's tests use these)::
@@ -41,7 +43,7 @@ from fedfuse.bench.engine.runner import final_metrics, metric_specs
 from fedfuse.bench.engine.services import PARTITIONS_FILE, RUN_CONFIG_KEY, RUN_DIR_KEY, ServerRun
 from fedfuse.bench.suites.cells import CellSpec
 
-__all__ = ["tiny_cell", "ClientDriver", "InProcessGrid", "run_in_process", "check_protocol"]
+__all__ = ["tiny_cell", "ClientDriver", "InProcessGrid", "run_in_process", "as_flower_task", "check_protocol"]
 
 NODE_OFFSET = 1000  # client k is node NODE_OFFSET + k (Flower's node ids are never 0)
 SERVER_NODE = 0  # Flower's SuperLink node id: the server's messages come from it

@@ -117,28 +117,15 @@ BUILT_INS = {"fedavg", "fixed-quant", "ondemand-quant", "fedavg-lora", "fedavg-f
              "local-only", "centralized"}
 
 
-def as_flower_task() -> None:
-    """What Flower's engine sets before it calls a ClientApp (a message needs a task identity)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = 1
-
-
 def client_round(cell, arrays, partition: int = 0):
     """One real client round through fedfuse's ClientApp (as Flower's engine would call it), its
-    reply as the server's grid hands it to the protocol (unpacked: engine/packing.py)."""
-    from flwr.app import ConfigRecord, Context, Message, RecordDict
+    reply as the server's grid hands it to the protocol (fedfuse.testing's ClientDriver)."""
+    from flwr.app import ConfigRecord, RecordDict
 
-    from fedfuse.bench.engine.flower import CellClientApp
-    from fedfuse.bench.engine.packing import unpacked
-    from fedfuse.bench.engine.services import RUN_CONFIG_KEY
+    from fedfuse.testing import ClientDriver
 
-    as_flower_task()
-    context = Context(run_id=1, node_id=partition + 1, state=RecordDict(), run_config={},
-                      node_config={"partition-id": partition, "num-partitions": cell.clients})
-    message = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}),
-                      dst_node_id=partition + 1, message_type="train")
-    return unpacked(CellClientApp({RUN_CONFIG_KEY: cell.to_json()})(message, context))
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})})
+    return ClientDriver(cell, partition).send(content, "train", 1)
 
 
 # One small fedavg cell that several end-to-end tests read (conftest's ``shared_run``): a

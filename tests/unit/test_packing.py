@@ -7,7 +7,6 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-from helpers import as_flower_task
 
 from fedfuse.bench.costs.accounting import EVAL_KEY, payload_bytes, wire_bytes
 from fedfuse.bench.engine.packing import LAYOUT_KEY, PACKED, pack, packed_messages, unpack, unpacked
@@ -16,7 +15,10 @@ from fedfuse.toolkit.models import build_unet
 
 @pytest.fixture(autouse=True)
 def task_identity():
-    as_flower_task()
+    from fedfuse.testing import SERVER_NODE, as_flower_task
+
+    with as_flower_task(SERVER_NODE):  # a Message needs one, as in Flower's engines
+        yield
 
 
 def unet_content() -> tuple[dict, RecordDict]:

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import as_flower_task, write_suite
+from helpers import write_suite
 
 from fedfuse.bench.suites.cells import CellSpec
 from fedfuse.results.outlock import OutputLock, has_writer
@@ -50,8 +50,7 @@ def test_a_reply_under_another_record_name_is_named_not_just_refused():
     from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
     from fedfuse.bench.engine.rounds import odd_replies
-
-    as_flower_task()
+    from fedfuse.testing import SERVER_NODE, as_flower_task
 
     def reply(name, node):
         content = RecordDict({name: ArrayRecord({"w": Array(np.zeros(3, np.float32))}),
@@ -60,7 +59,8 @@ def test_a_reply_under_another_record_name_is_named_not_just_refused():
         message.metadata.__dict__["_src_node_id"] = node  # as if it came from that node
         return message
 
-    replies = [reply("arrays", 1), reply("weights", 2), reply("arrays", 3)]
+    with as_flower_task(SERVER_NODE):
+        replies = [reply("arrays", 1), reply("weights", 2), reply("arrays", 3)]
     assert odd_replies(replies) == "node 2"
 
 
