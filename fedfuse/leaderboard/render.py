@@ -31,12 +31,12 @@ def mean_std(row: Row, metric: str, scale: float = 1.0) -> str:
 
 
 def three_figures(x: float) -> tuple[str, int | None]:
-    """``x`` to 3 significant digits in plain notation (whole numbers whole), and its decimal
-    places; in scientific notation (and None) where plain would be unreadable."""
+    """``x`` to 3 significant digits in plain notation (up to a million: whole numbers whole),
+    and its decimal places; in scientific notation (and None) where plain would be unreadable."""
     if x == 0 or not math.isfinite(x):
         return f"{x:g}", 0
     decimals = max(0, 2 - math.floor(math.log10(abs(x))))
-    if decimals > 6 or abs(x) >= 1e9:
+    if decimals > 6 or abs(x) >= 1e6:
         return f"{x:.3g}", None
     return f"{x:.{decimals}f}", decimals
 
