@@ -59,12 +59,12 @@ def test_a_client_that_keeps_its_state_outside_the_context_fails_the_check(plugi
     it. The check says which rule, and that the protocol is otherwise deterministic."""
     import json
 
-    done = plugin_cli("check", "protocol", "forgetful", "--rounds", "2", "--clients", "3", "--format", "json",
+    done = plugin_cli("check", "protocol", "forgetful", "--rounds", "2", "--clients", "2", "--format", "json",
                       "--keep", str(tmp_path / "runs"))
     assert done.returncode == 1, done.stderr[-3000:]
-    (warm,) = plugin_cli.results(tmp_path / "runs" / "warm")  # 3 clients, 2 rounds: 2 messages each
+    (warm,) = plugin_cli.results(tmp_path / "runs" / "warm")  # 2 clients, 2 rounds: 2 messages each
     assert len(warm["rounds"]) == 2 and (warm["metrics"]["seen_first"], warm["metrics"]["seen_last"]) == (1, 2)
     rules = {r["rule"]: r for r in json.loads(done.stdout)["rules"]}
     assert not rules["client state lives in the Context"]["ok"]
-    assert "train_loss 6.0 vs 9.0" in rules["client state lives in the Context"]["seen"]
+    assert "train_loss 4.0 vs 6.0" in rules["client state lives in the Context"]["seen"]  # 1+1+1+1 vs 1+1+2+2
     assert rules["deterministic for a seed"]["ok"] and rules["a failed client fails the cell by name"]["ok"]

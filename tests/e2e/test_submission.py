@@ -37,7 +37,8 @@ def test_an_untouched_bundle_verifies_and_its_rows_are_marked(plugin_cli, bundle
         {"fedavgm": True, "always-fails": False}
 
 
-def test_an_edited_metric_fails_with_what_differs(plugin_cli, bundle):
+def test_an_edited_metric_plugin_file_or_track_fails_with_what_differs(plugin_cli, plugin_site, bundle, tmp_path):
+    shutil.copyfile(bundle / "results.sqlite", tmp_path / "as-bundled.sqlite")
     with sqlite3.connect(bundle / "results.sqlite") as db:  # a row made to look better by hand
         cell, metrics = db.execute("SELECT cell_id, metrics FROM cells WHERE status = 'ok'").fetchone()
         db.execute("UPDATE cells SET metrics = ? WHERE cell_id = ?", (json.dumps({**json.loads(metrics), "fid": 1.5}), cell))
@@ -46,9 +47,7 @@ def test_an_edited_metric_fails_with_what_differs(plugin_cli, bundle):
     lines = differs(done)
     assert "results.sqlite differs from the one bundled (edited after `fedfuse submit`)" in lines
     assert any(line.startswith(f"cell {cell} (fedavgm): fid is 1.5 in the bundle, ") for line in lines), lines
-
-
-def test_an_edited_plugin_file_and_a_different_track_fail(plugin_site, bundle, tmp_path):
+    shutil.copyfile(tmp_path / "as-bundled.sqlite", bundle / "results.sqlite")  # each check alone from here
     site = tmp_path / "site"
     shutil.copytree(plugin_site, site)
     with open(site / "fedfuse_fedavgm" / "server_loop.py", "a") as f:
