@@ -56,22 +56,50 @@ def pytest_collection_modifyitems(config, items):
         return item.get_closest_marker("slow") is None, "quick_track" in getattr(item, "fixturenames", ())
 
     items.sort(key=order)
-    if not config.option.collectonly and any("quick_track" in getattr(item, "fixturenames", ()) for item in items):
+    if config.option.collectonly:
+        return
+    if any("quick_track" in getattr(item, "fixturenames", ()) for item in items):
         start_quick_track(session_root(config))
+    users = [item for item in items if "shared_run" in getattr(item, "fixturenames", ())]
+    if len(users) >= WHOLE_SESSION:  # a whole end-to-end run, not a test or two being worked on
+        start_shared_runs(session_root(config))
+
+
+WHOLE_SESSION = 8  # tests reading shared runs: from this many, start them all at once in the background
+
+
+def start_in_background(root: Path, name: str, command: str) -> None:
+    """``command`` in the background, once per session (the first worker to get here starts
+    it), its output in ``name.log``, its exit status in ``name.rc`` when it has ended."""
+    from filelock import FileLock
+
+    with FileLock(str(root / f"{name}.lock")):
+        if (root / f"{name}.log").exists():
+            return
+        log = open(root / f"{name}.log", "w")
+        full = f"{command}; echo $? > {shlex.quote(str(root / f'{name}.rc'))}"
+        subprocess.Popen(["sh", "-c", full], cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def start_shared_runs(root: Path) -> None:
+    """Every shared run that needs no plugin (helpers.SHARED_RUNS), each a ``fedfuse run`` in the
+    background: the tests that read one wait for it instead of one worker running it while
+    another waits on its lock."""
+    from helpers import SHARED_RUNS
+
+    for name, spec in SHARED_RUNS.items():
+        spec = dict(spec)
+        protocols, cli_args, top = spec.pop("protocols"), spec.pop("cli_args", ()), spec.pop("top", "")
+        suite = write_suite(root / f"{name}.toml", protocols, top=top, **spec)
+        args = " ".join(shlex.quote(a) for a in ("run", str(suite), "--out", str(root / name), *cli_args))
+        start_in_background(root, name, f"COLUMNS=200 {shlex.quote(sys.executable)} -m fedfuse.bench.cli {args}")
 
 
 def start_quick_track(root: Path) -> None:
-    """``track-edge-quick`` into ``root/quick-track``, once per session (the first worker to get
-    here starts it); ``quick-track.rc`` holds its exit status when it has ended."""
-    from filelock import FileLock
-
-    with FileLock(str(root / "quick-track.lock")):
-        if (root / "quick-track.log").exists():
-            return
-        command = (f"{shlex.quote(sys.executable)} -m fedfuse.bench.cli run track-edge-quick --out "
-                   f"{shlex.quote(str(root / 'quick-track'))}; echo $? > {shlex.quote(str(root / 'quick-track.rc'))}")
-        log = open(root / "quick-track.log", "w")
-        subprocess.Popen(["sh", "-c", command], cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    """``track-edge-quick`` into ``root/quick-track``, once per session; ``quick-track.rc`` holds
+    its exit status when it has ended."""
+    start_in_background(root, "quick-track", f"{shlex.quote(sys.executable)} -m fedfuse.bench.cli run "
+                                              f"track-edge-quick --out {shlex.quote(str(root / 'quick-track'))}")
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +123,8 @@ def shared_run(pytestconfig):
     """``shared_run(name, protocols, cli_args=(), top="", extra_path=(), **matrix)``: ``fedfuse
     run`` of a small suite (``write_suite``'s arguments; ``extra_path``: plugin folders, as
     ``CLI``'s) once for the whole test session, shared by the xdist workers: the first test to
-    ask runs it, the others wait for it. Returns its output folder, which tests only read. Tests
+    ask runs it (or a whole session started it in the background: start_shared_runs), the
+    others wait for it. Returns its output folder, which tests only read. Tests
     that need the same kind of cell assert on one run instead of paying a CLI process, a Ray
     runtime and the cell each. A run that ends 1 (a failed cell) is a result too: ``.rc`` says."""
     from filelock import FileLock
@@ -105,13 +134,16 @@ def shared_run(pytestconfig):
     def run(name: str, protocols: str, cli_args=(), top: str = "", extra_path=(), **matrix: str) -> Path:
         out, rc, log = root / name, root / f"{name}.rc", root / f"{name}.log"
         with FileLock(str(root / f"{name}.lock")):
-            if not rc.is_file():
+            if not rc.is_file() and not log.exists():  # neither run here nor started in the background
                 suite = write_suite(root / f"{name}.toml", protocols, top=top, **matrix)
                 done = CLI(root, extra_path)("run", str(suite), "--out", str(out), *cli_args, timeout=900)
                 log.write_text(done.stdout + done.stderr)
                 rc.write_text(str(done.returncode))
-        if rc.read_text() not in ("0", "1"):
-            pytest.fail(f"the shared run {name} ended {rc.read_text()}:\n{log.read_text()[-3000:]}")
+        deadline = time.time() + 1800
+        while not rc.is_file() and time.time() < deadline:  # started in the background: wait for it
+            time.sleep(1)
+        if not rc.is_file() or rc.read_text().strip() not in ("0", "1"):
+            pytest.fail(f"the shared run {name} ended {rc.read_text() if rc.is_file() else 'late'}:\n{log.read_text()[-3000:]}")
         return out
 
     return run

@@ -143,7 +143,7 @@ def fedavg_labelled(*labels: str) -> str:
 
 def fedavg_run(shared_run) -> Path:
     """The shared fedavg cell's output folder (label "free": no deadline)."""
-    return shared_run("fedavg-small", fedavg_labelled("free"), cli_args=("--wandb",), **FEDAVG_MATRIX)
+    return shared_run("fedavg-small", **SHARED_RUNS["fedavg-small"])
 
 
 # Failing and hostile plugins in one run (tests/fixtures/failing-plugin and the template): a
@@ -171,9 +171,29 @@ SPLIT_SWEEP = "".join(
 
 def split_sweep_run(shared_run) -> Path:
     """The shared split-diffusion sweep's output folder (its suite file: ``split_sweep_suite``)."""
-    return shared_run("split-sweep", SPLIT_SWEEP, partitioners='[{ name = "groups", by = "label" }]',
-                      samples="32", sample_steps="6")
+    return shared_run("split-sweep", **SHARED_RUNS["split-sweep"])
 
 
 def split_sweep_suite(out: Path) -> Path:
     return out.parent / f"{out.name}.toml"  # where shared_run wrote it
+
+
+# On-demand quantization with demands, fixed 4 bits, and the 2x2's fixed 8 bits at maximum clock,
+# with frequency scaling, and with a 4-bit downlink (tests/e2e/test_quantization.py).
+QUANT_COMMON = 'model = "tiny", local_steps = 2, bits = 8, deadline_s = 20.0'
+QUANT = ('[[protocols]]\nname = "ondemand-quant"\nconfig = { model = "tiny", local_steps = 2, deadline_s = 20.0, '
+         'min_bits = [3, 7] }\n[[protocols]]\nname = "fixed-quant"\nlabel = "fixed4"\n'
+         'config = { model = "tiny", local_steps = 2, bits = 4 }\n'
+         + "".join(f'[[protocols]]\nname = "fixed-quant"\nlabel = "{label}"\nconfig = {{ {QUANT_COMMON}{extra} }}\n'
+                   for label, extra in (("max", ""), ("dvfs", ", dvfs = true"), ("down4", ", downlink_bits = 4")))
+         + '[[profiles]]\nname = "two"\ndevice = ["raspberry-pi-4", "jetson-nano"]\nnetwork = "wifi"\n')
+
+# The shared runs that need no plugin, by name (conftest's shared_run arguments). A whole
+# end-to-end session starts them in the background as it begins, so that no worker waits for
+# another to run one (conftest.start_shared_runs).
+SHARED_RUNS = {
+    "fedavg-small": dict(protocols=fedavg_labelled("free"), cli_args=("--wandb",), **FEDAVG_MATRIX),
+    "quant": dict(protocols=QUANT, rounds="2", samples="16", sample_steps="2"),
+    "split-sweep": dict(protocols=SPLIT_SWEEP, partitioners='[{ name = "groups", by = "label" }]', samples="32",
+                        sample_steps="6"),
+}

@@ -7,20 +7,12 @@ import pytest
 from fedfuse.toolkit import quantization as q
 
 
-# One shared run for both tests (conftest's shared_run): on-demand with demands, fixed 4 bits,
-# and the 2x2's fixed 8 bits at maximum clock, with frequency scaling, and with a 4-bit downlink.
-COMMON = 'model = "tiny", local_steps = 2, bits = 8, deadline_s = 20.0'
-QUANT = ('[[protocols]]\nname = "ondemand-quant"\nconfig = { model = "tiny", local_steps = 2, deadline_s = 20.0, '
-         'min_bits = [3, 7] }\n[[protocols]]\nname = "fixed-quant"\nlabel = "fixed4"\n'
-         'config = { model = "tiny", local_steps = 2, bits = 4 }\n'
-         + "".join(f'[[protocols]]\nname = "fixed-quant"\nlabel = "{label}"\nconfig = {{ {COMMON}{extra} }}\n'
-                   for label, extra in (("max", ""), ("dvfs", ", dvfs = true"), ("down4", ", downlink_bits = 4")))
-         + '[[profiles]]\nname = "two"\ndevice = ["raspberry-pi-4", "jetson-nano"]\nnetwork = "wifi"\n')
-
-
 @pytest.fixture
 def cells(shared_run, cli) -> dict:
-    out = shared_run("quant", QUANT, rounds="2", samples="16", sample_steps="2")
+    """The shared run for both tests (helpers.QUANT)."""
+    from helpers import SHARED_RUNS
+
+    out = shared_run("quant", **SHARED_RUNS["quant"])
     return {r["label"]: r for r in cli.results(out)}
 
 
