@@ -24,7 +24,9 @@ Groups:
 - **config helpers**: ``ConfigError``, ``require_positive``, ``added_later`` (a field that, at
   its default, leaves the ids of cells stored before it existed).
 - **testing**: ``check_protocol`` runs a protocol on a tiny cell and checks what every
-  plugin must satisfy (``fedfuse check protocol NAME`` on the command line).
+  plugin must satisfy (``fedfuse check protocol NAME`` on the command line); ``tiny_cell``,
+  ``ClientDriver``, ``InProcessGrid``, ``run_in_process`` and ``as_flower_task`` drive a
+  client or a whole cell in a test's own process (no Ray).
 """
 
 import importlib
@@ -74,6 +76,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from fedfuse.toolkit.seeding import derive_seed, stable_hash
     from fedfuse.leaderboard.ranking import overlaps
     from fedfuse.leaderboard.render import mean_std
+    from fedfuse.testing import ClientDriver, InProcessGrid, as_flower_task, run_in_process, tiny_cell
 
 # name -> (module, attribute). Loaded on first use (PEP 562), so a plugin module that only
 # declares its spec does not pay for torch, diffusers and flwr at `fedfuse plugins`.
@@ -121,6 +124,12 @@ _EXPORTS = {
     "write_atomic": ("fedfuse.files", "write_atomic"),
     "overlaps": ("fedfuse.leaderboard.ranking", "overlaps"),
     "mean_std": ("fedfuse.leaderboard.render", "mean_std"),
+    # testing: a plugin's own tests (implemented in fedfuse.testing)
+    "tiny_cell": ("fedfuse.testing", "tiny_cell"),
+    "ClientDriver": ("fedfuse.testing", "ClientDriver"),
+    "InProcessGrid": ("fedfuse.testing", "InProcessGrid"),
+    "run_in_process": ("fedfuse.testing", "run_in_process"),
+    "as_flower_task": ("fedfuse.testing", "as_flower_task"),
 }
 
 

@@ -1,4 +1,5 @@
-"""What a plugin author's own tests need, without Ray or a command line.
+"""What a plugin author's own tests need, without Ray or a command line. A plugin imports these
+names from ``fedfuse.api`` (its one promise to plugin authors); they are implemented here.
 
 - ``tiny_cell(protocol, config, clients=, rounds=, ...)``: one cell of a protocol, as a suite of
   that one entry would expand it (digits by default).
@@ -17,7 +18,7 @@
 
 Example (the plugin template's tests use these)::
 
-    from fedfuse.testing import ClientDriver, run_in_process, tiny_cell
+    from fedfuse.api import ClientDriver, run_in_process, tiny_cell
 
     cell = tiny_cell("fedavgm", {"local_steps": 2}, clients=2, rounds=2)
     metrics = run_in_process(cell, tmp_path)

@@ -1,6 +1,5 @@
 """The house rules of the README's Layout section, read from the code's imports (every import,
-including those inside functions): protocols import only ``fedfuse.api`` (a plugin's tests
-also ``fedfuse.testing``); dependencies flow
+including those inside functions): protocols import only ``fedfuse.api`` (their tests too); dependencies flow
 one way between the packages; the engine and the leaderboard meet only in the results store."""
 
 import ast
@@ -54,12 +53,10 @@ def test_protocols_import_only_the_api(folder):
     for path in sources(folder):
         parts = path.relative_to(ROOT / folder).parts
         own = tuple(packages) if folder.startswith("examples") else f"fedfuse.protocols.{parts[0]}"
-        public = {"fedfuse.api", "fedfuse.testing"} if "tests" in parts else {"fedfuse.api"}  # a plugin's tests
         for name in imports_of(path):
-            if name not in public and not name.startswith(own):
+            if name != "fedfuse.api" and not name.startswith(own):
                 offenders.append(f"{path.relative_to(ROOT)} imports {name}")
-    assert not offenders, ("protocols may import only fedfuse.api and their own folder (their tests also "
-                           "fedfuse.testing):\n" + "\n".join(offenders))
+    assert not offenders, "protocols may import only fedfuse.api and their own folder:\n" + "\n".join(offenders)
 
 
 def test_dependencies_flow_one_way():

@@ -1,14 +1,13 @@
 """The template's own tests: `pip install -e .` in fedfuse's venv, then `pytest tests`.
 
-``fedfuse.testing`` runs a tiny cell in this process (no Ray): a client driven message by
+``fedfuse.api``'s testing names run a tiny cell in this process (no Ray): a client driven message by
 message with its Flower Context kept, or the whole cell with the harness's scoring."""
 
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from fedfuse.api import build_unet, check_protocol
-from fedfuse.testing import ClientDriver, run_in_process, tiny_cell
+from fedfuse.api import ClientDriver, build_unet, check_protocol, run_in_process, tiny_cell
 from fedfuse_fedavgm import task
 
 TINY = {"model": "tiny", "local_steps": 2, "batch_size": 8}
