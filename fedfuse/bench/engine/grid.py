@@ -51,7 +51,6 @@ class CountingGrid(Grid):
         self.late_last = 0  # of those, the ones that missed the deadline
         self.round: int | None = None  # the round begun last (ServerRun.begin_round)
         self.fail_round = _FAIL_ROUND[-1] if _FAIL_ROUND else None  # see inject_client_failure
-        self.failed_client: int | None = None  # the client whose reply was made to fail
         self._sent: dict[str, Message] = {}  # messages by id, while a failure is to be injected
 
     def set_run(self, run) -> None:
@@ -113,8 +112,7 @@ class CountingGrid(Grid):
         if self.fail_round is None or self.round != self.fail_round or not replies:
             return replies
         first, self.fail_round = replies[0], None
-        self.failed_client = self._partition_of(first)
-        reason = f"injected failure of client {self.failed_client} in round {self.round} (the conformance check)"
+        reason = f"injected failure of client {self._partition_of(first)} in round {self.round} (the conformance check)"
         failed = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
                          reply_to=self._sent[first.metadata.reply_to_message_id])
         return [failed, *replies[1:]]

@@ -230,21 +230,27 @@ def client_run(context) -> ClientRun:
     if context.run_id != _LAST_RUN_ID:
         _client_run.cache_clear()
         _LAST_RUN_ID = context.run_id
-    node, run_dir = context.node_config, context.run_config.get(RUN_DIR_KEY)
-    saved = str(Path(str(run_dir)) / PARTITIONS_FILE) if run_dir else None
-    return _client_run(context.run_config[RUN_CONFIG_KEY], int(node["partition-id"]), int(node["num-partitions"]), saved)
+    node = context.node_config
+    return _client_run(context.run_config[RUN_CONFIG_KEY], int(node["partition-id"]), int(node["num-partitions"]),
+                       saved_partitions(context))
 
 
 _LAST_RUN_ID = None
+
+
+def saved_partitions(context) -> str | None:
+    """The driver's partitions file for ``context``'s cell, where the run config names its folder."""
+    run_dir = context.run_config.get(RUN_DIR_KEY)
+    return str(Path(str(run_dir)) / PARTITIONS_FILE) if run_dir else None
 
 
 def load_client_data(context) -> None:
     """Load (into this process's caches) the data a client of ``context``'s cell reads: the
     dataset and the partitions. Harness data only, read-only: a process that forks a process
     per message (the conformance check's) loads it once, and no protocol code runs."""
-    cell, run_dir = CellSpec.from_json(context.run_config[RUN_CONFIG_KEY]), context.run_config.get(RUN_DIR_KEY)
+    cell = CellSpec.from_json(context.run_config[RUN_CONFIG_KEY])
     load(cell.dataset, cell.dataset_args)
-    cell_partitions(cell, str(Path(str(run_dir)) / PARTITIONS_FILE) if run_dir else None)
+    cell_partitions(cell, saved_partitions(context))
 
 
 @functools.lru_cache(maxsize=8)
