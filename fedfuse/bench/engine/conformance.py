@@ -113,14 +113,10 @@ class Runs:
 
     def run(self, name: str, mode=contextlib.nullcontext()) -> dict:
         """The cell's record, run under ``mode`` (a context manager) into ``folder/name``."""
-        from fedfuse.bench.engine.runner import SuiteRunner
-        from fedfuse.results.outlock import OutputLock
+        from fedfuse.bench.engine.runner import run_anew
 
-        with OutputLock(self.folder / name), mode:
-            runner = SuiteRunner(self.registry, self.folder / name, self.suite.digest, rerun=True)
-            runner.run(self.cells)
-            (self.records[name],) = runner.store.records([c.cell_id for c in self.cells])
-            runner.store.close()
+        with mode:
+            (self.records[name],) = run_anew(self.registry, self.folder / name, self.suite.digest, self.cells)
         return self.records[name]
 
 

@@ -141,6 +141,19 @@ class SuiteRunner:
         return metrics
 
 
+def run_anew(registry: Registry, out: Path, suite_digest: str, cells: list[CellSpec]) -> list[dict]:
+    """Run ``cells`` into ``out`` (held while they run; each run anew) and return their records:
+    the conformance check's runs and a verification's re-runs."""
+    from fedfuse.results.outlock import OutputLock
+
+    with OutputLock(out):
+        runner = SuiteRunner(registry, out, suite_digest, rerun=True)
+        runner.run(cells)
+        records = runner.store.records([c.cell_id for c in cells])
+        runner.store.close()
+    return records
+
+
 def metric_specs(registry: Registry) -> tuple[dict, set]:
     """Every registered metric's spec by name, and the names the harness itself measures and
     sums over rounds (bytes, FLOPs, latency, energy)."""

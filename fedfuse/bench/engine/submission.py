@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fedfuse import __version__
+from fedfuse.bench.engine.conformance import DETERMINISTIC, WIRE_SLACK  # bytes a message: Flower's ids differ
 from fedfuse.bench.engine.envinfo import environment, git_commit
 from fedfuse.bench.suites.cells import CellSpec
 from fedfuse.files import write_atomic
@@ -33,11 +34,10 @@ from fedfuse.results.verification import VERIFICATION_FILE
 from fedfuse.toolkit.seeding import stable_hash
 
 BUNDLE_FILE, STORE_FILE = "bundle.json", "results.sqlite"
-#: compared bit for bit on the same machine kind, torch build and precision
-EXACT = ("model_sha256", "fid", "kid", "recall", "coverage", "pop_fid", "fid_vs_noise", "train_loss", "eval_loss",
-         "payload_up", "payload_down", "client_flops", "server_flops", "messages", "mia_auc")
+#: compared bit for bit on the same machine kind, torch build and precision: what the
+#: conformance check requires of two runs, and every quality figure
+EXACT = (*DETERMINISTIC, "kid", "recall", "coverage", "pop_fid", "fid_vs_noise")
 COUNTS = ("payload_up", "payload_down", "messages")  # equal on any machine
-WIRE_SLACK = 64  # bytes per message: Flower's message ids differ from run to run
 TOLERANCE = 0.02  # relative, for figures from another machine kind, torch build or precision
 
 
@@ -152,18 +152,14 @@ def choose(cell_ids: list[str], k: int, salt: str) -> list[str]:
 
 def rerun_reasons(bundle: Path, record: dict, registry) -> list[str]:
     """Run the cell again here (a temporary folder) and say what differs from the bundle."""
-    from fedfuse.bench.engine.runner import SuiteRunner
-    from fedfuse.results.outlock import OutputLock
+    from fedfuse.bench.engine.runner import run_anew
 
     folder = bundle / "cells" / record["cell"]
     if not (folder / "cell.json").is_file():
         return [f"cell {record['cell']}: its cell.json is not in the bundle"]
     cell = CellSpec.from_json((folder / "cell.json").read_text())
-    with tempfile.TemporaryDirectory(prefix="fedfuse-verify-") as tmp, OutputLock(Path(tmp)):
-        runner = SuiteRunner(registry, Path(tmp), record["suite_digest"], rerun=True)
-        runner.run([cell])
-        (again,) = runner.store.records([cell.cell_id])
-        runner.store.close()
+    with tempfile.TemporaryDirectory(prefix="fedfuse-verify-") as tmp:
+        (again,) = run_anew(registry, Path(tmp), record["suite_digest"], [cell])
     if again["status"] != "ok":
         return [f"cell {record['cell']} ({record['label']}): failed when run again: {again['error']}"]
     exact = same_system(folder / "environment.json")
