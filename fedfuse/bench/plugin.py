@@ -100,6 +100,11 @@ HARNESS_METRICS = [
                summary="membership attack's AUC, clients' private vs held-out images (0.5 = no leak)"),
     MetricSpec("mia_tpr_at_1fpr", "", higher_is_better=False, aggregate="last",
                summary="membership attack's true-positive rate at 1% false positives (~0.01 = no leak)"),
+    # Differential privacy (a suite entry's dp table; docs/privacy.md): the budget accounted.
+    MetricSpec("dp_epsilon", "", higher_is_better=False, aggregate="last",
+               summary="DP-SGD's ε at dp_delta for the least protected image (null: no DP claimed, shown ∞)"),
+    MetricSpec("dp_delta", "", higher_is_better=False, aggregate="last",
+               summary="the δ that dp_epsilon holds at (null without DP)"),
     MetricSpec("mia_members", "count", higher_is_better=True, aggregate="last",
                summary="member images the membership attack scored (not a ranking figure)"),
     MetricSpec("mia_nonmembers", "count", higher_is_better=True, aggregate="last",

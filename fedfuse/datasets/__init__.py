@@ -56,6 +56,15 @@ class ClientData:
         pick = self.indices[torch.randint(len(self.indices), (batch_size,), generator=generator)]
         return self.images[pick], self.labels[pick]
 
+    def poisson_batch(self, rate: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of Poisson sampling: each image of the partition in it independently with
+        probability ``rate`` (DP-SGD's sampling, ``fedfuse.toolkit.privacy``)."""
+        pick = self.indices[torch.rand(len(self.indices), generator=generator) < rate]
+        if len(pick) == 0:
+            raise RuntimeError(f"a Poisson-sampled batch came out empty (rate {rate:.3g} over {len(self.indices)} "
+                               "images); raise the batch size")
+        return self.images[pick], self.labels[pick]
+
 
 def to_unit_range(uint8_images: np.ndarray) -> torch.Tensor:
     """uint8 (N, C, H, W) in [0, 255] -> float32 in [-1, 1]."""

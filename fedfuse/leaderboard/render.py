@@ -24,7 +24,7 @@ def mean_std(row: Row, metric: str, scale: float = 1.0) -> str:
     same decimal place (just the mean where they agree); ``–`` where unmeasured."""
     m = row.mean(metric)
     if math.isnan(m):
-        return "–"
+        return UNBOUNDED.get(metric, "–")
     mean, decimals = three_figures(m / scale)
     s = row.std(metric) / scale
     return f"{mean} ± {s:.{decimals}f}" if s and decimals is not None else (f"{mean} ± {s:.2g}" if s else mean)
@@ -42,8 +42,11 @@ def three_figures(x: float) -> tuple[str, int | None]:
 
 
 QUALITY = (PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", "pop_fid")
-#: the membership attack on the model the server holds (docs/metrics.md): lower = less leaked
-PRIVACY = {"mia_auc": "MIA AUC ↓", "mia_tpr_at_1fpr": "MIA TPR@1%FPR ↓"}
+#: DP's budget (docs/privacy.md) and the membership attack on the model the server holds
+#: (docs/metrics.md): lower = less leaked
+PRIVACY = {"dp_epsilon": "DP ε ↓", "mia_auc": "MIA AUC ↓", "mia_tpr_at_1fpr": "MIA TPR@1%FPR ↓"}
+#: what an unmeasured figure means where it is not "unknown": a row without DP has no bound
+UNBOUNDED = {"dp_epsilon": "∞"}
 REFERENCE_NAMES = {"real": "real held-out (floor)", "blur": "real, blurred σ=1", "noise": "pure noise"}
 LEGEND = (f"n = seeds pooled (mean ± std); * = fewer seeds than the suite asks for, or a failed cell. "
           "fid, kid, recall, coverage: client quality, each client's samples against held-out images in its own "
@@ -51,7 +54,8 @@ LEGEND = (f"n = seeds pooled (mean ± std); * = fewer seeds than the suite asks 
           f"fid/noise = FID as a fraction of the pure-noise reference's; above {NOT_LEARNED} a configuration is "
           "*not learned*: listed after the ranked ones, on no Pareto front. `2=`: a shared rank (mean ± std "
           "overlaps that of the group's first configuration). Pareto: on the front of FID vs that cost. "
-          "MIA: the loss-threshold membership attack on the model the server holds, clients' private vs held-out "
+          "DP ε: the differential-privacy budget at δ = 1e-5 of the least protected image (DP-SGD; ∞: no DP; "
+          "docs/privacy.md). MIA: the loss-threshold membership attack on the model the server holds, clients' private vs held-out "
           "images (AUC 0.5 and TPR@1%FPR ~0.01 = nothing told apart; docs/metrics.md). "
           "Pareto fronts are of FID against bytes up, client energy, client FLOPs and privacy (MIA AUC); a row "
           "without a membership attack has no privacy point. Bound rows (local-only, centralized) and rows whose "

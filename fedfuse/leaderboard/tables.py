@@ -15,6 +15,7 @@ COLUMNS = [  # (header, how to get it from a record)
     ("FID", lambda r: r["metrics"].get("fid")),
     ("fid/noise", lambda r: r["metrics"].get("fid_vs_noise")),
     ("recall", lambda r: r["metrics"].get("recall")),
+    ("DP ε", lambda r: epsilon_of(r)),
     ("MIA AUC", lambda r: r["metrics"].get("mia_auc")),
     ("MB up", lambda r: _scaled(r["metrics"].get("bytes_up"), 1e6)),
     ("client GFLOP", lambda r: _scaled(r["metrics"].get("client_flops"), 1e9)),
@@ -24,6 +25,12 @@ COLUMNS = [  # (header, how to get it from a record)
 ]
 
 
+def epsilon_of(record: dict) -> float | None:
+    """A finished cell's DP ε: ∞ where it claims none (stored as null), unknown otherwise."""
+    value = record["metrics"].get("dp_epsilon")
+    return math.inf if value is None and record["status"] == "ok" else value
+
+
 def _scaled(value, unit: float):
     return None if value is None else value / unit
 
@@ -31,6 +38,8 @@ def _scaled(value, unit: float):
 def _fmt(value) -> str:
     if value is None:
         return "-"
+    if value == math.inf:
+        return "∞"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

@@ -53,6 +53,11 @@ class ProtocolSpec:
     alone; every image pooled on the server). The leaderboard ranks and marks its rows and keeps
     them off the Pareto fronts.
 
+    ``dp``: every client training step on private images goes through the harness's DP
+    service (``train(..., dp=run.dp_sgd(round))`` or ``fit(..., dp=...)``), so a suite entry
+    may carry ``dp = { clip, noise_multiplier }``; the harness refuses one for a protocol that
+    does not say so, and fails a DP cell whose clients trained without it (docs/privacy.md).
+
     How the trained clients generate is declared from the server loop (``run.deploy`` or
     ``run.deploy_model``); the harness then samples and scores every protocol by one code path
     (fedfuse.bench.engine.scoring).
@@ -68,6 +73,7 @@ class ProtocolSpec:
     partial_participation: bool = False
     max_update_ratio: float = 100.0
     bound: bool = False  # a reference bound (local-only, centralized): ranked and marked, never on a Pareto front
+    dp: bool = False  # its clients train through the DP service: train/fit(..., dp=run.dp_sgd(round))
 
     def load_reply_check(self) -> Callable[..., None] | None:
         return load_ref(self.reply_check) if self.reply_check else None

@@ -19,6 +19,7 @@ from diffusers import DDPMScheduler
 from torch.optim.swa_utils import AveragedModel
 
 from fedfuse.toolkit.device import Resources, fabric
+from fedfuse.toolkit.privacy import DpSgd
 from fedfuse.toolkit.recipe import DdpmConfig, Recipe  # noqa: F401  (re-exported: ddpm.Recipe)
 
 
@@ -73,17 +74,26 @@ def warmup(step: int, warmup_steps: int) -> float:
 
 def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Resources | None = None,
         flops=None, start_step: int = 0, ema: "Ema | None" = None, shape_of: Callable = lambda: None,
-        dry_loss: Callable | None = None) -> float:
+        dry_loss: Callable | None = None, dp: DpSgd | None = None) -> float:
     """``steps`` steps of the recipe's optimizer (AdamW or SGD) on ``model``'s trainable
     parameters; ``batch_loss(module, device)`` returns one batch's loss. ``start_step`` continues the warm-up across rounds; ``ema`` is
     updated after each step. ``flops`` (a harness FlopMeter) counts each step under the key
     ``shape_of()``; given ``dry_loss(module, device)``, a loss on fixed inputs of a batch's
     shapes that draws no random numbers, it counts one throwaway step of that instead (FlopMeter's
-    ``dry_step``) and no real step runs under the counter. Returns the mean loss; the model is
-    back on the CPU afterwards."""
+    ``dry_step``) and no real step runs under the counter. ``dp`` (a ``DpSgd``, which the
+    harness hands a client as ``run.dp_sgd(round)``) makes every step a DP-SGD step: the batch
+    loss must then be a mean of per-image losses. Returns the mean loss; the model is back on
+    the CPU afterwards."""
+    with dp.per_sample(model) if dp is not None else contextlib.nullcontext(model) as trained:
+        return _fit(model, trained, batch_loss, steps, recipe, resources, flops, start_step, ema, shape_of,
+                    dry_loss, dp)
+
+
+def _fit(model, trained, batch_loss, steps, recipe, resources, flops, start_step, ema, shape_of, dry_loss, dp):
+    """``fit``'s loop; ``trained`` is ``model`` or its per-sample-gradient wrapper."""
     fab = fabric(resources)
     params = [p for p in model.parameters() if p.requires_grad]
-    module, optimizer = fab.setup(model, recipe.make_optimizer(params))
+    module, optimizer = fab.setup(trained, recipe.make_optimizer(params))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup(start_step + s, recipe.warmup_steps))
     module.train()
     if ema is not None:
@@ -91,7 +101,7 @@ def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Reso
     if flops is not None:  # what a track's budget counts: optimizer steps x batch size
         flops.count_examples(steps * batch_size_of(shape_of()))
     if flops is not None and dry_loss is not None:
-        key = (shape_of(), parameter_layout(model))
+        key = (shape_of(), parameter_layout(model), dp is not None)  # DP-SGD adds per-sample gradients
         flops.dry_step("train", key, steps, lambda: dry_backward(module, dry_loss, fab, params))
         flops = None  # counted: the real steps run uncounted
     total = 0.0
@@ -104,6 +114,8 @@ def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Reso
             value = loss.item()
             if not math.isfinite(value):
                 raise FloatingPointError(f"training loss became {value}; lower the learning rate")
+            if dp is not None:
+                dp.privatize(params)
             optimizer.step()
             schedule.step()
             if ema is not None:
@@ -134,26 +146,30 @@ def dry_backward(module, dry_loss: Callable, fab, params: list) -> None:
         fab.backward(dry_loss(module, fab.device))
     for p in params:
         p.grad = None
+        if hasattr(p, "grad_sample"):  # a DP-SGD step's per-sample gradients
+            p.grad_sample = None
 
 
 def train(model, scheduler, data, steps: int, recipe: Recipe, generator: torch.Generator,
           resources: Resources | None = None, flops=None, conditional: bool = False,
           t_range: tuple[int, int] | None = None, start_step: int = 0, ema: "Ema | None" = None,
-          extra_loss: Callable | None = None, label_dropout: float = 0.0, null_label: int = -1) -> float:
+          extra_loss: Callable | None = None, label_dropout: float = 0.0, null_label: int = -1,
+          dp: DpSgd | None = None) -> float:
     """DDPM training on batches drawn from ``data`` (a ClientData) at timesteps in ``t_range``.
     ``extra_loss(module)``, if given, is added to every batch's loss: a protocol's own term
     (a proximal term, a regulariser) without a copy of this loop; the mean loss returned
     includes it. A conditional model with ``label_dropout`` > 0 learns classifier-free guidance
-    (``null_label`` = no condition)."""
+    (``null_label`` = no condition). ``dp``: DP-SGD steps (``fit``)."""
     shape = (recipe.batch_size, *data.images.shape[1:])
 
     def loss_of(module, device, images, labels, gen):
         loss = diffusion_loss(module, scheduler, images, gen, labels if conditional else None, t_range, device)
-        # Fabric wraps the model; the term sees the model itself (same parameters, same names)
-        return loss + extra_loss(getattr(module, "module", module)) if extra_loss is not None else loss
+        # Fabric (and DP-SGD) wrap the model; the term sees the model itself (same parameters, same names)
+        return loss + extra_loss(model) if extra_loss is not None else loss
 
     def batch_loss(module, device):
-        images, labels = data.sample_batch(recipe.batch_size, generator)
+        images, labels = (dp.draw(data, recipe.batch_size, generator) if dp is not None
+                          else data.sample_batch(recipe.batch_size, generator))
         labels = drop_labels(labels, label_dropout, null_label, generator) if conditional else labels
         return loss_of(module, device, images, labels, generator)
 
@@ -161,7 +177,7 @@ def train(model, scheduler, data, steps: int, recipe: Recipe, generator: torch.G
         zeros = torch.zeros(recipe.batch_size, dtype=torch.long)
         return loss_of(module, device, torch.zeros(shape), zeros, torch.Generator().manual_seed(0))
 
-    return fit(model, batch_loss, steps, recipe, resources, flops, start_step, ema, lambda: shape, dry_loss)
+    return fit(model, batch_loss, steps, recipe, resources, flops, start_step, ema, lambda: shape, dry_loss, dp)
 
 
 @torch.no_grad()

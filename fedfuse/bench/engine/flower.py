@@ -62,7 +62,8 @@ def serve_message(message: Message, context: Context) -> Message:
     reply = protocol_client_app(context.run_config[RUN_CONFIG_KEY])(unpacked(message), context)
     if reply.has_content():  # the harness's cost record: the FLOPs measured for this message
         # not a MetricRecord: strategies expect one
-        reply.content[COST_KEY] = ConfigRecord({**run.flops.take(), "train_examples": run.flops.take_examples()})
+        reply.content[COST_KEY] = ConfigRecord({**run.flops.take(), "train_examples": run.flops.take_examples(),
+                                                 **run.take_dp()})
     return packed_messages([reply])[0]
 
 

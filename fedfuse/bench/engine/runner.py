@@ -167,7 +167,9 @@ def final_metrics(run: ServerRun, metrics: dict, specs: dict, measured: set) -> 
     loop's and the harness's scoring's ``metrics``, then what the harness measures (0 if nothing
     was exchanged: the protocol cannot override it)."""
     folded = {**totals(run.rounds, specs), **to_target(run.rounds, run.cell.evaluation.get("target", {}))}
-    return {**folded, **metrics, **{k: folded.get(k, 0) for k in measured if k != "wall_s"}}
+    # the privacy budget: null where nothing is claimed (no DP, or σ = 0), never a bare ∞
+    budget = {"dp_epsilon": folded.get("dp_epsilon"), "dp_delta": run.cell.dp.get("delta")}
+    return {**folded, **metrics, **{k: folded.get(k, 0) for k in measured if k != "wall_s"}, **budget}
 
 
 BUDGETED = ("client_train_examples", "server_train_examples", "pretrain_examples", "late_train_examples")

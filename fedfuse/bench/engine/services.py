@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from fedfuse.toolkit.device import torch_device
 from fedfuse.toolkit.seeding import derive_seed
 
 PARTICIPATION_SALT = 0x9A47  # each round's participants: drawn from (cell seed, round, this)
+DP_SALT = 0xD9  # a client's DP-SGD noise: drawn from (cell seed, partition id, this, round)
 
 #: Key of the Flower run config that carries the cell (as JSON) to ServerApp and ClientApps.
 RUN_CONFIG_KEY = "fedfuse-cell"
@@ -157,6 +159,27 @@ class ServerRun(Evaluation):
         return nodes
 
     @functools.cached_property
+    def dp_ledger(self):
+        """Each client's DP-SGD steps so far (``fedfuse.bench.metrics.dp.Ledger``)."""
+        from fedfuse.bench.metrics.dp import DpSpec, Ledger
+
+        return Ledger(DpSpec(**self.cell.dp))
+
+    def dp_figures(self, traffic: dict[int, dict]) -> dict:
+        """A DP cell's privacy budget after this round: ``dp_epsilon`` (the largest over
+        clients; None where σ = 0 claims nothing) at ``dp_delta``, from the steps the clients'
+        DP service reported. A round whose clients trained but took no DP step fails the cell:
+        the protocol trained outside the service."""
+        if not self.cell.dp:
+            return {}
+        took = self.dp_ledger.add_round(traffic)
+        if not took and any(f.get("train_examples", 0) for f in traffic.values()):
+            raise RuntimeError(f"this cell asks for DP (dp = {self.cell.dp}) but its clients trained without the DP "
+                               "service: the protocol must pass dp=run.dp_sgd(round) to train/fit")
+        eps = self.dp_ledger.epsilon()
+        return {"dp_epsilon": eps if math.isfinite(eps) else None, "dp_delta": self.cell.dp["delta"]}
+
+    @functools.cached_property
     def online(self) -> np.ndarray:
         """(rounds, clients): who is online in each round, by the profile's availability model."""
         from fedfuse.bench.costs.availability import online
@@ -175,6 +198,7 @@ class ServerRun(Evaluation):
         ``target_check``'s) added, and the round record stored and shown. Returns the record.
         ``strategy_rounds`` calls it; a custom loop calls it once at the end of every round."""
         traffic, counts = self.grid.meter.take_round()
+        figures = {**figures, **self.dp_figures(traffic)}
         server_flops = sum(self.flops.take().values())
         costs = self.hardware.round_figures(traffic, server_flops, self._points, self.cell.deadline_s)
         costs["server_train_examples"] = self.flops.take_examples()
@@ -201,6 +225,7 @@ class ClientRun:
     #: what a protocol keeps between messages of this run in this process (a model being
     #: fine-tuned). Bounded: the engine keeps the run's ClientRuns of the last 8 partitions.
     cache: dict = field(default_factory=dict)
+    dp_issued: list = field(default_factory=list)  # the DpSgd handed out since the last reply
 
     @property
     def num_classes(self) -> int:
@@ -220,6 +245,27 @@ class ClientRun:
     def torch_generator(self, *salt: int) -> torch.Generator:
         """Seeded by (cell seed, partition id, *salt): pass the round so rounds differ."""
         return torch.Generator().manual_seed(derive_seed(self.cell.seed, self.partition_id, *salt))
+
+    def dp_sgd(self, *salt: int):
+        """The cell's record-level DP-SGD (``fedfuse.toolkit.privacy.DpSgd``) for one
+        ``train``/``fit`` call on this client's images, or None where the suite entry has no
+        ``dp`` table: pass it as ``dp=``. Its noise is seeded from (cell seed, partition id,
+        *salt): pass the round. The harness reads the steps it took off the reply."""
+        if not self.cell.dp:
+            return None
+        from fedfuse.toolkit.privacy import DpSgd
+
+        seed = derive_seed(self.cell.seed, self.partition_id, DP_SALT, *salt)
+        dp = DpSgd(self.cell.dp["clip"], self.cell.dp["noise_multiplier"], torch.Generator().manual_seed(seed),
+                   records=len(self.data))
+        self.dp_issued.append(dp)
+        return dp
+
+    def take_dp(self) -> dict:
+        """The DP-SGD steps since the last call and their summed sampling rates (for the reply)."""
+        issued, self.dp_issued = self.dp_issued, []
+        steps = sum(d.steps for d in issued)
+        return {"dp_steps": steps, "dp_rate_steps": sum(d.rate_steps for d in issued)} if steps else {}
 
 
 def client_run(context) -> ClientRun:

@@ -74,10 +74,14 @@ class CellSpec:
     # a track's compute budget: training images processed (optimizer steps x batch), every party
     # together, pre-training included; 0: none
     budget: int = 0
+    # record-level DP-SGD on the clients' training (bench.metrics.dp.DpSpec's fields); {}: none
+    dp: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config_hash(self) -> str:
-        return stable_hash({"protocol": self.protocol, "version": self.protocol_version, **self.config})
+        """The entry's config, DP settings included: one label, one config (one leaderboard row)."""
+        dp = {"dp": self.dp} if self.dp else {}
+        return stable_hash({"protocol": self.protocol, "version": self.protocol_version, **self.config, **dp})
 
     @property
     def cell_id(self) -> str:
@@ -92,6 +96,8 @@ class CellSpec:
             del identity["participation"]
         if not self.budget:
             del identity["budget"]
+        if not self.dp:
+            del identity["dp"]
         return stable_hash(identity, length=16)
 
     @property

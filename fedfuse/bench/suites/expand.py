@@ -4,7 +4,9 @@ the registered plugins (errors name the file, the line and the key)."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import asdict
 
+from fedfuse.bench.metrics.dp import DpSpec
 from fedfuse.bench.suites.cells import DEFAULT_EVALUATION, DEFAULT_MIA_SAMPLES, CellSpec
 from fedfuse.bench.suites.parse import Matrix, Suite, named_entries, where, where_in
 from fedfuse.plugins.config import ConfigError, build_config, identity
@@ -17,20 +19,35 @@ def expand(suite: Suite, registry: Registry) -> list[CellSpec]:
     for i, entry in enumerate(suite.protocols):
         spec = _lookup(registry, "protocols", entry.name, suite, f"protocols[{i}] name")
         at = f"{where_in(suite.path, suite.text, '[[protocols]]', i, 'config')} protocols[{i}] ('{entry.name}') config"
-        config = build_config(spec.config, dict(entry.config), at)
+        config_values = dict(entry.config)
+        dp = dp_table(config_values.pop("dp", None), spec, at)
+        config = build_config(spec.config, config_values, at)
         check_clients(config, suite.matrix.clients, at)
         check_conditional(config, suite, at)
         if suite.matrix.participation != 1.0 and not spec.partial_participation:
             raise ConfigError(f"{where(suite.path, suite.text, 'participation')}: protocols[{i}] ('{entry.name}') "
                               f"trains every client every round; it does not support participation = "
                               f"{suite.matrix.participation!r}")
-        cells += _cells_for(suite, registry, entry, spec, identity(config))
+        cells += _cells_for(suite, registry, entry, spec, identity(config), dp)
     configs_by_label: dict[str, str] = {}
     for cell in cells:
         if configs_by_label.setdefault(cell.label, cell.config_hash) != cell.config_hash:
             raise ConfigError(f"{suite.path}: two protocol entries are labelled '{cell.label}' with "
                               "different configs; give each a distinct 'label'")
     return list({c.cell_id: c for c in cells}.values())  # an entry listed twice runs once
+
+
+def dp_table(table, spec, at: str) -> dict:
+    """An entry's ``dp = { clip, noise_multiplier[, delta] }`` checked (the harness's, not the
+    protocol config's: every protocol that trains through the DP service takes the same)."""
+    if table is None:
+        return {}
+    if not spec.dp:
+        raise ConfigError(f"{at}: protocol '{spec.name}' does not train through fedfuse's DP service; it takes no "
+                          "'dp' table (docs/privacy.md lists the protocols that do)")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{at}: key 'dp' must be a table {{ clip = C, noise_multiplier = sigma }}, got {table!r}")
+    return asdict(build_config(DpSpec, table, f"{at} key 'dp'"))
 
 
 def check_conditional(config, suite: Suite, at: str) -> None:
@@ -52,7 +69,7 @@ def check_clients(config, clients: int, at: str) -> None:
         raise ConfigError(f"{at}: {err}") from None
 
 
-def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
+def _cells_for(suite, registry, entry, spec, config, dp) -> list[CellSpec]:
     m = suite.matrix
     datasets = [_check_args(registry, suite, "datasets", n, a) for n, a in named_entries(m.datasets, "datasets")]
     for i, profile in enumerate(suite.profiles):
@@ -66,7 +83,7 @@ def _cells_for(suite, registry, entry, spec, config) -> list[CellSpec]:
             profile=profile, clients=m.clients, rounds=m.rounds, seed=seed,
             evaluation=evaluation(m, registry.get("datasets", dname), suite.track), resources=dict(suite.resources),
             bad_replies=m.bad_replies, deadline_s=float(m.deadline_s), max_update_ratio=float(m.max_update_ratio), participation=m.participation,
-            budget=suite.track.budget if suite.track else 0,
+            budget=suite.track.budget if suite.track else 0, dp=dp,
         )
         for (dname, dargs), (pname, pargs), profile, seed
         in itertools.product(datasets, parts, suite.profiles, m.seeds)

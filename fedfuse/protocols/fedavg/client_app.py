@@ -19,6 +19,6 @@ def train(msg: Message, context) -> Message:
     rnd = int(msg.content["config"]["server-round"])
     loss = task.train(model, task.build_scheduler(cfg.timesteps), run.data, cfg.local_steps, cfg.recipe,
                       run.torch_generator(rnd), run.resources, run.flops, conditional=cfg.conditional,
-                      start_step=(rnd - 1) * cfg.local_steps)
+                      start_step=(rnd - 1) * cfg.local_steps, dp=run.dp_sgd(rnd))
     metrics = MetricRecord({"train_loss": loss, "num-examples": len(run.data)})
     return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}), reply_to=msg)

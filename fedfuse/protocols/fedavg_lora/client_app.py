@@ -25,20 +25,21 @@ def fine_tune(msg: Message, context) -> Message:
     run = client_run(context)
     rnd = int(msg.content["config"]["server-round"])
     loss, trained, n = fit_from(run, context, msg.content["arrays"], run.config.local_steps,
-                                run.torch_generator(rnd), (rnd - 1) * run.config.local_steps)
+                                run.torch_generator(rnd), (rnd - 1) * run.config.local_steps, run.dp_sgd(rnd))
     reply = RecordDict({"arrays": trained, "metrics": MetricRecord({"train_loss": loss, "num-examples": n})})
     return Message(reply, reply_to=msg)
 
 
-def fit_from(run, context, arrays: ArrayRecord, steps: int, generator, start_step: int):
+def fit_from(run, context, arrays: ArrayRecord, steps: int, generator, start_step: int, dp):
     """(mean loss, the trainable part after training, training images): ``steps`` steps on this
-    client's images from the trainable part ``arrays``, continuing the warm-up at ``start_step``."""
+    client's images from the trainable part ``arrays``, continuing the warm-up at ``start_step``
+    (DP-SGD steps with ``dp``)."""
     cfg = run.config
     model, data = client_model(run, context)
     scheduler, null_label = run.cache["schedule"]
     task.load_trainable_state(model, arrays.to_torch_state_dict(), cfg.mode)
     loss = train(model, scheduler, data, steps, cfg.recipe, generator, run.resources, run.flops, conditional=True,
-                 start_step=start_step, label_dropout=cfg.cond_dropout, null_label=null_label)
+                 start_step=start_step, label_dropout=cfg.cond_dropout, null_label=null_label, dp=dp)
     return loss, ArrayRecord(task.trainable_state(model, cfg.mode, cfg.aggregation)), len(data)
 
 
@@ -49,7 +50,8 @@ def personalize(msg: Message, context) -> Message:
     run = client_run(context)
     cfg = run.config
     loss, context.state["personal"], _ = fit_from(run, context, msg.content["arrays"], cfg.personalize_steps,
-                                                  run.torch_generator(PERSONAL_SALT), run.cell.rounds * cfg.local_steps)
+                                                  run.torch_generator(PERSONAL_SALT), run.cell.rounds * cfg.local_steps,
+                                                  run.dp_sgd(PERSONAL_SALT, 0))
     return Message(RecordDict({"metrics": MetricRecord({"personalize_loss": loss})}), reply_to=msg)
 
 

@@ -41,7 +41,7 @@ def train_and_quantize(msg: Message, context) -> Message:
     rnd, bits = int(conf["server-round"]), int(conf["bits"])
     loss = train(model, build_scheduler(cfg.timesteps), run.data, cfg.local_steps, cfg.recipe,
                  run.torch_generator(rnd), run.resources, run.flops, conditional=cfg.conditional,
-                 start_step=(rnd - 1) * cfg.local_steps)
+                 start_step=(rnd - 1) * cfg.local_steps, dp=run.dp_sgd(rnd))  # DP noise enters before quantization
     rng = np.random.default_rng(derive_seed(run.cell.seed, run.partition_id, rnd, 0x9))  # stochastic rounding
     update = task.encode_update(before, model.state_dict(), bits, cfg.block, rng)
     reply = RecordDict({"update": ArrayRecord({k: Array(v) for k, v in update.items()}),

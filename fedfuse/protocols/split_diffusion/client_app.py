@@ -36,7 +36,8 @@ def train_own_steps(run, context, data, n_cond: int, t_c: int, rnd: int, generat
     model, ema = private_model(run, context, n_cond)
     loss = train(model, task.full_schedule(cfg.timesteps), data, cfg.local_steps, cfg.recipe, generator,
                  run.resources, run.flops, conditional=n_cond > 0, t_range=(0, t_c),
-                 start_step=(rnd - 1) * cfg.local_steps, ema=ema, label_dropout=cfg.cond_dropout, null_label=n_cond)
+                 start_step=(rnd - 1) * cfg.local_steps, ema=ema, label_dropout=cfg.cond_dropout, null_label=n_cond,
+                 dp=run.dp_sgd(rnd))
     context.state["model"] = ArrayRecord(model.state_dict())
     context.state["ema"] = ArrayRecord(ema.state_dict())
     return loss

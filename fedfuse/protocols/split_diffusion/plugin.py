@@ -94,7 +94,7 @@ def fedfuse_add_protocols():
     return [
         ProtocolSpec(name="split-diffusion", version="5", config=SplitConfig, **split,
                      summary="CollaFuse: clients keep data and low-noise steps; the server trains and runs the rest"),
-        ProtocolSpec(name="local-only", version="4", config=LocalOnlyConfig, **split,
+        ProtocolSpec(name="local-only", version="4", config=LocalOnlyConfig, dp=True, **split,
                      summary="baseline: each client trains and samples alone (split diffusion at cut ratio 0)", bound=True),
         ProtocolSpec(name="centralized", version="4", config=CentralizedConfig,
                      server="fedfuse.protocols.split_diffusion.centralized:centralized",

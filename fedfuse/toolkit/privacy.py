@@ -1,0 +1,96 @@
+"""Record-level differential privacy for training: DP-SGD (Abadi et al., 2016). Each image's
+gradient is clipped to an L2 norm ``clip`` and Gaussian noise of standard deviation
+``noise_multiplier * clip`` is added to their sum; what it protects is one image of the
+training set, the unit the membership attack tests. ``fit`` applies it to every optimizer step
+when given a ``DpSgd``; the harness hands one to each client (``run.dp_sgd(round)``), seeds its
+noise from the cell and accounts the privacy budget from the steps it counts.
+
+Per-sample gradients come from opacus, in its functorch mode: its hook-based Conv2d sampler
+returned zero gradients for some of a diffusers UNet's convolutions (those after an attention
+block), which tests/unit/test_privacy.py would catch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class DpSgd:
+    """One client's DP-SGD for one ``fit``: the clip norm, the noise multiplier σ, the seeded
+    stream the noise is drawn from and how many images the client holds. Counts what the
+    accountant needs: the noised steps and their summed sampling rates."""
+
+    clip: float
+    noise_multiplier: float
+    generator: torch.Generator
+    records: int
+    steps: int = 0
+    rate_steps: float = 0.0
+    _expected: float | None = None  # the expected batch of the step whose batch was drawn
+
+    def draw(self, data, batch_size: int, generator: torch.Generator):
+        """A step's batch from ``data`` (a ClientData): each image in independently with
+        probability ``batch_size / records`` (Poisson sampling, what ε is accounted for). With
+        σ = 0 nothing is claimed (ε = ∞): the batch is plain training's, so such a step is plain
+        training's step when nothing is clipped."""
+        if self.noise_multiplier == 0:
+            return data.sample_batch(batch_size, generator)
+        rate = min(1.0, batch_size / self.records)
+        self._expected = rate * self.records
+        return data.poisson_batch(rate, generator)
+
+    @contextlib.contextmanager
+    def per_sample(self, model):
+        """``model`` wrapped so that a backward pass also leaves each trainable parameter's
+        per-sample gradients (``grad_sample``); unwrapped, hooks removed, on leaving. The loss
+        must be the mean of per-image losses (as ``diffusion_loss`` is)."""
+        from opacus import GradSampleModule
+
+        wrapped = GradSampleModule(model, loss_reduction="mean", force_functorch=True)
+        try:
+            with warnings.catch_warnings():  # opacus's hooks warn on every backward of a first layer
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                warnings.filterwarnings("ignore", message="In CPU autocast")
+                yield wrapped
+        finally:
+            wrapped._close()
+
+    def privatize(self, params: list) -> None:
+        """Turn each ``p.grad`` (the mean gradient of the b images drawn) into the DP-SGD
+        gradient: the per-sample gradients each clipped to total norm ``clip``, summed, plus
+        N(0, (σ·clip)²) noise, divided by the expected batch (by b where σ = 0). Written as
+        ``(b·p.grad + Σ_i (c_i − 1) g_i + noise) / expected``, equal in exact arithmetic, so a
+        step in which nothing is clipped and σ = 0 is bit-identical to plain training. A
+        gradient term that is not per-image (a proximal term on the global model) stays
+        unclipped: it depends on no private image."""
+        samples = [p.grad_sample for p in params]
+        batch = samples[0].shape[0]
+        expected = self._take_expected(batch)
+        norms = torch.sqrt(sum(g.reshape(batch, -1).pow(2).sum(1) for g in samples))
+        excess = (self.clip / (norms + 1e-6)).clamp(max=1.0) - 1.0  # 0 where a gradient is within the clip
+        clipped = bool((excess != 0).any())
+        for p, g in zip(params, samples):
+            if expected != batch:
+                p.grad.mul_(batch / expected)
+            if clipped:
+                p.grad.add_(torch.einsum("i,i...->...", excess, g) / expected)
+            if self.noise_multiplier > 0:
+                noise = torch.randn(p.shape, generator=self.generator, dtype=p.dtype)
+                p.grad.add_(noise.to(p.device) * (self.noise_multiplier * self.clip / expected))
+            p.grad_sample = None
+        self.steps += 1
+        self.rate_steps += min(1.0, expected / self.records)
+
+    def _take_expected(self, batch: int) -> float:
+        expected, self._expected = self._expected, None
+        if self.noise_multiplier == 0:
+            return batch
+        if expected is None:
+            raise RuntimeError("a DP-SGD step with noise needs its batch drawn by DpSgd.draw (Poisson sampling: "
+                               "what its privacy budget is accounted for)")
+        return expected
