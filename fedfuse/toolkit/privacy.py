@@ -94,3 +94,41 @@ class DpSgd:
             raise RuntimeError("a DP-SGD step with noise needs its batch drawn by DpSgd.draw (Poisson sampling: "
                                "what its privacy budget is accounted for)")
         return expected
+
+
+@dataclass
+class DpShare:
+    """Record-level DP for tensors a client sends that each derive from one private image as
+    ``x = a·x0 + s·z`` (z standard normal): split diffusion's ``x_cut``, an image noised by the
+    forward process to the cut. Each ``x0`` is clipped to L2 norm ``s / (a·σ)``, so that each
+    release is a Gaussian mechanism of multiplier σ under the relation DP-SGD's accounting uses
+    (an image's contribution replaced by nothing: its signal 0); no noise is added beyond the
+    forward process's, so the server receives tensors of the distribution it trains on (of
+    shrunken images). Counts each release at its sampling rate, as ``DpSgd`` counts its steps."""
+
+    noise_multiplier: float
+    records: int
+    steps: int = 0
+    rate_steps: float = 0.0
+
+    def draw(self, data, size: int, generator: torch.Generator):
+        """``size`` images on average, Poisson-sampled (each image in with probability
+        size / records): what a release's rate is accounted for. σ = 0: plain training's draw."""
+        if self.noise_multiplier == 0:
+            return data.sample_batch(size, generator)
+        return data.poisson_batch(min(1.0, size / self.records), generator)
+
+    def clip(self, x0: torch.Tensor, signal: float, noise_std: float) -> torch.Tensor:
+        """``x0`` with each image scaled down to norm at most ``noise_std / (signal·σ)`` (as it
+        is where σ = 0: nothing is claimed)."""
+        if self.noise_multiplier == 0:
+            return x0
+        bound = noise_std / (signal * self.noise_multiplier)
+        norms = x0.flatten(1).norm(dim=1)
+        factor = (bound / norms.clamp(min=1e-12)).clamp(max=1.0)
+        return x0 * factor.view(-1, *([1] * (x0.dim() - 1)))
+
+    def count(self, releases: int, expected: float) -> None:
+        """``releases`` Poisson draws of ``expected`` images each went out (one per batch)."""
+        self.steps += releases
+        self.rate_steps += releases * min(1.0, expected / self.records)

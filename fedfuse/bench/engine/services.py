@@ -261,8 +261,21 @@ class ClientRun:
         self.dp_issued.append(dp)
         return dp
 
+    def dp_share(self):
+        """The cell's DP for tensors sent that each derive from one private image
+        (``fedfuse.toolkit.privacy.DpShare``: split diffusion's ``x_cut``), or None without a
+        ``dp`` table. Accounted with the DP-SGD steps, at the same noise multiplier."""
+        if not self.cell.dp:
+            return None
+        from fedfuse.toolkit.privacy import DpShare
+
+        share = DpShare(self.cell.dp["noise_multiplier"], records=len(self.data))
+        self.dp_issued.append(share)
+        return share
+
     def take_dp(self) -> dict:
-        """The DP-SGD steps since the last call and their summed sampling rates (for the reply)."""
+        """The DP releases (DP-SGD steps, shared batches) since the last call and their summed
+        sampling rates (for the reply's cost record)."""
         issued, self.dp_issued = self.dp_issued, []
         steps = sum(d.steps for d in issued)
         return {"dp_steps": steps, "dp_rate_steps": sum(d.rate_steps for d in issued)} if steps else {}

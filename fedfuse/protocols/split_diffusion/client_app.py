@@ -43,15 +43,22 @@ def train_own_steps(run, context, data, n_cond: int, t_c: int, rnd: int, generat
     return loss
 
 
-def to_share(run, recorded: task.Recorded, generator) -> tuple[torch.Tensor, torch.Tensor]:
+def to_share(run, recorded: task.Recorded, generator, dp) -> tuple[torch.Tensor, torch.Tensor]:
     """The clean images (and conditions) this round's share is made of: every batch trained on
-    ("batches"; drawn now if the client trains nothing), or a fresh draw ("subset")."""
+    ("batches"; drawn now if the client trains nothing), or a fresh draw ("subset"). With DP
+    (``dp``, a DpShare) the draws are Poisson and each is counted as one release."""
     cfg = run.config
+    draw = dp.draw if dp is not None else lambda data, *args: data.sample_batch(*args)
     if cfg.share == "subset":
-        return recorded.data.sample_batch(cfg.share_size, generator)
+        batch = draw(recorded.data, cfg.share_size, generator)
+        if dp is not None:
+            dp.count(1, cfg.share_size)
+        return batch
     if not recorded.batches:  # c = 1: the client owns no steps but still feeds the server batch by batch
         for _ in range(cfg.local_steps):
-            recorded.sample_batch(cfg.recipe.batch_size, generator)
+            draw(recorded, cfg.recipe.batch_size, generator)
+    if dp is not None:
+        dp.count(len(recorded.batches), cfg.recipe.batch_size)
     return recorded.drawn()
 
 
@@ -68,7 +75,10 @@ def local_and_cut(msg: Message, context) -> Message:
         metrics["train_loss"] = train_own_steps(run, context, recorded, n_cond, t_c, rnd, generator)
     content = RecordDict({"metrics": MetricRecord(metrics)})
     if t_c < cfg.timesteps:  # something for the server: images noised to the cut
-        x0, cond = to_share(run, recorded, generator)
+        dp = run.dp_share()
+        x0, cond = to_share(run, recorded, generator, dp)
+        if dp is not None:  # each image clipped so that the cut's own noise makes it DP (labels go as they are)
+            x0 = dp.clip(x0, *task.cut_scales(cfg.timesteps, t_c))
         shared = {"x_cut": Array(task.noise_to_cut(x0, cfg.timesteps, t_c, generator).numpy())}
         if n_cond:  # the server's model is conditioned too: it learns each image's condition
             shared["cond"] = Array(cond.numpy())

@@ -11,8 +11,11 @@ def check_shared(sent, reply, config) -> None:
     if "shared" in reply:
         x = reply["shared"]["x_cut"]
         n = config.share_size if config.share == "subset" else config.local_steps * config.recipe.batch_size
-        if len(x.shape) != 4 or x.shape[0] != n or str(x.dtype) != "float32":
-            raise ValueError(f"'shared/x_cut' is {tuple(x.shape)} {x.dtype}; expected {n} float32 images")
+        poisson = "config" in sent and sent["config"].get("poisson", False)  # DP: n on average, at most 4n
+        if len(x.shape) != 4 or str(x.dtype) != "float32" or not (0 < x.shape[0] <= 4 * n if poisson else x.shape[0] == n):
+            raise ValueError(f"'shared/x_cut' is {tuple(x.shape)} {x.dtype}; expected {'about ' * poisson}{n} "
+                             "float32 images")
+        n = x.shape[0]
         conditioned = config.condition != "none"
         if ("cond" in reply["shared"]) != conditioned:
             raise ValueError(f"'shared/cond' is {'missing' if conditioned else 'sent'}; the models are "

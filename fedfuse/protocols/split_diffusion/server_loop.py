@@ -24,7 +24,9 @@ def split_server(grid, run) -> dict:
                        classes=task.server_classes(len(labels), n_cond))
     ema, pool, shared = Ema(model, cfg.ema_decay), task.Pool(cfg.server_pool), {}
     for rnd in range(1, run.cell.rounds + 1):
-        config = {n: RecordDict({"config": ConfigRecord({"round": rnd})}) for n in run.begin_round(rnd)}
+        # with DP, a client's share is Poisson-sampled: its size varies (replies.py)
+        asked = ConfigRecord({"round": rnd, **({"poisson": True} if run.cell.dp else {})})
+        config = {n: RecordDict({"config": asked}) for n in run.begin_round(rnd)}
         if not config:  # nobody online this round
             run.round_end(rnd)
             continue

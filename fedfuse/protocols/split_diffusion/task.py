@@ -61,6 +61,14 @@ def noise_to_cut(x0: torch.Tensor, timesteps: int, t_c: int, generator: torch.Ge
     return full_schedule(timesteps).add_noise(x0, noise, torch.full((len(x0),), t_c - 1))
 
 
+def cut_scales(timesteps: int, t_c: int) -> tuple[float, float]:
+    """(a, s) of x_cut = a·x_0 + s·noise: how much image and how much noise it carries."""
+    if t_c == 0:
+        return 1.0, 0.0
+    alpha_bar = float(full_schedule(timesteps).alphas_cumprod[t_c - 1])
+    return alpha_bar ** 0.5, (1 - alpha_bar) ** 0.5
+
+
 def shared_cuts(cuts, timesteps: int) -> list[int]:
     """The distinct cuts at which clients hand over to the server (a client with t_c = T hands
     over nothing). Sorted: a cut's position is its label for a cut-conditioned server model."""
@@ -182,6 +190,11 @@ class Recorded:
 
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         batch = self.data.sample_batch(batch_size, generator)
+        self.batches.append(batch)
+        return batch
+
+    def poisson_batch(self, rate: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.data.poisson_batch(rate, generator)
         self.batches.append(batch)
         return batch
 
