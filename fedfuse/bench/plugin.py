@@ -53,6 +53,8 @@ HARNESS_METRICS = [
                summary="all training images processed: clients + server + pre-training (what a track's budget binds)"),
     MetricSpec("over_budget", "", higher_is_better=False, aggregate="last",
                summary="1 if train_examples exceeded the track's budget (the row is not ranked), else 0"),
+    MetricSpec("over_dp_budget", "", higher_is_better=False, aggregate="last",
+               summary="1 if the cell did not meet its track's DP budget (no DP, or a larger ε; not ranked), else 0"),
     MetricSpec("wall_s", "s", higher_is_better=False, aggregate="sum",
                summary="real wall-clock time of the cell on this machine"),
     # Quality, in the cell's feature space (named by its `feature_space`): computed once, at the end.
@@ -144,7 +146,12 @@ def fedfuse_add_metrics():
 @hookimpl
 def fedfuse_add_studies():
     return [StudySpec("track-edge", summary="every protocol on one edge task, budget and evaluation (the README's headline)"),
-            StudySpec("track-edge-quick", summary="track-edge at a budget of minutes (scripts/smoke.sh)")]
+            StudySpec("track-edge-quick", summary="track-edge at a budget of minutes (scripts/smoke.sh)"),
+            *(StudySpec(name, summary="record-level DP: what ε buys in membership inference and costs in quality",
+                        columns=("dp_epsilon", "mia_tpr_at_1fpr", "eval_loss"),
+                        panels=(("dp_epsilon", "fid"), ("dp_epsilon", "mia_auc")),
+                        claims="fedfuse.bench.metrics.dp_claims:privacy_utility")
+              for name in ("privacy-utility", "privacy-utility-quick"))]
 
 
 @hookimpl

@@ -33,7 +33,8 @@ COSTS = ("bytes_up", "bytes_down", "client_flops", "latency_s", "energy_j")
 NOT_LEARNED = 0.5  # fid / fid(pure noise) above this: the samples are closer to noise than to data
 MIN_SEPARATION = 20.0  # fid(noise) / fid(real floor) below this: the feature space cannot rank models
 REFERENCES = ("real", "blur", "noise")
-FRONTS = (("bytes_up", "bytes"), ("energy_j", "energy"), ("client_flops", "client FLOPs"), ("mia_auc", "privacy"))
+FRONTS = (("bytes_up", "bytes"), ("energy_j", "energy"), ("client_flops", "client FLOPs"), ("mia_auc", "privacy"),
+          ("dp_epsilon", "DP ε"))
 LEGACY_GAP = 0.02  # older records: rows whose pure-noise references differ by more than 2 % were scored apart
 
 
@@ -81,6 +82,11 @@ class Row:
         return self.mean("over_budget") > 0
 
     @property
+    def over_dp_budget(self) -> bool:
+        """Some cell did not meet its track's DP budget (no DP, or a larger ε)."""
+        return self.mean("over_dp_budget") > 0
+
+    @property
     def shown_label(self) -> str:
         """The label as tables show it: ✓ after a verified row's."""
         return f"{self.label} ✓" if self.verified else self.label
@@ -94,7 +100,7 @@ class Row:
     def place(self) -> str:
         """What the rank column shows: the rank, or why there is none."""
         why = (("older version", self.old_version), ("superseded", self.superseded), ("over budget", self.over_budget),
-               ("not learned", self.not_learned))
+               ("over DP budget", self.over_dp_budget), ("not learned", self.not_learned))
         return self.rank or next((w for w, yes in why if yes), "–")
 
     @property
@@ -114,7 +120,8 @@ class Row:
 
     @property
     def ranked(self) -> bool:
-        return not math.isnan(self.mean(PRIMARY)) and not (self.not_learned or self.outdated or self.over_budget)
+        return not math.isnan(self.mean(PRIMARY)) and not (self.not_learned or self.outdated or self.over_budget
+                                                           or self.over_dp_budget)
 
 
 def track_of(record: dict, shipped_digests: dict[str, str]) -> str:
@@ -274,7 +281,10 @@ def pareto_front(points: list[tuple[float, float]], quality_higher_better: bool,
 
 def front_value(row: Row, cost: str) -> float:
     """A row's position on a front's cost axis; for the membership attack, its AUC's distance
-    from chance (an AUC of 0.3 tells members apart as well as one of 0.7)."""
+    from chance (an AUC of 0.3 tells members apart as well as one of 0.7); for DP, ∞ where a
+    row claims no ε."""
+    if cost == "dp_epsilon" and math.isnan(row.mean(cost)):
+        return math.inf
     return abs(row.mean(cost) - 0.5) + 0.5 if cost == "mia_auc" else row.mean(cost)
 
 
@@ -283,8 +293,10 @@ def mark_fronts(rows: list[Row], specs: dict) -> None:
         members = [r for r in rows if r.section == section and r.on_fronts]
         for cost, name in FRONTS:
             scored = [r for r in members if not math.isnan(r.mean(cost))]
-            if not scored:  # e.g. no row was attacked: no privacy front
+            if not scored:  # e.g. no row was attacked: no privacy front; no row with DP: no ε front
                 continue
+            if cost == "dp_epsilon":  # where some row is DP, every row is on its axis (no DP: ∞)
+                scored = [r for r in members if not math.isnan(r.mean(PRIMARY))]
             points = [(r.mean(PRIMARY), front_value(r, cost)) for r in scored]
             for i in pareto_front(points, specs[PRIMARY].higher_is_better, specs[cost].higher_is_better):
                 scored[i].pareto.append(name)

@@ -65,16 +65,30 @@ def figure(rows: list[Row], panels: tuple[tuple[str, str], ...], path: Path) -> 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3), squeeze=False)
     names = titles(rows)
     for ax, (x, y) in zip(axes[0], panels):
-        for r in (r for r in rows if r.values.get(x) and r.values.get(y)):
-            ax.errorbar(r.mean(x), r.mean(y), xerr=r.std(x), yerr=r.std(y), fmt="o", capsize=3)
-            ax.annotate(names[id(r)], (r.mean(x), r.mean(y)), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        if x.startswith("bytes"):  # megabytes beside hundreds of them: a log axis
+        at = x_positions(rows, x)
+        for r in (r for r in rows if id(r) in at and r.values.get(y)):
+            ax.errorbar(at[id(r)], r.mean(y), xerr=r.std(x), yerr=r.std(y), fmt="o", capsize=3)
+            ax.annotate(names[id(r)], (at[id(r)], r.mean(y)), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if x.startswith("bytes") or x == "dp_epsilon":  # quantities over orders of magnitude: a log axis
             ax.set_xscale("log")
+        if x == "dp_epsilon" and any(r.mean(x) != at[id(r)] for r in rows if id(r) in at):
+            ticks = sorted({v for v in at.values()})
+            ax.set_xticks(ticks, [f"{t:.3g}" if t != max(ticks) else "∞ (no DP)" for t in ticks], fontsize=7)
         ax.set(xlabel=x, ylabel=y)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def x_positions(rows: list[Row], x: str) -> dict[int, float]:
+    """{id(row): where it sits on the x axis}: its mean; for ε, a row without DP (no bound)
+    at the far right, 4 x the largest ε measured."""
+    at = {id(r): r.mean(x) for r in rows if r.values.get(x)}
+    if x == "dp_epsilon":
+        right = 4 * max(at.values(), default=1.0)
+        at.update({id(r): right for r in rows if not r.values.get(x)})
+    return at
 
 
 def file_name(title: str) -> str:

@@ -53,10 +53,12 @@ class ProtocolSpec:
     alone; every image pooled on the server). The leaderboard ranks and marks its rows and keeps
     them off the Pareto fronts.
 
-    ``dp``: every client training step on private images goes through the harness's DP
-    service (``train(..., dp=run.dp_sgd(round))`` or ``fit(..., dp=...)``), so a suite entry
-    may carry ``dp = { clip, noise_multiplier }``; the harness refuses one for a protocol that
-    does not say so, and fails a DP cell whose clients trained without it (docs/privacy.md).
+    ``dp``: the DP levels a suite entry's ``dp = { clip, noise_multiplier, level }`` may ask
+    of it. ``"record"``: every client training step on private images goes through the
+    harness's DP service (``train(..., dp=run.dp_sgd(round))`` or ``fit(..., dp=...)``); a DP
+    cell whose clients trained without it fails. ``"client"``: its rounds run through
+    ``strategy_rounds`` with a mean aggregator, which the harness turns into DP-FedAvg. The
+    harness refuses a level a protocol does not list (docs/privacy.md).
 
     How the trained clients generate is declared from the server loop (``run.deploy`` or
     ``run.deploy_model``); the harness then samples and scores every protocol by one code path
@@ -73,7 +75,7 @@ class ProtocolSpec:
     partial_participation: bool = False
     max_update_ratio: float = 100.0
     bound: bool = False  # a reference bound (local-only, centralized): ranked and marked, never on a Pareto front
-    dp: bool = False  # its clients train through the DP service: train/fit(..., dp=run.dp_sgd(round))
+    dp: tuple[str, ...] = ()  # the DP levels it takes: "record" (train/fit with dp=run.dp_sgd(round)), "client"
 
     def load_reply_check(self) -> Callable[..., None] | None:
         return load_ref(self.reply_check) if self.reply_check else None

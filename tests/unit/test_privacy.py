@@ -161,8 +161,8 @@ def test_dp_tables_are_checked_against_the_protocol_and_their_keys():
     from fedfuse.plugins.config import ConfigError
     from fedfuse.testing import tiny_cell
 
-    with pytest.raises(ConfigError, match="does not train through fedfuse's DP service"):
-        tiny_cell("centralized", {"dp": {"clip": 1.0, "noise_multiplier": 1.0}})
+    with pytest.raises(ConfigError, match="does not take record-level DP"):
+        tiny_cell("centralized", {"dp": {"clip": 1.0, "noise_multiplier": 1.0}})  # it takes none
     with pytest.raises(ConfigError, match="unknown key 'sigma'"):
         tiny_cell("fedavg", {"dp": {"clip": 1.0, "sigma": 1.0}})
     with pytest.raises(ConfigError, match="clip must be a finite norm > 0"):
@@ -195,3 +195,53 @@ def test_split_diffusion_accounts_its_shared_batches_with_its_client_training(tm
     steps = 2 * config["local_steps"] * 2  # training and sharing, two rounds
     assert metrics["dp_epsilon"] == pytest.approx(epsilon(1.5, {16 / images: steps}, 1e-5), rel=1e-3)
     assert metrics["nn_mse"] > 0  # the harness measured what the server received
+
+
+def test_a_track_binds_entrants_to_its_dp_budget_and_the_front_places_no_dp_at_infinity():
+    from fedfuse.bench.engine.runner import dp_budget_figures
+    from fedfuse.leaderboard.ranking import group, mark_fronts, rank
+    from fedfuse.plugins import MetricSpec
+
+    budget = {"epsilon": 8.0, "delta": 1e-5}
+    assert dp_budget_figures({"dp_epsilon": 7.9, "dp_delta": 1e-5}, budget) == {"over_dp_budget": 0.0}
+    for over in ({"dp_epsilon": None, "dp_delta": None}, {"dp_epsilon": 8.1, "dp_delta": 1e-5},
+                 {"dp_epsilon": 2.0, "dp_delta": 1e-3}):
+        assert dp_budget_figures(over, budget) == {"over_dp_budget": 1.0}, over
+    assert dp_budget_figures({"dp_epsilon": None}, {}) == {}
+
+    def record(label, fid, eps, over=0.0):
+        return {"suite": "s", "suite_version": "1", "suite_digest": "d", "label": label, "dataset": "digits",
+                "partitioner": "iid", "profile": "p", "seed": 0, "status": "ok", "evaluation": {},
+                "metrics": {"fid": fid, "dp_epsilon": eps, "over_dp_budget": over}}
+
+    specs = {"fid": MetricSpec("fid", "", False), "dp_epsilon": MetricSpec("dp_epsilon", "", False),
+             **{m: MetricSpec(m, "", False) for m in ("bytes_up", "energy_j", "client_flops", "mia_auc")}}
+    rows = rank(group([record("plain", 10.0, None, 1.0), record("eps8", 20.0, 8.0), record("eps2", 30.0, 2.0),
+                       record("eps2-worse", 40.0, 2.0)], {}, {}), specs)
+    assert [(r.label, r.place) for r in rows][-1] == ("plain", "over DP budget")
+    mark_fronts(rows, specs)
+    assert {r.label for r in rows if "DP ε" in r.pareto} == {"eps8", "eps2"}
+    free = rank(group([record("plain", 10.0, None), record("eps8", 20.0, 8.0)], {}, {}), specs)
+    mark_fronts(free, specs)
+    assert {r.label for r in free if "DP ε" in r.pareto} == {"plain", "eps8"}  # no DP: at ∞, on it by its quality
+
+
+def test_client_level_dp_fedavg_is_plain_fedavg_without_noise_and_accounts_each_round(tmp_path):
+    """3 clients of equal size: with σ = 0 and a clip no update reaches, DP-FedAvg's equal
+    weights are FedAvg's, to the bit; with noise, ε composes one release a round at q = 1."""
+    plain = cell_metrics(tmp_path, "plain")
+    level = {"level": "client", "clip": 1e30, "noise_multiplier": 0.0}
+    assert cell_metrics(tmp_path, "clipless", level)["model_sha256"] == plain["model_sha256"]
+    noisy = cell_metrics(tmp_path, "noisy", {**level, "clip": 0.5, "noise_multiplier": 2.0})
+    assert noisy["model_sha256"] != plain["model_sha256"]
+    assert noisy["dp_epsilon"] == pytest.approx(epsilon(2.0, {1.0: 2}, 1e-5))
+    with pytest.raises(ValueError, match="needs a mean aggregator, not FedMedian"):
+        cell_metrics(tmp_path, "median", {**level, "noise_multiplier": 1.0}, config={**TINY_FEDAVG, "aggregator": "median"})
+
+
+def test_a_level_the_protocol_does_not_list_is_refused():
+    from fedfuse.plugins.config import ConfigError
+    from fedfuse.testing import tiny_cell
+
+    with pytest.raises(ConfigError, match="does not take client-level DP"):
+        tiny_cell("split-diffusion", {"dp": {"level": "client", "clip": 1.0, "noise_multiplier": 1.0}})

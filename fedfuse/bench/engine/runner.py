@@ -81,6 +81,7 @@ class SuiteRunner:
                    "wall_s": time.time() - started, "peak_rss_mb": peak_rss_mb(), "system": run.system}
         if status == "ok":
             metrics.update(budget_figures(metrics, cell.budget))
+            metrics.update(dp_budget_figures(metrics, cell.dp_budget))
         if self.store.finish(cell.cell_id, status, metrics, error):
             restore_artifacts(run.run_dir)
         else:
@@ -181,6 +182,16 @@ def budget_figures(metrics: dict, budget: int) -> dict:
     # a protocol reports its pre-training itself: a negative count never lowers the sum
     used = sum(max(0.0, float(metrics.get(k, 0))) for k in BUDGETED)
     return {"train_examples": float(used), **({"over_budget": float(used > budget)} if budget else {})}
+
+
+def dp_budget_figures(metrics: dict, dp_budget: dict) -> dict:
+    """With a track's DP budget, ``over_dp_budget``: 1 for a cell that claims no ε, or a larger
+    one, or one at a larger δ (the row is then not ranked)."""
+    if not dp_budget:
+        return {}
+    eps, delta = metrics.get("dp_epsilon"), metrics.get("dp_delta")
+    met = eps is not None and eps <= dp_budget["epsilon"] and delta is not None and delta <= dp_budget["delta"]
+    return {"over_dp_budget": float(not met)}
 
 
 def client_trace(err: BaseException) -> str:

@@ -173,11 +173,25 @@ class ServerRun(Evaluation):
         if not self.cell.dp:
             return {}
         took = self.dp_ledger.add_round(traffic)
-        if not took and any(f.get("train_examples", 0) for f in traffic.values()):
+        record_level = self.cell.dp.get("level", "record") == "record"
+        if record_level and not took and any(f.get("train_examples", 0) for f in traffic.values()):
             raise RuntimeError(f"this cell asks for DP (dp = {self.cell.dp}) but its clients trained without the DP "
                                "service: the protocol must pass dp=run.dp_sgd(round) to train/fit")
         eps = self.dp_ledger.epsilon()
         return {"dp_epsilon": eps if math.isfinite(eps) else None, "dp_delta": self.cell.dp["delta"]}
+
+    def client_dp(self, round: int, before, replies: list, plain, strategy):
+        """A client-level DP cell's aggregate of ``replies`` (``strategy_rounds`` calls it):
+        DP-FedAvg of the updates against ``before`` (``fedfuse.bench.engine.client_dp``),
+        accounted as one release at the sampling rate per_round / clients."""
+        from flwr.serverapp.strategy import FedAvg
+
+        from fedfuse.bench.engine.client_dp import dp_mean
+
+        if type(strategy).aggregate_train is not FedAvg.aggregate_train:
+            raise ValueError(f"client-level DP averages updates: it needs a mean aggregator, not {type(strategy).__name__}")
+        self.dp_ledger.add("clients", self.cell.per_round / self.cell.clients, 1)
+        return dp_mean(before, replies, plain, self.cell.dp, self.cell.per_round, self.torch_generator(DP_SALT, round))
 
     @functools.cached_property
     def online(self) -> np.ndarray:

@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 DEFAULT_DELTA = 1e-5
 
 
 @dataclass(frozen=True)
 class DpSpec:
-    """A suite entry's ``dp = { clip = C, noise_multiplier = σ }`` (optionally ``delta``):
-    record-level DP-SGD on every client's training. σ = 0 clips only and claims no privacy."""
+    """A suite entry's ``dp = { clip = C, noise_multiplier = σ }`` (optionally ``delta`` and
+    ``level``): ``record``-level DP-SGD on every client's training (an image protected), or
+    ``client``-level DP-FedAvg of the clients' updates (a client protected: for populations).
+    σ = 0 clips only and claims no privacy."""
 
     clip: float
     noise_multiplier: float
     delta: float = DEFAULT_DELTA
+    level: Literal["record", "client"] = "record"
 
     def __post_init__(self):
         if not (math.isfinite(self.clip) and self.clip > 0):
@@ -50,12 +54,16 @@ def epsilon(noise_multiplier: float, steps: dict[float, int], delta: float) -> f
 
 
 class Ledger:
-    """Each client's DP-SGD steps by sampling rate, over the rounds so far (the server keeps one
-    per cell and feeds it each round's figures)."""
+    """The DP releases of each protected party (a client's images; the population, at client
+    level) by sampling rate, over the rounds so far (the server keeps one per cell)."""
 
     def __init__(self, spec: DpSpec):
         self.spec = spec
-        self.steps: dict[int, dict[float, int]] = {}
+        self.steps: dict[int | str, dict[float, int]] = {}
+
+    def add(self, party: int | str, rate: float, count: int) -> None:
+        per_rate = self.steps.setdefault(party, {})
+        per_rate[round(rate, 12)] = per_rate.get(round(rate, 12), 0) + count
 
     def add_round(self, traffic: dict[int, dict]) -> int:
         """Add a round's per-client figures (``dp_steps``, ``dp_rate_steps``: the steps and
@@ -64,13 +72,11 @@ class Ledger:
         for client, figures in traffic.items():
             n = int(figures.get("dp_steps", 0))
             if n:
-                rate = round(figures["dp_rate_steps"] / n, 12)
-                per_rate = self.steps.setdefault(client, {})
-                per_rate[rate] = per_rate.get(rate, 0) + n
+                self.add(client, figures["dp_rate_steps"] / n, n)
                 total += n
         return total
 
     def epsilon(self) -> float:
-        """The largest ε over clients so far (the least protected image)."""
+        """The largest ε over the protected parties so far (the least protected image or client)."""
         return max((epsilon(self.spec.noise_multiplier, s, self.spec.delta) for s in self.steps.values()),
                    default=0.0)

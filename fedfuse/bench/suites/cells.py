@@ -76,6 +76,8 @@ class CellSpec:
     budget: int = 0
     # record-level DP-SGD on the clients' training (bench.metrics.dp.DpSpec's fields); {}: none
     dp: dict[str, Any] = field(default_factory=dict)
+    # a track's DP budget ({"epsilon", "delta"}) its entrants must meet; {}: none
+    dp_budget: dict[str, float] = field(default_factory=dict)
 
     @property
     def config_hash(self) -> str:
@@ -96,8 +98,9 @@ class CellSpec:
             del identity["participation"]
         if not self.budget:
             del identity["budget"]
-        if not self.dp:
-            del identity["dp"]
+        for name in ("dp", "dp_budget"):
+            if not identity[name]:
+                del identity[name]
         return stable_hash(identity, length=16)
 
     @property

@@ -42,12 +42,13 @@ def dp_table(table, spec, at: str) -> dict:
     protocol config's: every protocol that trains through the DP service takes the same)."""
     if table is None:
         return {}
-    if not spec.dp:
-        raise ConfigError(f"{at}: protocol '{spec.name}' does not train through fedfuse's DP service; it takes no "
-                          "'dp' table (docs/privacy.md lists the protocols that do)")
     if not isinstance(table, dict):
         raise ConfigError(f"{at}: key 'dp' must be a table {{ clip = C, noise_multiplier = sigma }}, got {table!r}")
-    return asdict(build_config(DpSpec, table, f"{at} key 'dp'"))
+    dp = asdict(build_config(DpSpec, table, f"{at} key 'dp'"))
+    if dp["level"] not in spec.dp:
+        raise ConfigError(f"{at}: protocol '{spec.name}' does not take {dp['level']}-level DP through fedfuse's DP "
+                          f"service (it takes: {', '.join(spec.dp) or 'none'}; docs/privacy.md)")
+    return dp
 
 
 def check_conditional(config, suite: Suite, at: str) -> None:
@@ -84,6 +85,7 @@ def _cells_for(suite, registry, entry, spec, config, dp) -> list[CellSpec]:
             evaluation=evaluation(m, registry.get("datasets", dname), suite.track), resources=dict(suite.resources),
             bad_replies=m.bad_replies, deadline_s=float(m.deadline_s), max_update_ratio=float(m.max_update_ratio), participation=m.participation,
             budget=suite.track.budget if suite.track else 0, dp=dp,
+            dp_budget=suite.track.dp_budget if suite.track else {},
         )
         for (dname, dargs), (pname, pargs), profile, seed
         in itertools.product(datasets, parts, suite.profiles, m.seeds)

@@ -54,19 +54,26 @@ class Track:
     entrant to one compute budget (docs/tracks.md). ``budget_steps`` optimizer steps of
     ``budget_batch`` images, clients', server's and pre-training's together; a cell that
     processes more is *over budget* and not ranked. Entrants tune on ``tuning_seeds``
-    (``fedfuse run TRACK --tuning``) and report on the matrix's seeds."""
+    (``fedfuse run TRACK --tuning``) and report on the matrix's seeds. ``dp_epsilon`` > 0 is a
+    privacy budget every entrant must meet: a cell without DP, or whose ε at ``dp_delta``
+    exceeds it, is *over its DP budget* and not ranked (docs/privacy.md)."""
 
     primary: str = "fid"  # the ranking metric (the leaderboard ranks by fid: the only value today)
     conditional: bool = False  # the task asks for class-conditional generation: every entry generates the asked classes
     budget_steps: int = 0
     budget_batch: int = 64
     tuning_seeds: list[int] = field(default_factory=list)
+    dp_epsilon: float = 0.0  # > 0: the DP budget entrants must meet, at dp_delta
+    dp_delta: float = 1e-5
 
     def __post_init__(self):
         if self.primary != "fid":
             raise ValueError(f"primary must be 'fid' (the leaderboard's ranking metric), got {self.primary!r}")
         if self.budget_steps < 1 or self.budget_batch < 1:
             raise ValueError("budget_steps and budget_batch must be >= 1")
+        if self.dp_epsilon < 0 or not 0 < self.dp_delta < 1:
+            raise ValueError(f"dp_epsilon must be >= 0 (0: no DP budget) and dp_delta in (0, 1), got "
+                             f"{self.dp_epsilon} and {self.dp_delta}")
         if len(set(self.tuning_seeds)) != len(self.tuning_seeds) or any(s < 0 for s in self.tuning_seeds):
             raise ValueError(f"tuning_seeds must be distinct and >= 0, got {self.tuning_seeds}")
 
@@ -74,6 +81,11 @@ class Track:
     def budget(self) -> int:
         """The budget in training images (optimizer steps x batch size)."""
         return self.budget_steps * self.budget_batch
+
+    @property
+    def dp_budget(self) -> dict:
+        """The DP budget a cell carries ({} where the track sets none)."""
+        return {"epsilon": self.dp_epsilon, "delta": self.dp_delta} if self.dp_epsilon else {}
 
 
 @dataclass

@@ -24,7 +24,7 @@ class FedAvgConfig(DdpmConfig):
 def fedfuse_add_protocols():
     return [
         ProtocolSpec(
-            name="fedavg", version="3", config=FedAvgConfig, partial_participation=True, dp=True,
+            name="fedavg", version="3", config=FedAvgConfig, partial_participation=True, dp=("record", "client"),
             server="fedfuse.protocols.fedavg.server_loop:server",
             client_app="fedfuse.protocols.fedavg.client_app:app",
             summary="full-model FedAvg of a DDPM UNet (diffusers; class-conditional with conditional = true), trained from scratch",

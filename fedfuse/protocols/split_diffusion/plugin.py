@@ -92,9 +92,9 @@ def fedfuse_add_protocols():
              "client_app": "fedfuse.protocols.split_diffusion.client_app:app",
              "reply_check": "fedfuse.protocols.split_diffusion.replies:check_shared", "partial_participation": True}
     return [
-        ProtocolSpec(name="split-diffusion", version="5", config=SplitConfig, dp=True, **split,
+        ProtocolSpec(name="split-diffusion", version="5", config=SplitConfig, dp=("record",), **split,
                      summary="CollaFuse: clients keep data and low-noise steps; the server trains and runs the rest"),
-        ProtocolSpec(name="local-only", version="4", config=LocalOnlyConfig, dp=True, **split,
+        ProtocolSpec(name="local-only", version="4", config=LocalOnlyConfig, dp=("record",), **split,
                      summary="baseline: each client trains and samples alone (split diffusion at cut ratio 0)", bound=True),
         ProtocolSpec(name="centralized", version="4", config=CentralizedConfig,
                      server="fedfuse.protocols.split_diffusion.centralized:centralized",
