@@ -148,9 +148,9 @@ def fedfuse_add_studies():
     return [StudySpec("track-edge", summary="every protocol on one edge task, budget and evaluation (the README's headline)"),
             StudySpec("track-edge-quick", summary="track-edge at a budget of minutes (scripts/smoke.sh)"),
             *(StudySpec(name, summary="record-level DP: what ε buys in membership inference and costs in quality",
-                        columns=("dp_epsilon", "mia_tpr_at_1fpr", "eval_loss"),
+                        columns=("eval_loss", "nn_mse"),
                         panels=(("dp_epsilon", "fid"), ("dp_epsilon", "mia_auc")),
-                        claims="fedfuse.bench.metrics.dp_claims:privacy_utility")
+                        claims="fedfuse.leaderboard.dp_claims:privacy_utility")
               for name in ("privacy-utility", "privacy-utility-quick"))]
 
 

@@ -204,7 +204,8 @@ def page(rows: list[Row], records: list[dict], dest: Path) -> str:
         members = [r for r in rows if r.section == track]
         labels = {d: r.label for r in members for d in r.run_dirs.values()}
         recs = [x for x in records if x.get("run_dir") in labels]
-        plots = [front_plot(members, cost, name) for cost, name in FRONTS]
+        plots = [front_plot(members, cost, name) for cost, name in FRONTS
+                 if any(not math.isnan(r.mean(cost)) for r in members)]  # no DP row: no ε plot
         plots.append(rounds_plot(recs, labels))
         imgs = "".join(f'<img alt="plot" src="{p}">' for p in plots if p)
         warn = "".join(f"<p class='warn'>{html.escape(n.replace('**', '').replace('`', ''))}</p>"

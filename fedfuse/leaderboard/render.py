@@ -16,7 +16,8 @@ from fedfuse.leaderboard.ranking import (
 )
 
 UNITS = {"bytes_up": ("MB up", 1e6), "bytes_down": ("MB down", 1e6), "client_flops": ("client GFLOP", 1e9),
-         "latency_s": ("latency s", 1), "energy_j": ("energy J", 1), "mia_auc": ("MIA AUC (0.5 = nothing leaked)", 1)}
+         "latency_s": ("latency s", 1), "energy_j": ("energy J", 1), "mia_auc": ("MIA AUC (0.5 = nothing leaked)", 1),
+         "dp_epsilon": ("DP ε (rows without DP not drawn)", 1)}
 
 
 def mean_std(row: Row, metric: str, scale: float = 1.0) -> str:

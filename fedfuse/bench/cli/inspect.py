@@ -36,7 +36,8 @@ def cmd_show(args) -> int:
     spec = reg.get("protocols", args.name)
     plugin = reg.entries("protocols")[args.name].plugin
     console().print(f"[bold]{spec.name}[/bold] v{spec.version} — {spec.summary}\nplugin: {plugin}\n"
-                    f"server loop: {spec.server}\nClientApp: {spec.client_app}")
+                    f"server loop: {spec.server}\nClientApp: {spec.client_app}\n"
+                    f"DP levels (a suite entry's dp table; docs/privacy.md): {', '.join(spec.dp) or 'none'}")
     console().print(config_table(args.name, spec))
     return 0
 

@@ -3,7 +3,7 @@ for each protocol, as ε falls (∞, then smaller budgets),
 
 1. does the membership attack's AUC fall toward 0.5 (is the last row's AUC within its spread
    of 0.5, and below the row without DP)?
-2. what does quality cost (FID against the row without DP)?
+2. what does quality cost (FID at the smallest ε against the row without DP)?
 
 "Below" and "worse" use the leaderboard's test for telling rows apart (``overlaps``).
 """
@@ -42,9 +42,10 @@ def protocol_lines(name: str, rows: list) -> list[str]:
     lines = [f"   ε {budget(r):.3g}: MIA AUC {mean_std(r, 'mia_auc')}, FID {mean_std(r, 'fid')}" for r in rows]
     lower = not overlaps(plain, last, "mia_auc") and last.mean("mia_auc") < plain.mean("mia_auc")
     auc = ("falls to chance" if near_half(last) else "falls" if lower else "is not told apart from no DP")
-    cost = ("no quality told apart" if overlaps(plain, last, "fid")
-            else f"FID {mean_std(plain, 'fid')} -> {mean_std(last, 'fid')}")
-    return [f"{name}: at ε {budget(last):.3g} the attack's AUC {auc}; quality cost: {cost}", *lines]
+    moved = "worse" if last.mean("fid") > plain.mean("fid") else "better"
+    quality = ("not told apart" if overlaps(plain, last, "fid")
+               else f"FID {mean_std(plain, 'fid')} without DP, {mean_std(last, 'fid')} ({moved})")
+    return [f"{name}: at ε {budget(last):.3g} the attack's AUC {auc}; quality: {quality}", *lines]
 
 
 def privacy_utility(rows: list) -> list[str]:
