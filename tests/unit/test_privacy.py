@@ -141,10 +141,15 @@ def cell_metrics(tmp_path, name, dp=None, protocol="fedavg", config=TINY_FEDAVG)
                                     sample_steps=2, mia_samples=16), tmp_path / name)
 
 
-def test_a_dp_cell_trains_the_plain_model_without_noise_and_records_its_budget(tmp_path):
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    """The plain tiny fedavg cell the DP cells are held against (run once for the module)."""
+    return cell_metrics(tmp_path_factory.mktemp("plain"), "plain")
+
+
+def test_a_dp_cell_trains_the_plain_model_without_noise_and_records_its_budget(tmp_path, plain):
     """Cells end to end (in process): the identity and the seeding at the cell level, ε recorded
     per round and per cell, null where nothing is claimed."""
-    plain = cell_metrics(tmp_path, "plain")
     clipless = cell_metrics(tmp_path, "clipless", {"clip": 1e30, "noise_multiplier": 0.0})
     assert clipless["model_sha256"] == plain["model_sha256"]
     assert plain["dp_epsilon"] is None and plain["dp_delta"] is None
@@ -226,17 +231,29 @@ def test_a_track_binds_entrants_to_its_dp_budget_and_the_front_places_no_dp_at_i
     assert {r.label for r in free if "DP ε" in r.pareto} == {"plain", "eps8"}  # no DP: at ∞, on it by its quality
 
 
-def test_client_level_dp_fedavg_is_plain_fedavg_without_noise_and_accounts_each_round(tmp_path):
+def test_client_level_dp_fedavg_is_plain_fedavg_without_noise_and_accounts_each_round(tmp_path, plain):
     """3 clients of equal size: with σ = 0 and a clip no update reaches, DP-FedAvg's equal
     weights are FedAvg's, to the bit; with noise, ε composes one release a round at q = 1."""
-    plain = cell_metrics(tmp_path, "plain")
     level = {"level": "client", "clip": 1e30, "noise_multiplier": 0.0}
     assert cell_metrics(tmp_path, "clipless", level)["model_sha256"] == plain["model_sha256"]
     noisy = cell_metrics(tmp_path, "noisy", {**level, "clip": 0.5, "noise_multiplier": 2.0})
     assert noisy["model_sha256"] != plain["model_sha256"]
     assert noisy["dp_epsilon"] == pytest.approx(epsilon(2.0, {1.0: 2}, 1e-5))
+
+
+def test_client_level_dp_needs_a_mean_aggregator(tmp_path):
+    from flwr.serverapp.strategy import FedMedian, FedProx
+
+    from fedfuse.bench.engine.services import ServerRun
+    from fedfuse.plugins.manager import registry
+    from fedfuse.testing import tiny_cell
+
+    cell = tiny_cell("fedavg", {**TINY_FEDAVG, "dp": {"level": "client", "clip": 1.0, "noise_multiplier": 1.0}})
+    run = ServerRun.for_cell(cell, tmp_path, registry())
     with pytest.raises(ValueError, match="needs a mean aggregator, not FedMedian"):
-        cell_metrics(tmp_path, "median", {**level, "noise_multiplier": 1.0}, config={**TINY_FEDAVG, "aggregator": "median"})
+        run.privacy.client_mean(1, None, [], None, FedMedian())
+    with pytest.raises(AttributeError):  # FedProx averages as FedAvg does: past the check, into the (absent) replies
+        run.privacy.client_mean(1, None, [], None, FedProx())
 
 
 def test_a_level_the_protocol_does_not_list_is_refused():

@@ -111,8 +111,8 @@ def strategy_rounds(grid, run, strategy, arrays: ArrayRecord, train_config: Conf
             arrays, metrics = strategy.aggregate_train(rnd, replies)
         except InconsistentMessageReplies as err:  # Flower says they differ, not who differs
             raise ClientFailure(f"{odd_replies(replies, grid)} replied with records unlike the others': {err}") from None
-        if run.cell.dp.get("level") == "client":  # the harness's DP-FedAvg (client_dp.py)
-            arrays = run.client_dp(rnd, before, replies, arrays, strategy)
+        if run.cell.dp.get("level") == "client":  # the harness's DP-FedAvg (privacy.py)
+            arrays = run.privacy.client_mean(rnd, before, replies, arrays, strategy)
         figures = dict(metrics or {})
         if evaluate_fn is not None:
             figures.update(evaluate_fn(rnd, arrays))

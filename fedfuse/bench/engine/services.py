@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,6 @@ from fedfuse.toolkit.device import torch_device
 from fedfuse.toolkit.seeding import derive_seed
 
 PARTICIPATION_SALT = 0x9A47  # each round's participants: drawn from (cell seed, round, this)
-DP_SALT = 0xD9  # a client's DP-SGD noise: drawn from (cell seed, partition id, this, round)
 
 #: Key of the Flower run config that carries the cell (as JSON) to ServerApp and ClientApps.
 RUN_CONFIG_KEY = "fedfuse-cell"
@@ -159,39 +157,11 @@ class ServerRun(Evaluation):
         return nodes
 
     @functools.cached_property
-    def dp_ledger(self):
-        """Each client's DP-SGD steps so far (``fedfuse.bench.metrics.dp.Ledger``)."""
-        from fedfuse.bench.metrics.dp import DpSpec, Ledger
+    def privacy(self):
+        """The cell's DP ledger and server-side service (``fedfuse.bench.engine.privacy``); None without DP."""
+        from fedfuse.bench.engine.privacy import CellPrivacy
 
-        return Ledger(DpSpec(**self.cell.dp))
-
-    def dp_figures(self, traffic: dict[int, dict]) -> dict:
-        """A DP cell's privacy budget after this round: ``dp_epsilon`` (the largest over
-        clients; None where σ = 0 claims nothing) at ``dp_delta``, from the steps the clients'
-        DP service reported. A round whose clients trained but took no DP step fails the cell:
-        the protocol trained outside the service."""
-        if not self.cell.dp:
-            return {}
-        took = self.dp_ledger.add_round(traffic)
-        record_level = self.cell.dp.get("level", "record") == "record"
-        if record_level and not took and any(f.get("train_examples", 0) for f in traffic.values()):
-            raise RuntimeError(f"this cell asks for DP (dp = {self.cell.dp}) but its clients trained without the DP "
-                               "service: the protocol must pass dp=run.dp_sgd(round) to train/fit")
-        eps = self.dp_ledger.epsilon()
-        return {"dp_epsilon": eps if math.isfinite(eps) else None, "dp_delta": self.cell.dp["delta"]}
-
-    def client_dp(self, round: int, before, replies: list, plain, strategy):
-        """A client-level DP cell's aggregate of ``replies`` (``strategy_rounds`` calls it):
-        DP-FedAvg of the updates against ``before`` (``fedfuse.bench.engine.client_dp``),
-        accounted as one release at the sampling rate per_round / clients."""
-        from flwr.serverapp.strategy import FedAvg
-
-        from fedfuse.bench.engine.client_dp import dp_mean
-
-        if type(strategy).aggregate_train is not FedAvg.aggregate_train:
-            raise ValueError(f"client-level DP averages updates: it needs a mean aggregator, not {type(strategy).__name__}")
-        self.dp_ledger.add("clients", self.cell.per_round / self.cell.clients, 1)
-        return dp_mean(before, replies, plain, self.cell.dp, self.cell.per_round, self.torch_generator(DP_SALT, round))
+        return CellPrivacy(self.cell, self.torch_generator) if self.cell.dp else None
 
     @functools.cached_property
     def online(self) -> np.ndarray:
@@ -212,7 +182,7 @@ class ServerRun(Evaluation):
         ``target_check``'s) added, and the round record stored and shown. Returns the record.
         ``strategy_rounds`` calls it; a custom loop calls it once at the end of every round."""
         traffic, counts = self.grid.meter.take_round()
-        figures = {**figures, **self.dp_figures(traffic)}
+        figures = {**figures, **(self.privacy.round_figures(traffic) if self.privacy else {})}
         server_flops = sum(self.flops.take().values())
         costs = self.hardware.round_figures(traffic, server_flops, self._points, self.cell.deadline_s)
         costs["server_train_examples"] = self.flops.take_examples()
@@ -267,6 +237,7 @@ class ClientRun:
         *salt): pass the round. The harness reads the steps it took off the reply."""
         if not self.cell.dp:
             return None
+        from fedfuse.bench.engine.privacy import DP_SALT
         from fedfuse.toolkit.privacy import DpSgd
 
         seed = derive_seed(self.cell.seed, self.partition_id, DP_SALT, *salt)

@@ -1,4 +1,10 @@
-"""Client-level DP-FedAvg (McMahan et al., 2018): what a suite entry's ``dp = { level =
+"""The DP service's server side (docs/privacy.md): each cell's privacy ledger and its round
+figures (``CellPrivacy``), and client-level DP-FedAvg.
+
+Record level: the clients' ``DpSgd`` / ``DpShare`` (fedfuse.toolkit.privacy) count their releases
+and each reply carries the count; the ledger composes them per client (bench.metrics.dp).
+
+Client level, DP-FedAvg (McMahan et al., 2018): what a suite entry's ``dp = { level =
 "client", clip, noise_multiplier }`` does to every round of a FedAvg-family strategy. Each
 client's update (its returned model minus the global one) is clipped to L2 norm ``clip``; the
 updates are averaged with equal weights over the round's expected participants m, and Gaussian
@@ -14,8 +20,44 @@ update reaches and equal example counts the model is bit-identical to plain FedA
 
 from __future__ import annotations
 
+import math
+
 import torch
 from flwr.app import ArrayRecord, Message
+
+from fedfuse.bench.metrics.dp import DpSpec, Ledger
+
+DP_SALT = 0xD9  # DP noise streams: (cell seed, [partition id,] this, round)
+
+
+class CellPrivacy:
+    """A DP cell's ledger, and what the server does for it (``ServerRun.privacy``)."""
+
+    def __init__(self, cell, generator_of):
+        self.cell, self.generator_of = cell, generator_of  # generator_of(*salt): the server's seeded streams
+        self.ledger = Ledger(DpSpec(**cell.dp))
+
+    def round_figures(self, traffic: dict[int, dict]) -> dict:
+        """The budget after this round: ``dp_epsilon`` (the largest over the protected parties;
+        None where σ = 0 claims nothing) at ``dp_delta``. At record level, a round whose clients
+        trained but reported no DP step fails the cell: the protocol trained outside the service."""
+        took = self.ledger.add_round(traffic)
+        if self.cell.dp["level"] == "record" and not took and any(f.get("train_examples", 0) for f in traffic.values()):
+            raise RuntimeError(f"this cell asks for DP (dp = {self.cell.dp}) but its clients trained without the DP "
+                               "service: the protocol must pass dp=run.dp_sgd(round) to train/fit")
+        eps = self.ledger.epsilon()
+        return {"dp_epsilon": eps if math.isfinite(eps) else None, "dp_delta": self.cell.dp["delta"]}
+
+    def client_mean(self, round: int, before: ArrayRecord, replies: list[Message], plain: ArrayRecord,
+                    strategy) -> ArrayRecord:
+        """A client-level cell's aggregate of ``replies`` (``strategy_rounds`` calls it), accounted
+        as one release at the sampling rate per_round / clients."""
+        from flwr.serverapp.strategy import FedAvg
+
+        if type(strategy).aggregate_train is not FedAvg.aggregate_train:
+            raise ValueError(f"client-level DP averages updates: it needs a mean aggregator, not {type(strategy).__name__}")
+        self.ledger.add("clients", self.cell.per_round / self.cell.clients, 1)
+        return dp_mean(before, replies, plain, self.cell.dp, self.cell.per_round, self.generator_of(DP_SALT, round))
 
 
 def updates_of(replies: list[Message], before: dict) -> list[tuple[float, dict]]:
