@@ -101,8 +101,11 @@ def _fit(model, trained, batch_loss, steps, recipe, resources, flops, start_step
     if flops is not None:  # what a track's budget counts: optimizer steps x batch size
         flops.count_examples(steps * batch_size_of(shape_of()))
     if flops is not None and dry_loss is not None:
-        key = (shape_of(), parameter_layout(model), dp is not None)  # DP-SGD adds per-sample gradients
-        flops.dry_step("train", key, steps, lambda: dry_backward(module, dry_loss, fab, params))
+        def dry():  # a DP-SGD step is counted as a plain one (DpSgd.plain_pass says why)
+            with dp.plain_pass(trained) if dp is not None else contextlib.nullcontext():
+                dry_backward(module, dry_loss, fab, params)
+
+        flops.dry_step("train", (shape_of(), parameter_layout(model)), steps, dry)
         flops = None  # counted: the real steps run uncounted
     total = 0.0
     try:

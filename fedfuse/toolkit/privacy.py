@@ -60,6 +60,21 @@ class DpSgd:
         finally:
             wrapped._close()
 
+    @staticmethod
+    @contextlib.contextmanager
+    def plain_pass(wrapped):
+        """Passes of ``wrapped`` (``per_sample``'s) that compute no per-sample gradients: how a
+        DP-SGD step's FLOPs are counted. torch's FLOP counter reads the grouped convolutions
+        of functorch's per-sample gradients as dense ones: it counted 11.8x a plain step's FLOPs
+        for the tiny UNet at batch 32, where a whole DP step takes 2.2x a plain step's time at
+        28 px (4.2x at 8 px, where overheads dominate); so client_flops counts a DP step as a
+        plain one (docs/privacy.md)."""
+        wrapped.disable_hooks()
+        try:
+            yield
+        finally:
+            wrapped.enable_hooks()
+
     def privatize(self, params: list) -> None:
         """Turn each ``p.grad`` (the mean gradient of the b images drawn) into the DP-SGD
         gradient: the per-sample gradients each clipped to total norm ``clip``, summed, plus

@@ -16,6 +16,7 @@ from fedfuse.bench.costs.flops import FlopMeter
 from fedfuse.datasets import ClientData
 from fedfuse.toolkit import ddpm, models
 from fedfuse.toolkit.device import Resources
+from fedfuse.toolkit.privacy import DpSgd
 
 
 def random_images(count: int, side: int) -> ClientData:
@@ -30,19 +31,21 @@ class TrainStep:
     ``seconds_per_step``."""
 
     def __init__(self, preset: str, side: int, batch: int = 64, resources: Resources | None = None,
-                 images: int = 1024):
+                 images: int = 1024, dp: bool = False):
         self.data = random_images(images, side)
         self.model = models.build_unet((1, side, side), preset, 0)
         self.recipe, self.scheduler = ddpm.Recipe(batch_size=batch), ddpm.build_scheduler(200)
         self.ema = ddpm.Ema(self.model, self.recipe.ema_decay)
         self.resources = resources
         self.meter = FlopMeter()
+        self.dp = dp  # DP-SGD steps (clip 1, σ 1: Poisson batches, per-sample gradients, noise)
 
     def run(self, steps: int, flops: FlopMeter | None = None) -> None:
         """``steps`` steps; ends with ``loss.item()`` and a move back to the CPU, so whatever
         device trained has finished when this returns."""
+        dp = DpSgd(1.0, 1.0, torch.Generator().manual_seed(1), records=len(self.data)) if self.dp else None
         ddpm.train(self.model, self.scheduler, self.data, steps, self.recipe, torch.Generator().manual_seed(0),
-                   self.resources, flops=flops, ema=self.ema)
+                   self.resources, flops=flops, ema=self.ema, dp=dp)
 
     def warm_up(self, steps: int = 3) -> None:
         self.run(steps, flops=self.meter)
