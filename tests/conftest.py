@@ -19,18 +19,26 @@ def cli(tmp_path) -> CLI:
 
 
 @pytest.fixture(scope="session")
-def plugin_site(tmp_path_factory) -> Path:
+def plugin_site(pytestconfig) -> Path:
     """The template plugin and two broken fixture plugins (a failing client, a misspelt hook), pip-installed into a folder of their
-    own (``--target``), so entry points are discovered exactly as for any installed package."""
-    site = tmp_path_factory.mktemp("plugin-site")
-    sources = []
-    fixtures = ROOT / "tests" / "fixtures"
-    for src in (ROOT / "examples" / "plugin-template", fixtures / "failing-plugin", fixtures / "typo-plugin"):
-        copy = tmp_path_factory.mktemp("src") / src.name
-        shutil.copytree(src, copy)
-        sources.append(str(copy))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), *sources], check=True, capture_output=True)
+    own (``--target``), so entry points are discovered exactly as for any installed package. Read only."""
+    return install_plugin_site(session_root(pytestconfig))
+
+
+def install_plugin_site(root: Path) -> Path:
+    """``plugin_site``'s folder, installed once per session for all its xdist workers."""
+    from filelock import FileLock
+
+    site = root / "plugin-site"
+    with FileLock(str(root / "plugin-site.lock")):
+        if not (root / "plugin-site.done").is_file():
+            fixtures, sources = ROOT / "tests" / "fixtures", []
+            for src in (ROOT / "examples" / "plugin-template", fixtures / "failing-plugin", fixtures / "typo-plugin"):
+                shutil.copytree(src, root / "plugin-src" / src.name, dirs_exist_ok=True)
+                sources.append(str(root / "plugin-src" / src.name))
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                            "--target", str(site), *sources], check=True, capture_output=True)
+            (root / "plugin-site.done").touch()
     return site
 
 
@@ -82,17 +90,23 @@ def start_in_background(root: Path, name: str, command: str) -> None:
 
 
 def start_shared_runs(root: Path) -> None:
-    """Every shared run that needs no plugin (helpers.SHARED_RUNS), each a ``fedfuse run`` in the
-    background: the tests that read one wait for it instead of one worker running it while
-    another waits on its lock."""
-    from helpers import SHARED_RUNS
+    """Every shared run (helpers.SHARED_RUNS, and the failing plugins' run with the plugin site
+    installed first), each a ``fedfuse run`` in the background: the tests that read one wait for
+    it instead of one worker running it while another waits on its lock."""
+    from helpers import FAILING, SHARED_RUNS
 
     for name, spec in SHARED_RUNS.items():
         spec = dict(spec)
         protocols, cli_args, top = spec.pop("protocols"), spec.pop("cli_args", ()), spec.pop("top", "")
-        suite = write_suite(root / f"{name}.toml", protocols, top=top, **spec)
-        args = " ".join(shlex.quote(a) for a in ("run", str(suite), "--out", str(root / name), *cli_args))
-        start_in_background(root, name, f"COLUMNS=200 {shlex.quote(sys.executable)} -m fedfuse.bench.cli {args}")
+        start_run(root, name, write_suite(root / f"{name}.toml", protocols, top=top, **spec), cli_args)
+    site = install_plugin_site(root)  # the failing plugins' run (helpers.failing_run)
+    start_run(root, "failing", write_suite(root / "failing.toml", FAILING), (),
+              f"PYTHONPATH={shlex.quote(str(site))}${{PYTHONPATH:+:$PYTHONPATH}} ")
+
+
+def start_run(root: Path, name: str, suite: Path, cli_args=(), env: str = "") -> None:
+    args = " ".join(shlex.quote(a) for a in ("run", str(suite), "--out", str(root / name), *cli_args))
+    start_in_background(root, name, f"{env}COLUMNS=200 {shlex.quote(sys.executable)} -m fedfuse.bench.cli {args}")
 
 
 def start_quick_track(root: Path) -> None:

@@ -151,12 +151,14 @@ def fedavg_run(shared_run) -> Path:
 HOSTILE_ATTACKS = ("shape", "examples", "scale", "rename")  # NaN: unit/test_reliability.py
 
 
+FAILING = ('[[protocols]]\nname = "always-fails"\n[[protocols]]\nname = "fedavgm"\n'
+           'config = { model = "tiny", local_steps = 2 }\n'
+           + "".join(f'[[protocols]]\nname = "hostile"\nlabel = "{a}"\nconfig = {{ attack = "{a}" }}\n'
+                     for a in HOSTILE_ATTACKS))
+
+
 def failing_run(shared_run, plugin_site) -> Path:
-    protocols = ('[[protocols]]\nname = "always-fails"\n[[protocols]]\nname = "fedavgm"\n'
-                 'config = { model = "tiny", local_steps = 2 }\n'
-                 + "".join(f'[[protocols]]\nname = "hostile"\nlabel = "{a}"\nconfig = {{ attack = "{a}" }}\n'
-                           for a in HOSTILE_ATTACKS))
-    return shared_run("failing", protocols, extra_path=[plugin_site])
+    return shared_run("failing", FAILING, extra_path=[plugin_site])
 
 
 # Split diffusion's cut sweep in one run (share = "subset", share_size 32), per-client cuts, and
@@ -189,8 +191,8 @@ QUANT = ('[[protocols]]\nname = "ondemand-quant"\nconfig = { model = "tiny", loc
          + '[[profiles]]\nname = "two"\ndevice = ["raspberry-pi-4", "jetson-nano"]\nnetwork = "wifi"\n')
 
 # The shared runs that need no plugin, by name (conftest's shared_run arguments). A whole
-# end-to-end session starts them in the background as it begins, so that no worker waits for
-# another to run one (conftest.start_shared_runs).
+# end-to-end session starts them, and the failing plugins' run (FAILING), in the background as it
+# begins, so that no worker waits for another to run one (conftest.start_shared_runs).
 SHARED_RUNS = {
     "fedavg-small": dict(protocols=fedavg_labelled("free"), cli_args=("--wandb",), **FEDAVG_MATRIX),
     "quant": dict(protocols=QUANT, rounds="2", samples="16", sample_steps="2"),
