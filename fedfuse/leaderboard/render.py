@@ -48,6 +48,12 @@ QUALITY = (PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", "pop_fid")
 PRIVACY = {"dp_epsilon": "DP ε ↓", "mia_auc": "MIA AUC ↓", "mia_tpr_at_1fpr": "MIA TPR@1%FPR ↓"}
 #: what an unmeasured figure means where it is not "unknown": a row without DP has no bound
 UNBOUNDED = {"dp_epsilon": "∞"}
+
+
+def mean_or_unbounded(row: Row, metric: str) -> float:
+    """The row's mean; ∞ where its absence means no bound (the ε of a row without DP)."""
+    m = row.mean(metric)
+    return math.inf if math.isnan(m) and metric in UNBOUNDED else m
 REFERENCE_NAMES = {"real": "real held-out (floor)", "blur": "real, blurred σ=1", "noise": "pure noise"}
 LEGEND = (f"n = seeds pooled (mean ± std); * = fewer seeds than the suite asks for, or a failed cell. "
           "fid, kid, recall, coverage: client quality, each client's samples against held-out images in its own "

@@ -56,7 +56,7 @@ def board_table(wandb, rows):
     """The ranked rows (rank "2=" shared; "superseded" and "not learned" rows last), then each track's three
     reference rows, in one table."""
     from fedfuse.leaderboard.ranking import COSTS, PRIMARY, REFERENCES, reference_rows
-    from fedfuse.leaderboard.render import PRIVACY
+    from fedfuse.leaderboard.render import PRIVACY, mean_or_unbounded
 
     columns = ["track", "rank", "configuration", "data", "profile", "n", PRIMARY, f"{PRIMARY}_std", "fid_vs_noise",
                "recall", "pop_fid", *PRIVACY, *COSTS, "pareto", "system"]
@@ -64,7 +64,7 @@ def board_table(wandb, rows):
     for r in rows:
         table.add_data(r.section, r.rank or ("" if r.place == "–" else r.place), r.shown_label, r.data, r.profile,
                        len(r.seeds), r.mean(PRIMARY), r.std(PRIMARY), r.mean("fid_vs_noise"), r.mean("recall"),
-                       r.mean("pop_fid"), *(r.mean(m) for m in PRIVACY), *(r.mean(c) for c in COSTS), ", ".join(r.pareto), "; ".join(r.systems))
+                       r.mean("pop_fid"), *(mean_or_unbounded(r, m) for m in PRIVACY), *(r.mean(c) for c in COSTS), ", ".join(r.pareto), "; ".join(r.systems))
     for track in dict.fromkeys(r.section for r in rows):
         for data, refs in reference_rows([r for r in rows if r.section == track]).items():
             for ref in REFERENCES:
