@@ -19,6 +19,14 @@ from dataclasses import dataclass
 import torch
 
 
+def draw_batch(data, size: int, records: int, noise_multiplier: float, generator: torch.Generator):
+    """A batch of ``size`` images on average from ``data`` (a ClientData of ``records`` images):
+    Poisson-sampled where there is noise to account; plain training's draw where σ = 0."""
+    if noise_multiplier == 0:
+        return data.sample_batch(size, generator)
+    return data.poisson_batch(min(1.0, size / records), generator)
+
+
 @dataclass
 class DpSgd:
     """One client's DP-SGD for one ``fit``: the clip norm, the noise multiplier σ, the seeded
@@ -38,11 +46,9 @@ class DpSgd:
         probability ``batch_size / records`` (Poisson sampling, what ε is accounted for). With
         σ = 0 nothing is claimed (ε = ∞): the batch is plain training's, so such a step is plain
         training's step when nothing is clipped."""
-        if self.noise_multiplier == 0:
-            return data.sample_batch(batch_size, generator)
-        rate = min(1.0, batch_size / self.records)
-        self._expected = rate * self.records
-        return data.poisson_batch(rate, generator)
+        if self.noise_multiplier > 0:
+            self._expected = min(1.0, batch_size / self.records) * self.records
+        return draw_batch(data, batch_size, self.records, self.noise_multiplier, generator)
 
     @contextlib.contextmanager
     def per_sample(self, model):
@@ -129,9 +135,7 @@ class DpShare:
     def draw(self, data, size: int, generator: torch.Generator):
         """``size`` images on average, Poisson-sampled (each image in with probability
         size / records): what a release's rate is accounted for. σ = 0: plain training's draw."""
-        if self.noise_multiplier == 0:
-            return data.sample_batch(size, generator)
-        return data.poisson_batch(min(1.0, size / self.records), generator)
+        return draw_batch(data, size, self.records, self.noise_multiplier, generator)
 
     def clip(self, x0: torch.Tensor, signal: float, noise_std: float) -> torch.Tensor:
         """``x0`` with each image scaled down to norm at most ``noise_std / (signal·σ)`` (as it
