@@ -72,8 +72,10 @@ def figure(rows: list[Row], panels: tuple[tuple[str, str], ...], path: Path) -> 
         if x.startswith("bytes") or x == "dp_epsilon":  # quantities over orders of magnitude: a log axis
             ax.set_xscale("log")
         if x == "dp_epsilon" and any(r.mean(x) != at[id(r)] for r in rows if id(r) in at):
-            ticks = sorted({v for v in at.values()})
-            ax.set_xticks(ticks, [f"{t:.3g}" if t != max(ticks) else "∞ (no DP)" for t in ticks], fontsize=7)
+            right = max(at.values())  # where the rows without DP sit
+            ticks = sorted({float(f"{v:.2g}") for v in at.values() if v != right})  # 0.497 and 0.499: one tick
+            ax.set_xticks([*ticks, right], [*(f"{t:g}" for t in ticks), "∞ (no DP)"], fontsize=7)
+            ax.minorticks_off()
         ax.set(xlabel=x, ylabel=y)
         ax.grid(alpha=0.3)
     fig.tight_layout()
