@@ -41,7 +41,10 @@ def protocol_lines(name: str, rows: list) -> list[str]:
         return [f"{name}: not measured (a row without DP and one with it needed)"]
     lines = [f"   ε {budget(r):.3g}: MIA AUC {mean_std(r, 'mia_auc')}, FID {mean_std(r, 'fid')}" for r in rows]
     lower = not overlaps(plain, last, "mia_auc") and last.mean("mia_auc") < plain.mean("mia_auc")
-    auc = ("falls to chance" if near_half(last) else "falls" if lower else "is not told apart from no DP")
+    if near_half(last):
+        auc = "falls to chance" if lower else "is at chance, but not told apart from no DP's"
+    else:
+        auc = "falls, not to chance" if lower else "is not told apart from no DP's"
     moved = "worse" if last.mean("fid") > plain.mean("fid") else "better"
     quality = ("not told apart" if overlaps(plain, last, "fid")
                else f"FID {mean_std(plain, 'fid')} without DP, {mean_std(last, 'fid')} ({moved})")

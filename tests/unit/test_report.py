@@ -88,3 +88,30 @@ def test_equal_compute_and_re_noising_rows_are_set_beside_the_sweep():
     assert "at equal compute: does not hold (local-only, compute-matched: FID 60.0 ± 2.8)" in text
     assert "c = 0.6: not told apart from it" in text
     assert "re-noising (the paper's marginal) at c = 0.6: FID 81.0 ± 1.4, worse than the exact marginal's 61.0 ± 1.4" in text
+
+
+def test_the_privacy_utility_page_is_rebuilt_from_its_committed_store(tmp_path, capsys):
+    """The verdicts the README states, from runs/privacy-utility (36 cells, 3 seeds): ε beside
+    the attack, ∞ for the rows without DP, the figure with ε on its axis."""
+    dest = tmp_path / "page"
+    assert main(["report", "privacy-utility", "--out", str(ROOT / "runs" / "privacy-utility"), "--dest", str(dest)]) == 0
+    text = (dest / "README.md").read_text()
+    assert "Measured: 3 seeds, 36 of 36 cells ok" in text
+    assert "fedavg: at ε 0.497 the attack's AUC falls to chance; quality: FID 96.7 ± 7.8 without DP, 213 ± 14 (worse)" in text
+    assert "split-diffusion: at ε 0.499 the attack's AUC is at chance, but not told apart from no DP's" in text
+    assert "| 2 | fedavg eps=inf |" in text and "| ∞ | 0.520 ± 0.003 |" in text  # rank, and ε beside the AUC
+    assert (dest / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_privacy_claims_tell_a_fall_to_chance_from_a_spread():
+    from fedfuse.leaderboard.dp_claims import privacy_utility
+
+    def rec(label, seed, eps, auc, fid):
+        return {"suite": "s", "suite_version": "1", "suite_digest": "d", "label": label, "dataset": "digits",
+                "partitioner": "iid", "profile": "p", "seed": seed, "status": "ok", "evaluation": {}, "protocol": "p",
+                "metrics": {"fid": fid, "mia_auc": auc, **({"dp_epsilon": eps} if eps else {})}}
+
+    rows = group([rec("plain", 0, None, 0.60, 50), rec("plain", 1, None, 0.62, 52),
+                  rec("dp", 0, 1.0, 0.55, 51), rec("dp", 1, 1.0, 0.57, 53)], {})
+    (line, *_) = privacy_utility(rows)
+    assert line == "p: at ε 1 the attack's AUC falls, not to chance; quality: not told apart"
