@@ -57,7 +57,8 @@ class ProtocolSpec:
     of it. ``"record"``: every client training step on private images goes through the
     harness's DP service (``train(..., dp=run.dp_sgd(round))`` or ``fit(..., dp=...)``); a DP
     cell whose clients trained without it fails. ``"client"``: its rounds run through
-    ``strategy_rounds`` with a mean aggregator, which the harness turns into DP-FedAvg. The
+    ``strategy_rounds`` with a mean aggregator, which the harness turns into DP-FedAvg, or its
+    server loop passes its mean of the clients' updates through ``run.privacy.private_mean``. The
     harness refuses a level a protocol does not list (docs/privacy.md).
 
     How the trained clients generate is declared from the server loop (``run.deploy`` or

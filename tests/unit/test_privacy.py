@@ -231,12 +231,21 @@ def test_a_track_binds_entrants_to_its_dp_budget_and_the_front_places_no_dp_at_i
     assert {r.label for r in free if "DP ε" in r.pareto} == {"plain", "eps8"}  # no DP: at ∞, on it by its quality
 
 
-def test_client_level_dp_fedavg_is_plain_fedavg_without_noise_and_accounts_each_round(tmp_path, plain):
+TINY_QUANT = {**TINY_FEDAVG, "bits": 8}
+
+
+@pytest.mark.parametrize("protocol, config", [("fedavg", TINY_FEDAVG), ("fixed-quant", TINY_QUANT)])
+def test_client_level_dp_fedavg_is_plain_fedavg_without_noise_and_accounts_each_round(tmp_path, plain, protocol,
+                                                                                       config):
     """3 clients of equal size: with σ = 0 and a clip no update reaches, DP-FedAvg's equal
-    weights are FedAvg's, to the bit; with noise, ε composes one release a round at q = 1."""
+    weights are FedAvg's, to the bit; with noise, ε composes one release a round at q = 1. The
+    same for a Flower strategy's rounds (fedavg) and a loop that averages decoded 8-bit updates
+    itself (fixed-quant: the noise goes on the aggregate, after the clients' quantization)."""
+    if protocol != "fedavg":
+        plain = cell_metrics(tmp_path, "plain", protocol=protocol, config=config)
     level = {"level": "client", "clip": 1e30, "noise_multiplier": 0.0}
-    assert cell_metrics(tmp_path, "clipless", level)["model_sha256"] == plain["model_sha256"]
-    noisy = cell_metrics(tmp_path, "noisy", {**level, "clip": 0.5, "noise_multiplier": 2.0})
+    assert cell_metrics(tmp_path, "clipless", level, protocol, config)["model_sha256"] == plain["model_sha256"]
+    noisy = cell_metrics(tmp_path, "noisy", {**level, "clip": 0.5, "noise_multiplier": 2.0}, protocol, config)
     assert noisy["model_sha256"] != plain["model_sha256"]
     assert noisy["dp_epsilon"] == pytest.approx(epsilon(2.0, {1.0: 2}, 1e-5))
 

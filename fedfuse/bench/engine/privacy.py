@@ -50,14 +50,42 @@ class CellPrivacy:
 
     def client_mean(self, round: int, before: ArrayRecord, replies: list[Message], plain: ArrayRecord,
                     strategy) -> ArrayRecord:
-        """A client-level cell's aggregate of ``replies`` (``strategy_rounds`` calls it), accounted
-        as one release at the sampling rate per_round / clients."""
+        """A client-level cell's aggregate of ``replies`` (``strategy_rounds`` calls it): the
+        strategy's weighted mean ``plain`` of the models returned, made DP-FedAvg's."""
         from flwr.serverapp.strategy import FedAvg
 
         if type(strategy).aggregate_train is not FedAvg.aggregate_train:
             raise ValueError(f"client-level DP averages updates: it needs a mean aggregator, not {type(strategy).__name__}")
-        self.ledger.add("clients", self.cell.per_round / self.cell.clients, 1)
-        return dp_mean(before, replies, plain, self.cell.dp, self.cell.per_round, self.generator_of(DP_SALT, round))
+        model = plain.to_torch_state_dict()
+        term = self.correction(round, updates_of(replies, before.to_torch_state_dict()))
+        return plain if term is None else ArrayRecord({k: v + term[k].to(v.dtype) if k in term else v
+                                                       for k, v in model.items()})
+
+    def private_mean(self, round: int, updates: list[tuple[float, dict]], mean: dict) -> dict:
+        """For a server loop that averages decoded updates itself (the quantized protocols):
+        ``mean``, the example-weighted mean of ``updates`` ((example count, {name: update}) per
+        client), made DP-FedAvg's."""
+        term = self.correction(round, updates)
+        return mean if term is None else {k: v + term[k].to(v.dtype) if k in term else v for k, v in mean.items()}
+
+    def correction(self, round: int, updates: list[tuple[float, dict]]) -> dict | None:
+        """What turns the example-weighted mean of ``updates`` into the DP-FedAvg mean (each
+        update clipped, equal weights over the expected participants m, noise σ·clip/m), or None
+        where nothing changes (σ = 0, nothing clipped, equal shares); one release accounted."""
+        dp, expected = self.cell.dp, self.cell.per_round
+        self.ledger.add("clients", expected / self.cell.clients, 1)
+        total = sum(n for n, _ in updates)
+        weights = [clip_factor(u, dp["clip"]) / expected - n / total for n, u in updates]  # 0: unclipped, equal share
+        sigma = dp["noise_multiplier"] * dp["clip"] / expected
+        if sigma == 0 and not any(weights):
+            return None
+        generator, term = self.generator_of(DP_SALT, round), {}
+        for name, first in updates[0][1].items():
+            term[name] = sum((w * u[name].double() for w, (_, u) in zip(weights, updates) if w),
+                             torch.zeros(first.shape, dtype=torch.float64))
+            if sigma > 0:
+                term[name] += torch.randn(first.shape, generator=generator, dtype=torch.float64) * sigma
+        return term
 
 
 def updates_of(replies: list[Message], before: dict) -> list[tuple[float, dict]]:
@@ -73,25 +101,3 @@ def updates_of(replies: list[Message], before: dict) -> list[tuple[float, dict]]
 def clip_factor(update: dict, clip: float) -> float:
     norm = torch.sqrt(sum(u.double().pow(2).sum() for u in update.values())).item()
     return min(1.0, clip / (norm + 1e-12))
-
-
-def dp_mean(before: ArrayRecord, replies: list[Message], plain: ArrayRecord, dp: dict, expected: int,
-            generator: torch.Generator) -> ArrayRecord:
-    """The DP-FedAvg aggregate of ``replies`` (the strategy's weighted mean: ``plain``) for the
-    cell's ``dp`` (clip, noise_multiplier) and ``expected`` participants a round."""
-    start = before.to_torch_state_dict()
-    updates = updates_of(replies, start)
-    total = sum(n for n, _ in updates)
-    # the DP mean minus the weighted one, per update: 0 for an unclipped update of an equal share
-    weights = [clip_factor(u, dp["clip"]) / expected - n / total for n, u in updates]
-    sigma = dp["noise_multiplier"] * dp["clip"] / expected
-    if sigma == 0 and not any(weights):
-        return plain
-    model = plain.to_torch_state_dict()
-    for name in updates[0][1]:
-        for w, (_, update) in zip(weights, updates):
-            if w:
-                model[name] += (w * update[name].double()).to(model[name].dtype)
-        if sigma > 0:
-            model[name] += (torch.randn(model[name].shape, generator=generator, dtype=torch.float64) * sigma).to(model[name].dtype)
-    return ArrayRecord(model)

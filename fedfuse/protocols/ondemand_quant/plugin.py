@@ -77,9 +77,9 @@ def fedfuse_add_protocols():
             "client_app": "fedfuse.protocols.ondemand_quant.client_app:app",
             "reply_check": "fedfuse.protocols.ondemand_quant.server_loop:check_update", "partial_participation": True}
     return [
-        ProtocolSpec(name="ondemand-quant", version="4", config=OnDemandConfig, dp=("record",), **apps,
+        ProtocolSpec(name="ondemand-quant", version="4", config=OnDemandConfig, dp=("record", "client"), **apps,
                      summary="FedAvg with per-device bits, CPU frequency and power from an energy-efficiency problem"),
-        ProtocolSpec(name="fixed-quant", version="4", config=FixedConfig, dp=("record",), **apps,
+        ProtocolSpec(name="fixed-quant", version="4", config=FixedConfig, dp=("record", "client"), **apps,
                      summary="baseline: FedAvg with every update quantized to one fixed bit-width (32: full precision); dvfs optional"),
     ]
 

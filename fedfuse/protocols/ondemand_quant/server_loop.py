@@ -44,7 +44,7 @@ def server(grid, run) -> dict:
         replies = exchange(grid, run, active, downlink.broadcast(model, rnd), plan, rnd, params)
         # a client dropped from a round (bad_replies = "drop") keeps its last weight for the next plan
         weights.update({run.partition_of(n): float(r.content["metrics"]["num-examples"]) for n, r in replies.items()})
-        apply_updates(model, replies, run, plan, shapes, cfg.block, weights)
+        apply_updates(model, replies, run, plan, shapes, cfg.block, weights, rnd)
         losses = [float(r.content["metrics"]["train_loss"]) for r in replies.values()]
         ema = ema or Ema(model, cfg.ema_decay, steps_per_update=cfg.local_steps)  # samples and evaluates
         ema.update(model)
@@ -122,7 +122,9 @@ def exchange(grid, run, nodes, broadcast: RecordDict, plan, rnd: int, params: in
         {"server-round": rnd, "params": params, "bits": plan[run.partition_of(n)].bits})}) for n in nodes}, "train")
 
 
-def apply_updates(model, replies, run, plan, shapes, block, weights) -> None:
+def apply_updates(model, replies, run, plan, shapes, block, weights, rnd: int) -> None:
+    """The decoded updates' example-weighted mean added to the model (with client-level DP, the
+    harness's DP-FedAvg of them: noise on the aggregate, after the clients' quantization)."""
     updates, w = [], []
     for node in sorted(replies, key=run.partition_of):  # a fixed summation order: reproducible averages
         reply, client = replies[node], run.partition_of(node)
@@ -130,6 +132,8 @@ def apply_updates(model, replies, run, plan, shapes, block, weights) -> None:
         updates.append(task.decode_update(arrays, shapes, plan[client].bits, block))
         w.append(weights[client])
     mean = task.weighted_mean(updates, w)
+    if run.cell.dp.get("level") == "client":
+        mean = run.privacy.private_mean(rnd, list(zip(w, updates)), mean)
     model.load_state_dict({k: v + mean[k].to(v.dtype) for k, v in model.state_dict().items()})
 
 
