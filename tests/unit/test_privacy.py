@@ -271,3 +271,16 @@ def test_a_level_the_protocol_does_not_list_is_refused():
 
     with pytest.raises(ConfigError, match="does not take client-level DP"):
         tiny_cell("split-diffusion", {"dp": {"level": "client", "clip": 1.0, "noise_multiplier": 1.0}})
+
+
+def test_only_a_record_level_cell_hands_its_clients_the_dp_service():
+    from fedfuse.bench.engine.services import ClientRun
+    from fedfuse.testing import tiny_cell
+
+    def client(dp):
+        return ClientRun(tiny_cell("fedavg", {**TINY_FEDAVG, **({"dp": dp} if dp else {})}), None, 0, 2, tiny_data())
+
+    table = {"clip": 1.0, "noise_multiplier": 1.0}
+    assert isinstance(client(table).dp_sgd(1), DpSgd) and client(table).dp_share() is not None
+    for dp in (None, {**table, "level": "client"}):  # DP-FedAvg clips and noises on the server only
+        assert client(dp).dp_sgd(1) is None and client(dp).dp_share() is None

@@ -232,10 +232,10 @@ class ClientRun:
 
     def dp_sgd(self, *salt: int):
         """The cell's record-level DP-SGD (``fedfuse.toolkit.privacy.DpSgd``) for one
-        ``train``/``fit`` call on this client's images, or None where the suite entry has no
-        ``dp`` table: pass it as ``dp=``. Its noise is seeded from (cell seed, partition id,
+        ``train``/``fit`` call on this client's images, or None where the suite entry asks for
+        no record-level DP: pass it as ``dp=``. Its noise is seeded from (cell seed, partition id,
         *salt): pass the round. The harness reads the steps it took off the reply."""
-        if not self.cell.dp:
+        if self.cell.dp.get("level") != "record":  # no DP, or DP-FedAvg on the server
             return None
         from fedfuse.bench.engine.privacy import DP_SALT
         from fedfuse.toolkit.privacy import DpSgd
@@ -248,9 +248,9 @@ class ClientRun:
 
     def dp_share(self):
         """The cell's DP for tensors sent that each derive from one private image
-        (``fedfuse.toolkit.privacy.DpShare``: split diffusion's ``x_cut``), or None without a
-        ``dp`` table. Accounted with the DP-SGD steps, at the same noise multiplier."""
-        if not self.cell.dp:
+        (``fedfuse.toolkit.privacy.DpShare``: split diffusion's ``x_cut``), or None without
+        record-level DP. Accounted with the DP-SGD steps, at the same noise multiplier."""
+        if self.cell.dp.get("level") != "record":  # no DP, or DP-FedAvg on the server
             return None
         from fedfuse.toolkit.privacy import DpShare
 
