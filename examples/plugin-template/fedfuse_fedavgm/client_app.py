@@ -24,7 +24,9 @@ def train(msg: Message, context) -> Message:
     trained = int(context.state[STATE]["rounds_trained"]) if STATE in context.state else 0
     cfg = dataclasses.replace(run.config, lr=run.config.lr * run.config.client_lr_decay ** trained)
     rnd = int(msg.content["config"]["server-round"])
-    loss = task.local_train(model, run.data, cfg, run.torch_generator(rnd), run.resources, run.flops, rnd)
+    # dp: the harness's DP service, where the suite entry asks for DP (the plugin says it takes it)
+    loss = task.local_train(model, run.data, cfg, run.torch_generator(rnd), run.resources, run.flops, rnd,
+                            run.dp_sgd(rnd))
     context.state[STATE] = MetricRecord({"rounds_trained": trained + 1})
     context.state["update_norms"] = ArrayRecord({"norms": task.update_norms(sent, model.state_dict())})
     metrics = MetricRecord({"train_loss": loss, "num-examples": len(run.data), "rounds-trained": trained + 1})

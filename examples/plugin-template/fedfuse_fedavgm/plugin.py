@@ -43,7 +43,7 @@ def fedfuse_add_protocols():
             name="fedavgm", version="1", config=FedAvgMConfig,
             server="fedfuse_fedavgm.server_loop:server",
             client_app="fedfuse_fedavgm.client_app:app",
-            reply_check=check_reply, partial_participation=True,
+            reply_check=check_reply, partial_participation=True, dp=("record",),
             summary="template: FedAvg with server momentum (FedAvgM) of a DDPM UNet, optional proximal term",
         )
     ]

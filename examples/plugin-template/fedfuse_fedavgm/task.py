@@ -15,13 +15,15 @@ def proximal_term(anchor: dict[str, torch.Tensor], mu: float):
     return term
 
 
-def local_train(model, data, cfg, generator, resources, flops, rnd: int) -> float:
-    """``cfg.local_steps`` DDPM steps on the client's data; the warm-up continues across rounds."""
+def local_train(model, data, cfg, generator, resources, flops, rnd: int, dp=None) -> float:
+    """``cfg.local_steps`` DDPM steps on the client's data; the warm-up continues across rounds.
+    ``dp``: the harness's DP-SGD for these steps (``run.dp_sgd(round)``; None without DP). The
+    proximal term depends on no private image, so DP-SGD leaves it unclipped."""
     anchor = {k: p.detach().clone() for k, p in model.named_parameters()}
     extra = proximal_term(anchor, cfg.proximal_mu) if cfg.proximal_mu > 0 else None
     return train(model, build_scheduler(cfg.timesteps), data, cfg.local_steps, cfg.recipe, generator,
                  resources, flops, conditional=cfg.conditional, start_step=(rnd - 1) * cfg.local_steps,
-                 extra_loss=extra)
+                 extra_loss=extra, dp=dp)
 
 
 def update_norms(sent: dict[str, torch.Tensor], trained: dict[str, torch.Tensor]):

@@ -61,6 +61,13 @@ def test_a_whole_cell_in_process_is_scored_by_the_harness(tmp_path):
     assert metrics["rounds_trained"] == pytest.approx(4 / 3) and metrics["update_norm"] > 0
 
 
+def test_a_dp_entry_trains_through_the_harness_dp_service(tmp_path):
+    """A suite entry's dp table: DP-SGD on every client step, ε accounted by the harness."""
+    cell = tiny_cell("fedavgm", {**TINY, "dp": {"clip": 1.0, "noise_multiplier": 1.0}}, clients=2, rounds=1)
+    metrics = run_in_process(cell, tmp_path)
+    assert 0 < metrics["dp_epsilon"] < 10 and metrics["dp_delta"] == 1e-5
+
+
 def test_fedavgm_keeps_the_plugin_contract():
     """3 clients, 2 rounds: fresh processes, a warm one, a client failing in round 2 (about a
     minute on 2 CPU cores)."""
