@@ -115,6 +115,14 @@ def independent_epsilon(q, sigma, steps, delta) -> float:
                for a in range(2, 64))
 
 
+def test_a_delta_near_one_over_n_is_refused():
+    from fedfuse.bench.metrics.dp import check_delta
+
+    check_delta(DpSpec(1.0, 1.0, delta=1e-5), 249, "images of a client")
+    with pytest.raises(ValueError, match="not well below 1/N for N = 249 images of a client: give at most 4.0e-04"):
+        check_delta(DpSpec(1.0, 1.0, delta=1e-3), 249, "images of a client")
+
+
 @pytest.mark.parametrize("q, sigma, steps", [(1.0, 2.0, 10), (0.02, 1.1, 1000), (0.05, 1.0, 200), (0.25, 2.0, 50)])
 def test_the_accountant_matches_an_independent_rdp_computation(q, sigma, steps):
     ours, theirs = epsilon(sigma, {q: steps}, 1e-5), independent_epsilon(q, sigma, steps, 1e-5)
@@ -170,6 +178,8 @@ def test_dp_tables_are_checked_against_the_protocol_and_their_keys():
         tiny_cell("centralized", {"dp": {"clip": 1.0, "noise_multiplier": 1.0}})  # it takes none
     with pytest.raises(ConfigError, match="unknown key 'sigma'"):
         tiny_cell("fedavg", {"dp": {"clip": 1.0, "sigma": 1.0}})
+    with pytest.raises(ConfigError, match="noise_multiplier missing"):
+        tiny_cell("fedavg", {"dp": {"clip": 1.0}})
     with pytest.raises(ConfigError, match="clip must be a finite norm > 0"):
         tiny_cell("fedavg", {"dp": {"clip": 0.0, "noise_multiplier": 1.0}})
     assert tiny_cell("fedavg", {"dp": {"clip": 1.0, "noise_multiplier": 1.0}}).cell_id != tiny_cell("fedavg").cell_id
@@ -284,3 +294,4 @@ def test_only_a_record_level_cell_hands_its_clients_the_dp_service():
     assert isinstance(client(table).dp_sgd(1), DpSgd) and client(table).dp_share() is not None
     for dp in (None, {**table, "level": "client"}):  # DP-FedAvg clips and noises on the server only
         assert client(dp).dp_sgd(1) is None and client(dp).dp_share() is None
+

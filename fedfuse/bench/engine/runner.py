@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fedfuse.bench.engine.envinfo import environment
 from fedfuse.bench.engine.services import PARTITIONS_FILE, ServerRun
+from fedfuse.bench.metrics.dp import DpSpec, check_delta
 from fedfuse.bench.metrics.target import to_target
 from fedfuse.bench.suites.cells import CellSpec, cell_partitions, partition_file_key
 from fedfuse.datasets.partition import describe, save_partitions
@@ -118,6 +119,9 @@ class SuiteRunner:
             save_partitions(run.run_dir / PARTITIONS_FILE, parts, partition_file_key(run.cell))
         except OSError as err:
             log.warning("fedfuse: could not write %s (%s); each ClientApp partitions on its own", PARTITIONS_FILE, err)
+        if run.cell.dp:  # before anything trains: ε at a δ near 1/N would mean nothing
+            check_delta(DpSpec(**run.cell.dp), *((run.cell.clients, "clients") if run.cell.dp["level"] == "client"
+                                                 else (max(len(p) for p in parts), "images of a client")))
         partition = describe(data, parts, run.cell.partitioner, run.cell.partitioner_args)
         facts = {"partition": partition, "warnings": list(data.warnings), "hardware": run.hardware.describe()}
         (run.run_dir / "partition.json").write_text(json.dumps(facts, indent=1))

@@ -39,6 +39,14 @@ class DpSpec:
             raise ValueError(f"dp.delta must be in (0, 1), got {self.delta!r}")
 
 
+def check_delta(spec: DpSpec, units: int, what: str) -> None:
+    """δ must be well below 1/N, N the protected units (a client's images, or the clients):
+    publishing one unit chosen at random, outright, is (0, 1/N)-DP."""
+    if spec.delta > 0.1 / units:
+        raise ValueError(f"dp.delta = {spec.delta:g} is not well below 1/N for N = {units} {what}: give at most "
+                         f"{0.1 / units:.1e} (e.g. delta = 1e-5)")
+
+
 def epsilon(noise_multiplier: float, steps: dict[float, int], delta: float) -> float:
     """ε at ``delta`` of DP-SGD with ``noise_multiplier`` run for ``steps[q]`` steps at each
     sampling rate q (opacus's RDP accountant); ∞ without noise, 0 without a step."""

@@ -4,7 +4,7 @@ the registered plugins (errors name the file, the line and the key)."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 from fedfuse.bench.metrics.dp import DpSpec
 from fedfuse.bench.suites.cells import DEFAULT_EVALUATION, DEFAULT_MIA_SAMPLES, CellSpec
@@ -44,6 +44,9 @@ def dp_table(table, spec, at: str) -> dict:
         return {}
     if not isinstance(table, dict):
         raise ConfigError(f"{at}: key 'dp' must be a table {{ clip = C, noise_multiplier = sigma }}, got {table!r}")
+    missing = sorted({"clip", "noise_multiplier"} - table.keys())
+    if missing and table.keys() <= {f.name for f in fields(DpSpec)}:  # (an unknown key: build_config names it)
+        raise ConfigError(f"{at} key 'dp': {' and '.join(missing)} missing; dp = {{ clip = C, noise_multiplier = sigma }}")
     dp = asdict(build_config(DpSpec, table, f"{at} key 'dp'"))
     if dp["level"] not in spec.dp:
         raise ConfigError(f"{at}: protocol '{spec.name}' does not take {dp['level']}-level DP through fedfuse's DP "
