@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 
-from fedfuse.leaderboard.ranking import overlaps
+from fedfuse.leaderboard.ranking import mean_or_unbounded, overlaps
 from fedfuse.leaderboard.render import mean_std
 
 
 def budget(row) -> float:
     """A row's ε (∞ without DP)."""
-    value = row.mean("dp_epsilon")
-    return math.inf if math.isnan(value) else value
+    return mean_or_unbounded(row, "dp_epsilon")
 
 
 def by_protocol(rows: list) -> dict[str, list]:

@@ -279,24 +279,31 @@ def pareto_front(points: list[tuple[float, float]], quality_higher_better: bool,
             if not any(b[0] >= a[0] and b[1] >= a[1] and (b[0] > a[0] or b[1] > a[1]) for j, b in enumerate(q) if j != i)]
 
 
+#: figures whose absence means no bound, not "unknown": the ε of a row without DP is ∞
+UNBOUNDED = ("dp_epsilon",)
+
+
+def mean_or_unbounded(row: Row, metric: str) -> float:
+    """The row's mean; ∞ where its absence means no bound (``UNBOUNDED``)."""
+    m = row.mean(metric)
+    return math.inf if math.isnan(m) and metric in UNBOUNDED else m
+
+
 def front_value(row: Row, cost: str) -> float:
     """A row's position on a front's cost axis; for the membership attack, its AUC's distance
-    from chance (an AUC of 0.3 tells members apart as well as one of 0.7); for DP, ∞ where a
-    row claims no ε."""
-    if cost == "dp_epsilon" and math.isnan(row.mean(cost)):
-        return math.inf
-    return abs(row.mean(cost) - 0.5) + 0.5 if cost == "mia_auc" else row.mean(cost)
+    from chance (an AUC of 0.3 tells members apart as well as one of 0.7); ∞ for a row
+    without DP on the ε axis."""
+    return abs(row.mean(cost) - 0.5) + 0.5 if cost == "mia_auc" else mean_or_unbounded(row, cost)
 
 
 def mark_fronts(rows: list[Row], specs: dict) -> None:
     for section in {r.section for r in rows}:
         members = [r for r in rows if r.section == section and r.on_fronts]
         for cost, name in FRONTS:
-            scored = [r for r in members if not math.isnan(r.mean(cost))]
-            if not scored:  # e.g. no row was attacked: no privacy front; no row with DP: no ε front
+            if all(math.isnan(r.mean(cost)) for r in members):  # e.g. no row attacked, or none DP: no front
                 continue
-            if cost == "dp_epsilon":  # where some row is DP, every row is on its axis (no DP: ∞)
-                scored = [r for r in members if not math.isnan(r.mean(PRIMARY))]
+            # every row with a value, or with none that means ∞ (no DP), on a section's ε axis
+            scored = [r for r in members if not math.isnan(mean_or_unbounded(r, cost))]
             points = [(r.mean(PRIMARY), front_value(r, cost)) for r in scored]
             for i in pareto_front(points, specs[PRIMARY].higher_is_better, specs[cost].higher_is_better):
                 scored[i].pareto.append(name)

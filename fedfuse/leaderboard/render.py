@@ -10,6 +10,7 @@ from fedfuse.leaderboard.ranking import (
     NOT_LEARNED,
     PRIMARY,
     REFERENCES,
+    UNBOUNDED,
     Row,
     reference_rows,
     space_usable,
@@ -25,7 +26,7 @@ def mean_std(row: Row, metric: str, scale: float = 1.0) -> str:
     same decimal place (just the mean where they agree); ``–`` where unmeasured."""
     m = row.mean(metric)
     if math.isnan(m):
-        return UNBOUNDED.get(metric, "–")
+        return "∞" if metric in UNBOUNDED else "–"
     mean, decimals = three_figures(m / scale)
     s = row.std(metric) / scale
     return f"{mean} ± {s:.{decimals}f}" if s and decimals is not None else (f"{mean} ± {s:.2g}" if s else mean)
@@ -46,14 +47,6 @@ QUALITY = (PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", "pop_fid")
 #: DP's budget (docs/privacy.md) and the membership attack on the model the server holds
 #: (docs/metrics.md): lower = less leaked
 PRIVACY = {"dp_epsilon": "DP ε ↓", "mia_auc": "MIA AUC ↓", "mia_tpr_at_1fpr": "MIA TPR@1%FPR ↓"}
-#: what an unmeasured figure means where it is not "unknown": a row without DP has no bound
-UNBOUNDED = {"dp_epsilon": "∞"}
-
-
-def mean_or_unbounded(row: Row, metric: str) -> float:
-    """The row's mean; ∞ where its absence means no bound (the ε of a row without DP)."""
-    m = row.mean(metric)
-    return math.inf if math.isnan(m) and metric in UNBOUNDED else m
 REFERENCE_NAMES = {"real": "real held-out (floor)", "blur": "real, blurred σ=1", "noise": "pure noise"}
 LEGEND = (f"n = seeds pooled (mean ± std); * = fewer seeds than the suite asks for, or a failed cell. "
           "fid, kid, recall, coverage: client quality, each client's samples against held-out images in its own "

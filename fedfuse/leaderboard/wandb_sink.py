@@ -55,8 +55,8 @@ def not_learned(metrics: dict) -> bool:
 def board_table(wandb, rows):
     """The ranked rows (rank "2=" shared; "superseded" and "not learned" rows last), then each track's three
     reference rows, in one table."""
-    from fedfuse.leaderboard.ranking import COSTS, PRIMARY, REFERENCES, reference_rows
-    from fedfuse.leaderboard.render import PRIVACY, mean_or_unbounded
+    from fedfuse.leaderboard.ranking import COSTS, PRIMARY, REFERENCES, mean_or_unbounded, reference_rows
+    from fedfuse.leaderboard.render import PRIVACY
 
     columns = ["track", "rank", "configuration", "data", "profile", "n", PRIMARY, f"{PRIMARY}_std", "fid_vs_noise",
                "recall", "pop_fid", *PRIVACY, *COSTS, "pareto", "system"]

@@ -118,9 +118,11 @@ def independent_epsilon(q, sigma, steps, delta) -> float:
 def test_a_delta_near_one_over_n_is_refused():
     from fedfuse.bench.metrics.dp import check_delta
 
-    check_delta(DpSpec(1.0, 1.0, delta=1e-5), 249, "images of a client")
+    check_delta(DpSpec(1.0, 1.0, delta=1e-5), 3, [249, 240, 200])
     with pytest.raises(ValueError, match="not well below 1/N for N = 249 images of a client: give at most 4.0e-04"):
-        check_delta(DpSpec(1.0, 1.0, delta=1e-3), 249, "images of a client")
+        check_delta(DpSpec(1.0, 1.0, delta=1e-3), 3, [249, 240, 200])
+    with pytest.raises(ValueError, match="not well below 1/N for N = 3 clients"):
+        check_delta(DpSpec(1.0, 1.0, delta=0.05, level="client"), 3, [249, 240, 200])
 
 
 @pytest.mark.parametrize("q, sigma, steps", [(1.0, 2.0, 10), (0.02, 1.1, 1000), (0.05, 1.0, 200), (0.25, 2.0, 50)])

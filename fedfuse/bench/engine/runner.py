@@ -120,8 +120,7 @@ class SuiteRunner:
         except OSError as err:
             log.warning("fedfuse: could not write %s (%s); each ClientApp partitions on its own", PARTITIONS_FILE, err)
         if run.cell.dp:  # before anything trains: ε at a δ near 1/N would mean nothing
-            check_delta(DpSpec(**run.cell.dp), *((run.cell.clients, "clients") if run.cell.dp["level"] == "client"
-                                                 else (max(len(p) for p in parts), "images of a client")))
+            check_delta(DpSpec(**run.cell.dp), run.cell.clients, [len(p) for p in parts])
         partition = describe(data, parts, run.cell.partitioner, run.cell.partitioner_args)
         facts = {"partition": partition, "warnings": list(data.warnings), "hardware": run.hardware.describe()}
         (run.run_dir / "partition.json").write_text(json.dumps(facts, indent=1))

@@ -39,9 +39,10 @@ class DpSpec:
             raise ValueError(f"dp.delta must be in (0, 1), got {self.delta!r}")
 
 
-def check_delta(spec: DpSpec, units: int, what: str) -> None:
-    """δ must be well below 1/N, N the protected units (a client's images, or the clients):
-    publishing one unit chosen at random, outright, is (0, 1/N)-DP."""
+def check_delta(spec: DpSpec, clients: int, partition_sizes: list[int]) -> None:
+    """δ must be well below 1/N, N the protected units (the largest client's images, or at
+    client level the clients): publishing one unit chosen at random, outright, is (0, 1/N)-DP."""
+    units, what = (clients, "clients") if spec.level == "client" else (max(partition_sizes), "images of a client")
     if spec.delta > 0.1 / units:
         raise ValueError(f"dp.delta = {spec.delta:g} is not well below 1/N for N = {units} {what}: give at most "
                          f"{0.1 / units:.1e} (e.g. delta = 1e-5)")
