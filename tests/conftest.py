@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -9,8 +10,15 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from helpers import CLI, ROOT, make_celeba, write_suite
+# One torch (OpenMP) thread per process, set before torch is imported here and inherited by every
+# process a test starts: two xdist workers, the shared runs' processes and Ray's actors share
+# the cores, and OpenMP threads spin-wait when the cores are oversubscribed (the unit tests took
+# 2.3x as long with torch's default of a thread per core, beside one background run on 2 cores).
+# Cells set their clients' threads themselves (cpus_per_client), as before.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+from helpers import CLI, ROOT, copy_store, make_celeba, write_suite  # noqa: E402
 
 
 @pytest.fixture
@@ -56,21 +64,24 @@ def session_root(config) -> Path:
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected
 def pytest_collection_modifyitems(config, items):
     """End-to-end (``slow``) tests first: with several workers, a long test that starts last is a
-    tail no other worker can share; the short ones fill in at the end. And the shared track run
-    starts at once, in the background, when a selected test needs it: the workers go on with
-    other tests meanwhile (the tests that read it come last among the slow ones, so that no
-    worker waits for it while other end-to-end tests are still to run)."""
-    def order(item) -> tuple[bool, bool]:
-        return item.get_closest_marker("slow") is None, "quick_track" in getattr(item, "fixturenames", ())
+    tail no other worker can share; the short ones fill in at the end. And the shared runs
+    start at once, in the background, when the selected tests need them: the workers go on with
+    other tests meanwhile (the tests that read a shared run come last among the slow ones, those
+    of the track run, the shared process's last, at the very end, so that no worker waits for
+    one while other end-to-end tests are still to run)."""
+    def order(item) -> tuple[bool, bool, bool]:
+        fixtures = getattr(item, "fixturenames", ())
+        return item.get_closest_marker("slow") is None, "shared_run" in fixtures, "quick_track" in fixtures
 
     items.sort(key=order)
     if config.option.collectonly:
         return
-    if any("quick_track" in getattr(item, "fixturenames", ()) for item in items):
-        start_quick_track(session_root(config))
+    quick = any("quick_track" in getattr(item, "fixturenames", ()) for item in items)
     users = [item for item in items if "shared_run" in getattr(item, "fixturenames", ())]
     if len(users) >= WHOLE_SESSION:  # a whole end-to-end run, not a test or two being worked on
-        start_shared_runs(session_root(config))
+        start_shared_runs(session_root(config), quick)
+    elif quick:
+        start_quick_track(session_root(config))
 
 
 WHOLE_SESSION = 8  # tests reading shared runs: from this many, start them all at once in the background
@@ -89,24 +100,74 @@ def start_in_background(root: Path, name: str, command: str) -> None:
         subprocess.Popen(["sh", "-c", full], cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def start_shared_runs(root: Path) -> None:
-    """Every shared run (helpers.SHARED_RUNS, and the failing plugins' run with the plugin site
-    installed first), each a ``fedfuse run`` in the background: the tests that read one wait for
-    it instead of one worker running it while another waits on its lock."""
-    from helpers import FAILING, SHARED_RUNS
+def start_shared_runs(root: Path, quick_track: bool) -> None:
+    """Every shared run in the background as the session begins, so that the tests that read
+    one wait for it instead of one worker running it while another waits on its lock: the
+    plugin-free ones (helpers.SHARED_RUNS) one after another in one process
+    (tests/shared_runs.py: one Ray runtime and one set of warm actors for all), those with the
+    test plugins (helpers.PLUGIN_RUNS) the same way in a second process, with the plugin site on
+    its path (its plugins stay out of the other runs' registry), and track-edge-quick, if a test
+    needs it, in a third (it takes as long as the others together)."""
+    from helpers import PLUGIN_RUNS, SHARED_RUNS
 
-    for name, spec in SHARED_RUNS.items():
-        spec = dict(spec)
-        protocols, cli_args, top = spec.pop("protocols"), spec.pop("cli_args", ()), spec.pop("top", "")
-        start_run(root, name, write_suite(root / f"{name}.toml", protocols, top=top, **spec), cli_args)
-    site = install_plugin_site(root)  # the failing plugins' run (helpers.failing_run)
-    start_run(root, "failing", write_suite(root / "failing.toml", FAILING), (),
-              f"PYTHONPATH={shlex.quote(str(site))}${{PYTHONPATH:+:$PYTHONPATH}} ")
+    if quick_track:  # the longest: a process of its own from the start
+        start_quick_track(root)
+    start_plan(root, "shared", plan(root, SHARED_RUNS))
+    site = install_plugin_site(root)
+    plugins = plan(root, {k: v for k, v in PLUGIN_RUNS.items() if quick_track or "track" not in k})
+    start_plan(root, "plugins", plugins, f"PYTHONPATH={shlex.quote(str(site))}${{PYTHONPATH:+:$PYTHONPATH}} ")
 
 
-def start_run(root: Path, name: str, suite: Path, cli_args=(), env: str = "") -> None:
-    args = " ".join(shlex.quote(a) for a in ("run", str(suite), "--out", str(root / name), *cli_args))
-    start_in_background(root, name, f"{env}COLUMNS=200 {shlex.quote(sys.executable)} -m fedfuse.bench.cli {args}")
+def plan(root: Path, runs: dict) -> list[dict]:
+    """tests/shared_runs.py's plan: each run's command line, and what it waits for and copies."""
+    return [{"name": name, "argv": shared_run_argv(root, name, dict(spec)),
+             **{k: spec[k].replace("{root}", str(root)) for k in ("after", "copy_from") if k in spec}}
+            for name, spec in runs.items()]
+
+
+def start_plan(root: Path, name: str, runs: list[dict], env: str = "") -> None:
+    """``runs`` one after another in one background process (tests/shared_runs.py), once per
+    session; ``NAME.rc`` holds its exit status when it has ended."""
+    import json
+
+    from filelock import FileLock
+
+    with FileLock(str(root / f"{name}-plan.lock")):  # start_in_background takes NAME.lock
+        if not (root / f"{name}.log").exists():
+            for run in runs:  # taken: a test waits for these instead of running them itself
+                (root / f"{run['name']}.log").write_text(f"queued in a shared runs' process ({root / name}.log)\n")
+                (root / f"{run['name']}.process").write_text(name)
+            (root / f"{name}.json").write_text(json.dumps(runs))
+            start_in_background(root, name, f"{env}{shlex.quote(sys.executable)} "
+                                            f"{shlex.quote(str(ROOT / 'tests' / 'shared_runs.py'))} {shlex.quote(str(root / f'{name}.json'))}")
+
+
+def shared_run_argv(root: Path, name: str, spec: dict) -> list[str]:
+    """``fedfuse``'s arguments for the shared run ``name``: its ``argv``, or ``run`` of a suite
+    written beside it (with the files it names)."""
+    if "argv" in spec:  # a command of its own, e.g. a conformance check
+        return [arg.replace("{root}", str(root)) for arg in spec["argv"]]
+    protocols, cli_args, top = spec.pop("protocols"), spec.pop("cli_args", ()), spec.pop("top", "")
+    spec.pop("after", None), spec.pop("copy_from", None)
+    for file, text in spec.pop("files", {}).items():
+        (root / file).write_text(text)
+    spec.pop("prepare", lambda root: None)(root)
+    matrix = {key: value.replace("{root}", str(root)) for key, value in spec.items()}
+    suite = write_suite(root / f"{name}.toml", protocols, top=top, **matrix)
+    return ["run", str(suite), "--out", str(root / name), *cli_args]
+
+
+def wait_for(root: Path, name: str, limit_s: float = 1800) -> str:
+    """The exit status of the background run ``name`` once it has ended ("late" past the
+    limit; "lost" if the shared runs' process that had it ended without running it)."""
+    rc, deadline = root / f"{name}.rc", time.time() + limit_s
+    process = root / f"{name}.process"
+    while not rc.is_file() and time.time() < deadline:
+        if process.is_file() and (root / f"{process.read_text()}.rc").is_file() and not rc.is_file():
+            time.sleep(1)  # the process may have written its .rc a moment ago
+            return rc.read_text().strip() if rc.is_file() else "lost"
+        time.sleep(1)
+    return rc.read_text().strip() if rc.is_file() else "late"
 
 
 def start_quick_track(root: Path) -> None:
@@ -123,10 +184,7 @@ def quick_track(pytestconfig) -> Path:
     (``copy_store``)."""
     root = session_root(pytestconfig)
     start_quick_track(root)  # started at collection; here too for a session that did not collect it
-    deadline = time.time() + 1800
-    while not (root / "quick-track.rc").is_file() and time.time() < deadline:
-        time.sleep(1)
-    rc = (root / "quick-track.rc").read_text().strip() if (root / "quick-track.rc").is_file() else "timeout"
+    rc = wait_for(root, "quick-track")
     if rc != "0":
         pytest.fail(f"fedfuse run track-edge-quick ended {rc}:\n{(root / 'quick-track.log').read_text()[-4000:]}")
     return root / "quick-track"
@@ -145,19 +203,20 @@ def shared_run(pytestconfig):
 
     root = session_root(pytestconfig)
 
-    def run(name: str, protocols: str, cli_args=(), top: str = "", extra_path=(), **matrix: str) -> Path:
+    def run(name: str, protocols: str = "", cli_args=(), top: str = "", extra_path=(), **matrix) -> Path:
         out, rc, log = root / name, root / f"{name}.rc", root / f"{name}.log"
         with FileLock(str(root / f"{name}.lock")):
             if not rc.is_file() and not log.exists():  # neither run here nor started in the background
-                suite = write_suite(root / f"{name}.toml", protocols, top=top, **matrix)
-                done = CLI(root, extra_path)("run", str(suite), "--out", str(out), *cli_args, timeout=900)
-                log.write_text(done.stdout + done.stderr)
+                spec = dict(matrix, protocols=protocols, cli_args=cli_args, top=top)
+                if "copy_from" in spec and not out.exists():
+                    copy_store(Path(spec["copy_from"].replace("{root}", str(root))), out)
+                done = CLI(root, extra_path)(*shared_run_argv(root, name, spec), timeout=900)
+                (root / f"{name}.out").write_text(done.stdout)
+                log.write_text(done.stderr)
                 rc.write_text(str(done.returncode))
-        deadline = time.time() + 1800
-        while not rc.is_file() and time.time() < deadline:  # started in the background: wait for it
-            time.sleep(1)
-        if not rc.is_file() or rc.read_text().strip() not in ("0", "1"):
-            pytest.fail(f"the shared run {name} ended {rc.read_text() if rc.is_file() else 'late'}:\n{log.read_text()[-3000:]}")
+        status = wait_for(root, name)  # started in the background: wait for it
+        if status not in ("0", "1"):
+            pytest.fail(f"the shared run {name} ended {status}:\n{log.read_text()[-3000:]}")
         return out
 
     return run

@@ -29,7 +29,9 @@ class CLI:
                               capture_output=True, text=True, timeout=timeout)
 
     def results(self, out: Path) -> list[dict]:
-        done = self("results", "--out", str(out), "--format", "json")
+        """``fedfuse results --out OUT --format json``, in this process (it reads the store only,
+        no plugin: a subprocess would cost about 1.5 s of start-up a call)."""
+        done = InProcessCLI()("results", "--out", str(out), "--format", "json")
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
@@ -158,7 +160,35 @@ FAILING = ('[[protocols]]\nname = "always-fails"\n[[protocols]]\nname = "fedavgm
 
 
 def failing_run(shared_run, plugin_site) -> Path:
-    return shared_run("failing", FAILING, extra_path=[plugin_site])
+    return plugin_run(shared_run, plugin_site, "failing")
+
+
+def plugin_run(shared_run, plugin_site, name: str) -> Path:
+    """The shared run ``name`` of PLUGIN_RUNS (the plugin site on its path)."""
+    return shared_run(name, extra_path=[plugin_site], **PLUGIN_RUNS[name])
+
+
+# The shared runs with the test plugins on the path (tests/fixtures and the template), in a
+# process of their own beside SHARED_RUNS' (their plugins stay out of those runs' registry):
+# the failing and hostile plugins; the conformance check of a protocol that keeps its state in
+# a module global (its runs kept); two seeds of one whose clients keep it in their Context;
+# hostile clients dropped or outvoted; and the template entering track-edge-quick (a copy of
+# the session's track run), then the track run again (every built-in resumed).
+HOSTILE_HANDLED = "".join(f'[[protocols]]\nname = "hostile"\nlabel = "{label}"\nconfig = {{ {config} }}\n' for label, config in
+                          (("drop", 'attack = "shape"'), ("median", 'attack = "scale", aggregator = "median"'),
+                           ("mean", 'attack = "scale"')))
+TEMPLATE_TRACK = ["run", "track-edge-quick", "--out", "{root}/template-track"]
+PLUGIN_RUNS = {
+    "failing": dict(protocols=FAILING),
+    "forgetful": dict(argv=["check", "protocol", "forgetful", "--rounds", "2", "--clients", "2", "--format", "json",
+                            "--keep", "{root}/forgetful"]),
+    "stateful": dict(protocols='[[protocols]]\nname = "stateful"\n', seeds="[0, 1]", rounds="2"),
+    "hostile-handled": dict(protocols=HOSTILE_HANDLED, bad_replies='"drop"', rounds="2", clients="3",
+                            max_update_ratio="1e32"),
+    "template-track": dict(argv=[*TEMPLATE_TRACK, "--entry", str(ROOT / "examples" / "plugin-template" / "track-entry.toml")],
+                           after="quick-track", copy_from="{root}/quick-track"),
+    "template-track-again": dict(argv=TEMPLATE_TRACK, after="template-track"),
+}
 
 
 # Split diffusion's cut sweep in one run (share = "subset", share_size 32), per-client cuts, and
@@ -190,12 +220,58 @@ QUANT = ('[[protocols]]\nname = "ondemand-quant"\nconfig = { model = "tiny", loc
                    for label, extra in (("max", ""), ("dvfs", ", dvfs = true"), ("down4", ", downlink_bits = 4")))
          + '[[profiles]]\nname = "two"\ndevice = ["raspberry-pi-4", "jetson-nano"]\nnetwork = "wifi"\n')
 
-# The shared runs that need no plugin, by name (conftest's shared_run arguments). A whole
-# end-to-end session starts them, and the failing plugins' run (FAILING), in the background as it
-# begins, so that no worker waits for another to run one (conftest.start_shared_runs).
-SHARED_RUNS = {
+# Partial participation (tests/e2e/test_participation.py): fedavg and fixed-quant drawing 2 of 4
+# clients a round; and fedavg twice (fresh, then in warm actors) under an availability trace.
+PARTICIPATION = dict(clients="4", rounds="3", samples="16", sample_steps="2")
+TINY_FEDAVG = 'config = { model = "tiny", local_steps = 2, batch_size = 8 }\n'
+DRAWN = f'[[protocols]]\nname = "fedavg"\n{TINY_FEDAVG}[[protocols]]\nname = "fixed-quant"\n' \
+        'config = { model = "tiny", local_steps = 2, batch_size = 8, bits = 4 }\n'
+TRACED = "".join(f'[[protocols]]\nname = "fedavg"\nlabel = "{label}"\n{TINY_FEDAVG}' for label in ("first", "again")) + \
+    '[[profiles]]\nname = "traced"\ndevice = "phone-midrange"\nnetwork = "lte"\navailability = { trace = "online.csv" }\n'
+ONLINE = "client,first_round,last_round\n0,2,3\n1,9,9\n"  # client 0 in rounds 2-3 only, client 1 never
+
+# fedavg-lora beside full fine-tuning on a public pre-training split, and personalised adapters
+# over attention and convolutions (tests/e2e/test_fedavg_lora.py).
+PERSONAL = ('[[protocols]]\nname = "fedavg-lora"\nlabel = "personal"\nconfig = { pretrain_steps = 30, local_steps = 3, '
+            'model = "tiny", targets = ["attn+conv"], personalize_steps = 3 }\n')
+
+# Split diffusion sharing its training batches, conditioned and guided, beside local-only and
+# centralized (tests/e2e/test_split_diffusion.py).
+CONDITIONED = ('[[protocols]]\nname = "split-diffusion"\nlabel = "split"\n'
+               'config = { model = "tiny", client_model = "tiny", cut_ratio = 0.6, local_steps = 3, batch_size = 8, '
+               'server_pool = 40, condition = "label", guidance = 2.0 }\n'
+               '[[protocols]]\nname = "local-only"\n'
+               'config = { client_model = "tiny", local_steps = 3, batch_size = 8, condition = "label", guidance = 2.0 }\n'
+               '[[protocols]]\nname = "centralized"\nconfig = { model = "tiny", local_steps = 3, batch_size = 8, '
+               'condition = "label", guidance = 2.0 }\n')  # guided: the two-pass sampler end to end
+
+# A CelebA-layout folder split by attribute sets, as a CollaFuse cell conditioned on an attribute
+# (tests/e2e/test_datasets.py; eval_fraction = 0.3: the recall/coverage scores need more held-out
+# images than their 5 nearest neighbours).
+ATTRIBUTE_CELL = dict(
+    protocols='[[protocols]]\nname = "split-diffusion"\nconfig = { model = "tiny", client_model = "tiny", cut_ratio = 0.6, '
+              'local_steps = 2, batch_size = 4, timesteps = 20, warmup_steps = 0, condition = "Wearing_Earrings" }\n',
+    datasets='[{ name = "image-folder", path = "{root}/celeba", size = 8, label = "Smiling", eval_fraction = 0.3 }]',
+    partitioners=f'[{{ name = "attribute-sets", sets = {SETS!r}, max_per_client = 6 }}]'.replace("'", '"'),
+    clients="3", samples="16", sample_steps="2", feature_space='"featnet"', prepare=lambda root: make_celeba(root / "celeba"))
+
+# The shared runs that need no plugin, by name (conftest's shared_run arguments; ``files``:
+# written beside the suite; ``prepare(root)``: makes what the suite reads; ``{root}`` in a
+# matrix value: the session's folder). A whole end-to-end session runs them, one after another in one
+# process, and the failing plugins' run (FAILING), in the background as it begins, so that no
+# worker waits for another to run one and no run pays its own Ray (conftest.start_shared_runs).
+SHARED_RUNS = {  # trace first: its first cell starts the engine, its second finds the actors warm
+    "trace": dict(protocols=TRACED, files={"online.csv": ONLINE}, **PARTICIPATION),
+    "conformance": dict(argv=["check", "protocol", "split-diffusion", "--format", "json", "--keep", "{root}/conformance"]),
     "fedavg-small": dict(protocols=fedavg_labelled("free"), cli_args=("--wandb",), **FEDAVG_MATRIX),
     "quant": dict(protocols=QUANT, rounds="2", samples="16", sample_steps="2"),
     "split-sweep": dict(protocols=SPLIT_SWEEP, partitioners='[{ name = "groups", by = "label" }]', samples="32",
                         sample_steps="6"),
+    "participation": dict(protocols=DRAWN, participation="0.5", **PARTICIPATION),
+    "lora": dict(protocols=PROTOCOLS + PERSONAL, datasets=DATASET, samples="64", sample_steps="5",
+                 target="{ fid = 1e9 }", target_samples="16"),
+    "conditioned": dict(protocols=CONDITIONED, partitioners='[{ name = "groups", by = "label" }]', rounds="2",
+                        samples="16", sample_steps="6",  # fewer samples than x_cut received
+                        target="{ fid = 1e9 }", eval_every="2", target_samples="16"),
+    "attributes": ATTRIBUTE_CELL,
 }

@@ -1,23 +1,15 @@
 import pytest
-from helpers import SETS, write_suite
+from helpers import SETS, SHARED_RUNS
 
 
 @pytest.mark.slow
-def test_an_attribute_sets_cell_runs_end_to_end(cli, celeba):
+def test_an_attribute_sets_cell_runs_end_to_end(cli, shared_run):
     """A CelebA-layout folder split by attribute sets runs as a CollaFuse cell (Flower
     simulation), both sides' models conditioned on an attribute, as the paper's; the per-set
-    counts are stored with the cell's partition summary. (eval_fraction = 0.3: the
-    recall/coverage scores need more held-out images than their 5 nearest neighbours.)"""
-    protocols = ('[[protocols]]\nname = "split-diffusion"\n'
-                 'config = { model = "tiny", client_model = "tiny", cut_ratio = 0.6, local_steps = 2, batch_size = 4, '
-                 'timesteps = 20, warmup_steps = 0, condition = "Wearing_Earrings" }\n')
-    partitioner = f'[{{ name = "attribute-sets", sets = {SETS!r}, max_per_client = 6 }}]'.replace("'", '"')
-    dataset = f'[{{ name = "image-folder", path = "{celeba["path"]}", size = 8, label = "Smiling", eval_fraction = 0.3 }}]'
-    suite = write_suite(cli.cwd / "s.toml", protocols, datasets=dataset, partitioners=partitioner, clients="3",
-                        samples="16", sample_steps="2", feature_space='"featnet"')
-    done = cli("run", str(suite), "--out", str(cli.cwd / "out"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    (record,) = cli.results(cli.cwd / "out")
+    counts are stored with the cell's partition summary (the shared run helpers.ATTRIBUTE_CELL)."""
+    out = shared_run("attributes", **SHARED_RUNS["attributes"])
+    assert (out.parent / "attributes.rc").read_text() == "0"
+    (record,) = cli.results(out)
     assert record["status"] == "ok" and record["partitioner"].startswith("attribute-sets(max_per_client=6,")
     summary = record["partition_summary"]
     assert summary["sizes"] == summary["sets"]["assigned"] and max(summary["sizes"]) <= 6

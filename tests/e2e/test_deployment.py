@@ -335,7 +335,9 @@ def test_a_dead_executor_fails_its_cell_in_seconds_naming_the_client(deployment,
     took = time.time() - killed
     (failed,) = CLI(tmp_path).results(out)
     assert runner.returncode == 1 and failed["status"] == "failed", stderr[-3000:]
-    assert "client 1" in failed["error"] and "stopped responding" in failed["error"] and took < 30, (took, failed["error"])
+    # TASK_TTL_S (10 s) to notice, then the run unwinds; 45 s leaves room for a loaded machine (33 s
+    # seen beside a background suite) and is still short of the 60 s Flower alone waits to notice
+    assert "client 1" in failed["error"] and "stopped responding" in failed["error"] and took < 45, (took, failed["error"])
     wait_for(lambda: deployment.info["pids"]["executor1"] != executor.pid, 30)
     time.sleep(2)
     assert not [p for p in deployment.family() if p.status() == psutil.STATUS_ZOMBIE]

@@ -1,7 +1,7 @@
 """fedavg-lora: only adapters travel, the base never changes, FedAvg of adapters is exact."""
 
 import pytest
-from helpers import DATASET, PROTOCOLS, write_suite
+from helpers import SHARED_RUNS, write_suite
 
 from fedfuse.plugins.manager import registry
 from fedfuse.protocols.fedavg_lora import task
@@ -13,20 +13,14 @@ def framing_bound(tensors: int) -> int:
     return 500 * tensors + 4096
 
 
-PERSONAL = ('[[protocols]]\nname = "fedavg-lora"\nlabel = "personal"\nconfig = { pretrain_steps = 30, local_steps = 3, '
-            'model = "tiny", targets = ["attn+conv"], personalize_steps = 3 }\n')
-
-
 @pytest.mark.slow
-def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, tmp_path):
-    """And personalised adapters over attention and convolutions: more values trained, and the
-    clients' personalisation counted in the last round (the adapter down again, its steps)."""
-    suite = write_suite(tmp_path / "s.toml", PROTOCOLS + PERSONAL, datasets=DATASET, samples="64", sample_steps="5",
-                        target="{ fid = 1e9 }", target_samples="16")
-    cli.cwd = tmp_path
-    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
-    assert done.returncode == 0, done.stderr[-2000:]
-    by_label = {r["label"]: r for r in cli.results(tmp_path / "out")}
+def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, shared_run):
+    """The shared run helpers.SHARED_RUNS["lora"]; and personalised adapters over attention and
+    convolutions (helpers.PERSONAL): more values trained, and the clients' personalisation
+    counted in the last round (the adapter down again, its steps)."""
+    out = shared_run("lora", **SHARED_RUNS["lora"])
+    assert (out.parent / "lora.rc").read_text() == "0"
+    by_label = {r["label"]: r for r in cli.results(out)}
     lora, full, personal = by_label["fedavg-lora"], by_label["fedavg-full-finetune"], by_label["personal"]
     cfg = registry().get("protocols", "fedavg-lora").config(model="tiny")
     model = task.build_base((1, 8, 8), 10, "tiny", 0)

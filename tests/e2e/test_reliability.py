@@ -94,11 +94,13 @@ def test_a_rerun_cut_off_keeps_the_previous_ok_result(cli, tmp_path, sig):
 
 
 @pytest.mark.slow
-def test_cells_share_warm_actors_but_never_client_state(plugin_cli, tmp_path):
-    suite = write_suite(tmp_path / "s.toml", '[[protocols]]\nname = "stateful"\n', seeds="[0, 1]", rounds="2")
-    done = plugin_cli("run", str(suite), "--out", str(tmp_path / "out"))
-    assert done.returncode == 0, done.stderr[-2000:]
-    first, second = (r["metrics"] for r in sorted(plugin_cli.results(tmp_path / "out"), key=lambda r: r["seed"]))
+def test_cells_share_warm_actors_but_never_client_state(plugin_cli, plugin_site, shared_run):
+    """Two seeds of the fixture ``stateful`` (helpers.PLUGIN_RUNS["stateful"])."""
+    from helpers import plugin_run
+
+    out = plugin_run(shared_run, plugin_site, "stateful")
+    assert (out.parent / "stateful.rc").read_text() == "0", (out.parent / "stateful.log").read_text()[-2000:]
+    first, second = (r["metrics"] for r in sorted(plugin_cli.results(out), key=lambda r: r["seed"]))
     for m in (first, second):  # each cell's clients start with an empty Context: 2 rounds, 2 messages each
         assert (m["seen_first"], m["seen_last"]) == (1, 2)
     assert {second["pid_low"], second["pid_high"]} & {first["pid_low"], first["pid_high"]}  # an actor was reused
@@ -106,10 +108,10 @@ def test_cells_share_warm_actors_but_never_client_state(plugin_cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_hostile_clients_fail_their_cell_by_name_or_are_dropped(plugin_cli, plugin_site, shared_run, tmp_path):
+def test_hostile_clients_fail_their_cell_by_name_or_are_dropped(plugin_cli, plugin_site, shared_run):
     """The shared run of failing and hostile plugins (helpers.failing_run), then one with
-    bad_replies = "drop" and a robust aggregator."""
-    from helpers import HOSTILE_ATTACKS, failing_run
+    bad_replies = "drop" and a robust aggregator (helpers.HOSTILE_HANDLED)."""
+    from helpers import HOSTILE_ATTACKS, failing_run, plugin_run
 
     records = plugin_cli.results(failing_run(shared_run, plugin_site))
     errors = {r["label"]: r["error"] for r in records if r["label"] in HOSTILE_ATTACKS}
@@ -121,14 +123,9 @@ def test_hostile_clients_fail_their_cell_by_name_or_are_dropped(plugin_cli, plug
     assert not any("client 0" in e for e in errors.values())
     # Three clients, the update bound lifted: "drop" leaves the bad client out; a robust aggregator
     # (coordinate-wise median) outvotes a x1e30 client that the plain mean takes in.
-    rows = "".join(f'[[protocols]]\nname = "hostile"\nlabel = "{label}"\nconfig = {{ {config} }}\n' for label, config in
-                   (("drop", 'attack = "shape"'), ("median", 'attack = "scale", aggregator = "median"'),
-                    ("mean", 'attack = "scale"')))
-    drop = write_suite(tmp_path / "drop.toml", rows, bad_replies='"drop"', rounds="2", clients="3",
-                       max_update_ratio="1e32")
-    done = plugin_cli("run", str(drop), "--out", str(tmp_path / "drop"))
-    assert done.returncode == 0, done.stderr[-2000:]
-    records = {r["label"]: r for r in plugin_cli.results(tmp_path / "drop")}
+    out = plugin_run(shared_run, plugin_site, "hostile-handled")
+    assert (out.parent / "hostile-handled.rc").read_text() == "0", (out.parent / "hostile-handled.log").read_text()[-2000:]
+    records = {r["label"]: r for r in plugin_cli.results(out)}
     assert records["drop"]["metrics"]["w_mean"] == 2.0  # the honest clients' updates alone, two rounds of +1
     assert [r["per_client"]["1"].get("dropped") for r in records["drop"]["rounds"]] == [1, 1]
     assert "dropped" not in records["drop"]["rounds"][0]["per_client"]["0"]

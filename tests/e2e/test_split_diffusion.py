@@ -1,7 +1,7 @@
 """Split diffusion: the cut, the exact marginal, what crosses the network, who computes what."""
 
 import pytest
-from helpers import split_sweep_run, write_suite
+from helpers import SHARED_RUNS, split_sweep_run
 
 from fedfuse.protocols.split_diffusion import task
 
@@ -46,27 +46,16 @@ def test_what_crosses_and_who_computes(cli, shared_run):
             assert client["payload_up"] <= 32 * 64 * 4
 
 
-CONDITIONED = ('[[protocols]]\nname = "split-diffusion"\nlabel = "split"\n'
-               'config = { model = "tiny", client_model = "tiny", cut_ratio = 0.6, local_steps = 3, batch_size = 8, '
-               'server_pool = 40, condition = "label", guidance = 2.0 }\n'
-               '[[protocols]]\nname = "local-only"\n'
-               'config = { client_model = "tiny", local_steps = 3, batch_size = 8, condition = "label", guidance = 2.0 }\n'
-               '[[protocols]]\nname = "centralized"\nconfig = { model = "tiny", local_steps = 3, batch_size = 8, '
-               'condition = "label", guidance = 2.0 }\n')  # guided: the two-pass sampler end to end
-
-
 @pytest.mark.slow
-def test_batches_conditions_and_what_the_server_can_make_of_them(cli, tmp_path):
+def test_batches_conditions_and_what_the_server_can_make_of_them(cli, shared_run):
     """share = "batches": each round a client sends the cut-noised copy of every batch it
     trained on, with each image's label; the server takes one step per batch received, keeps a
     bounded pool, and its own model's view of what it received is scored as disclosure. The
-    quality target is checked the protocol's way after round 2, and costs the protocol nothing."""
-    suite = write_suite(tmp_path / "s.toml", CONDITIONED, partitioners='[{ name = "groups", by = "label" }]',
-                        rounds="2", samples="16", sample_steps="6",  # fewer samples than x_cut received
-                        target="{ fid = 1e9 }", eval_every="2", target_samples="16")
-    done = cli("run", str(suite), "--out", str(tmp_path / "out"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    cells = {r["label"]: r for r in cli.results(tmp_path / "out")}
+    quality target is checked the protocol's way after round 2, and costs the protocol nothing.
+    The shared run helpers.CONDITIONED, beside local-only and centralized."""
+    out = shared_run("conditioned", **SHARED_RUNS["conditioned"])
+    assert (out.parent / "conditioned.rc").read_text() == "0"
+    cells = {r["label"]: r for r in cli.results(out)}
     split, alone, central = cells["split"], cells["local-only"], cells["centralized"]
     for rnd in split["rounds"]:  # 3 batches of 8: float32 8x8 images and one int64 label each
         assert rnd["server_steps"] == 2 * 3 * 8 / 8

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import BUILT_INS, ROOT, copy_store
+from helpers import BUILT_INS
 
 
 def board(cli, out: Path) -> list[dict]:
@@ -41,13 +41,17 @@ def test_every_built_in_meets_the_same_task_budget_and_evaluation(quick_track, c
 
 
 @pytest.mark.slow
-def test_the_plugin_template_enters_the_track_and_is_ranked_beside_the_built_ins(quick_track, plugin_cli, tmp_path):
-    out = copy_store(quick_track, tmp_path / "track")
-    entry = ROOT / "examples" / "plugin-template" / "track-entry.toml"
-    done = plugin_cli("run", "track-edge-quick", "--entry", str(entry), "--out", str(out))
-    assert done.returncode == 0, done.stderr[-3000:]
-    again = plugin_cli("run", "track-edge-quick", "--out", str(out))  # the built-ins: resumed, nothing rerun
-    assert again.returncode == 0 and again.stderr.count("already ok") == len(BUILT_INS)
+def test_the_plugin_template_enters_the_track_and_is_ranked_beside_the_built_ins(quick_track, plugin_cli, plugin_site,
+                                                                                shared_run):
+    """The shared runs helpers.PLUGIN_RUNS["template-track"] (the template's track-entry.toml
+    on a copy of the session's track run), then "template-track-again" (the track, resumed)."""
+    from helpers import plugin_run
+
+    out = plugin_run(shared_run, plugin_site, "template-track")
+    assert (out.parent / "template-track.rc").read_text() == "0", (out.parent / "template-track.log").read_text()[-3000:]
+    plugin_run(shared_run, plugin_site, "template-track-again")  # the built-ins: resumed, nothing rerun
+    again = (out.parent / "template-track-again.log").read_text()
+    assert (out.parent / "template-track-again.rc").read_text() == "0" and again.count("already ok") == len(BUILT_INS)
     rows = board(plugin_cli, out)
     assert len({r["section"] for r in rows}) == 1 and len(rows) == len(BUILT_INS) + 1
     (mine,) = [r for r in rows if r["label"] == "fedavgm"]
