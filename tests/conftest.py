@@ -7,7 +7,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 # One torch (OpenMP) thread per process, set before torch is imported here and inherited by every
@@ -18,7 +17,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
-from helpers import CLI, ROOT, copy_store, make_celeba, write_suite  # noqa: E402
+from helpers import CLI, ROOT, copy_store, make_celeba  # noqa: E402
+from shared_runs import plan, shared_run_argv, start_in_background, start_plan, wait_for  # noqa: E402
 
 
 @pytest.fixture
@@ -67,8 +67,8 @@ def pytest_collection_modifyitems(config, items):
     tail no other worker can share; the short ones fill in at the end. And the shared runs
     start at once, in the background, when the selected tests need them: the workers go on with
     other tests meanwhile (the tests that read a shared run come last among the slow ones, those
-    of the track run, the shared process's last, at the very end, so that no worker waits for
-    one while other end-to-end tests are still to run)."""
+    of the track run, the longest, at the very end, so that no worker waits for one while other
+    end-to-end tests are still to run)."""
     def order(item) -> tuple[bool, bool, bool]:
         fixtures = getattr(item, "fixturenames", ())
         return item.get_closest_marker("slow") is None, "shared_run" in fixtures, "quick_track" in fixtures
@@ -87,19 +87,6 @@ def pytest_collection_modifyitems(config, items):
 WHOLE_SESSION = 8  # tests reading shared runs: from this many, start them all at once in the background
 
 
-def start_in_background(root: Path, name: str, command: str) -> None:
-    """``command`` in the background, once per session (the first worker to get here starts
-    it), its output in ``name.log``, its exit status in ``name.rc`` when it has ended."""
-    from filelock import FileLock
-
-    with FileLock(str(root / f"{name}.lock")):
-        if (root / f"{name}.log").exists():
-            return
-        log = open(root / f"{name}.log", "w")
-        full = f"{command}; echo $? > {shlex.quote(str(root / f'{name}.rc'))}"
-        subprocess.Popen(["sh", "-c", full], cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def start_shared_runs(root: Path, quick_track: bool) -> None:
     """Every shared run in the background as the session begins, so that the tests that read
     one wait for it instead of one worker running it while another waits on its lock: the
@@ -116,58 +103,6 @@ def start_shared_runs(root: Path, quick_track: bool) -> None:
     site = install_plugin_site(root)
     plugins = plan(root, {k: v for k, v in PLUGIN_RUNS.items() if quick_track or "track" not in k})
     start_plan(root, "plugins", plugins, f"PYTHONPATH={shlex.quote(str(site))}${{PYTHONPATH:+:$PYTHONPATH}} ")
-
-
-def plan(root: Path, runs: dict) -> list[dict]:
-    """tests/shared_runs.py's plan: each run's command line, and what it waits for and copies."""
-    return [{"name": name, "argv": shared_run_argv(root, name, dict(spec)),
-             **{k: spec[k].replace("{root}", str(root)) for k in ("after", "copy_from") if k in spec}}
-            for name, spec in runs.items()]
-
-
-def start_plan(root: Path, name: str, runs: list[dict], env: str = "") -> None:
-    """``runs`` one after another in one background process (tests/shared_runs.py), once per
-    session; ``NAME.rc`` holds its exit status when it has ended."""
-    import json
-
-    from filelock import FileLock
-
-    with FileLock(str(root / f"{name}-plan.lock")):  # start_in_background takes NAME.lock
-        if not (root / f"{name}.log").exists():
-            for run in runs:  # taken: a test waits for these instead of running them itself
-                (root / f"{run['name']}.log").write_text(f"queued in a shared runs' process ({root / name}.log)\n")
-                (root / f"{run['name']}.process").write_text(name)
-            (root / f"{name}.json").write_text(json.dumps(runs))
-            start_in_background(root, name, f"{env}{shlex.quote(sys.executable)} "
-                                            f"{shlex.quote(str(ROOT / 'tests' / 'shared_runs.py'))} {shlex.quote(str(root / f'{name}.json'))}")
-
-
-def shared_run_argv(root: Path, name: str, spec: dict) -> list[str]:
-    """``fedfuse``'s arguments for the shared run ``name``: its ``argv``, or ``run`` of a suite
-    written beside it (with the files it names)."""
-    if "argv" in spec:  # a command of its own, e.g. a conformance check
-        return [arg.replace("{root}", str(root)) for arg in spec["argv"]]
-    protocols, cli_args, top = spec.pop("protocols"), spec.pop("cli_args", ()), spec.pop("top", "")
-    spec.pop("after", None), spec.pop("copy_from", None)
-    for file, text in spec.pop("files", {}).items():
-        (root / file).write_text(text)
-    spec.pop("prepare", lambda root: None)(root)
-    matrix = {key: value.replace("{root}", str(root)) for key, value in spec.items()}
-    suite = write_suite(root / f"{name}.toml", protocols, top=top, **matrix)
-    return ["run", str(suite), "--out", str(root / name), *cli_args]
-
-
-def wait_for(root: Path, name: str, limit_s: float = 1800) -> str:
-    """The exit status of the background run ``name`` once it has ended ("late" past the
-    limit; "lost" if the shared runs' process that had it ended without running it)."""
-    rc, deadline = root / f"{name}.rc", time.time() + limit_s
-    process = root / f"{name}.process"
-    while not rc.is_file() and time.time() < deadline:
-        if process.is_file() and (root / f"{process.read_text()}.rc").is_file() and not rc.is_file():
-            time.sleep(1)  # the process may have written its .rc a moment ago
-            return rc.read_text().strip() if rc.is_file() else "lost"
-        time.sleep(1)
-    return rc.read_text().strip() if rc.is_file() else "late"
 
 
 def start_quick_track(root: Path) -> None:
