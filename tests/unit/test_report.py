@@ -9,6 +9,7 @@ from fedfuse.protocols.split_diffusion import claims as claims_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SPLIT_V5 = ROOT / "runs" / "seed-split-diffusion-v5"  # committed: 24 cells, 3 seeds
+SPLIT_V6 = ROOT / "runs" / "seed-split-diffusion-v6"  # committed: 30 cells, 3 seeds, scored by the harness
 
 
 def record(c: float, seed: int, fid: float, **metrics) -> dict:
@@ -52,6 +53,20 @@ def test_the_split_study_page_is_rebuilt_from_its_committed_store(tmp_path, caps
     assert (dest / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((dest / "samples").glob("*.png"))) == 8  # one grid per configuration
     assert not list(SPLIT_V5.glob("results.sqlite-*"))  # a reader leaves the store as it was
+
+
+def test_the_v6_split_study_states_the_verdicts_its_readme_states(tmp_path, capsys):
+    """Claim 1 at equal compute, the re-noising row and the conditional FedAvg, from
+    runs/seed-split-diffusion-v6 (fedfuse/protocols/split_diffusion/README.md, *Measured*)."""
+    dest = tmp_path / "page"
+    assert main(["report", "seed-split-diffusion", "--out", str(SPLIT_V6), "--dest", str(dest)]) == 0
+    text = (dest / "README.md").read_text()
+    assert "Measured: 3 seeds, 30 of 30 cells ok" in text and "local-only FID 30.0 ± 1.0" in text
+    assert "at equal compute: does not hold (local-only, compute-matched: FID 18.2 ± 0.1)" in text
+    assert "c = 1: not told apart from it" in text and "c = 0.6: worse than it" in text
+    assert "client_flops mixed: flat flat flat flat falls; client_gen_flops falls" in text
+    assert "re-noising (the paper's marginal) at c = 0.6: FID 49.6 ± 0.6, worse than the exact marginal's 21.1 ± 0.4" in text
+    assert "| not learned | fedavg (reference) |" in text and "| 153 ± 1 |" in text
 
 
 def test_a_section_is_written_only_between_its_markers(tmp_path, capsys):
