@@ -255,11 +255,12 @@ ATTRIBUTE_CELL = dict(
     partitioners=f'[{{ name = "attribute-sets", sets = {SETS!r}, max_per_client = 6 }}]'.replace("'", '"'),
     clients="3", samples="16", sample_steps="2", feature_space='"featnet"', prepare=lambda root: make_celeba(root / "celeba"))
 
-# The shared runs that need no plugin, by name (conftest's shared_run arguments; ``files``:
-# written beside the suite; ``prepare(root)``: makes what the suite reads; ``{root}`` in a
-# matrix value: the session's folder). A whole end-to-end session runs them, one after another in one
-# process, and the failing plugins' run (FAILING), in the background as it begins, so that no
-# worker waits for another to run one and no run pays its own Ray (conftest.start_shared_runs).
+# The shared runs that need no plugin, by name (conftest's shared_run arguments: a suite's
+# ``protocols`` and matrix values, or a command's ``argv``; ``files``: written beside the suite;
+# ``prepare(root)``: makes what the suite reads; ``{root}``: the session's folder). A whole
+# end-to-end session runs them one after another in one process as it begins, PLUGIN_RUNS in a
+# second, so that no worker waits for another to run one and no run pays its own Ray
+# (conftest.start_shared_runs, tests/shared_runs.py).
 SHARED_RUNS = {  # trace first: its first cell starts the engine, its second finds the actors warm
     "trace": dict(protocols=TRACED, files={"online.csv": ONLINE}, **PARTICIPATION),
     "conformance": dict(argv=["check", "protocol", "split-diffusion", "--format", "json", "--keep", "{root}/conformance"]),

@@ -95,12 +95,13 @@ def wait_for(root: Path, name: str, limit_s: float = 1800) -> str:
 
 
 def run_one(argv: list[str], out: Path, log: Path) -> int:
-    from fedfuse.bench.cli.main import main
+    """``fedfuse ARGV`` in this process: its exit status (99: it raised)."""
+    from fedfuse.bench.cli.main import main as fedfuse
 
     with open(out, "w") as stdout, open(log, "w") as stderr, \
             contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
-            return main(argv)
+            return fedfuse(argv)
         except SystemExit as stop:  # argparse's refusals
             return stop.code if isinstance(stop.code, int) else 2
         except Exception:  # a crash of one run is that run's result, not the others'
@@ -108,27 +109,19 @@ def run_one(argv: list[str], out: Path, log: Path) -> int:
             return 99
 
 
-def main(plan_path: str) -> None:
-    plan = Path(plan_path)
+def main(plan_file: str) -> None:
+    root = Path(plan_file).parent
     os.environ.setdefault("COLUMNS", "200")
-    for run in json.loads(plan.read_text()):
+    for run in json.loads(Path(plan_file).read_text()):
         print(f"shared run {run['name']}: fedfuse {' '.join(run['argv'])}", flush=True)
-        if "after" in run and not ready(plan.parent / f"{run['after']}.rc"):
-            (plan.parent / f"{run['name']}.rc").write_text(f"{run['after']} failed or never ended")
+        if "after" in run and (status := wait_for(root, run["after"], WAIT_S)) != "0":
+            (root / f"{run['name']}.rc").write_text(f"{run['after']} ended {status}")
             continue
         if "copy_from" in run:
-            shutil.copytree(run["copy_from"], plan.parent / run["name"], ignore=shutil.ignore_patterns("*.lock"))
-        rc = run_one(run["argv"], plan.parent / f"{run['name']}.out", plan.parent / f"{run['name']}.log")
-        (plan.parent / f"{run['name']}.rc").write_text(str(rc))
+            shutil.copytree(run["copy_from"], root / run["name"], ignore=shutil.ignore_patterns("*.lock"))
+        rc = run_one(run["argv"], root / f"{run['name']}.out", root / f"{run['name']}.log")
+        (root / f"{run['name']}.rc").write_text(str(rc))
         print(f"shared run {run['name']}: exit {rc}", flush=True)
-
-
-def ready(rc: Path) -> bool:
-    """Whether the run whose exit status ``rc`` will hold ends well (waits for it)."""
-    deadline = time.time() + WAIT_S
-    while not rc.is_file() and time.time() < deadline:
-        time.sleep(1)
-    return rc.is_file() and rc.read_text().strip() == "0"
 
 
 if __name__ == "__main__":
