@@ -168,6 +168,18 @@ def plugin_run(shared_run, plugin_site, name: str) -> Path:
     return shared_run(name, extra_path=[plugin_site], **PLUGIN_RUNS[name])
 
 
+def plain_run(shared_run, name: str) -> Path:
+    """The shared run ``name`` of SHARED_RUNS."""
+    return shared_run(name, **SHARED_RUNS[name])
+
+
+def expect_exit(out: Path, status: str, name: str = "") -> None:
+    """Assert that the shared run ``name`` (default: its folder ``out``'s name) ended with
+    ``status``, showing its log's end if not."""
+    name = name or out.name
+    assert (out.parent / f"{name}.rc").read_text() == status, (out.parent / f"{name}.log").read_text()[-3000:]
+
+
 # The shared runs with the test plugins on the path (tests/fixtures and the template), in a
 # process of their own beside SHARED_RUNS' (their plugins stay out of those runs' registry):
 # the failing and hostile plugins; the conformance check of a protocol that keeps its state in

@@ -1,5 +1,5 @@
 import pytest
-from helpers import SETS, SHARED_RUNS
+from helpers import SETS, expect_exit, plain_run
 
 
 @pytest.mark.slow
@@ -7,8 +7,8 @@ def test_an_attribute_sets_cell_runs_end_to_end(cli, shared_run):
     """A CelebA-layout folder split by attribute sets runs as a CollaFuse cell (Flower
     simulation), both sides' models conditioned on an attribute, as the paper's; the per-set
     counts are stored with the cell's partition summary (the shared run helpers.ATTRIBUTE_CELL)."""
-    out = shared_run("attributes", **SHARED_RUNS["attributes"])
-    assert (out.parent / "attributes.rc").read_text() == "0"
+    out = plain_run(shared_run, "attributes")
+    expect_exit(out, "0")
     (record,) = cli.results(out)
     assert record["status"] == "ok" and record["partitioner"].startswith("attribute-sets(max_per_client=6,")
     summary = record["partition_summary"]

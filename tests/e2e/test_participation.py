@@ -1,7 +1,7 @@
 """Partial participation: a suite's ``participation`` trains a seeded draw of the clients each round."""
 
 import pytest
-from helpers import SHARED_RUNS
+from helpers import expect_exit, plain_run
 
 
 @pytest.mark.slow
@@ -10,8 +10,8 @@ def test_each_round_trains_a_seeded_draw_of_the_clients(cli, shared_run):
     clients receive and send (the others cost nothing), the draw changes from round to round,
     and it is the same for both protocols of the cell's seed (the harness draws it, not the
     protocol)."""
-    out = shared_run("participation", **SHARED_RUNS["participation"])
-    assert (out.parent / "participation.rc").read_text() == "0"
+    out = plain_run(shared_run, "participation")
+    expect_exit(out, "0")
     draws = {}
     for record in cli.results(out):
         training = [r for r in record["rounds"] if "participants" in r]
@@ -30,8 +30,8 @@ def test_only_online_clients_are_drawn(cli, shared_run):
     The same cell again, in warm actors, trains the very same model: three clients' updates are
     summed in client order, whatever order their replies arrive in (float addition is not
     associative)."""
-    out = shared_run("trace", **SHARED_RUNS["trace"])
-    assert (out.parent / "trace.rc").read_text() == "0"
+    out = plain_run(shared_run, "trace")
+    expect_exit(out, "0")
     record, again = sorted(cli.results(out), key=lambda r: r["label"] != "first")
     trained = [sorted(k for k, c in r["per_client"].items() if c["flops_train"] > 0) for r in record["rounds"][:3]]
     assert trained == [["2", "3"], ["0", "2", "3"], ["0", "2", "3"]]

@@ -10,9 +10,9 @@ from fedfuse.toolkit import quantization as q
 @pytest.fixture
 def cells(shared_run, cli) -> dict:
     """The shared run for both tests (helpers.QUANT)."""
-    from helpers import SHARED_RUNS
+    from helpers import plain_run
 
-    out = shared_run("quant", **SHARED_RUNS["quant"])
+    out = plain_run(shared_run, "quant")
     return {r["label"]: r for r in cli.results(out)}
 
 

@@ -1,7 +1,7 @@
 """Split diffusion: the cut, the exact marginal, what crosses the network, who computes what."""
 
 import pytest
-from helpers import SHARED_RUNS, split_sweep_run
+from helpers import expect_exit, plain_run, split_sweep_run
 
 from fedfuse.protocols.split_diffusion import task
 
@@ -53,8 +53,8 @@ def test_batches_conditions_and_what_the_server_can_make_of_them(cli, shared_run
     bounded pool, and its own model's view of what it received is scored as disclosure. The
     quality target is checked the protocol's way after round 2, and costs the protocol nothing.
     The shared run helpers.CONDITIONED, beside local-only and centralized."""
-    out = shared_run("conditioned", **SHARED_RUNS["conditioned"])
-    assert (out.parent / "conditioned.rc").read_text() == "0"
+    out = plain_run(shared_run, "conditioned")
+    expect_exit(out, "0")
     cells = {r["label"]: r for r in cli.results(out)}
     split, alone, central = cells["split"], cells["local-only"], cells["centralized"]
     for rnd in split["rounds"]:  # 3 batches of 8: float32 8x8 images and one int64 label each
