@@ -35,7 +35,10 @@ def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, shared_run):
     assert lora["metrics"]["trained_params"] < 0.05 * full["metrics"]["trained_params"]
     assert lora["metrics"]["payload_up"] < 0.05 * full["metrics"]["payload_up"]
     assert lora["metrics"]["pretrain_flops"] == full["metrics"]["pretrain_flops"] > 0  # one cached base
-    assert "base_fid" in lora["metrics"] and lora["metrics"]["feature_space"] == "digits-featnet-v1"
+    m = lora["metrics"]
+    assert m["base_fid"] > 0 and m["feature_space"] == "digits-featnet-v1"
+    # the base is scored as the row is (run.score_reference): one distribution, one set of references
+    assert (m["base_eval_distribution"], m["base_ref_fid_noise"]) == (m["eval_distribution"], m["ref_fid_noise"])
     for record in (lora, full):  # the quality target is checked on the fine-tuned model
         assert record["rounds"][0]["target_fid"] > 0 and record["metrics"]["rounds_to_target"] == 1
     assert lora["rounds"][0]["aggregation_error"] > 0 and "aggregation_error" not in full["rounds"][0]

@@ -89,3 +89,30 @@ def test_population_quality_is_scored_on_the_classes_the_clients_hold(tmp_path, 
         assert {label_of[img.numpy().tobytes()] for img in real} <= held and len(pool) == 64
     else:
         assert len(real) == 64 and key.startswith("all held-out") and pool is scorer.data.train_images
+
+
+def test_a_reference_model_is_scored_exactly_as_the_cells_deployment(tmp_path):
+    """``run.score_reference`` (e.g. fedavg-lora's base) gives the figures the harness gives the
+    cell's own deployment of the same model, on the same distributions, under its prefix."""
+    import contextlib
+
+    import torch
+
+    from fedfuse.bench.engine.scoring import Deployment, quality
+    from fedfuse.bench.engine.services import ServerRun
+    from fedfuse.plugins.manager import registry
+    from fedfuse.testing import tiny_cell
+
+    def generate(requests):  # the same images for the same request: a model's stand-in
+        return {c: torch.rand(r.n, 1, 8, 8, generator=torch.Generator().manual_seed(r.seed)) * 2 - 1
+                for c, r in requests.items()}
+
+    cell = tiny_cell("fedavg", {"model": "tiny"}, clients=2, samples=32, dataset_args={"public_classes": [0, 1, 2]})
+    run = ServerRun.for_cell(cell, tmp_path, registry())
+    run.uncounted = contextlib.nullcontext  # no Flower grid here: nothing to leave uncounted
+    own = quality(run, Deployment(generate, conditional=True))
+    base = run.score_reference(generate, prefix="base_", conditional=True)
+    assert base == {f"base_{k}": v for k, v in own.items() if k not in ("feature_space", "featnet_accuracy")}
+    assert base["base_eval_distribution"].startswith("each client's label mix") and base["base_fid"] > 0
+    assert {p.name for p in tmp_path.glob("base_*.png")} == {"base_samples.png", "base_samples_client0.png",
+                                                             "base_samples_client1.png"}

@@ -57,16 +57,16 @@ class Evaluation:
 
         return spaces.for_cell(self.cell, self.data)
 
-    def score_samples(self, images: torch.Tensor, classes: list[int] | None = None,
-                      grid_name: str = "samples.png") -> dict:
-        """FID, KID (± std), precision, recall, density and coverage of generated ``images``
-        against the held-out split (its ``classes`` only, if given), in the cell's feature
-        space, with the references; saves a sample grid PNG in the run directory. (A protocol's
-        own extra scores, e.g. a base model's; the cell's quality is the harness's: ``deploy``.)"""
-        data = self.data
-        real, _ = self.eval_subset(self.cell.evaluation["samples"], classes)
-        pool = data.train_images if classes is None else data.train_images[np.isin(data.train_labels.numpy(), classes)]
-        return self.score_against(images, real, pool, grid_name, {"classes": classes})
+    def score_reference(self, generate: Callable, *, prefix: str, conditional: bool = False,
+                        shared: bool = False) -> dict:
+        """Score, now, a reference model the protocol reports beside its own (e.g. fedavg-lora's
+        base before any round, ``prefix="base_"``) exactly as the harness scores the cell's
+        deployment: ``generate``, ``conditional`` and ``shared`` as in ``deploy``; the same
+        requests, distributions, n and references, so the figures compare with the cell's. Each
+        figure is named ``<prefix><name>``. Evaluation: nothing here is counted."""
+        from fedfuse.bench.engine.scoring import Deployment, reference_quality
+
+        return reference_quality(self, Deployment(generate, conditional, shared), prefix)
 
     def score_against(self, images: torch.Tensor, real: torch.Tensor, pool: torch.Tensor, grid_name: str,
                       distribution: dict) -> dict:

@@ -101,8 +101,9 @@ def requested_labels(mix: np.ndarray, n: int, seed: int) -> torch.Tensor:
 class Scorer:
     """Scores one cell's deployment; ``run`` is its ``ServerRun`` (data, cell, feature space)."""
 
-    def __init__(self, run):
+    def __init__(self, run, grids: str = ""):
         self.run, self.data, self.cell = run, run.data, run.cell
+        self.grids = grids  # the sample grids' file-name prefix (a reference model's: its figures' prefix)
         self.n = run.cell.evaluation["samples"]
         self.parts = cell_partitions(run.cell)
         self.classes = len(self.data.class_names)
@@ -115,6 +116,11 @@ class Scorer:
         return {c: Request(self.n, requested_labels(self.mix_of(c), self.n, derive_seed(self.cell.seed, MIX_SALT, c))
                            if deployment.conditional else None, derive_seed(self.cell.seed, GENERATE_SALT, c))
                 for c in clients}
+
+    def score(self, deployment: Deployment) -> dict:
+        """Client and population quality of ``deployment``, each beside its references."""
+        images = self.generated(deployment)
+        return {**self.client_quality(images), **self.population_quality(images, deployment.shared)}
 
     def generated(self, deployment: Deployment) -> dict[int, torch.Tensor]:
         requests = self.requests(deployment)
@@ -141,7 +147,7 @@ class Scorer:
                                  f"(at least {MIN_REAL} needed): the dataset holds out too few of its classes")
             real = self.data.eval_images[pick_in_mix(order, eval_labels, counts)]
             pool = self.reference_pool(self.mix_of(client))
-            scores.append(self.run.score_against(images[client], real, pool, f"samples_client{client}.png",
+            scores.append(self.run.score_against(images[client], real, pool, f"{self.grids}samples_client{client}.png",
                                                  {"mix": counts.tolist(), "pool": len(pool)}))
             real_n.append(len(real))
         numeric = [k for k, v in scores[0].items() if isinstance(v, float) and all(k in s for s in scores)]
@@ -162,7 +168,7 @@ class Scorer:
         shares = apportion(np.array([len(self.parts[c]) for c in sorted(images)], dtype=np.float64), self.n)
         pooled = images[0] if shared else torch.cat([images[c][:k] for c, k in zip(sorted(images), shares)])
         real, pool, key = self.population_real()
-        scores = self.run.score_against(pooled, real, pool, "samples.png", {"classes": None})
+        scores = self.run.score_against(pooled, real, pool, f"{self.grids}samples.png", {"classes": None})
         return {**{POPULATION_PREFIX + k: v for k, v in scores.items() if k not in ("feature_space", "featnet_accuracy")},
                 "pop_eval_distribution": key, "pop_eval_real_n": float(len(real))}
 
@@ -205,6 +211,12 @@ def quality(run, deployment: Deployment | None) -> dict:
     if run.cell.evaluation.get("conditional") and not deployment.conditional:
         raise ValueError("this track asks for class-conditional generation: the protocol deployed an unconditional "
                          "model (train a class-conditional one and declare run.deploy(..., conditional=True))")
-    scorer = Scorer(run)
-    images = scorer.generated(deployment)
-    return {**scorer.client_quality(images), **scorer.population_quality(images, deployment.shared)}
+    return Scorer(run).score(deployment)
+
+
+def reference_quality(run, deployment: Deployment, prefix: str) -> dict:
+    """A reference model's quality (e.g. a fine-tuned model's base before any round), scored as
+    the cell's deployment is: the same requests, distributions, n and references. Each figure is
+    named ``<prefix><name>``, each grid ``<prefix>samples*.png``."""
+    scores = Scorer(run, grids=prefix).score(deployment)
+    return {prefix + k: v for k, v in scores.items() if k not in ("feature_space", "featnet_accuracy")}

@@ -24,7 +24,7 @@ def server(grid, run) -> dict:
     backbone = server_backbone(run)
     base, card = backbone.denoiser, backbone.card
     classes = sorted(set(data.train_labels[data.private].tolist()))  # what the clients hold
-    before = base_score(run, backbone, classes)
+    before = base_score(run, backbone)
     # the adapters clients start from (with FFA-LoRA, the A factors every party keeps)
     model = task.fine_tune_model(base, cfg, seed=derive_seed(run.cell.seed, task.ADAPTER_SEED_SALT))
     if not cfg.base_on_clients:
@@ -143,23 +143,29 @@ def class_samples(run, backbone, model, classes: list[int], n: int, salt: int) -
                          seed=derive_seed(run.cell.seed, salt), resources=run.resources)
 
 
-def base_score(run, backbone, classes) -> dict:
+def base_score(run, backbone) -> dict:
+    """The base's quality before any round (``base_*``), scored by the harness as the cell's
+    deployment is (each client asking for its own label mix), once per process for a base, split
+    and evaluation."""
     cfg, cell = run.config, run.cell
-    key = (cfg.model_path or task.base_key(cell.dataset, cell.dataset_args, cfg), cell.seed,
-           json.dumps(cell.evaluation, sort_keys=True), tuple(classes), cfg.guidance_scale)
+    key = (cfg.model_path or task.base_key(cell.dataset, cell.dataset_args, cfg), cell.split.key(),
+           json.dumps(cell.evaluation, sort_keys=True), cfg.guidance_scale)
     if key not in _BASE_SCORES:
         if len(_BASE_SCORES) >= BASE_SCORES_KEPT:
             _BASE_SCORES.pop(next(iter(_BASE_SCORES)))  # bounded: the oldest goes
-        _BASE_SCORES[key] = score(run, backbone, backbone.denoiser, classes, "base_")
+        _BASE_SCORES[key] = run.score_reference(generator(run, backbone, backbone.denoiser), prefix="base_",
+                                                conditional=True)
     return _BASE_SCORES[key]
 
 
-def score(run, backbone, model, classes: list[int], prefix: str) -> dict:
-    """The base model's reference scores: class-conditional samples of the clients' classes vs
-    held-out images of them, each figure named ``<prefix><figure>``."""
-    images = class_samples(run, backbone, model, classes, run.cell.evaluation["samples"], 0x5A)
-    metrics = run.score_samples(images, classes=classes, grid_name=f"{prefix}samples.png")
-    return {f"{prefix}{k}": v for k, v in metrics.items() if k not in ("feature_space", "featnet_accuracy")}
+def generator(run, backbone, model):
+    """A client holding ``model`` generating the harness's requests ({client: Request})."""
+    ev, guidance = run.cell.evaluation, run.config.guidance_scale
+
+    def generate(requests):
+        return {c: task.generate(backbone, model, r.labels, guidance, ev["sample_steps"], ev["sampler"], seed=r.seed,
+                                 resources=run.resources) for c, r in requests.items()}
+    return generate
 
 
 def deploy(run, backbone, model, grid=None) -> dict:
@@ -169,10 +175,6 @@ def deploy(run, backbone, model, grid=None) -> dict:
     measures of the global model itself: its digest and a client generating one image (all the steps)."""
     ev, guidance = run.cell.evaluation, run.config.guidance_scale
 
-    def generate(requests):
-        return {c: task.generate(backbone, model, r.labels, guidance, ev["sample_steps"], ev["sampler"], seed=r.seed,
-                                 resources=run.resources) for c, r in requests.items()}
-
     def on_clients(requests):
         global_state = ArrayRecord(task.trainable_state(model, run.config.mode, run.config.aggregation))
         nodes = {run.partition_of(node): node for node in grid.get_node_ids()}
@@ -181,7 +183,7 @@ def deploy(run, backbone, model, grid=None) -> dict:
         replies = send_each(grid, contents, "query.generate")
         return {run.partition_of(node): torch.from_numpy(r.content[EVAL_KEY]["x0"].numpy()) for node, r in replies.items()}
 
-    run.deploy(on_clients if grid is not None else generate, conditional=True)
+    run.deploy(on_clients if grid is not None else generator(run, backbone, model), conditional=True)
     run.server_holds(model, backbone.scheduler, conditional=True, encode=backbone.encode)
     steps = min(ev["sample_steps"], backbone.train_timesteps)
     return {**run.checksum(model),
