@@ -135,6 +135,17 @@ HARNESS_METRICS = [
                summary="simulated client time to generate one image (cost model, client's device)"),
     MetricSpec("client_gen_j", "J", higher_is_better=False, aggregate="last",
                summary="simulated client compute energy to generate one image"),
+    # ... and what crosses the network for it (measured by the harness while clients generate)
+    MetricSpec("client_gen_bytes", "B", higher_is_better=False, aggregate="last",
+               summary="bytes crossing Flower per image a client generates at deployment (e.g. a split cut's x_cut)"),
+    MetricSpec("client_gen_net_s", "s", higher_is_better=False, aggregate="last",
+               summary="simulated transfer time of those bytes on the client's network, per image"),
+    MetricSpec("client_gen_net_j", "J", higher_is_better=False, aggregate="last",
+               summary="simulated client radio energy of those bytes (uplink), per image"),
+    MetricSpec("server_gen_flops", "FLOP", higher_is_better=False, aggregate="last",
+               summary="server FLOPs per image a client generates at deployment (split: the steps above the cut)"),
+    MetricSpec("server_gen_s", "s", higher_is_better=False, aggregate="last",
+               summary="simulated server time per image a client generates at deployment"),
 ]
 
 

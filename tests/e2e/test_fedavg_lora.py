@@ -43,7 +43,11 @@ def test_lora_uploads_a_small_fraction_of_full_finetuning(cli, shared_run):
         assert record["rounds"][0]["target_fid"] > 0 and record["metrics"]["rounds_to_target"] == 1
     assert lora["rounds"][0]["aggregation_error"] > 0 and "aggregation_error" not in full["rounds"][0]
     assert all(0 <= r["metrics"]["mia_auc"] <= 1 and r["metrics"]["mia_members"] > 0 for r in (lora, full))
+    # clients holding the global model generate on their own; a personalised client is sent the
+    # global adapters with the harness's request (64 images here)
+    assert lora["metrics"]["client_gen_bytes"] == 0 == lora["metrics"]["client_gen_net_s"]
     m = personal["metrics"]
+    assert m["client_gen_bytes"] > 4 * m["trained_params"] / 64
     assert m["trained_params"] > 2 * lora["metrics"]["trained_params"]
     assert m["trained_share"] == pytest.approx(m["trained_params"] / m["model_params"]) and m["fid"] > 0
     (mine,), (theirs,) = personal["rounds"], lora["rounds"]

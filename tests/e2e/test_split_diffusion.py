@@ -38,6 +38,14 @@ def test_what_crosses_and_who_computes(cli, shared_run):
     per_step = cells["c0.0"]["metrics"]["client_gen_flops"] / 6  # c = 0: the client runs all 6 steps
     own = [task.split_steps(6, task.cut_index(c, 200), 200)[1] for c in (0.2, 0.6)]
     assert own[1] < own[0] and mixed["metrics"]["client_gen_flops"] == pytest.approx(per_step * sum(own) / 2)
+    # At deployment the server sends each image's x_cut (float32 8x8: 256 B, one message a client
+    # for its 32 images) and runs the steps above the cut; at c = 0 nothing but the request crosses.
+    gen = {label: cells[label]["metrics"] for label in ("c0.0", "c0.2", "c0.6", "c1.0")}
+    assert gen["c0.0"]["client_gen_bytes"] < 64 and gen["c0.0"]["server_gen_flops"] == 0
+    for label in ("c0.2", "c0.6", "c1.0"):
+        assert 256 < gen[label]["client_gen_bytes"] < 256 + 4096 / 32 and gen[label]["client_gen_net_s"] > 0
+    assert 0 < gen["c0.2"]["server_gen_flops"] < gen["c0.6"]["server_gen_flops"] < gen["c1.0"]["server_gen_flops"]
+    assert gen["c1.0"]["client_gen_flops"] == 0 and gen["c1.0"]["server_gen_s"] > 0
     batches = cells["batches"]["rounds"][0]["per_client"]  # 4 batches of 16 float32 8x8 x_cut
     assert all(client["payload_up"] == 4 * 16 * 64 * 4 for client in batches.values())
     for r in (cells[label] for label in ("c0.0", "c0.2", "c0.6", "c1.0", "mixed")):  # the harness's evaluation adds no round: generating for it is not counted

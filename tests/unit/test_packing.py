@@ -61,3 +61,19 @@ def test_a_content_shared_by_several_messages_is_packed_once_and_unpacking_leave
     # Evaluation-only arrays are not counted on the wire, so no layout of theirs may be either.
     scored = RecordDict({EVAL_KEY: ArrayRecord({"x0": Array(np.ones(4)), "cond": Array(np.zeros(4))})})
     assert pack(scored) is scored
+
+
+def test_uncounted_traffic_is_handed_back_and_the_rounds_figures_are_kept():
+    """What crosses inside ``uncounted`` is not the round's, but is measured: the harness prices a
+    deployment's traffic per image with it (docs/metrics.md, client_gen_bytes)."""
+    from fedfuse.bench.costs.accounting import TrafficMeter
+
+    meter = TrafficMeter({7: 0})
+    content = RecordDict({"x": ArrayRecord({"x_cut": Array(np.zeros((4, 1, 8, 8), np.float32))})})
+    meter.sent(Message(content, dst_node_id=7, message_type="train"))
+    before = dict(meter.clients[0])
+    with meter.uncounted() as inside:
+        meter.sent(Message(content, dst_node_id=7, message_type="query"))
+        meter.sent(Message(content, dst_node_id=7, message_type="query"))
+    assert meter.clients[0] == before and meter.messages == 1
+    assert inside[0]["bytes_down"] == 2 * before["bytes_down"] and inside[0]["payload_down"] == 2 * 4 * 64 * 4

@@ -109,10 +109,12 @@ def test_a_reference_model_is_scored_exactly_as_the_cells_deployment(tmp_path):
 
     cell = tiny_cell("fedavg", {"model": "tiny"}, clients=2, samples=32, dataset_args={"public_classes": [0, 1, 2]})
     run = ServerRun.for_cell(cell, tmp_path, registry())
-    run.uncounted = contextlib.nullcontext  # no Flower grid here: nothing to leave uncounted
+    run.uncounted = lambda: contextlib.nullcontext({})  # no Flower grid here: nothing crosses
     own = quality(run, Deployment(generate, conditional=True))
     base = run.score_reference(generate, prefix="base_", conditional=True)
-    assert base == {f"base_{k}": v for k, v in own.items() if k not in ("feature_space", "featnet_accuracy")}
+    scored = {k: v for k, v in own.items() if not k.startswith("client_gen_")}  # the deployment's traffic: the cell's only
+    assert base == {f"base_{k}": v for k, v in scored.items() if k not in ("feature_space", "featnet_accuracy")}
+    assert own["client_gen_bytes"] == 0  # nothing crossed Flower: the clients generated alone
     assert base["base_eval_distribution"].startswith("each client's label mix") and base["base_fid"] > 0
     assert {p.name for p in tmp_path.glob("base_*.png")} == {"base_samples.png", "base_samples_client0.png",
                                                              "base_samples_client1.png"}

@@ -87,11 +87,15 @@ class TrafficMeter:
     @contextmanager
     def uncounted(self):
         """Whatever crosses inside is evaluation, not the protocol's: the round's figures are
-        put back as they were on leaving (bytes, payload, client FLOPs, messages, exchanges)."""
-        saved = ({k: dict(v) for k, v in self.clients.items()}, self.messages, self.exchanges, self.exchange_s)
+        put back as they were on leaving (bytes, payload, client FLOPs, messages, exchanges).
+        Yields a dict that, on leaving, holds what crossed inside: {partition id: figures}."""
+        saved, inside = ({k: dict(v) for k, v in self.clients.items()}, self.messages, self.exchanges,
+                         self.exchange_s), {}
         try:
-            yield
+            yield inside
         finally:
+            inside.update({pid: {k: v - saved[0].get(pid, {}).get(k, 0) for k, v in figures.items()}
+                           for pid, figures in self.clients.items()})
             self.reset()
             self.clients.update(saved[0])
             self.messages, self.exchanges, self.exchange_s = saved[1:]

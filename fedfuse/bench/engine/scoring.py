@@ -124,8 +124,9 @@ class Scorer:
 
     def generated(self, deployment: Deployment) -> dict[int, torch.Tensor]:
         requests = self.requests(deployment)
-        with self.run.uncounted():
+        with self.run.uncounted() as moved:
             images = deployment.generate(requests)
+        self.asked, self.moved = requests, moved
         asked = sorted(requests)
         if sorted(images) != asked:  # e.g. a client dropped, or images keyed by node id
             raise ValueError(f"the deployment answered for clients {sorted(images)}; the harness asked {asked}")
@@ -135,6 +136,20 @@ class Scorer:
             if len(x) != self.n:
                 raise ValueError(f"the deployment made {len(x)} images for client {client}; the harness asked for {self.n}")
         return images
+
+    def deployment_traffic(self) -> dict:
+        """What crossed Flower per image while the clients generated (after ``generated``): e.g.
+        split diffusion's server sending each image's x_cut. Bytes as measured (evaluation
+        images returned to the harness excluded), time and radio energy by the client's network
+        (the cost model's formulas); the means over the clients asked. 0 where clients
+        generate on their own."""
+        rows = []
+        for client, request in self.asked.items():
+            t = {k: self.moved.get(client, {}).get(k, 0) / request.n for k in ("bytes_up", "bytes_down")}
+            cost = self.run.hardware.client_round_cost(client, {"flops_train": 0.0, "flops_sample": 0.0, **t})
+            rows.append((t["bytes_up"] + t["bytes_down"], cost["t_down_s"] + cost["t_up_s"], cost["e_up_j"]))
+        moved, seconds, joules = np.mean(rows, axis=0)
+        return {"client_gen_bytes": float(moved), "client_gen_net_s": float(seconds), "client_gen_net_j": float(joules)}
 
     def client_quality(self, images: dict[int, torch.Tensor]) -> dict:
         """Each client's samples against held-out images in its own label mix; the mean."""
@@ -211,7 +226,8 @@ def quality(run, deployment: Deployment | None) -> dict:
     if run.cell.evaluation.get("conditional") and not deployment.conditional:
         raise ValueError("this track asks for class-conditional generation: the protocol deployed an unconditional "
                          "model (train a class-conditional one and declare run.deploy(..., conditional=True))")
-    return Scorer(run).score(deployment)
+    scorer = Scorer(run)
+    return {**scorer.score(deployment), **scorer.deployment_traffic()}
 
 
 def reference_quality(run, deployment: Deployment, prefix: str) -> dict:

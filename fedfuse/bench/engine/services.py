@@ -119,9 +119,10 @@ class ServerRun(Evaluation):
     def uncounted(self):
         """Exchanges for evaluation only (e.g. a split protocol gathering samples for its quality
         target): no byte, message or client FLOP inside is the protocol's. Pass ``flops=None``
-        for the server's own work inside."""
-        with self.grid.meter.uncounted():
-            yield
+        for the server's own work inside. Yields a dict that, on leaving, holds what crossed
+        inside ({client: figures}: the harness prices deployment traffic with it)."""
+        with self.grid.meter.uncounted() as inside:
+            yield inside
 
     def client_generation(self, model, steps: int | dict[int, int], guided: bool = False, shape=None,
                           conditional: bool | None = None) -> dict:
@@ -130,15 +131,29 @@ class ServerRun(Evaluation):
         a call when ``guided``) on an input of ``shape`` (default: the images'), FLOPs from
         torch's counter, time and energy from each client's device profile; the means over
         clients. ``model`` None: clients do not generate. Denoiser calls only (not a decoder)."""
+        flops = self._generation_flops(model, steps, guided, shape, conditional)
+        cost = self.hardware.client_compute(flops)
+        return {"client_gen_flops": float(np.mean(list(flops.values()))), "client_gen_s": cost["t_cmp_s"],
+                "client_gen_j": cost["e_cmp_j"]}
+
+    def server_generation(self, model, steps: int | dict[int, int], guided: bool = False, shape=None,
+                          conditional: bool | None = None) -> dict:
+        """What the server computes for each image a client generates at deployment (e.g. split
+        diffusion's steps above the cut), as ``client_generation`` counts it, time from the
+        server's device profile: ``server_gen_flops`` and ``server_gen_s``, the means over clients."""
+        from fedfuse.bench.costs.costmodel import compute_time
+
+        flops = float(np.mean(list(self._generation_flops(model, steps, guided, shape, conditional).values())))
+        return {"server_gen_flops": flops, "server_gen_s": compute_time(flops, self.hardware.server)}
+
+    def _generation_flops(self, model, steps, guided, shape, conditional) -> dict[int, float]:
+        """{client: FLOPs of ``steps`` calls of ``model`` on one image} (0 where ``model`` is None)."""
         from fedfuse.bench.costs.flops import denoiser_call_flops
 
         per_call = 0.0 if model is None else denoiser_call_flops(model, shape or self.data.image_shape,
                                                                  2 if guided else 1, conditional)
         counts = steps if isinstance(steps, dict) else dict.fromkeys(range(self.cell.clients), steps)
-        flops = {c: per_call * counts.get(c, 0) for c in range(self.cell.clients)}
-        cost = self.hardware.client_compute(flops)
-        return {"client_gen_flops": float(np.mean(list(flops.values()))), "client_gen_s": cost["t_cmp_s"],
-                "client_gen_j": cost["e_cmp_j"]}
+        return {c: per_call * counts.get(c, 0) for c in range(self.cell.clients)}
 
     def begin_round(self, round: int) -> list[int]:
         """This round's participants (node ids in partition order): all clients, or with a

@@ -41,7 +41,13 @@ def centralized(grid, run) -> dict:
     if cfg.condition in ("none", "label"):  # an attribute's values are the server's own labels: no attack
         run.server_holds(ema.model, task.full_schedule(cfg.timesteps), conditional=n_cond > 0)
     return {"cut_ratio": 1.0, "raw_data_off_device": 1.0, **last_losses(run), **run.checksum(ema.model),
-            **run.client_generation(None, {})}
+            **run.client_generation(None, {}), **central_generation(run, ema.model, n_cond)}
+
+
+def central_generation(run, model, n_cond: int) -> dict:
+    """The server runs every sampling step of every image a client asks for (guided: two passes)."""
+    steps = task.split_steps(run.cell.evaluation["sample_steps"], 0, run.config.timesteps)[0]  # all of them
+    return run.server_generation(model, steps, guided=bool(n_cond) and run.config.guidance != 1.0)
 
 
 def central_samples(run, model, client: int, request, uploaded, n_cond: int) -> torch.Tensor:

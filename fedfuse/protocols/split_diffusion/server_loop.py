@@ -52,7 +52,7 @@ def split_server(grid, run) -> dict:
     declare_held(run, trained)  # the harness attacks what the server holds
     declare_received(run, trained, shared)  # and measures what it received discloses
     return {**cut_figures(cfg, run, cuts), "marginal": cfg.marginal, **last_losses(run), **run.checksum(model),
-            **generation_cost(run, cuts, n_cond)}
+            **generation_cost(run, trained)}
 
 
 def cut_labels(marginal: str, cuts, timesteps: int) -> dict[int, int]:
@@ -169,11 +169,13 @@ def draw_conditions(cond: torch.Tensor | None, n: int, generator: torch.Generato
     return None if cond is None else cond[torch.randint(len(cond), (n,), generator=generator)]
 
 
-def generation_cost(run, cuts: dict, n_cond: int) -> dict:
-    """What generating one image costs a client at deployment: its own steps of the cut, with
-    its own model (guided: two passes a step); the mean over clients."""
+def generation_cost(run, server: task.ServerModel) -> dict:
+    """What generating one image costs at deployment: a client its own steps below the cut, with
+    its own model, and the server its steps above it (guided: two passes a step); the means over
+    clients."""
     cfg, ev = run.config, run.cell.evaluation
-    model = build_unet(run.data.image_shape, cfg.client_model, 0, classes=n_cond + 1 if n_cond else None)
-    steps = {run.partition_of(n): task.split_steps(ev["sample_steps"], t_c, cfg.timesteps)[1]
-             for n, t_c in cuts.items()}
-    return run.client_generation(model, steps, guided=bool(n_cond) and cfg.guidance != 1.0)
+    model = build_unet(run.data.image_shape, cfg.client_model, 0, classes=server.n_cond + 1 if server.n_cond else None)
+    steps = {run.partition_of(n): task.split_steps(ev["sample_steps"], t_c, cfg.timesteps) for n, t_c in server.cuts.items()}
+    return {**run.client_generation(model, {c: s[1] for c, s in steps.items()}, guided=bool(server.n_cond) and cfg.guidance != 1.0),
+            **run.server_generation(server.model, {c: s[0] for c, s in steps.items()},
+                                    guided=server.guidance(cfg.guidance) != 1.0)}
