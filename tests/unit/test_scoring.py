@@ -61,7 +61,7 @@ def test_a_deployment_must_answer_every_client_it_was_asked_for():
     scorer = Scorer.__new__(Scorer)  # only what generated() reads
     scorer.run = SimpleNamespace(uncounted=lambda: __import__("contextlib").nullcontext())
     scorer.cell, scorer.n = SimpleNamespace(clients=3, seed=0), 4
-    scorer.requests = lambda deployment: {c: None for c in range(3)}
+    scorer.requests = lambda *asked: {c: None for c in range(3)}
     images = {0: torch.zeros(4, 1, 8, 8), 2: torch.zeros(4, 1, 8, 8)}  # client 1 missing
     with pytest.raises(ValueError, match=r"answered for clients \[0, 2\]; the harness asked \[0, 1, 2\]"):
         scorer.generated(Deployment(lambda requests: images))
@@ -118,3 +118,40 @@ def test_a_reference_model_is_scored_exactly_as_the_cells_deployment(tmp_path):
     assert base["base_eval_distribution"].startswith("each client's label mix") and base["base_fid"] > 0
     assert {p.name for p in tmp_path.glob("base_*.png")} == {"base_samples.png", "base_samples_client0.png",
                                                              "base_samples_client1.png"}
+
+
+def test_the_quality_target_asks_each_client_for_its_share_and_scores_the_pool(tmp_path):
+    """``run.target_deployment``: nothing in a round the target is not checked; in one it is,
+    ``target_samples`` images shared among the clients by data size, each in its own label mix,
+    pooled and scored against as many held-out images (here every class: the whole held-out set)."""
+    import contextlib
+
+    import torch
+
+    from fedfuse.bench.engine.services import ServerRun
+    from fedfuse.bench.metrics.quality import embed, fid
+    from fedfuse.bench.suites.cells import cell_partitions
+    from fedfuse.plugins.manager import registry
+    from fedfuse.testing import tiny_cell
+
+    asked = {}
+
+    def generate(requests):
+        asked.update(requests)
+        return {c: torch.rand(r.n, 1, 8, 8, generator=torch.Generator().manual_seed(r.seed)) * 2 - 1
+                for c, r in requests.items()}
+
+    cell = tiny_cell("fedavg", {"model": "tiny"}, clients=3, rounds=4, target={"fid": 50}, eval_every=3,
+                     target_samples=40, partitioners=[{"name": "dirichlet", "alpha": 0.3}])
+    run = ServerRun.for_cell(cell, tmp_path, registry())
+    run.uncounted = lambda: contextlib.nullcontext({})  # no Flower grid here
+    assert run.target_deployment(2, generate, conditional=True) == {} and not asked  # checked in rounds 3 and 4
+    figures = run.target_deployment(3, generate, conditional=True)
+    parts = cell_partitions(cell)
+    assert sum(r.n for r in asked.values()) == 40
+    assert [asked[c].n for c in sorted(asked)] == [round(40 * len(p) / sum(map(len, parts))) for p in parts]
+    for c, r in asked.items():  # each client's own classes only
+        assert set(r.labels.tolist()) <= set(run.data.train_labels[parts[c]].tolist())
+    images = torch.cat([generate({c: r})[c] for c, r in sorted(asked.items())])
+    net = run.feature_space()[0]
+    assert figures["target_fid"] == pytest.approx(fid(embed(net, run.eval_subset(40)[0]), embed(net, images)))

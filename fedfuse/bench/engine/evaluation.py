@@ -105,14 +105,15 @@ class Evaluation:
         (a client generating one image). Evaluation: nothing here is counted as the protocol's."""
         from fedfuse.toolkit.ddpm import build_scheduler
 
-        def generate(requests):
-            return {c: self.sample_model(model, r, train_timesteps) for c, r in requests.items()}
-
-        self.deploy(generate, conditional=conditional, shared=not conditional)
+        self.deploy(self.holding(model, train_timesteps), conditional=conditional, shared=not conditional)
         self.server_holds(model, build_scheduler(train_timesteps), conditional=conditional)
         steps = min(self.cell.evaluation["sample_steps"], train_timesteps)
         return {**self.checksum(model), "model_params": float(sum(p.numel() for p in model.parameters())),
                 **self.client_generation(model, steps, conditional=conditional)}
+
+    def holding(self, model, train_timesteps: int) -> Callable:
+        """``generate`` of clients that each hold ``model`` (for ``deploy``, ``target_deployment``)."""
+        return lambda requests: {c: self.sample_model(model, r, train_timesteps) for c, r in requests.items()}
 
     def sample_model(self, model, request, train_timesteps: int) -> torch.Tensor:
         """``request.n`` images of ``model`` by the suite's sampler (of ``request.labels`` if any)."""
@@ -202,46 +203,33 @@ class Evaluation:
         mine, theirs = class_matched(self.data.train_labels.numpy()[members], self.data.eval_labels.numpy()[pool])
         return members[mine], pool[theirs]
 
-    def target_check(self, model, round: int, train_timesteps: int, classes: list[int] | None = None,
-                     conditional: bool = False, **model_kwargs) -> dict:
-        """``{"target_fid": FID}`` of ``target_samples`` images from ``model`` (the sampler
-        service; ``conditional``: of the held-out images' labels; ``model_kwargs`` such as
-        ``class_labels`` for a model conditioned otherwise) in the rounds
-        the suite's target asks for (``target_due``), else ``{}``. Pass it to ``round_end``:
-        the harness then records the first round that meets the target and the energy,
-        latency and bytes spent until then. Evaluation: FLOPs not counted. A protocol whose
-        model is spread over parties generates its own way and calls ``target_score``."""
+    def target_check(self, model, round: int, train_timesteps: int, *, conditional: bool = False) -> dict:
+        """``{"target_fid": FID}`` in the rounds the suite's quality target asks for
+        (``target_due``), else ``{}``, of clients that each hold ``model`` (the FedAvg family;
+        ``conditional``: asked for their own label mix): ``target_deployment`` of it. Pass it to
+        ``round_end``: the harness then records the first round that meets the target and the
+        energy, latency and bytes spent until then."""
+        return self.target_deployment(round, self.holding(model, train_timesteps), conditional=conditional,
+                                      shared=not conditional)
+
+    def target_deployment(self, round: int, generate: Callable, *, conditional: bool = False,
+                          shared: bool = False) -> dict:
+        """``{"target_fid": FID}`` in the rounds the suite's target asks for, else ``{}``: the
+        population quality, at ``target_samples`` images, of clients generating as ``generate``
+        makes them now (as in ``deploy``: e.g. the server to the cut, then the client), scored
+        by the harness the same way for every protocol (``scoring.target_quality``).
+        Evaluation: nothing it moves or computes is counted."""
+        from fedfuse.bench.engine.scoring import Deployment, target_quality
+
         if not self.target_due(round):
             return {}
-        n = self.cell.evaluation["target_samples"]
-        if conditional:  # the labels of the held-out images target_score compares with (as many)
-            labels = self.eval_subset(n, classes)[1]
-            n, model_kwargs = len(labels), {**model_kwargs, "class_labels": labels}
-        images = self._generate(model, n, 0x7A, train_timesteps, **{k: v[:n] for k, v in model_kwargs.items()})
-        return self.target_score(images, classes)
+        return target_quality(self, Deployment(generate, conditional, shared))
 
     def target_due(self, round: int) -> bool:
         """Whether the suite's quality target is checked after ``round`` (every ``eval_every``-th
-        and the last); generate ``target_samples`` images then, inside ``uncounted()``."""
+        and the last)."""
         ev = self.cell.evaluation
         return "target" in ev and (round % ev["eval_every"] == 0 or round == self.cell.rounds)
-
-    def target_score(self, images: torch.Tensor, classes: list[int] | None = None) -> dict:
-        """``{"target_fid": FID}`` of ``images`` against as many held-out images (of ``classes``
-        only, if given), in the cell's feature space."""
-        from fedfuse.bench.metrics.quality import embed, fid
-
-        net, _ = self.feature_space()
-        real, _ = self.eval_subset(len(images), classes)
-        return {"target_fid": fid(embed(net, real), embed(net, images))}
-
-    def _generate(self, model, n: int, salt: int, train_timesteps: int, **model_kwargs) -> torch.Tensor:
-        """``n`` images from ``model`` by the suite's sampler, seeded by the cell and ``salt``."""
-        from fedfuse.toolkit.sampling import sample
-
-        ev = self.cell.evaluation
-        return sample(model, n, self.data.image_shape, train_timesteps, ev["sample_steps"], ev["sampler"],
-                      seed=derive_seed(self.cell.seed, salt), resources=self.resources, **model_kwargs)
 
     @staticmethod
     def checksum(model) -> dict:

@@ -28,6 +28,7 @@ from fedfuse.bench.suites.cells import cell_partitions
 from fedfuse.toolkit.seeding import derive_seed
 
 GENERATE_SALT = 0x5A  # the seed stream of the evaluation samples
+TARGET_SALT = 0x7A  # ... and of the quality target's, in the rounds it is checked
 MIX_SALT = 0x3A1  # the order of a conditional request's labels, and of the reference pool's images
 MIN_REAL = 2  # held-out images a client's real set needs at least (a covariance): fewer cannot be scored
 POPULATION_PREFIX = "pop_"
@@ -101,40 +102,50 @@ def requested_labels(mix: np.ndarray, n: int, seed: int) -> torch.Tensor:
 class Scorer:
     """Scores one cell's deployment; ``run`` is its ``ServerRun`` (data, cell, feature space)."""
 
-    def __init__(self, run, grids: str = ""):
+    def __init__(self, run, grids: str = "", n: int | None = None):
         self.run, self.data, self.cell = run, run.data, run.cell
         self.grids = grids  # the sample grids' file-name prefix (a reference model's: its figures' prefix)
-        self.n = run.cell.evaluation["samples"]
+        self.n = n or run.cell.evaluation["samples"]
         self.parts = cell_partitions(run.cell)
         self.classes = len(self.data.class_names)
 
     def mix_of(self, client: int) -> np.ndarray:
         return label_mix(self.data.train_labels.numpy()[self.parts[client]], self.classes)
 
-    def requests(self, deployment: Deployment) -> dict[int, Request]:
-        clients = [0] if deployment.shared else range(self.cell.clients)
-        return {c: Request(self.n, requested_labels(self.mix_of(c), self.n, derive_seed(self.cell.seed, MIX_SALT, c))
-                           if deployment.conditional else None, derive_seed(self.cell.seed, GENERATE_SALT, c))
-                for c in clients}
+    def shares(self) -> dict[int, int]:
+        """{client: its share of ``n`` by its data size} (the clients with a share)."""
+        counts = apportion(np.array([len(p) for p in self.parts], dtype=np.float64), self.n)
+        return {c: int(k) for c, k in enumerate(counts) if k}
+
+    def requests(self, deployment: Deployment, counts: dict[int, int] | None = None,
+                 salt: int = GENERATE_SALT) -> dict[int, Request]:
+        """{client: Request}: ``counts[client]`` images each (default: ``n`` from every client,
+        or from client 0 alone for a shared deployment)."""
+        counts = counts or ({0: self.n} if deployment.shared else dict.fromkeys(range(self.cell.clients), self.n))
+        return {c: Request(k, requested_labels(self.mix_of(c), k, derive_seed(self.cell.seed, MIX_SALT, c))
+                           if deployment.conditional else None, derive_seed(self.cell.seed, salt, c))
+                for c, k in counts.items()}
 
     def score(self, deployment: Deployment) -> dict:
         """Client and population quality of ``deployment``, each beside its references."""
         images = self.generated(deployment)
         return {**self.client_quality(images), **self.population_quality(images, deployment.shared)}
 
-    def generated(self, deployment: Deployment) -> dict[int, torch.Tensor]:
-        requests = self.requests(deployment)
+    def generated(self, deployment: Deployment, counts: dict[int, int] | None = None,
+                  salt: int = GENERATE_SALT) -> dict[int, torch.Tensor]:
+        requests = self.requests(deployment, counts, salt)
         with self.run.uncounted() as moved:
             images = deployment.generate(requests)
         self.asked, self.moved = requests, moved
         asked = sorted(requests)
         if sorted(images) != asked:  # e.g. a client dropped, or images keyed by node id
             raise ValueError(f"the deployment answered for clients {sorted(images)}; the harness asked {asked}")
+        for client, x in images.items():
+            if len(x) != requests[client].n:
+                raise ValueError(f"the deployment made {len(x)} images for client {client}; the harness asked for "
+                                 f"{requests[client].n}")
         if deployment.shared:
             images = dict.fromkeys(range(self.cell.clients), images[asked[0]])
-        for client, x in images.items():
-            if len(x) != self.n:
-                raise ValueError(f"the deployment made {len(x)} images for client {client}; the harness asked for {self.n}")
         return images
 
     def deployment_traffic(self) -> dict:
@@ -180,8 +191,7 @@ class Scorer:
         set, or, where some class is held by no client (a suite's public classes), against
         held-out images in the clients' pooled label mix (``shared``: one model's samples stand
         for every client's)."""
-        shares = apportion(np.array([len(self.parts[c]) for c in sorted(images)], dtype=np.float64), self.n)
-        pooled = images[0] if shared else torch.cat([images[c][:k] for c, k in zip(sorted(images), shares)])
+        pooled = images[0] if shared else torch.cat([images[c][:k] for c, k in self.shares().items()])
         real, pool, key = self.population_real()
         scores = self.run.score_against(pooled, real, pool, f"{self.grids}samples.png", {"classes": None})
         return {**{POPULATION_PREFIX + k: v for k, v in scores.items() if k not in ("feature_space", "featnet_accuracy")},
@@ -236,3 +246,17 @@ def reference_quality(run, deployment: Deployment, prefix: str) -> dict:
     named ``<prefix><name>``, each grid ``<prefix>samples*.png``."""
     scores = Scorer(run, grids=prefix).score(deployment)
     return {prefix + k: v for k, v in scores.items() if k not in ("feature_space", "featnet_accuracy")}
+
+
+def target_quality(run, deployment: Deployment) -> dict:
+    """``target_fid``, the suite's quality target in a round it is checked: the deployment's
+    population quality at ``target_samples`` images (each client asked for its share by data
+    size, its own label mix when conditional; one model's samples when shared) against as many
+    held-out images of the population's distribution, in the cell's feature space."""
+    from fedfuse.bench.metrics.quality import embed, fid
+
+    scorer = Scorer(run, n=run.cell.evaluation["target_samples"])
+    counts = {0: scorer.n} if deployment.shared else scorer.shares()
+    images = scorer.generated(deployment, counts, salt=TARGET_SALT)
+    real, net = scorer.population_real()[0], run.feature_space()[0]
+    return {"target_fid": fid(embed(net, real), embed(net, torch.cat([images[c] for c in sorted(counts)])))}

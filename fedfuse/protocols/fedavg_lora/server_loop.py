@@ -36,8 +36,8 @@ def server(grid, run) -> dict:
         ema.update(model)
         if cfg.personalize_steps and rnd == run.cell.rounds:  # part of the last round: counted as it
             personalize(grid, task.trainable_state(ema.model, cfg.mode, cfg.aggregation))
-        return {"eval_loss": run.held_out_loss(ema.model, backbone.scheduler, classes, conditional=True,
-                                               encode=backbone.encode), **target(run, backbone, ema.model, classes, rnd)}
+        loss = run.held_out_loss(ema.model, backbone.scheduler, classes, conditional=True, encode=backbone.encode)
+        return {"eval_loss": loss, **run.target_deployment(rnd, generator(run, backbone, ema.model), conditional=True)}
 
     start = task.trainable_state(model, cfg.mode, cfg.aggregation)
     strategy_rounds(grid, run, strategy(run, model), ArrayRecord(start), evaluate_fn=evaluate)
@@ -93,14 +93,6 @@ class LoraFedAvg(FedAvg):
         return {**self.frozen, **state} if self.method == "ffa" else state
 
 
-def target(run, backbone, model, classes: list[int], rnd: int) -> dict:
-    """The suite's quality target (``target_fid``) after round ``rnd``, on the clients' classes."""
-    if not run.target_due(rnd):
-        return {}
-    images = class_samples(run, backbone, model, classes, run.cell.evaluation["target_samples"], 0x7A)
-    return run.target_score(images, classes)
-
-
 def server_backbone(run) -> task.Backbone:
     if run.config.model_path:
         return task.stable_diffusion_backbone(run.config, run.data)
@@ -132,15 +124,6 @@ def send_base(grid, base) -> None:
 
 _BASE_SCORES: dict = {}  # the base's quality depends only on (base, seed, evaluation): once per process
 BASE_SCORES_KEPT = 16
-
-
-def class_samples(run, backbone, model, classes: list[int], n: int, salt: int) -> torch.Tensor:
-    """``n`` images from ``model``, the ``classes`` in turn, by the suite's sampler (guided at
-    the config's scale), seeded by the cell and ``salt``."""
-    ev = run.cell.evaluation
-    labels = torch.tensor(classes).repeat(n // len(classes) + 1)[:n]
-    return task.generate(backbone, model, labels, run.config.guidance_scale, ev["sample_steps"], ev["sampler"],
-                         seed=derive_seed(run.cell.seed, salt), resources=run.resources)
 
 
 def base_score(run, backbone) -> dict:

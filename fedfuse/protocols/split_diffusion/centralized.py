@@ -7,12 +7,7 @@ from flwr.app import RecordDict
 
 from fedfuse.api import ClientData, Ema, build_unet, derive_seed, send_each, train
 from fedfuse.protocols.split_diffusion import task
-from fedfuse.protocols.split_diffusion.server_loop import (
-    draw_conditions,
-    last_losses,
-    target_of_clients,
-    target_requests,
-)
+from fedfuse.protocols.split_diffusion.server_loop import draw_conditions, last_losses
 
 
 def centralized(grid, run) -> dict:
@@ -30,14 +25,17 @@ def centralized(grid, run) -> dict:
     model = build_unet(run.data.image_shape, cfg.model, derive_seed(run.cell.seed, 3),
                        classes=n_cond + 1 if n_cond else None)
     ema, steps = Ema(model, cfg.ema_decay), cfg.server_steps or cfg.local_steps * len(nodes)
+
+    def generate(requests):  # the server generates for every client (from what it uploaded)
+        return {c: central_samples(run, ema.model, c, r, by_client.get(c), n_cond) for c, r in requests.items()}
+
     for rnd in range(1, run.cell.rounds + 1):
         loss = train(model, task.full_schedule(cfg.timesteps), ClientData(pooled, labels, torch.arange(len(pooled))),
                      steps, cfg.recipe, run.torch_generator(rnd), run.resources, run.flops, conditional=n_cond > 0,
                      start_step=(rnd - 1) * steps, ema=ema, label_dropout=cfg.cond_dropout, null_label=n_cond)
-        target = central_target(run, ema.model, nodes, by_client, n_cond) if run.target_due(rnd) else {}
+        target = run.target_deployment(rnd, generate, conditional=cfg.condition == "label")
         run.round_end(rnd, train_loss=loss, server_loss=loss, server_steps=float(steps), **target)
-    run.deploy(lambda requests: {c: central_samples(run, ema.model, c, r, by_client.get(c), n_cond)
-                                 for c, r in requests.items()}, conditional=cfg.condition == "label")
+    run.deploy(generate, conditional=cfg.condition == "label")
     if cfg.condition in ("none", "label"):  # an attribute's values are the server's own labels: no attack
         run.server_holds(ema.model, task.full_schedule(cfg.timesteps), conditional=n_cond > 0)
     return {"cut_ratio": 1.0, "raw_data_off_device": 1.0, **last_losses(run), **run.checksum(ema.model),
@@ -58,11 +56,3 @@ def central_samples(run, model, client: int, request, uploaded, n_cond: int) -> 
     cond = request.labels if request.labels is not None else draw_conditions(uploaded, request.n, generator)
     return task.server_sample(model, cfg.timesteps, 0, "exact", request.n, run.data.image_shape, ev["sample_steps"],
                               generator, None, cond, n_cond, cfg.guidance, run.resources).clamp(-1, 1)
-
-
-def central_target(run, model, nodes, conds: dict, n_cond: int) -> dict:
-    """The quality target's FID after a round (as ``target_figures``): the server generates for
-    every client; evaluation, not counted."""
-    requests = target_requests(run, nodes)
-    return target_of_clients(run, {c: central_samples(run, model, c, r, conds.get(c), n_cond)
-                                   for c, r in requests.items()})

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedfuse.api import EVAL_KEY, Ema, Request, build_unet, derive_seed, send_each
+from fedfuse.api import EVAL_KEY, Ema, build_unet, derive_seed, send_each
 from fedfuse.protocols.split_diffusion import task
 from fedfuse.protocols.split_diffusion.privacy import declare_held, declare_received
 
@@ -42,8 +42,9 @@ def split_server(grid, run) -> dict:
                 run.resources, run.flops, start_step=(rnd - 1) * steps, ema=ema, n_cond=n_cond,
                 cond_dropout=cfg.cond_dropout)
             figures["server_steps"] = float(steps)
-        if run.target_due(rnd):
-            figures.update(target_figures(grid, run, task.ServerModel(ema.model, cuts, labels, n_cond), nodes, shared))
+        now = task.ServerModel(ema.model, cuts, labels, n_cond)  # the harness may check the quality target
+        figures.update(run.target_deployment(rnd, lambda requests: client_samples(grid, run, now, shared, requests, None),
+                                             conditional=cfg.condition == "label"))
         run.round_end(rnd, **figures)
     trained = task.ServerModel(ema.model, cuts, labels, n_cond)
     # at deployment the server denoises to each client's cut and the client finishes (scored by the harness)
@@ -108,30 +109,6 @@ def client_losses(replies) -> dict:
 def last_losses(run) -> dict:
     last = run.rounds[-1]
     return {k: last[k] for k in ("train_loss", "server_loss") if k in last}
-
-
-def target_figures(grid, run, server: task.ServerModel, nodes, shared: dict) -> dict:
-    """The quality target's FID after a round: ``target_samples`` images made the protocol's
-    way, shared among the clients, against held-out images of their classes. Evaluation:
-    nothing it moves or computes is counted."""
-    with run.uncounted():
-        images = client_samples(grid, run, server, shared, target_requests(run, nodes), None)
-    return target_of_clients(run, images)
-
-
-def target_requests(run, nodes) -> dict:
-    """{client: Request} of each client's share of the quality target's ``target_samples``
-    images, under the conditions it sent."""
-    n = math.ceil(run.cell.evaluation["target_samples"] / len(nodes))
-    return {run.partition_of(node): Request(n, None, derive_seed(run.cell.seed, 0x7A, run.partition_of(node)))
-            for node in nodes}
-
-
-def target_of_clients(run, images: dict) -> dict:
-    """``target_fid`` of every client's {client: images} together, against held-out images of
-    the clients' classes."""
-    classes = sorted({c for client in images for c in run.client_private(client)[1]})
-    return run.target_score(torch.cat([images[c] for c in sorted(images)]), classes)
 
 
 def client_samples(grid, run, server: task.ServerModel, shared: dict, requests: dict, flops) -> dict:
