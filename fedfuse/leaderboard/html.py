@@ -14,7 +14,6 @@ from pathlib import Path
 from fedfuse.leaderboard.ranking import (
     COSTS,
     FRONTS,
-    PRIMARY,
     REFERENCES,
     Row,
     reference_rows,
@@ -26,6 +25,7 @@ from fedfuse.leaderboard.render import (
     UNITS,
     mean_std,
     pareto_cell,
+    quality_columns,
     space_notes,
 )
 
@@ -70,18 +70,19 @@ def front_plot(rows: list[Row], cost: str, title: str) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
-    pts = [r for r in rows if not math.isnan(r.mean(cost)) and not math.isnan(r.mean(PRIMARY))]
+    q = rows[0].primary  # the section's ranking metric
+    pts = [r for r in rows if not math.isnan(r.mean(cost)) and not math.isnan(r.mean(q))]
     for r in pts:
         on = title in r.pareto
-        ax.errorbar(r.mean(cost) / UNITS[cost][1], r.mean(PRIMARY), yerr=r.std(PRIMARY), fmt="o" if on else "x",
+        ax.errorbar(r.mean(cost) / UNITS[cost][1], r.mean(q), yerr=r.std(q), fmt="o" if on else "x",
                     color="tab:green" if on else "tab:gray", capsize=2)
-        ax.annotate(r.label, (r.mean(cost) / UNITS[cost][1], r.mean(PRIMARY)), fontsize=6, xytext=(3, 3),
+        ax.annotate(r.label, (r.mean(cost) / UNITS[cost][1], r.mean(q)), fontsize=6, xytext=(3, 3),
                     textcoords="offset points")
     front = sorted((r for r in pts if title in r.pareto), key=lambda r: r.mean(cost))
-    ax.plot([r.mean(cost) / UNITS[cost][1] for r in front], [r.mean(PRIMARY) for r in front], "g--", lw=1)
+    ax.plot([r.mean(cost) / UNITS[cost][1] for r in front], [r.mean(q) for r in front], "g--", lw=1)
     ax.set_xlabel(UNITS[cost][0])
-    ax.set_ylabel(f"{PRIMARY} (lower is better)")
-    ax.set_title(f"Pareto front: {PRIMARY} vs {title}", fontsize=9)
+    ax.set_ylabel(q)
+    ax.set_title(f"Pareto front: {q} vs {title}", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return png(fig)
@@ -142,11 +143,12 @@ def sample_grid(row: Row) -> str:
     return f'<img class="grid" alt="samples of {html.escape(row.label)}" src="data:image/png;base64,{data}">'
 
 
-#: the table's column groups: (title, headers, metrics), the figures' columns in order
-GROUPS = (("quality", (f"{PRIMARY} ↓", "fid/noise ↓", "kid", "recall ↑", "coverage ↑", "pop fid ↓"),
-           (PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", "pop_fid")),
-          ("privacy", tuple(PRIVACY.values()), tuple(PRIVACY)),
-          ("cost", tuple(UNITS[c][0] for c in COSTS), COSTS))
+def groups(primary: str) -> tuple:
+    """The table's column groups: (title, headers, metrics), the figures' columns in order."""
+    quality = quality_columns(primary)
+    return (("quality", tuple(quality.values()), tuple(quality)),
+            ("privacy", tuple(PRIVACY.values()), tuple(PRIVACY)),
+            ("cost", tuple(UNITS[c][0] for c in COSTS), COSTS))
 SHARED = (("data", lambda r: r.data), ("profile", lambda r: r.profile), ("system", lambda r: "; ".join(r.systems)))
 
 
@@ -160,26 +162,27 @@ def table(rows: list[Row], records: list[dict]) -> str:
     own = [name for name, _ in SHARED if name not in shared]
     lead = ["#", "configuration", *(n for n in own if n != "system"), "n"]
     tail = ["Pareto", *(["system"] if "system" in own else []), "samples"]
-    groups = "".join(f'<th class="group" colspan="{len(heads)}">{title}</th>' for title, heads, _ in GROUPS)
-    top = f'<tr><th colspan="{len(lead)}"></th>{groups}<th colspan="{len(tail)}"></th></tr>'
-    figures = [(h, m) for _, heads, metrics in GROUPS for h, m in zip(heads, metrics)]
+    columns = groups(rows[0].primary)
+    titles = "".join(f'<th class="group" colspan="{len(heads)}">{title}</th>' for title, heads, _ in columns)
+    top = f'<tr><th colspan="{len(lead)}"></th>{titles}<th colspan="{len(tail)}"></th></tr>'
+    figures = [(h, m) for _, heads, metrics in columns for h, m in zip(heads, metrics)]
     cells = [("#", None, False), *((h, None, True) for h in lead[1:-1]), ("n", None, False),
              *((h, m, False) for h, m in figures), *((h, None, True) for h in tail)]
     th = "".join(f'<th class="{"l" if left else ""}"{f" data-metric={chr(34)}{m}{chr(34)}" if m else ""}>'
                  f'{html.escape(h)}</th>' for h, m, left in cells)
-    body = "".join(table_row(i, r, own) for i, r in enumerate(rows, 1))
+    body = "".join(table_row(i, r, own, [m for _, m in figures]) for i, r in enumerate(rows, 1))
     said = "; ".join(f"{k}: {html.escape(v)}" for k, v in shared.items())
     return (f'{f"<p class=shared>{said}</p>" if said else ""}<table class="board"><thead>{top}<tr>{th}</tr></thead>'
             f'<tbody>{body}</tbody></table>')
 
 
-def table_row(i: int, r: Row, own: list[str]) -> str:
+def table_row(i: int, r: Row, own: list[str], figures: list[str]) -> str:
     n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
     described = dict((name, get(r)) for name, get in SHARED)
     cells = [f'<td data-v="{i}">{html.escape(r.place)}</td>', f'<td class="l">{html.escape(r.shown_label)}</td>',
              *(f'<td class="l">{html.escape(described[k])}</td>' for k in own if k != "system"),
              f'<td data-v="{len(r.seeds)}">{n}</td>',
-             *(td(r, m, UNITS[m][1] if m in UNITS else 1.0) for _, _, metrics in GROUPS for m in metrics),
+             *(td(r, m, UNITS[m][1] if m in UNITS else 1.0) for m in figures),
              f'<td class="l">{html.escape(pareto_cell(r))}</td>',
              *([f'<td class="l">{html.escape(described["system"])}</td>'] if "system" in own else []),
              f'<td class="l">{sample_grid(r)}</td>']
@@ -225,7 +228,7 @@ def index_page(stores: list[tuple[str, str, list[Row]]]) -> str:
     for page_name, folder, members in stores:
         for section in dict.fromkeys(r.section for r in members):
             ranked = [r for r in members if r.section == section and r.rank]
-            best = f"{html.escape(ranked[0].shown_label)} ({html.escape(mean_std(ranked[0], PRIMARY))})" if ranked else "–"
+            best = f"{html.escape(ranked[0].shown_label)} ({html.escape(mean_std(ranked[0], ranked[0].primary))})" if ranked else "–"
             count = sum(r.section == section for r in members)
             rows.append(f'<tr><td class="l"><a href="{html.escape(page_name)}">{html.escape(section)}</a></td>'
                         f'<td class="l">{html.escape(folder)}</td><td>{count}</td><td class="l">{best}</td></tr>')

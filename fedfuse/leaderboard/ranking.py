@@ -59,6 +59,7 @@ class Row:
     distribution: str = ""  # what its quality was scored against (``eval_distribution``)
     bound: bool = False  # a reference bound (its protocol's spec says so), not a private protocol
     protocol: str = ""  # the protocol its cells ran
+    primary: str = PRIMARY  # its track's ranking metric (the track file's ``primary``)
 
     def mean(self, metric: str) -> float:
         v = self.values.get(metric)
@@ -116,11 +117,12 @@ class Row:
     @property
     def section(self) -> str:
         """The track and the distribution its rows were scored on: the unit of ranking."""
-        return f"{self.track} — scored on {self.distribution}" if self.distribution else self.track
+        by = f", ranked by {self.primary}" if self.primary != PRIMARY else ""
+        return f"{self.track}{by} — scored on {self.distribution}" if self.distribution else f"{self.track}{by}"
 
     @property
     def ranked(self) -> bool:
-        return not math.isnan(self.mean(PRIMARY)) and not (self.not_learned or self.outdated or self.over_budget
+        return not math.isnan(self.mean(self.primary)) and not (self.not_learned or self.outdated or self.over_budget
                                                            or self.over_dp_budget)
 
 
@@ -191,7 +193,10 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
         system = r["metrics"].get("system")
         if system and system not in row.systems:
             row.systems.append(system)
-        row.distribution = row.distribution or r["metrics"].get("eval_distribution", "")
+        row.primary = r["evaluation"].get("primary", PRIMARY)
+        # the distribution the ranking metric was scored on: the population's for a pop_ metric
+        scored_on = "pop_eval_distribution" if row.primary.startswith("pop_") else "eval_distribution"
+        row.distribution = row.distribution or r["metrics"].get(scored_on, "")
         for name, value in r["metrics"].items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 row.values[name].append(float(value))
@@ -223,13 +228,14 @@ def rank(rows: list[Row], specs: dict) -> list[Row]:
     """Per section (track and scored distribution): ranked rows best first by the primary metric
     in its spec's direction, with shared ranks; then the rows that are not ranked (not learned,
     superseded, or without a quality figure)."""
-    sign = -1 if specs[PRIMARY].higher_is_better else 1
     out = []
     for section in sorted({r.section for r in rows}):
         members = [r for r in rows if r.section == section]
-        ranked = sorted((r for r in members if r.ranked), key=lambda r: sign * r.mean(PRIMARY))
+        metric = members[0].primary  # one track's: the track key holds its suite's digest
+        sign = -1 if specs[metric].higher_is_better else 1
+        ranked = sorted((r for r in members if r.ranked), key=lambda r: sign * r.mean(metric))
         share_ranks(ranked)
-        out += ranked + sorted((r for r in members if not r.ranked), key=lambda r: np.nan_to_num(r.mean(PRIMARY), nan=np.inf))
+        out += ranked + sorted((r for r in members if not r.ranked), key=lambda r: np.nan_to_num(r.mean(metric), nan=np.inf))
     return out
 
 
@@ -249,8 +255,10 @@ def share_ranks(ranked: list[Row]) -> None:
             ranked[i].rank = label
 
 
-def overlaps(a: Row, b: Row, metric: str = PRIMARY) -> bool:
-    """The seeds cannot tell a and b apart on ``metric``: mean ± std intervals overlap."""
+def overlaps(a: Row, b: Row, metric: str = "") -> bool:
+    """The seeds cannot tell a and b apart on ``metric`` (their ranking metric by default):
+    mean ± std intervals overlap."""
+    metric = metric or a.primary
     return abs(a.mean(metric) - b.mean(metric)) <= a.std(metric) + b.std(metric)
 
 
@@ -304,6 +312,7 @@ def mark_fronts(rows: list[Row], specs: dict) -> None:
                 continue
             # every row with a value, or with none that means ∞ (no DP), on a section's ε axis
             scored = [r for r in members if not math.isnan(mean_or_unbounded(r, cost))]
-            points = [(r.mean(PRIMARY), front_value(r, cost)) for r in scored]
-            for i in pareto_front(points, specs[PRIMARY].higher_is_better, specs[cost].higher_is_better):
+            quality = members[0].primary
+            points = [(r.mean(quality), front_value(r, cost)) for r in scored]
+            for i in pareto_front(points, specs[quality].higher_is_better, specs[cost].higher_is_better):
                 scored[i].pareto.append(name)

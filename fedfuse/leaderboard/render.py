@@ -43,7 +43,15 @@ def three_figures(x: float) -> tuple[str, int | None]:
     return f"{x:.{decimals}f}", decimals
 
 
-QUALITY = (PRIMARY, "fid_vs_noise", "kid", "recall", "coverage", "pop_fid")
+QUALITY = {PRIMARY: f"{PRIMARY} ↓", "fid_vs_noise": "fid/noise ↓", "kid": "kid", "recall": "recall ↑",
+           "coverage": "coverage ↑", "pop_fid": "pop fid ↓"}
+
+
+def quality_columns(primary: str) -> dict[str, str]:
+    """{metric: heading} of a section's quality columns: its ranking metric first where the
+    usual ones lack it (a track's ``primary``)."""
+    return QUALITY if primary in QUALITY else {primary: f"{primary} (ranked)", **QUALITY}
+
 #: DP's budget (docs/privacy.md) and the membership attack on the model the server holds
 #: (docs/metrics.md): lower = less leaked
 PRIVACY = {"dp_epsilon": "DP ε ↓", "mia_auc": "MIA AUC ↓", "mia_tpr_at_1fpr": "MIA TPR@1%FPR ↓"}
@@ -69,18 +77,19 @@ def markdown(rows: list[Row], extra: tuple[str, ...] = ()) -> str:
     out = []
     for track in dict.fromkeys(r.section for r in rows):
         members = [r for r in rows if r.section == track]
-        heads = ["#", "configuration", "data", "profile", "n", f"{PRIMARY} ↓", "fid/noise ↓", "kid", "recall ↑",
-                 "coverage ↑", "pop fid ↓", *PRIVACY.values(), *(UNITS[c][0] for c in COSTS), *extra, "Pareto", "system"]
+        quality = quality_columns(members[0].primary)
+        heads = ["#", "configuration", "data", "profile", "n", *quality.values(), *PRIVACY.values(),
+                 *(UNITS[c][0] for c in COSTS), *extra, "Pareto", "system"]
         out += [f"### {track}", "", *space_notes(members), "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-        out += [markdown_row(r, extra) for r in members]
+        out += [markdown_row(r, (*quality, *PRIVACY), extra) for r in members]
         out += ["", *reference_table(members), ""]
     out.append(LEGEND)
     return "\n".join(out)
 
 
-def markdown_row(r: Row, extra: tuple[str, ...]) -> str:
+def markdown_row(r: Row, figures: tuple[str, ...], extra: tuple[str, ...]) -> str:
     n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
-    values = ([mean_std(r, m) for m in (*QUALITY, *PRIVACY)] + [mean_std(r, c, UNITS[c][1]) for c in COSTS]
+    values = ([mean_std(r, m) for m in figures] + [mean_std(r, c, UNITS[c][1]) for c in COSTS]
               + [mean_std(r, e) for e in extra])
     return (f"| {r.place} | {r.shown_label} | {r.data} | {r.profile} | {n} | " + " | ".join(values)
             + f" | {pareto_cell(r)} | {'; '.join(r.systems)} |")

@@ -217,3 +217,24 @@ def test_a_site_over_several_stores_has_an_index_and_a_page_each(tmp_path, cli):
     index = (tmp_path / "site" / "index.html").read_text()
     assert index.count('<a href="one.html">') == 1 and index.count('<a href="two.html">') == 1
     assert (tmp_path / "site" / "two.html").read_text().startswith("<!doctype html>")
+
+
+def test_a_track_ranked_by_kid_ranks_and_draws_its_fronts_by_kid():
+    """A track's ``primary`` (in its cells' evaluation) decides the order, the shared ranks and
+    the quality axis of the fronts; its heading says so, and the column shows it."""
+    from fedfuse.leaderboard.render import markdown
+
+    specs = {**SPECS, "kid": MetricSpec("kid", "", False), "pop_kid": MetricSpec("pop_kid", "", False)}
+    # by fid: a < b < c; by pop_kid: c < b < a. c is the cheapest too: alone on the bytes front by pop_kid.
+    cells = [("a", 10.0, 0.30, 9), ("b", 20.0, 0.20, 9), ("c", 30.0, 0.10, 1)]
+    records = [{**scored(label, 0, fid), "evaluation": {"primary": "pop_kid"}} for label, fid, _, _ in cells]
+    for r, (_, _, kid, sent) in zip(records, cells):
+        r["metrics"].update(pop_kid=kid, bytes_up=sent, pop_eval_distribution="all held-out: digits, n=64")
+    rows = rank(group(records, {}, {}), specs)
+    mark_fronts(rows, specs)
+    assert [(r.label, r.rank) for r in rows] == [("c", "1"), ("b", "2"), ("a", "3")]
+    assert [r.pareto for r in rows] == [["bytes", "energy", "client FLOPs"], [], []]
+    text = markdown(rows)
+    assert "ranked by pop_kid — scored on all held-out: digits, n=64" in text and "| pop_kid (ranked) |" in text
+    assert [(r.label, r.rank) for r in rank(group([scored(x, 0, f) for x, f, _, _ in cells], {}, {}), specs)] == [
+        ("a", "1"), ("b", "2"), ("c", "3")]  # the same rows in a fid track

@@ -71,3 +71,24 @@ def test_an_unconditional_entry_is_refused_by_a_conditional_track_before_anythin
         done = cli("run", str(suite), "--out", str(tmp_path / "out"))
         assert done.returncode == 2 and "asks for class-conditional generation" in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_track_may_rank_by_another_quality_figure_and_a_fid_track_keeps_its_cell_ids(tmp_path):
+    """``primary`` is one of the harness's ranking figures; it travels in the cells' evaluation
+    (where the leaderboard reads it) only when it is not fid, so fid tracks keep their ids."""
+    from fedfuse.bench.suites.expand import expand
+    from fedfuse.plugins.manager import registry
+
+    text = load_suite("track-edge-quick").text
+    assert 'primary = "fid"' in text
+    fid_cells = expand(load_suite("track-edge-quick"), registry())
+    assert all("primary" not in c.evaluation for c in fid_cells)
+    by_kid = tmp_path / "kid.toml"
+    by_kid.write_text(text.replace('primary = "fid"', 'primary = "pop_kid"'))
+    cells = expand(load_suite(str(by_kid)), registry())
+    assert {c.evaluation["primary"] for c in cells} == {"pop_kid"}
+    assert {c.cell_id for c in cells}.isdisjoint(c.cell_id for c in fid_cells)
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(text.replace('primary = "fid"', 'primary = "precision"'))
+    with pytest.raises(ConfigError, match="primary must be one of fid, kid, recall, coverage, pop_fid, .*'precision'"):
+        load_suite(str(wrong))

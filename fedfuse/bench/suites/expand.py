@@ -101,6 +101,8 @@ def evaluation(matrix: Matrix, dataset_spec, track=None) -> dict:
     out = {k: getattr(matrix, k) for k in DEFAULT_EVALUATION}
     if track is not None and track.conditional:  # only then: other cells keep their ids
         out["conditional"] = True
+    if track is not None and track.primary != "fid":  # likewise
+        out["primary"] = track.primary
     if matrix.target:  # only then: cells without a target keep their ids
         out.update(target=dict(matrix.target), eval_every=matrix.eval_every, target_samples=matrix.target_samples)
     if matrix.mia_samples != DEFAULT_MIA_SAMPLES:  # only then: other cells keep their ids

@@ -48,6 +48,11 @@ class SuiteHeader:
     description: str = ""
 
 
+#: a track's possible ranking metrics: the harness's quality figures that rank models (docs/metrics.md;
+#: precision and density rise under blur and noise at these sizes), each client's or the population's
+RANKABLE = tuple(f"{scope}{m}" for scope in ("", "pop_") for m in ("fid", "kid", "recall", "coverage"))
+
+
 @dataclass
 class Track:
     """A suite's ``[track]`` table: it makes the suite a track, a closed task that binds every
@@ -58,7 +63,7 @@ class Track:
     privacy budget every entrant must meet: a cell without DP, or whose ε at ``dp_delta``
     exceeds it, is *over its DP budget* and not ranked (docs/privacy.md)."""
 
-    primary: str = "fid"  # the ranking metric (the leaderboard ranks by fid: the only value today)
+    primary: str = "fid"  # the ranking metric: one of RANKABLE (its MetricSpec gives the direction)
     conditional: bool = False  # the task asks for class-conditional generation: every entry generates the asked classes
     budget_steps: int = 0
     budget_batch: int = 64
@@ -67,8 +72,9 @@ class Track:
     dp_delta: float = 1e-5
 
     def __post_init__(self):
-        if self.primary != "fid":
-            raise ValueError(f"primary must be 'fid' (the leaderboard's ranking metric), got {self.primary!r}")
+        if self.primary not in RANKABLE:
+            raise ValueError(f"primary must be one of {', '.join(RANKABLE)} (the harness's quality figures that "
+                             f"rank models: client quality, or pop_ for the population's), got {self.primary!r}")
         if self.budget_steps < 1 or self.budget_batch < 1:
             raise ValueError("budget_steps and budget_batch must be >= 1")
         if self.dp_epsilon < 0 or not 0 < self.dp_delta < 1:
