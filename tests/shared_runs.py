@@ -43,7 +43,7 @@ def start_in_background(root: Path, name: str, command: str) -> None:
 def plan(root: Path, runs: dict) -> list[dict]:
     """tests/shared_runs.py's plan: each run's command line, and what it waits for and copies."""
     return [{"name": name, "argv": shared_run_argv(root, name, dict(spec)),
-             **{k: spec[k].replace("{root}", str(root)) for k in ("after", "copy_from") if k in spec}}
+             **{k: rooted(spec[k], root) for k in ("after", "copy_from") if k in spec}}
             for name, spec in runs.items()]
 
 
@@ -64,19 +64,24 @@ def start_plan(root: Path, name: str, runs: list[dict], env: str = "") -> None:
                                             f"{shlex.quote(str(Path(__file__).resolve()))} {shlex.quote(str(root / f'{name}.json'))}")
 
 
+def rooted(text: str, root: Path) -> str:
+    """``text`` with its ``{root}`` placeholders naming the shared runs' folder."""
+    return text.replace("{root}", str(root))
+
+
 def shared_run_argv(root: Path, name: str, spec: dict) -> list[str]:
     """``fedfuse``'s arguments for the shared run ``name``: its ``argv``, or ``run`` of a suite
     written beside it (with the files it names)."""
     from helpers import write_suite
 
     if "argv" in spec:  # a command of its own, e.g. a conformance check
-        return [arg.replace("{root}", str(root)) for arg in spec["argv"]]
+        return [rooted(arg, root) for arg in spec["argv"]]
     protocols, cli_args, top = spec.pop("protocols"), spec.pop("cli_args", ()), spec.pop("top", "")
     spec.pop("after", None), spec.pop("copy_from", None)
     for file, text in spec.pop("files", {}).items():
         (root / file).write_text(text)
     spec.pop("prepare", lambda root: None)(root)
-    matrix = {key: value.replace("{root}", str(root)) for key, value in spec.items()}
+    matrix = {key: rooted(value, root) for key, value in spec.items()}
     suite = write_suite(root / f"{name}.toml", protocols, top=top, **matrix)
     return ["run", str(suite), "--out", str(root / name), *cli_args]
 
