@@ -262,6 +262,14 @@ def overlaps(a: Row, b: Row, metric: str = "") -> bool:
     return abs(a.mean(metric) - b.mean(metric)) <= a.std(metric) + b.std(metric)
 
 
+def versus(a: Row, b: Row, metric: str) -> str:
+    """Where a's ``metric`` stands against b's: "below", "above", or "not told apart from"
+    (within the seeds' spread, ``overlaps``)."""
+    if overlaps(a, b, metric):
+        return "not told apart from"
+    return "below" if a.mean(metric) < b.mean(metric) else "above"
+
+
 def reference_rows(rows: list[Row]) -> dict[str, dict[str, tuple[float, float]]]:
     """{data: {reference: (FID, recall)}} of one track's rows (the same code at the same n
     gives the same references; a mean where rows scored against different class subsets)."""

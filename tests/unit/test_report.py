@@ -130,3 +130,38 @@ def test_privacy_claims_tell_a_fall_to_chance_from_a_spread():
                   rec("dp", 0, 1.0, 0.55, 51), rec("dp", 1, 1.0, 0.57, 53)], {})
     (line, *_) = privacy_utility(rows)
     assert line == "p: at ε 1 the attack's AUC falls, not to chance; quality: not told apart"
+
+
+def lora_records(partitioner: str, rows: dict) -> list[dict]:
+    """{label: (fid per seed, base_fid, bytes_up, energy_j, mia_auc)} as two seeds' records."""
+    return [{"suite": "s", "suite_version": "1", "suite_digest": "d", "label": label, "dataset": "digits",
+             "partitioner": partitioner, "profile": "p", "seed": seed, "status": "ok", "evaluation": {},
+             "protocol": "fedavg-full-finetune" if label == "full-finetune" else "fedavg-lora",
+             "metrics": {"fid": fid, "base_fid": base + seed, "bytes_up": sent, "energy_j": joules + seed,
+                         "latency_s": joules / 10 + seed, "mia_auc": auc + 0.01 * seed}}
+            for label, (fids, base, sent, joules, auc) in rows.items() for seed, fid in enumerate(fids)]
+
+
+def test_the_lora_claims_are_read_per_data_split_beside_the_base_scored_like_each_row():
+    from fedfuse.protocols.fedavg_lora.claims import check
+
+    iid = lora_records("iid", {"full-finetune": ((20, 22), 150, 80e6, 400, 0.60),
+                               "lora-r4 (attn)": ((21, 23), 150, 1.5e6, 250, 0.52),
+                               "lora-r16 (attn)": ((40, 42), 150, 5e6, 260, 0.53),
+                               "lora-r16-ffa (attn)": ((60, 62), 150, 3e6, 255, 0.53)})
+    skewed = lora_records("dirichlet", {"full-finetune": ((20, 22), 150, 80e6, 400, 0.60),
+                                        "lora-r4 (attn)": ((149, 151), 150, 9e6, 399, 0.60)})
+    lines = check(group(iid + skewed, {}))
+    text = "\n".join(lines)
+    first, second = lines.index("[digits/iid]"), lines.index("[digits/dirichlet]")
+    iid_text, skewed_text = "\n".join(lines[first:second]), "\n".join(lines[second:])
+    assert "1. LoRA at rank 4 uploads under 10% of full fine-tuning's bytes: holds" in iid_text
+    assert "lora-r4 (attn): 1.9%" in iid_text and "2. LoRA's clients spend less time and energy" in iid_text
+    assert "3. LoRA's quality is not told apart from full fine-tuning's, both better than the base: holds" in iid_text
+    assert "the best LoRA row, lora-r4 (attn): 22.0 ± 1.4, not told apart from full fine-tuning" in iid_text
+    assert "lora-r16-ffa (attn): FID 61.0 ± 1.4, above averaging A and B" in iid_text
+    assert "4. the server's LoRA model leaks less membership than the fully fine-tuned one: holds" in iid_text
+    # on the skewed split LoRA (r = 4) sends 11 %, costs the same, and is no better than its base
+    for claim in ("1. ", "2. ", "3. ", "4. "):
+        assert next(line for line in skewed_text.splitlines() if line.startswith(claim)).endswith("does not hold")
+    assert "better than the base: 1 of 2 rows" in skewed_text and text.count("[digits/") == 2

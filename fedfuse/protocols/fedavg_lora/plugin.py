@@ -96,6 +96,7 @@ def fedfuse_add_metrics():
 def fedfuse_add_studies():
     return [StudySpec(
         "seed-fedavg-lora", protocol="fedavg-lora",
-        summary="federated LoRA against full fine-tuning and FedAvg from scratch: quality, bytes, aggregation error",
+        summary="federated LoRA against full fine-tuning: bytes, cost, quality beside the base, leakage, aggregation error",
         columns=("trained_params", "trained_share", "aggregation_error", "base_fid", "eval_loss", "pretrain_s"),
-        panels=(("bytes_up", "fid"), ("aggregation_error", "fid"), ("bytes_up", "mia_auc")))]
+        panels=(("bytes_up", "fid"), ("aggregation_error", "fid"), ("bytes_up", "mia_auc")),
+        claims="fedfuse.protocols.fedavg_lora.claims:check")]

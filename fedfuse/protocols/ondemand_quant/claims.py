@@ -13,22 +13,15 @@ bits can differ per client and per round.
 standard deviations summed); within that, "not told apart".
 """
 
-from fedfuse.api import mean_std, overlaps
+from fedfuse.api import mean_std, versus
 
 ONDEMAND = "on-demand (error 6 bits)"
 FAIR = ("fixed-6 + dvfs", "fixed-6", "full-precision + dvfs", "full-precision")
 MOVING = ("on-demand (error 6 bits, any bits, moving clients)", "fixed-6 + dvfs (moving clients)")
 
 
-def compare(a, b, metric: str) -> str:
-    """a against b on a lower-is-better ``metric``."""
-    if overlaps(a, b, metric):
-        return "not told apart from"
-    return "below" if a.mean(metric) < b.mean(metric) else "above"
-
-
 def verdict(ondemand, baseline) -> tuple[str, list[str]]:
-    energy, fid = compare(ondemand, baseline, "energy_j"), compare(ondemand, baseline, "fid")
+    energy, fid = versus(ondemand, baseline, "energy_j"), versus(ondemand, baseline, "fid")
     holds = energy == "below" and fid != "above"
     lines = [f"   energy {mean_std(ondemand, 'energy_j')} J, {energy} {baseline.label}'s {mean_std(baseline, 'energy_j')} J",
              f"   FID {mean_std(ondemand, 'fid')}, {fid} {baseline.label}'s {mean_std(baseline, 'fid')}",
