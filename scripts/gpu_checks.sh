@@ -4,25 +4,15 @@
 # by its host process, not by the card). Results go to $OUT (default /tmp/gpu-out):
 #   OUT=/tmp/gpu-out bash scripts/gpu_checks.sh
 #   STEP_TIMES=1 ... also times each preset's step (benchmarks/step_times.py, fp32 and bf16)
-# On a bare machine without the venv, a folder .gpu/ may carry wheels (.gpu/whl: what the image
-# lacks; on the lent H200 that was diffusers, lightning-fabric, importlib_metadata and prdc, and
-# a fedfuse wheel for its plugins' entry points: `pip wheel --no-deps . -w .gpu/whl`) and
-# Fashion-MNIST's IDX files (.gpu/fashion); they are installed first, and fedfuse is read from
-# this checkout. Flower's simulation (Ray) cannot travel that way, so the -gpu suites themselves
-# are not run here. LIMIT (seconds, default 500) stops the curves; each checkpoint is kept as it
-# is measured ($OUT/curves.tgz, replaced every 20 s).
+# On a bare machine without the venv, scripts/gpu_env.sh installs what .gpu/ carries. The -gpu
+# suites' quick tiers run through scripts/gpu_quick.sh. LIMIT (seconds, default 500) stops the
+# curves; each checkpoint is kept as it is measured ($OUT/curves.tgz, replaced every 20 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-out}; WORK=/tmp/gpu-work; LIMIT=${LIMIT:-500}
 mkdir -p "$OUT" "$WORK"
-PY=.venv/bin/python
-if [ -d .gpu/whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .gpu/whl/*.whl || exit 1
-  export PYTHONPATH=$PWD:/tmp/site PY=python3
-  mkdir -p /usr/share/datasets/fashion-mnist && cp .gpu/fashion/* /usr/share/datasets/fashion-mnist/
-fi
+source scripts/gpu_env.sh
 nvidia-smi -L; $PY -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)"
 
 snapshot() { tar czf "$OUT/.curves.tgz" -C "$WORK" . 2>/dev/null && mv "$OUT/.curves.tgz" "$OUT/curves.tgz"; }

@@ -371,3 +371,33 @@ def test_a_ca_the_superlink_does_not_trust_is_named(deployment, tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"check that {other} is the CA that signed its certificate" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+#: a -gpu-quick tier shrunk to a tiny cell a CPU runs in about a minute (scripts/gpu_quick.sh's SET)
+TINY_GPU_QUICK = " ".join(["clients=2", "rounds=1", "samples=16", "sample_steps=2"] + [
+    f"{p}.{k}" for p in ("local-only", "split-diffusion")
+    for k in ("model=tiny", "client_model=tiny", "local_steps=2", "batch_size=8")])
+
+
+@pytest.mark.long
+def test_a_gpu_quick_tier_runs_end_to_end_where_ray_is_absent(cli, tmp_path):
+    """scripts/gpu_quick.sh on the CPU with Ray hidden (a `ray` package that refuses to import
+    first on the path of every process): the deployment engine runs the tier's cells, writes its
+    store and timings, and leaves no process behind."""
+    hidden = tmp_path / "no-ray" / "ray"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text('raise ImportError("Ray is hidden: a machine without Ray")\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hidden.parent), os.environ.get("PYTHONPATH", "")]),
+           "OUT": str(tmp_path / "out"), "SET": TINY_GPU_QUICK, "ARGS": "--accelerator cpu --gpus-per-client 0"}
+    probe = subprocess.run([sys.executable, "-c", "import ray"], env=env, capture_output=True, text=True)
+    assert "Ray is hidden" in probe.stderr  # the hiding works
+    done = subprocess.run(["bash", "scripts/gpu_quick.sh", "seed-split-diffusion-gpu-quick"], env=env,
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (tier, rc, ready_s, run_s), = (line.split("\t") for line in (tmp_path / "out" / "timings.tsv").read_text().splitlines())
+    assert (tier, rc) == ("seed-split-diffusion-gpu-quick", "0") and int(ready_s) >= 0 and int(run_s) > 0
+    records = cli.results(tmp_path / "out" / tier)
+    assert sorted(r["label"] for r in records) == ["c0.0 (local-only)", "c0.6"]
+    assert all(r["status"] == "ok" and r["metrics"]["fid"] > 0 and r["metrics"]["backend"] == "deployment"
+               for r in records), [r.get("error") for r in records]
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]

@@ -31,6 +31,11 @@ def test_every_seed_study_has_three_tiers_of_the_same_matrix():
         assert all(c.evaluation["samples"] >= 1000 for c in tiers[""]), name
         assert "quality is not meaningful" in load_suite(name + "-quick").header.description
         assert all(c.dataset_args.get("size", 28) == 28 and c.dataset == "fashion-mnist" for c in tiers["-gpu"])
+        # the GPU quick tier: some of the GPU tier's rows on its task, one seed (scripts/gpu_quick.sh)
+        quick_gpu = expand(load_suite(name + "-gpu-quick"), registry())
+        assert {c.label for c in quick_gpu} < {c.label for c in tiers["-gpu"]} and len({c.seed for c in quick_gpu}) == 1
+        task = lambda cells: {(c.dataset, str(c.dataset_args), c.clients, str(c.profile)) for c in cells}  # noqa: E731
+        assert task(quick_gpu) == task(tiers["-gpu"]), name
         if name + "-tuning" in shipped:  # tuned on seeds it does not report, at the study's budget
             tuning = expand(load_suite(name + "-tuning"), registry())
             assert not {c.seed for c in tuning} & {c.seed for c in tiers[""]}, name
