@@ -76,6 +76,12 @@ def test_batches_conditions_and_what_the_server_can_make_of_them(cli, shared_run
     # Generating costs the split client its share of the 6 steps, the lone client all 6, the
     # centralized baseline's clients nothing; guidance runs two passes a step on both sides.
     assert central["metrics"]["client_gen_flops"] == 0
+    # ... but each image is sent to it, with its label (8x8 float32 and an int64: 264 B, and a
+    # share of the message's framing), as a split client is sent each image's x_cut and label;
+    # the server runs all 6 steps where the split server runs its share of them
+    for cell in (central, split):
+        assert 264 < cell["metrics"]["client_gen_bytes"] < 264 + 4096 / 16
+    assert central["metrics"]["server_gen_flops"] > m["server_gen_flops"] > 0
     per_step = alone["metrics"]["client_gen_flops"] / 6
     assert m["client_gen_flops"] == pytest.approx(per_step * task.split_steps(6, task.cut_index(0.6, 200), 200)[1])
     assert per_step > 0 and alone["metrics"]["client_gen_s"] > 0

@@ -3,9 +3,9 @@ one model on them and generates for every client. Raw data leave the device: a b
 private protocol."""
 
 import torch
-from flwr.app import RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedfuse.api import ClientData, Ema, build_unet, derive_seed, send_each, train
+from fedfuse.api import EVAL_KEY, ClientData, Ema, build_unet, derive_seed, send_each, train
 from fedfuse.protocols.split_diffusion import task
 from fedfuse.protocols.split_diffusion.server_loop import draw_conditions, last_losses
 
@@ -26,8 +26,9 @@ def centralized(grid, run) -> dict:
                        classes=n_cond + 1 if n_cond else None)
     ema, steps = Ema(model, cfg.ema_decay), cfg.server_steps or cfg.local_steps * len(nodes)
 
-    def generate(requests):  # the server generates for every client (from what it uploaded)
-        return {c: central_samples(run, ema.model, c, r, by_client.get(c), n_cond) for c, r in requests.items()}
+    def generate(requests):  # the server generates for every client (from what it uploaded) and sends them
+        return delivered(grid, run, {c: central_samples(run, ema.model, c, r, by_client.get(c), n_cond)
+                                     for c, r in requests.items()})
 
     for rnd in range(1, run.cell.rounds + 1):
         loss = train(model, task.full_schedule(cfg.timesteps), ClientData(pooled, labels, torch.arange(len(pooled))),
@@ -48,11 +49,26 @@ def central_generation(run, model, n_cond: int) -> dict:
     return run.server_generation(model, steps, guided=bool(n_cond) and run.config.guidance != 1.0)
 
 
-def central_samples(run, model, client: int, request, uploaded, n_cond: int) -> torch.Tensor:
-    """The server's samples for ``client``'s ``request``: of its labels, or of conditions
-    drawn from those the client uploaded (conditioned on an attribute). Not counted."""
+def central_samples(run, model, client: int, request, uploaded, n_cond: int) -> tuple:
+    """(images, their conditions or None): the server's samples for ``client``'s ``request``,
+    of its labels, or of conditions drawn from those the client uploaded (conditioned on an
+    attribute). Not counted."""
     cfg, ev = run.config, run.cell.evaluation
     generator = torch.Generator().manual_seed(request.seed)
     cond = request.labels if request.labels is not None else draw_conditions(uploaded, request.n, generator)
-    return task.server_sample(model, cfg.timesteps, 0, "exact", request.n, run.data.image_shape, ev["sample_steps"],
-                              generator, None, cond, n_cond, cfg.guidance, run.resources).clamp(-1, 1)
+    images = task.server_sample(model, cfg.timesteps, 0, "exact", request.n, run.data.image_shape, ev["sample_steps"],
+                                generator, None, cond, n_cond, cfg.guidance, run.resources).clamp(-1, 1)
+    return images, cond
+
+
+def delivered(grid, run, made: dict) -> dict:
+    """{client: images}: each client is sent its (images, conditions) in the message split
+    diffusion's clients get their x_cut in, with no steps left to run, and hands them on to the
+    harness; so what a client receives for each image it asked for is measured."""
+    nodes = {run.partition_of(node): node for node in grid.get_node_ids()}
+    contents = {nodes[c]: RecordDict({"config": ConfigRecord({"n": len(x), "seed": 0, "client_steps": 0}),
+                                      "shared": ArrayRecord({"x_cut": Array(x.numpy()),
+                                                             **({"cond": Array(cond.numpy())} if cond is not None else {})})})
+                for c, (x, cond) in made.items()}
+    replies = send_each(grid, contents, "query.finish_sampling")
+    return {run.partition_of(node): torch.from_numpy(r.content[EVAL_KEY]["x0"].numpy()) for node, r in replies.items()}

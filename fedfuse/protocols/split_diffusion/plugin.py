@@ -83,7 +83,8 @@ class LocalOnlyConfig(SplitCommon):
 
 @dataclass
 class CentralizedConfig(SplitCommon):
-    pass
+    cut_ratio: ClassVar[float] = 1.0  # the server runs the whole timeline and sends each client its images
+    cut_ratios: ClassVar[tuple] = ()
 
 
 @hookimpl
