@@ -23,6 +23,11 @@ def split_server(grid, run) -> dict:
     model = build_unet(run.data.image_shape, cfg.model, derive_seed(run.cell.seed, 3),
                        classes=task.server_classes(len(labels), n_cond))
     ema, pool, shared = Ema(model, cfg.ema_decay), task.Pool(cfg.server_pool), {}
+    trained = task.ServerModel(ema.model, cuts, labels, n_cond)  # the server's EMA model as it trains
+
+    def generate(requests):  # the server denoises to each client's cut and the client finishes
+        return client_samples(grid, run, trained, shared, requests, None)
+
     for rnd in range(1, run.cell.rounds + 1):
         # with DP, a client's share is Poisson-sampled: its size varies (replies.py)
         asked = ConfigRecord({"round": rnd, **({"poisson": True} if run.cell.dp else {})})
@@ -42,14 +47,9 @@ def split_server(grid, run) -> dict:
                 run.resources, run.flops, start_step=(rnd - 1) * steps, ema=ema, n_cond=n_cond,
                 cond_dropout=cfg.cond_dropout)
             figures["server_steps"] = float(steps)
-        now = task.ServerModel(ema.model, cuts, labels, n_cond)  # the harness may check the quality target
-        figures.update(run.target_deployment(rnd, lambda requests: client_samples(grid, run, now, shared, requests, None),
-                                             conditional=cfg.condition == "label"))
+        figures.update(run.target_deployment(rnd, generate, conditional=cfg.condition == "label"))
         run.round_end(rnd, **figures)
-    trained = task.ServerModel(ema.model, cuts, labels, n_cond)
-    # at deployment the server denoises to each client's cut and the client finishes (scored by the harness)
-    run.deploy(lambda requests: client_samples(grid, run, trained, shared, requests, None),
-               conditional=cfg.condition == "label")
+    run.deploy(generate, conditional=cfg.condition == "label")  # the harness scores it
     declare_held(run, trained)  # the harness attacks what the server holds
     declare_received(run, trained, shared)  # and measures what it received discloses
     return {**cut_figures(cfg, run, cuts), "marginal": cfg.marginal, **last_losses(run), **run.checksum(model),
