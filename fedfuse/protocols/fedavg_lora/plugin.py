@@ -73,9 +73,9 @@ def fedfuse_add_protocols():
     apps = {"server": "fedfuse.protocols.fedavg_lora.server_loop:server",
             "client_app": "fedfuse.protocols.fedavg_lora.client_app:app", "partial_participation": True}
     return [
-        ProtocolSpec(name="fedavg-lora", version="6", config=LoraFineTuneConfig, dp=("record", "client"), **apps,
+        ProtocolSpec(name="fedavg-lora", version="5", config=LoraFineTuneConfig, dp=("record", "client"), **apps,
                      summary="FedAvg of LoRA adapters (peft) on a base pre-trained on public data"),
-        ProtocolSpec(name="fedavg-full-finetune", version="5", config=FullFineTuneConfig, dp=("record", "client"), **apps,
+        ProtocolSpec(name="fedavg-full-finetune", version="4", config=FullFineTuneConfig, dp=("record", "client"), **apps,
                      summary="baseline: the same start and data, every weight fine-tuned and averaged"),
     ]
 
