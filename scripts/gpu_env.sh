@@ -12,3 +12,12 @@ if [ -d .gpu/whl ]; then
   PY=python3
   mkdir -p /usr/share/datasets/fashion-mnist && cp .gpu/fashion/* /usr/share/datasets/fashion-mnist/
 fi
+
+require_modules() {  # name the missing ones at once (seconds), rather than after a deployment started
+  $PY - "$@" <<'PY'
+import importlib.util, sys
+missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]
+if missing:
+    sys.exit(f"missing on this machine: {', '.join(missing)} (their wheels go in .gpu/whl; Ray is not needed)")
+PY
+}

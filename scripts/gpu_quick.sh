@@ -16,6 +16,9 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 source scripts/gpu_env.sh
+# what the tiers import beyond the standard library (fedfuse's dependencies but Ray and wandb)
+require_modules torch numpy flwr flwr_datasets diffusers peft transformers opacus numba lightning_fabric pluggy \
+  rich psutil prdc sklearn torchmetrics matplotlib httpx cryptography datasets || exit 1
 TIERS=${*:-seed-split-diffusion-gpu-quick seed-fedavg-lora-gpu-quick seed-ondemand-quant-gpu-quick}
 SETS=(); for s in ${SET:-}; do SETS+=(--set "$s"); done
 clients() {  # the tier's clients (after SET): one SuperNode each
