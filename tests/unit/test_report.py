@@ -165,3 +165,6 @@ def test_the_lora_claims_are_read_per_data_split_beside_the_base_scored_like_eac
     for claim in ("1. ", "2. ", "3. ", "4. "):
         assert next(line for line in skewed_text.splitlines() if line.startswith(claim)).endswith("does not hold")
     assert "better than the base: 1 of 2 rows" in skewed_text and text.count("[digits/") == 2
+    for r in iid:
+        del r["metrics"]["base_fid"]
+    assert any(line.endswith("not measured (no base_fid)") for line in check(group(iid, {})))

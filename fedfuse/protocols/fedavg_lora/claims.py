@@ -57,6 +57,9 @@ def base_of(row):
 def quality_claim(rows: dict) -> list[str]:
     full, best = rows[FULL], min(lora_rows(rows), key=lambda r: r.mean("fid"))
     close = versus(best, full, "fid")
+    if not full.values.get("base_fid"):
+        return ["3. LoRA's quality is not told apart from full fine-tuning's, both better than the base: not measured "
+                "(no base_fid)"]
     improved = [versus(r, base_of(r), "fid") == "below" for r in (*lora_rows(rows), full)]
     return [f"3. LoRA's quality is not told apart from full fine-tuning's, both better than the base: "
             f"{'holds' if close == 'not told apart from' and all(improved) else 'does not hold'}",
