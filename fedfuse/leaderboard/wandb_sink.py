@@ -58,17 +58,18 @@ def board_table(wandb, rows):
     from fedfuse.leaderboard.ranking import COSTS, PRIMARY, REFERENCES, mean_or_unbounded, reference_rows
     from fedfuse.leaderboard.render import PRIVACY
 
-    columns = ["track", "rank", "configuration", "data", "profile", "n", PRIMARY, f"{PRIMARY}_std", "fid_vs_noise",
-               "recall", "pop_fid", *PRIVACY, *COSTS, "pareto", "system"]
+    columns = ["track", "rank", "configuration", "data", "profile", "n", "ranked_by", "ranked_value", PRIMARY,
+               f"{PRIMARY}_std", "fid_vs_noise", "recall", "pop_fid", *PRIVACY, *COSTS, "pareto", "system"]
     table = wandb.Table(columns=columns)
     for r in rows:
         table.add_data(r.section, r.rank or ("" if r.place == "–" else r.place), r.shown_label, r.data, r.profile,
-                       len(r.seeds), r.mean(PRIMARY), r.std(PRIMARY), r.mean("fid_vs_noise"), r.mean("recall"),
+                       len(r.seeds), r.primary, r.mean(r.primary), r.mean(PRIMARY), r.std(PRIMARY),
+                       r.mean("fid_vs_noise"), r.mean("recall"),
                        r.mean("pop_fid"), *(mean_or_unbounded(r, m) for m in PRIVACY), *(r.mean(c) for c in COSTS), ", ".join(r.pareto), "; ".join(r.systems))
     for track in dict.fromkeys(r.section for r in rows):
         for data, refs in reference_rows([r for r in rows if r.section == track]).items():
             for ref in REFERENCES:
-                table.add_data(track, "reference", f"reference: {ref}", data, "", 0, refs[ref][0], 0.0,
+                table.add_data(track, "reference", f"reference: {ref}", data, "", 0, "", None, refs[ref][0], 0.0,
                                refs[ref][0] / refs["noise"][0], refs[ref][1], None,
                                *([None] * (len(PRIVACY) + len(COSTS))),
                                "", "")

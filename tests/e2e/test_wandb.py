@@ -90,3 +90,5 @@ def test_leaderboard_table_has_ranks_references_and_not_learned_rows():
     assert configs[2:] == ["reference: real", "reference: blur", "reference: noise"]
     assert table.data[0][table.columns.index("system")] == "cpu x 32-true"
     assert table.data[0][table.columns.index("pop_fid")] == 11.5  # population quality beside client quality
+    assert table.data[0][table.columns.index("ranked_by")] == "fid"  # what the rank is by (a track's primary)
+    assert table.data[0][table.columns.index("ranked_value")] == table.data[0][table.columns.index("fid")]
