@@ -149,6 +149,8 @@ def groups(primary: str) -> tuple:
     return (("quality", tuple(quality.values()), tuple(quality)),
             ("privacy", tuple(PRIVACY.values()), tuple(PRIVACY)),
             ("cost", tuple(UNITS[c][0] for c in COSTS), COSTS))
+
+
 SHARED = (("data", lambda r: r.data), ("profile", lambda r: r.profile), ("system", lambda r: "; ".join(r.systems)))
 
 
