@@ -3,11 +3,11 @@ one model on them and generates for every client. Raw data leave the device: a b
 private protocol."""
 
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ConfigRecord, RecordDict
 
-from fedfuse.api import EVAL_KEY, ClientData, Ema, build_unet, derive_seed, send_each, train
+from fedfuse.api import ClientData, Ema, build_unet, derive_seed, send_each, train
 from fedfuse.protocols.split_diffusion import task
-from fedfuse.protocols.split_diffusion.server_loop import draw_conditions, last_losses
+from fedfuse.protocols.split_diffusion.server_loop import draw_conditions, finished_on_clients, handover, last_losses
 
 
 def centralized(grid, run) -> dict:
@@ -67,8 +67,5 @@ def delivered(grid, run, made: dict) -> dict:
     harness; so what a client receives for each image it asked for is measured."""
     nodes = {run.partition_of(node): node for node in grid.get_node_ids()}
     contents = {nodes[c]: RecordDict({"config": ConfigRecord({"n": len(x), "seed": 0, "client_steps": 0}),
-                                      "shared": ArrayRecord({"x_cut": Array(x.numpy()),
-                                                             **({"cond": Array(cond.numpy())} if cond is not None else {})})})
-                for c, (x, cond) in made.items()}
-    replies = send_each(grid, contents, "query.finish_sampling")
-    return {run.partition_of(node): torch.from_numpy(r.content[EVAL_KEY]["x0"].numpy()) for node, r in replies.items()}
+                                      "shared": handover(x, cond)}) for c, (x, cond) in made.items()}
+    return finished_on_clients(grid, run, contents)

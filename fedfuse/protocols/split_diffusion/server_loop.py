@@ -132,11 +132,21 @@ def client_samples(grid, run, server: task.ServerModel, shared: dict, requests: 
             x_cut = task.server_sample(server.model, cfg.timesteps, t_c, cfg.marginal, request.n,
                                        run.data.image_shape, server_steps, generator, flops, labels, null,
                                        server.guidance(cfg.guidance), run.resources)
-            content["shared"] = ArrayRecord({"x_cut": Array(x_cut.numpy()),
-                                             **({"cond": Array(cond.numpy())} if cond is not None else {})})
+            content["shared"] = handover(x_cut, cond)
         elif cond is not None:  # the client owns the whole timeline: it is only told what to draw
             content["ask"] = ArrayRecord({"cond": Array(cond.numpy())})
         contents[node] = content
+    return finished_on_clients(grid, run, contents)
+
+
+def handover(x_cut: torch.Tensor, cond: torch.Tensor | None) -> ArrayRecord:
+    """What a client is sent to finish sampling: x_cut, with its conditions if any."""
+    return ArrayRecord({"x_cut": Array(x_cut.numpy()), **({"cond": Array(cond.numpy())} if cond is not None else {})})
+
+
+def finished_on_clients(grid, run, contents: dict) -> dict:
+    """{client: x_0}: each node finishes sampling from its ``contents`` (query.finish_sampling)
+    and hands the images to the harness (evaluation: not protocol traffic)."""
     replies = send_each(grid, contents, "query.finish_sampling")
     return {run.partition_of(node): torch.from_numpy(r.content[EVAL_KEY]["x0"].numpy()) for node, r in replies.items()}
 
