@@ -379,25 +379,53 @@ TINY_GPU_QUICK = " ".join(["clients=2", "rounds=1", "samples=16", "sample_steps=
     for k in ("model=tiny", "client_model=tiny", "local_steps=2", "batch_size=8")])
 
 
-@pytest.mark.long
-def test_a_gpu_quick_tier_runs_end_to_end_where_ray_is_absent(cli, tmp_path):
-    """scripts/gpu_quick.sh on the CPU with Ray hidden (a `ray` package that refuses to import
-    first on the path of every process): the deployment engine runs the tier's cells, writes its
-    store and timings, and leaves no process behind."""
+def gpu_script(script: str, env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """A GPU script on the CPU with Ray hidden (a `ray` package that refuses to import, first on
+    the path of every process), its tier shrunk to a tiny cell."""
     hidden = tmp_path / "no-ray" / "ray"
-    hidden.mkdir(parents=True)
+    hidden.mkdir(parents=True, exist_ok=True)
     (hidden / "__init__.py").write_text('raise ImportError("Ray is hidden: a machine without Ray")\n')
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hidden.parent), os.environ.get("PYTHONPATH", "")]),
-           "OUT": str(tmp_path / "out"), "SET": TINY_GPU_QUICK, "ARGS": "--accelerator cpu --gpus-per-client 0"}
+           "SET": TINY_GPU_QUICK, "ARGS": "--accelerator cpu --gpus-per-client 0", **env}
     probe = subprocess.run([sys.executable, "-c", "import ray"], env=env, capture_output=True, text=True)
     assert "Ray is hidden" in probe.stderr  # the hiding works
-    done = subprocess.run(["bash", "scripts/gpu_quick.sh", "seed-split-diffusion-gpu-quick"], env=env,
-                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    (tier, rc, ready_s, run_s), = (line.split("\t") for line in (tmp_path / "out" / "timings.tsv").read_text().splitlines())
-    assert (tier, rc) == ("seed-split-diffusion-gpu-quick", "0") and int(ready_s) >= 0 and int(run_s) > 0
+    done = subprocess.run(["bash", script], env=env, cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=900)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    return done
+
+
+def timings(out: Path) -> list[list[str]]:
+    return [line.split("\t") for line in (out / "timings.tsv").read_text().splitlines()]
+
+
+@pytest.mark.long
+def test_a_gpu_session_runs_its_tiers_where_ray_is_absent_and_resumes_a_cut_off_suite(cli, tmp_path):
+    """scripts/gpu_session.sh (which runs scripts/gpu_quick.sh's tiers) on the CPU: the
+    deployment engine runs the quick tier's cells, the throughput step and the suite's resume
+    follow, and the summary gives each cell's images per second. A second session on another
+    card resumes the first one's store: its cut-off tier (QUICK_LIMIT=1) says 124, and the
+    suite finds every cell done."""
+    tier = "seed-split-diffusion-gpu-quick"
+    session = {"TIERS": tier, "SUITE": tier, "THROUGHPUT": "--accelerator cpu --side 8 --preset tiny --steps 2"}
+    first = gpu_script("scripts/gpu_session.sh", {**session, "OUT": str(tmp_path / "out"), "QUICK_LIMIT": "900"},
+                       tmp_path)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert [(t, rc) for t, rc, *_ in timings(tmp_path / "out")] == [(tier, "0"), (tier, "0")]
+    assert all(int(ready) >= 0 and int(run) > 0 and util == "-" for _, _, ready, run, util in timings(tmp_path / "out"))
     records = cli.results(tmp_path / "out" / tier)
     assert sorted(r["label"] for r in records) == ["c0.0 (local-only)", "c0.6"]
     assert all(r["status"] == "ok" and r["metrics"]["fid"] > 0 and r["metrics"]["backend"] == "deployment"
                for r in records), [r.get("error") for r in records]
-    assert not [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    steps = [json.loads(line) for line in (tmp_path / "out" / "step_times.jsonl").read_text().splitlines()]
+    assert [s["preset"] for s in steps] == ["tiny", "tiny"] and all(s["s_per_step"] > 0 for s in steps)
+    throughput = [line.split("\t") for line in (tmp_path / "out" / "summary.tsv").read_text().splitlines()
+                  if line.startswith(tier + "\t") and "\tok\t" in line]
+    assert len(throughput) == 2 and all(float(cells[7]) > 0 and float(cells[9]) > 0 for cells in throughput)
+
+    again = {**session, "OUT": str(tmp_path / "again"), "STORE": str(tmp_path / "out" / tier), "QUICK_LIMIT": "1"}
+    second = gpu_script("scripts/gpu_session.sh", again, tmp_path)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert [(t, rc) for t, rc, *_ in timings(tmp_path / "again")] == [(tier, "124"), (tier, "0")]
+    resumed = cli.results(tmp_path / "again" / tier)
+    assert {(r["cell"], r["ended"]) for r in resumed} == {(r["cell"], r["ended"]) for r in records}  # nothing ran again
