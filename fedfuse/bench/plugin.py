@@ -27,6 +27,9 @@ HARNESS_METRICS = [
                summary="the server's training + sampling FLOPs"),
     MetricSpec("latency_s", "s", higher_is_better=False, aggregate="sum",
                summary="simulated time: sum over rounds of the slowest client's down+compute+up, plus server"),
+    MetricSpec("slowest_client_s", "s", higher_is_better=False, aggregate="max",
+               summary="simulated compute + upload time of the slowest client in the slowest round: what a "
+                       "round deadline bounds (T_cmp + T_up, as on-demand quantization's deadline_s)"),
     MetricSpec("energy_j", "J", higher_is_better=False, aggregate="sum",
                summary="simulated client energy: compute + uplink transmission"),
     MetricSpec("model_params", "count", higher_is_better=False, aggregate="last",

@@ -179,7 +179,7 @@ def table(rows: list[Row], records: list[dict]) -> str:
 
 
 def table_row(i: int, r: Row, own: list[str], figures: list[str]) -> str:
-    n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
+    n = r.n_shown
     described = dict((name, get(r)) for name, get in SHARED)
     cells = [f'<td data-v="{i}">{html.escape(r.place)}</td>', f'<td class="l">{html.escape(r.shown_label)}</td>',
              *(f'<td class="l">{html.escape(described[k])}</td>' for k in own if k != "system"),

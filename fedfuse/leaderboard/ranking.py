@@ -48,6 +48,7 @@ class Row:
     failed: int = 0
     planned: int = 0
     values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    per_seed: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))  # metric: {seed: value}
     pareto: list[str] = field(default_factory=list)
     rank: str = ""  # "1", "2=" (shared), "" (not ranked: not learned, or no quality figure)
     systems: list[str] = field(default_factory=list)  # where its cells ran (device, precision)
@@ -69,9 +70,24 @@ class Row:
         v = self.values.get(metric)
         return float(np.std(v, ddof=1)) if v and len(v) > 1 else 0.0
 
+    short: bool = False  # a failed cell, or fewer seeds than its section's other rows (``rank``)
+
     @property
     def incomplete(self) -> bool:
+        """Fewer ok seeds than its suite asks for, or a failed cell (shown as ``n*``)."""
         return self.failed > 0 or len(self.seeds) < self.planned
+
+    @property
+    def named(self) -> str:
+        """Its label for a claim's line: with its seed count where it is incomplete."""
+        if not self.incomplete:
+            return self.label
+        return f"{self.label} [{len(self.seeds)} of {self.planned or len(self.seeds) + self.failed} seeds]"
+
+    @property
+    def n_shown(self) -> str:
+        """Its seed count as tables show it: ``2*`` for an incomplete row."""
+        return f"{len(self.seeds)}{'*' if self.incomplete else ''}"
 
     @property
     def not_learned(self) -> bool:
@@ -101,7 +117,7 @@ class Row:
     def place(self) -> str:
         """What the rank column shows: the rank, or why there is none."""
         why = (("older version", self.old_version), ("superseded", self.superseded), ("over budget", self.over_budget),
-               ("over DP budget", self.over_dp_budget), ("not learned", self.not_learned))
+               ("over DP budget", self.over_dp_budget), ("not learned", self.not_learned), ("incomplete", self.short))
         return self.rank or next((w for w, yes in why if yes), "–")
 
     @property
@@ -123,7 +139,7 @@ class Row:
     @property
     def ranked(self) -> bool:
         return not math.isnan(self.mean(self.primary)) and not (self.not_learned or self.outdated or self.over_budget
-                                                           or self.over_dp_budget)
+                                                           or self.over_dp_budget or self.short)
 
 
 def track_of(record: dict, shipped_digests: dict[str, str]) -> str:
@@ -200,6 +216,7 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
         for name, value in r["metrics"].items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 row.values[name].append(float(value))
+                row.per_seed[name][r["seed"]] = float(value)
     rows = list(rows.values())
     name_legacy_distributions(rows)
     return rows
@@ -227,16 +244,27 @@ def name_legacy_distributions(rows: list[Row]) -> None:
 def rank(rows: list[Row], specs: dict) -> list[Row]:
     """Per section (track and scored distribution): ranked rows best first by the primary metric
     in its spec's direction, with shared ranks; then the rows that are not ranked (not learned,
-    superseded, or without a quality figure)."""
+    superseded, short of seeds, or without a quality figure)."""
     out = []
     for section in sorted({r.section for r in rows}):
         members = [r for r in rows if r.section == section]
+        mark_short(members)
         metric = members[0].primary  # one track's: the track key holds its suite's digest
         sign = -1 if specs[metric].higher_is_better else 1
         ranked = sorted((r for r in members if r.ranked), key=lambda r: sign * r.mean(metric))
         share_ranks(ranked)
         out += ranked + sorted((r for r in members if not r.ranked), key=lambda r: np.nan_to_num(r.mean(metric), nan=np.inf))
     return out
+
+
+def mark_short(members: list[Row]) -> None:
+    """Rows ranked together ran the same seeds: a row with a failed cell, or fewer seeds than
+    the section's most, is shown but not ranked (a mean over the seeds that survived would
+    favour a protocol that fails on its hardest seeds). A run cut short, every row on the same
+    fewer seeds, still ranks them all."""
+    most = max(len(r.seeds) for r in members)
+    for r in members:
+        r.short = r.failed > 0 or len(r.seeds) < most
 
 
 def share_ranks(ranked: list[Row]) -> None:
@@ -264,10 +292,21 @@ def overlaps(a: Row, b: Row, metric: str = "") -> bool:
 
 def versus(a: Row, b: Row, metric: str) -> str:
     """Where a's ``metric`` stands against b's: "below", "above", or "not told apart from"
-    (within the seeds' spread, ``overlaps``)."""
+    (within the seeds' spread, ``overlaps``); "not measured against" where either has no value."""
+    if math.isnan(a.mean(metric)) or math.isnan(b.mean(metric)):
+        return "not measured against"
     if overlaps(a, b, metric):
         return "not told apart from"
     return "below" if a.mean(metric) < b.mean(metric) else "above"
+
+
+def seeds_below(a: Row, b: Row, metric: str) -> tuple[int, int]:
+    """(k, n): on k of the n seeds both rows have, a's ``metric`` is below b's. Rows of one
+    suite share each seed's data, hardware and evaluation images, so this paired count shows
+    what a spread driven by the seeds themselves hides; verdicts still use ``versus``."""
+    mine, theirs = a.per_seed.get(metric, {}), b.per_seed.get(metric, {})
+    shared = mine.keys() & theirs.keys()
+    return sum(mine[s] < theirs[s] for s in shared), len(shared)
 
 
 def reference_rows(rows: list[Row]) -> dict[str, dict[str, tuple[float, float]]]:

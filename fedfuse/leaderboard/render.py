@@ -56,7 +56,9 @@ def quality_columns(primary: str) -> dict[str, str]:
 #: (docs/metrics.md): lower = less leaked
 PRIVACY = {"dp_epsilon": "DP ε ↓", "mia_auc": "MIA AUC ↓", "mia_tpr_at_1fpr": "MIA TPR@1%FPR ↓"}
 REFERENCE_NAMES = {"real": "real held-out (floor)", "blur": "real, blurred σ=1", "noise": "pure noise"}
-LEGEND = (f"n = seeds pooled (mean ± std); * = fewer seeds than the suite asks for, or a failed cell. "
+LEGEND = (f"n = seeds pooled (mean ± std); * = fewer seeds than the suite asks for, or a failed cell. A row "
+          "with a failed cell, or fewer seeds than its section's others, is *incomplete*: shown, not ranked (its "
+          "mean is over the seeds that survived). "
           "fid, kid, recall, coverage: client quality, each client's samples against held-out images in its own "
           "label mix, the mean over clients; pop fid: all clients' samples pooled against the whole held-out set. "
           f"fid/noise = FID as a fraction of the pure-noise reference's; above {NOT_LEARNED} a configuration is "
@@ -88,7 +90,7 @@ def markdown(rows: list[Row], extra: tuple[str, ...] = ()) -> str:
 
 
 def markdown_row(r: Row, figures: tuple[str, ...], extra: tuple[str, ...]) -> str:
-    n = f"{len(r.seeds)}{'*' if r.incomplete else ''}"
+    n = r.n_shown
     values = ([mean_std(r, m) for m in figures] + [mean_std(r, c, UNITS[c][1]) for c in COSTS]
               + [mean_std(r, e) for e in extra])
     return (f"| {r.place} | {r.shown_label} | {r.data} | {r.profile} | {n} | " + " | ".join(values)

@@ -125,7 +125,7 @@ class PartitionerSpec:
     summary: str = ""
 
 
-AGGREGATES = ("sum", "last", "mean")
+AGGREGATES = ("sum", "last", "mean", "max")
 
 
 @dataclass(frozen=True)
@@ -133,9 +133,10 @@ class MetricSpec:
     """A metric a cell reports: its unit, direction and how it aggregates.
 
     ``aggregate`` folds a figure reported per round (``run.round_end(round, name=value)``)
-    into the cell's: "sum" (bytes, FLOPs, time), "last" (a loss after the last round) or
-    "mean". A value the server loop returns at the end wins over the folded one, except for
-    the harness's own measured sums (bytes, FLOPs, latency, energy). Over seeds,
+    into the cell's: "sum" (bytes, FLOPs, time), "last" (a loss after the last round), "mean"
+    or "max" (the worst round). A value the server loop returns at the end wins over the folded
+    one, except for what the harness measures itself (its sums and maxima: bytes, FLOPs,
+    latency, energy). Over seeds,
     the leaderboard always shows the mean and the std; ``higher_is_better`` orders ranks."""
 
     name: str

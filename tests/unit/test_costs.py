@@ -61,6 +61,8 @@ def test_round_latency_is_the_slow_clients_time():
     slow, fast = record["per_client"]["0"], record["per_client"]["1"]
     assert slow["t_cmp_s"] > 50 * fast["t_cmp_s"]
     assert record["latency_s"] == pytest.approx(slow["latency_s"])
+    assert record["slowest_client_s"] == pytest.approx(slow["t_cmp_s"] + slow["t_up_s"])
+    assert record["slowest_client_s"] < record["latency_s"]  # the download and the server's time are not in it
     assert record["energy_j"] == pytest.approx(slow["energy_j"] + fast["energy_j"])
     assert record["client_flops"] == 2e12
 
@@ -157,3 +159,14 @@ def test_a_client_that_misses_the_deadline_works_until_it_pro_rata():
     assert (cut["t_down_s"], cut["t_cmp_s"], cut["t_up_s"], cut["latency_s"]) == (1.0, 2.0, 0.0, 3.0)
     assert (cut["e_cmp_j"], cut["e_up_j"], cut["energy_j"]) == (4.0, 0.0, 4.0)
     assert costmodel.cut_at_deadline(cost, 6.0)["e_up_j"] == 0.5  # half the upload
+
+
+def test_round_figures_fold_into_the_cells_by_their_spec():
+    """Bytes, time and energy add up over rounds; the slowest client is the worst round's."""
+    from fedfuse.bench.engine.runner import metric_specs, totals
+
+    specs, measured = metric_specs(registry())
+    rounds = [{"latency_s": 5.0, "slowest_client_s": 3.0}, {"latency_s": 6.0, "slowest_client_s": 7.0},
+              {"latency_s": 4.0, "slowest_client_s": 2.0}]
+    assert totals(rounds, specs) == {"latency_s": 15.0, "slowest_client_s": 7.0}
+    assert {"latency_s", "slowest_client_s"} <= measured  # no protocol's final figure replaces them

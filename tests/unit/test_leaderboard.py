@@ -32,6 +32,27 @@ def test_mean_std_and_direction():
     assert "open" in rank(group(records, {}, {}), higher)[0].track
 
 
+def test_a_row_short_of_its_seeds_is_shown_but_not_ranked():
+    """A failed cell (an infeasible seed, a crash) leaves a mean over the seeds that survived:
+    shown with its count, never ranked beside complete rows; ``versus`` says so where a row has
+    no figure, and ``seeds_below`` pairs the seeds both rows ran. A run cut short, every row on
+    the same fewer seeds, still ranks them all."""
+    from fedfuse.leaderboard.ranking import seeds_below, versus
+
+    records = [record("a", 0, 10.0, 5), record("a", 1, 14.0, 5), record("a", 2, 11.0, 5),
+               record("b", 0, 8.0, 9), record("b", 1, 9.0, 9), record("b", 2, 30.0, 9, status="failed"),
+               record("c", 0, 30.0, 1, status="failed")]
+    a, b, c = rank(group(records, {"s": "d"}, {"s": 3}), SPECS)
+    assert [(r.label, r.place, r.n_shown, r.named) for r in (a, b)] == [
+        ("a", "1", "3", "a"), ("b", "incomplete", "2*", "b [2 of 3 seeds]")]
+    assert c.place == "incomplete" and not c.seeds and versus(c, a, "fid") == "not measured against"
+    assert versus(b, a, "fid") == "below" and seeds_below(b, a, "fid") == (2, 2)
+    assert seeds_below(a, b, "fid") == (0, 2) and seeds_below(c, a, "fid") == (0, 0)
+    cut_short = [r for r in records if r["seed"] < 2 and r["status"] == "ok"]
+    assert [(r.label, r.place, r.n_shown) for r in rank(group(cut_short, {"s": "d"}, {"s": 3}), SPECS)] == [
+        ("b", "1=", "2*"), ("a", "1=", "2*")]
+
+
 def test_results_of_an_older_protocol_version_get_a_row_of_their_own():
     records = [{**record("c0.2", 0, 10.0, 5), "protocol": "split", "protocol_version": "3"},
                {**record("c0.2", 0, 30.0, 5), "protocol": "split", "protocol_version": "4"}]

@@ -102,6 +102,7 @@ class CellHardware:
         client_flops = sum(c["flops_train"] + c["flops_sample"] for c in traffic.values())
         examples = sum(c.get("train_examples", 0) for c in traffic.values())
         late = sum(1 for c in traffic.values() if c.get("late"))
-        return {**totals, "client_flops": client_flops, "server_flops": server_flops,
+        slowest = max((c["t_cmp_s"] + c["t_up_s"] for c in per_client.values()), default=0.0)
+        return {**totals, "client_flops": client_flops, "server_flops": server_flops, "slowest_client_s": slowest,
                 "client_train_examples": examples, **summary,
                 **({"clients_late": late} if deadline_s else {}), "per_client": per_client}

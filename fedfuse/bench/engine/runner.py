@@ -160,9 +160,9 @@ def run_anew(registry: Registry, out: Path, suite_digest: str, cells: list[CellS
 
 def metric_specs(registry: Registry) -> tuple[dict, set]:
     """Every registered metric's spec by name, and the names the harness itself measures and
-    sums over rounds (bytes, FLOPs, latency, energy)."""
+    folds over rounds (bytes, FLOPs, latency, energy: sums; the slowest client: a maximum)."""
     entries = registry.entries("metrics")
-    measured = {n for n, e in entries.items() if e.plugin_name == "fedfuse-core" and e.spec.aggregate == "sum"}
+    measured = {n for n, e in entries.items() if e.plugin_name == "fedfuse-core" and e.spec.aggregate in ("sum", "max")}
     return {name: entry.spec for name, entry in entries.items()}, measured
 
 
@@ -237,6 +237,7 @@ ROUND_AGGREGATES = {
     "sum": sum,
     "mean": lambda values: sum(values) / len(values),
     "last": lambda values: values[-1],
+    "max": max,
 }
 
 
