@@ -12,7 +12,9 @@
 # SET="rounds=1 samples=16" adds those --set overrides to every run, ARGS more options of `fedfuse
 # run` (the CPU test shrinks a tier with SET and runs it with ARGS="--accelerator cpu
 # --gpus-per-client 0": tests/e2e/test_deployment.py). TIER_LIMIT (seconds) interrupts a run as
-# Ctrl-C would (exit code 124): its finished cells stay in the store and a rerun resumes it.
+# Ctrl-C would (exit code 124): its finished cells stay in the store and a rerun resumes it;
+# TIER_UNTIL (a value of bash's $SECONDS) does the same at that moment, whatever the deployment's
+# start took. A deployment not ready in READY_LIMIT seconds (120) is given up ("no-deployment").
 # scripts/gpu_session.sh sources this file for run_tier.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,30 +36,50 @@ utilisation() {  # file: the card's utilisation (%) and memory (MiB) each second
   fi
 }
 
-mean_utilisation() {  # file: the mean of its first column, or "-" where nothing was sampled
-  awk -F', *' '{s += $1; n++} END {if (n) printf "%.0f", s / n; else printf "-"}' "$1" 2>/dev/null || printf -- "-"
+mean_utilisation() {  # file: the mean of its first column's numbers ("[N/A]" under MIG is none), or "-"
+  awk -F', *' '$1 ~ /^[0-9.]+$/ {s += $1; n++} END {if (n) printf "%.0f", s / n; else printf "-"}' "$1" 2>/dev/null \
+    || printf -- "-"
 }
 
-run_tier() {  # tier: start its deployment, run it there (TIER_LIMIT), stop the deployment; the run's exit code
+run_limit() {  # seconds the run may take: TIER_LIMIT, or less where TIER_UNTIL comes first (0: no limit)
+  local limit=${TIER_LIMIT:-0}
+  if [ -n "${TIER_UNTIL:-}" ]; then
+    local left=$((TIER_UNTIL - SECONDS)); [ "$left" -lt 1 ] && left=1
+    if [ "$limit" -eq 0 ] || [ "$left" -lt "$limit" ]; then limit=$left; fi
+  fi
+  echo "$limit"
+}
+
+timing() {  # tier, exit code, seconds to deploy, seconds of the run, utilisation: a line of timings.tsv
+  printf '%s\t%s\t%s\t%s\t%s\n' "$@" | tee -a "$OUT/timings.tsv"
+}
+
+run_tier() {  # tier: start its deployment, run it there (run_limit), stop the deployment; the run's exit code
   local tier=$1 dep="$OUT/$1-deploy" start=$SECONDS rc=1 ready address smi
   rm -rf "$dep" "$dep.log"  # a previous run's log says "deployment ready" too
   $PY -m fedfuse.bench.cli deploy local --nodes "$(clients "$tier" ${SET:-})" --insecure --out "$dep" > "$dep.log" 2>&1 &
   local pid=$!
   until grep -q "deployment ready" "$dep.log" 2>/dev/null; do
-    if ! kill -0 $pid 2>/dev/null; then echo "$tier: the deployment did not start:"; tail -5 "$dep.log"; return 1; fi
+    if ! kill -0 $pid 2>/dev/null || [ $((SECONDS - start)) -ge "${READY_LIMIT:-120}" ]; then
+      echo "$tier: the deployment did not start:"; tail -5 "$dep.log"
+      kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null
+      timing "$tier" no-deployment "$((SECONDS - start))" 0 -; return 1
+    fi
     sleep 1
   done
   ready=$((SECONDS - start))
   address=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['address'])" "$dep/deploy.json")
   : > "$OUT/$tier.gpu.csv"; utilisation "$OUT/$tier.gpu.csv" & smi=$!
-  timeout -s INT -k 60 "${TIER_LIMIT:-0}" $PY -m fedfuse.bench.cli run "$tier" --out "$OUT/$tier" --backend deployment \
+  timeout -s INT -k 20 "$(run_limit)" $PY -m fedfuse.bench.cli run "$tier" --out "$OUT/$tier" --backend deployment \
     --superlink "$address" --insecure "${SETS[@]}" ${ARGS:-} > "$OUT/$tier.log" 2>&1 && rc=0 || rc=$?
   kill $smi 2>/dev/null; wait $smi 2>/dev/null
-  printf '%s\t%s\t%s\t%s\t%s\n' "$tier" "$rc" "$ready" "$((SECONDS - start - ready))" "$(mean_utilisation "$OUT/$tier.gpu.csv")" \
-    | tee -a "$OUT/timings.tsv"
+  timing "$tier" "$rc" "$ready" "$((SECONDS - start - ready))" "$(mean_utilisation "$OUT/$tier.gpu.csv")"
   kill -TERM $pid; wait $pid  # (a script's background job ignores SIGINT)
   return $rc
 }
+
+# a deployment or sampler left running when the script is stopped from outside
+trap 'kill $(jobs -p) 2>/dev/null' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   status=0

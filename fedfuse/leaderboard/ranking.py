@@ -70,7 +70,7 @@ class Row:
         v = self.values.get(metric)
         return float(np.std(v, ddof=1)) if v and len(v) > 1 else 0.0
 
-    short: bool = False  # a failed cell, or fewer seeds than its section's other rows (``rank``)
+    short: bool = False  # a failed cell, or fewer seeds than its section's current rows (``rank``)
 
     @property
     def incomplete(self) -> bool:
@@ -79,7 +79,8 @@ class Row:
 
     @property
     def named(self) -> str:
-        """Its label for a claim's line: with its seed count where it is incomplete."""
+        """Its label for a claim's line: with its seed count where it is incomplete (a failed
+        cell, or fewer seeds than its suite asks for)."""
         if not self.incomplete:
             return self.label
         return f"{self.label} [{len(self.seeds)} of {self.planned or len(self.seeds) + self.failed} seeds]"
@@ -200,8 +201,8 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
         row.protocol = r.get("protocol", "")
         row.verified = row.verified or bool(r.get("verified"))
         row.bound = row.protocol in bounds
-        if r["status"] != "ok":
-            row.failed += 1
+        if r["status"] != "ok":  # an interrupted cell is a seed not yet run, a failed one a result
+            row.failed += r["status"] == "failed"
             continue
         row.seeds.append(r["seed"])
         if r.get("run_dir"):
@@ -259,10 +260,10 @@ def rank(rows: list[Row], specs: dict) -> list[Row]:
 
 def mark_short(members: list[Row]) -> None:
     """Rows ranked together ran the same seeds: a row with a failed cell, or fewer seeds than
-    the section's most, is shown but not ranked (a mean over the seeds that survived would
+    the section's most (among its current rows), is shown but not ranked (a mean over the seeds that survived would
     favour a protocol that fails on its hardest seeds). A run cut short, every row on the same
     fewer seeds, still ranks them all."""
-    most = max(len(r.seeds) for r in members)
+    most = max((len(r.seeds) for r in members if not r.outdated), default=0)  # an earlier set-up sets no bar
     for r in members:
         r.short = r.failed > 0 or len(r.seeds) < most
 

@@ -135,7 +135,8 @@ def to_json(rows: list[Row]) -> str:
                         "bound": r.bound, "raw_data": r.raw_data, "rank": r.rank, "not_learned": r.not_learned,
                         "superseded": r.superseded, "older_version": r.old_version, "verified": r.verified, "label": r.label,
                         "data": r.data, "profile": r.profile,
-                        "seeds": r.seeds, "failed": r.failed, "incomplete": r.incomplete, "pareto": r.pareto,
+                        "seeds": r.seeds, "failed": r.failed, "incomplete": r.incomplete, "place": r.place,
+                        "pareto": r.pareto,
                         "mean": {k: r.mean(k) for k in r.values}, "std": {k: r.std(k) for k in r.values}}
                        for r in rows]), indent=1, allow_nan=False)
 

@@ -408,8 +408,8 @@ def test_a_gpu_session_runs_its_tiers_where_ray_is_absent_and_resumes_a_cut_off_
     suite finds every cell done."""
     tier = "seed-split-diffusion-gpu-quick"
     session = {"TIERS": tier, "SUITE": tier, "THROUGHPUT": "--accelerator cpu --side 8 --preset tiny --steps 2"}
-    first = gpu_script("scripts/gpu_session.sh", {**session, "OUT": str(tmp_path / "out"), "QUICK_LIMIT": "900"},
-                       tmp_path)
+    first = gpu_script("scripts/gpu_session.sh", {**session, "OUT": str(tmp_path / "out"), "QUICK_LIMIT": "900",
+                                                  "LIMIT": "1500"}, tmp_path)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     assert [(t, rc) for t, rc, *_ in timings(tmp_path / "out")] == [(tier, "0"), (tier, "0")]
     assert all(int(ready) >= 0 and int(run) > 0 and util == "-" for _, _, ready, run, util in timings(tmp_path / "out"))

@@ -17,8 +17,9 @@ standard deviations summed); within that, "not told apart", and the claim is the
 rather than refuted. Beside it, on how many of their shared seeds on-demand spent less
 (``seeds_below``): the seeds set the devices' distances, which move both rows' energy alike.
 A row without an ok cell is left out; one with fewer seeds than the suite asks for is named
-with its count (an infeasible seed fails its cell), and a fair baseline short of a seed is no
-fair baseline (its mean would be over the seeds it could meet).
+with its count (an infeasible seed fails its cell), and a fair baseline with a failed cell, or
+without one of on-demand's seeds, is no fair baseline (its mean would be over the seeds it
+could meet, or others).
 """
 
 from fedfuse.api import mean_std, seeds_below, versus
@@ -37,7 +38,8 @@ def late_seeds(row) -> list[int]:
 
 def verdict(ondemand, baseline) -> tuple[str, list[str]]:
     energy, fid = versus(ondemand, baseline, "energy_j"), versus(ondemand, baseline, "fid")
-    held = ("holds" if energy == "below" and fid != "above" else
+    held = ("not measured" if "not measured against" in (energy, fid) else
+            "holds" if energy == "below" and fid != "above" else
             "not shown (within the seeds' spread)" if energy == "not told apart from" and fid != "above" else
             "does not hold")
     k, n = seeds_below(ondemand, baseline, "energy_j")
@@ -48,14 +50,17 @@ def verdict(ondemand, baseline) -> tuple[str, list[str]]:
     return held, lines
 
 
-def fair_rows(rows: dict) -> tuple[list, list[str]]:
-    """The fair baselines that met the deadline on every seed, and a line for each that did not
-    (a failed cell is a seed it could not run: infeasible within the deadline, as a rule)."""
+def fair_rows(rows: dict, seeds: set) -> tuple[list, list[str]]:
+    """The fair baselines that ran every one of on-demand's ``seeds`` and met the deadline on
+    each, and a line for each that did not (a failed cell is a seed it could not run:
+    infeasible within the deadline, as a rule)."""
     fair, notes = [], []
     for row in (rows[label] for label in FAIR if label in rows):
         late = late_seeds(row)
-        if row.incomplete:
+        if row.failed:
             notes.append(f"   left out: {row.named}, a failed cell (infeasible within the deadline, as a rule)")
+        elif not seeds <= set(row.seeds):
+            notes.append(f"   left out: {row.named}, not run on every seed on-demand ran")
         elif late:
             notes.append(f"   left out: {row.named} missed the {DEADLINE_S:g} s deadline on seed(s) "
                          f"{', '.join(map(str, late))} (slowest client {mean_std(row, 'slowest_client_s')} s)")
@@ -65,13 +70,16 @@ def fair_rows(rows: dict) -> tuple[list, list[str]]:
 
 
 def cheapest_fair(rows: dict) -> list[str]:
-    fair, notes = fair_rows(rows)
-    if ONDEMAND not in rows or not fair:
+    if ONDEMAND not in rows:
+        return ["1. on-demand spends less energy than the cheapest fair fixed configuration: not measured"]
+    ondemand = rows[ONDEMAND]
+    fair, notes = fair_rows(rows, set(ondemand.seeds))
+    if not fair:
         return ["1. on-demand spends less energy than the cheapest fair fixed configuration: not measured", *notes]
     cheapest = min(fair, key=lambda r: r.mean("energy_j"))
-    held, lines = verdict(rows[ONDEMAND], cheapest)
-    return [f"1. on-demand ({rows[ONDEMAND].named}) spends less energy than the cheapest fixed configuration "
-            f"meeting the same demands ({cheapest.named}), at no loss of quality: {held}", *lines, *notes]
+    held, lines = verdict(ondemand, cheapest)
+    return [f"1. {ondemand.named} spends less energy than the cheapest fixed configuration meeting the same "
+            f"demands ({cheapest.named}), at no loss of quality: {held}", *lines, *notes]
 
 
 def moving(rows: dict) -> list[str]:
