@@ -75,14 +75,14 @@ def quality_claim(rows: dict) -> list[str]:
     if not full.values.get("base_fid"):
         return ["3. LoRA's quality is not told apart from full fine-tuning's, both better than the base: not measured "
                 "(no base_fid)"]
-    improved = [versus(r, base_of(r), "fid") == "below" for r in (*lora_rows(rows), full)]
-    both = all(versus(r, base_of(r), "fid") == "below" for r in (best, full))  # the claim's two: LoRA's best, full
+    improved = {r.label: versus(r, base_of(r), "fid") == "below" for r in (*lora_rows(rows), full)}
+    both = improved[best.label] and improved[FULL]  # the claim's two: LoRA's best row and full fine-tuning
     return [f"3. LoRA's quality is not told apart from full fine-tuning's, both better than the base: "
             f"{'holds' if close == 'not told apart from' and both else 'does not hold'}",
             f"   base FID {mean_std(base_of(full), 'fid')}; full fine-tuning ({full.named}) {mean_std(full, 'fid')}",
             f"   the best LoRA row, {best.named}: {mean_std(best, 'fid')}, {close} full fine-tuning "
             f"({best.mean('fid') / full.mean('fid'):.2f} x; {paired(best, full)})",
-            f"   better than the base: {sum(improved)} of {len(improved)} rows (the claim asks it of the best LoRA "
+            f"   better than the base: {sum(improved.values())} of {len(improved)} rows (the claim asks it of the best LoRA "
             f"row and full fine-tuning)"]
 
 
