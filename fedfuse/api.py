@@ -21,8 +21,8 @@ Groups:
   packed payload's logical size, ``EVAL_KEY`` for evaluation-only traffic), the cost model.
 - **studies**: ``StudySpec`` (a suite ``fedfuse report`` turns into a page); for its claims,
   ``overlaps`` (two rows the seeds cannot tell apart), ``versus`` (below, above or not told
-  apart), ``seeds_below`` (on how many shared seeds one row is below another) and ``mean_std``
-  (a row's figure).
+  apart), ``seeds_below`` (on how many shared seeds one row is below another), ``paired_count``
+  (that count as a claim's words) and ``mean_std`` (a row's figure).
 - **config helpers**: ``ConfigError``, ``require_positive``, ``added_later`` (a field that, at
   its default, leaves the ids of cells stored before it existed).
 - **testing**: ``check_protocol`` runs a protocol on a tiny cell and checks what every
@@ -76,7 +76,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     )
     from fedfuse.toolkit.sampling import Guided, conditioned, denoise, sample
     from fedfuse.toolkit.seeding import derive_seed, stable_hash
-    from fedfuse.leaderboard.ranking import overlaps, seeds_below, versus
+    from fedfuse.leaderboard.ranking import overlaps, paired_count, seeds_below, versus
     from fedfuse.leaderboard.render import mean_std
     from fedfuse.testing import ClientDriver, InProcessGrid, as_flower_task, run_in_process, tiny_cell
 
@@ -127,6 +127,7 @@ _EXPORTS = {
     "overlaps": ("fedfuse.leaderboard.ranking", "overlaps"),
     "versus": ("fedfuse.leaderboard.ranking", "versus"),
     "seeds_below": ("fedfuse.leaderboard.ranking", "seeds_below"),
+    "paired_count": ("fedfuse.leaderboard.ranking", "paired_count"),
     "mean_std": ("fedfuse.leaderboard.render", "mean_std"),
     # testing: a plugin's own tests (implemented in fedfuse.testing)
     "tiny_cell": ("fedfuse.testing", "tiny_cell"),

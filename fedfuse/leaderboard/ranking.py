@@ -47,7 +47,6 @@ class Row:
     seeds: list[int] = field(default_factory=list)
     failed: int = 0
     planned: int = 0
-    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     per_seed: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))  # metric: {seed: value}
     pareto: list[str] = field(default_factory=list)
     rank: str = ""  # "1", "2=" (shared), "" (not ranked: not learned, or no quality figure)
@@ -62,13 +61,18 @@ class Row:
     protocol: str = ""  # the protocol its cells ran
     primary: str = PRIMARY  # its track's ranking metric (the track file's ``primary``)
 
+    @property
+    def values(self) -> dict[str, list[float]]:
+        """{metric: its values over the ok seeds, in the order the cells were read}."""
+        return {name: list(by_seed.values()) for name, by_seed in self.per_seed.items()}
+
     def mean(self, metric: str) -> float:
-        v = self.values.get(metric)
+        v = list(self.per_seed.get(metric, {}).values())
         return float(np.mean(v)) if v else math.nan
 
     def std(self, metric: str) -> float:
-        v = self.values.get(metric)
-        return float(np.std(v, ddof=1)) if v and len(v) > 1 else 0.0
+        v = list(self.per_seed.get(metric, {}).values())
+        return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
     short: bool = False  # a failed cell, or fewer seeds than its section's current rows (``rank``)
 
@@ -216,7 +220,6 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
         row.distribution = row.distribution or r["metrics"].get(scored_on, "")
         for name, value in r["metrics"].items():
             if isinstance(value, (int, float)) and math.isfinite(value):
-                row.values[name].append(float(value))
                 row.per_seed[name][r["seed"]] = float(value)
     rows = list(rows.values())
     name_legacy_distributions(rows)
@@ -308,6 +311,13 @@ def seeds_below(a: Row, b: Row, metric: str) -> tuple[int, int]:
     mine, theirs = a.per_seed.get(metric, {}), b.per_seed.get(metric, {})
     shared = mine.keys() & theirs.keys()
     return sum(mine[s] < theirs[s] for s in shared), len(shared)
+
+
+def paired_count(a: Row, b: Row, metric: str, word: str = "below") -> str:
+    """``seeds_below`` as a claim's line says it: "below on k of n seeds" (``word`` for
+    "below", e.g. "less" for energy)."""
+    k, n = seeds_below(a, b, metric)
+    return f"{word} on {k} of {n} seeds"
 
 
 def reference_rows(rows: list[Row]) -> dict[str, dict[str, tuple[float, float]]]:

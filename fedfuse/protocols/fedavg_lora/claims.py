@@ -18,7 +18,7 @@ is left out; a row with fewer seeds than the suite asks for is named with its co
 
 import dataclasses
 
-from fedfuse.api import mean_std, seeds_below, versus
+from fedfuse.api import mean_std, paired_count, versus
 
 FULL = "full-finetune"
 AB, EXACT = "lora-r16 (attn)", ("lora-r16-ffa (attn)", "lora-r16-svd (attn)")
@@ -28,11 +28,6 @@ SMALL_SHARE = 0.10  # "well under 10 %"
 
 def lora_rows(rows: dict) -> list:
     return [r for label, r in rows.items() if label.startswith("lora-")]
-
-
-def paired(a, b, metric: str = "fid") -> str:
-    k, n = seeds_below(a, b, metric)
-    return f"below on {k} of {n} seeds"
 
 
 def bytes_claim(rows: dict) -> list[str]:
@@ -60,8 +55,7 @@ def cost_claim(rows: dict) -> list[str]:
 
 def base_of(row):
     """The row's base before any round, as a row of its own (its ``base_fid`` as ``fid``)."""
-    return dataclasses.replace(row, label=f"{row.label}'s base", values={"fid": row.values.get("base_fid", [])},
-                               per_seed={"fid": row.per_seed.get("base_fid", {})})
+    return dataclasses.replace(row, label=f"{row.label}'s base", per_seed={"fid": row.per_seed.get("base_fid", {})})
 
 
 def quality_claim(rows: dict) -> list[str]:
@@ -81,7 +75,7 @@ def quality_claim(rows: dict) -> list[str]:
             f"{'holds' if close == 'not told apart from' and both else 'does not hold'}",
             f"   base FID {mean_std(base_of(full), 'fid')}; full fine-tuning ({full.named}) {mean_std(full, 'fid')}",
             f"   the best LoRA row, {best.named}: {mean_std(best, 'fid')}, {close} full fine-tuning "
-            f"({best.mean('fid') / full.mean('fid'):.2f} x; {paired(best, full)})",
+            f"({best.mean('fid') / full.mean('fid'):.2f} x; {paired_count(best, full, 'fid')})",
             f"   better than the base: {sum(improved.values())} of {len(improved)} rows (the claim asks it of the best LoRA "
             f"row and full fine-tuning)"]
 
@@ -98,12 +92,12 @@ def additions(rows: dict) -> list[str]:
     lines = []
     for label in (e for e in EXACT if e in rows and AB in rows):
         lines.append(f"   {rows[label].named}: FID {mean_std(rows[label], 'fid')}, {versus(rows[label], rows[AB], 'fid')} "
-                     f"averaging A and B ({mean_std(rows[AB], 'fid')}; {paired(rows[label], rows[AB])}); aggregation error "
+                     f"averaging A and B ({mean_std(rows[AB], 'fid')}; {paired_count(rows[label], rows[AB], 'fid')}); aggregation error "
                      f"{mean_std(rows[label], 'aggregation_error')} against {mean_std(rows[AB], 'aggregation_error')}")
     if PERSONAL in rows and GLOBAL in rows:
         lines.append(f"   personalised adapters: FID {mean_std(rows[PERSONAL], 'fid')}, "
                      f"{versus(rows[PERSONAL], rows[GLOBAL], 'fid')} the global ones' ({mean_std(rows[GLOBAL], 'fid')}; "
-                     f"{paired(rows[PERSONAL], rows[GLOBAL])})")
+                     f"{paired_count(rows[PERSONAL], rows[GLOBAL], 'fid')})")
     return ["Beside the claims:", *lines] if lines else []
 
 

@@ -22,7 +22,7 @@ without one of on-demand's seeds, is no fair baseline (its mean would be over th
 could meet, or others).
 """
 
-from fedfuse.api import mean_std, seeds_below, versus
+from fedfuse.api import mean_std, paired_count, versus
 
 ONDEMAND = "on-demand (error 6 bits)"
 FAIR = ("fixed-6 + dvfs", "fixed-6", "full-precision + dvfs", "full-precision")
@@ -42,9 +42,8 @@ def verdict(ondemand, baseline) -> tuple[str, list[str]]:
             "holds" if energy == "below" and fid != "above" else
             "not shown (within the seeds' spread)" if energy == "not told apart from" and fid != "above" else
             "does not hold")
-    k, n = seeds_below(ondemand, baseline, "energy_j")
     lines = [f"   energy {mean_std(ondemand, 'energy_j')} J, {energy} {baseline.named}'s "
-             f"{mean_std(baseline, 'energy_j')} J; less on {k} of {n} seeds",
+             f"{mean_std(baseline, 'energy_j')} J; {paired_count(ondemand, baseline, 'energy_j', 'less')}",
              f"   FID {mean_std(ondemand, 'fid')}, {fid} {baseline.named}'s {mean_std(baseline, 'fid')}",
              f"   mean bits {mean_std(ondemand, 'mean_bits')} against {mean_std(baseline, 'mean_bits')}"]
     return held, lines
