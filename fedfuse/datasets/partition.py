@@ -164,7 +164,9 @@ def partition_indices(data, spec: PartitionerSpec, args: dict, num_partitions: i
              for i in range(num_partitions)]
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
     if empty:
-        raise DatasetError(f"partitioner '{spec.name}' left client(s) {empty} without data")
+        shown = f"{empty[:5]}{'…' if len(empty) > 5 else ''}"
+        raise DatasetError(f"partitioner '{spec.name}' left client(s) {shown} without data; use fewer clients or "
+                           "another partitioner")
     return parts
 
 

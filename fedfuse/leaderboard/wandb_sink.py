@@ -85,14 +85,21 @@ def publish_board(wandb, rows, options: dict) -> None:
     run.finish()
 
 
+def wandb_in(folder: str):
+    """The wandb module, quiet, with its (offline) run files going to ``folder``. Imported here,
+    not at the top: publishing is optional and wandb is slow to import."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return wandb
+
+
 @hookimpl
 def fedfuse_publish(results, target, options):
     if target != "wandb":
         return None
-    os.environ.setdefault("WANDB_SILENT", "true")
-    import wandb
-
-    Path(options["dir"]).mkdir(parents=True, exist_ok=True)
+    wandb = wandb_in(options["dir"])
     for record in results:
         if record["status"] in ("ok", "failed"):
             publish_cell(wandb, record, options)
@@ -108,9 +115,5 @@ class LivePublisher:
 
     @hookimpl
     def fedfuse_run_end(self, run, result):
-        os.environ.setdefault("WANDB_SILENT", "true")
-        import wandb
-
-        Path(self.options["dir"]).mkdir(parents=True, exist_ok=True)
         (record,) = self.store.records([run.cell.cell_id])
-        publish_cell(wandb, record, self.options)
+        publish_cell(wandb_in(self.options["dir"]), record, self.options)

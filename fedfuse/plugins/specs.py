@@ -40,8 +40,10 @@ class ProtocolSpec:
     size limit and ``num-examples`` (fedfuse/bench/engine/validation.py).
 
     ``partial_participation``: the server loop calls ``run.begin_round(r)`` at the start of every
-    round and trains only the nodes it returns (or builds its Flower strategy with
-    ``min_available_nodes = run.cell.per_round``), so a suite's ``participation`` < all works;
+    round and trains only the nodes it returns (a Flower strategy samples from the nodes the grid
+    lists: build it with ``min_train_nodes = min_available_nodes = 1``, since with a profile's
+    availability fewer than ``run.cell.per_round`` may be online and Flower would wait for more),
+    so a suite's ``participation`` < all works;
     the harness refuses such a suite for a protocol that does not say so.
 
     ``max_update_ratio``: a model returned under the name the server sent it (FedAvg-style) may

@@ -136,13 +136,17 @@ class ResultStore:
 
     def _set_aside(self, cell_id: str) -> None:
         """Keep a cell's ``ok`` result while a rerun attempts it again (in the same transaction)."""
-        names = [d[0] for d in self.db.execute("SELECT * FROM cells LIMIT 0").description]
         row = self.db.execute("SELECT * FROM cells WHERE cell_id=? AND status='ok'", (cell_id,)).fetchone()
         if row is not None:
-            rounds = [json.loads(r[0]) for r in self.db.execute(
-                "SELECT record FROM rounds WHERE cell_id=? ORDER BY round", (cell_id,))]
             self.db.execute("INSERT OR REPLACE INTO previous VALUES (?,?,?)",
-                            (cell_id, json.dumps(dict(zip(names, row))), json.dumps(rounds)))
+                            (cell_id, json.dumps(dict(zip(self._columns(), row))), json.dumps(self._rounds_of(cell_id))))
+
+    def _columns(self) -> list[str]:
+        return [d[0] for d in self.db.execute("SELECT * FROM cells LIMIT 0").description]
+
+    def _rounds_of(self, cell_id: str) -> list[dict]:
+        return [json.loads(r[0]) for r in self.db.execute(
+            "SELECT record FROM rounds WHERE cell_id=? ORDER BY round", (cell_id,))]
 
     def close(self) -> None:
         """At rest the store is one file: the log folded in and removed (unless a reader has
@@ -206,7 +210,7 @@ class ResultStore:
 
     def _records(self, cell_ids: list[str] | None) -> list[dict]:
         rows = self.db.execute("SELECT * FROM cells ORDER BY started").fetchall()
-        names = [d[0] for d in self.db.execute("SELECT * FROM cells LIMIT 0").description]
+        names = self._columns()
         previous = self._previous()
         out = [self._readable(row[0], *previous.get(row[0], (dict(zip(names, row)), None))) for row in rows]
         return [r for r in out if cell_ids is None or r["cell"] in cell_ids]
@@ -227,8 +231,7 @@ class ResultStore:
     def _record(self, row: dict, rounds: list[dict] | None = None) -> dict:
         spec, data = json.loads(row["spec"]), json.loads(row["data"])
         if rounds is None:
-            rounds = [json.loads(r[0]) for r in self.db.execute(
-                "SELECT record FROM rounds WHERE cell_id=? ORDER BY round", (row["cell_id"],))]
+            rounds = self._rounds_of(row["cell_id"])
         return {
             "suite": row["suite"], "suite_version": row["suite_version"], "suite_digest": row["suite_digest"],
             "cell": row["cell_id"], "name": row["name"], "label": row["label"],

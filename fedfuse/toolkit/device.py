@@ -8,7 +8,7 @@ GPU run draws the same numbers.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 ACCELERATORS = ("auto", "cpu", "cuda")
@@ -31,9 +31,6 @@ class Resources:
             raise ValueError(f"'precision' must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.gpus_per_client < 0 or self.cpus_per_client < 1:
             raise ValueError("'gpus_per_client' must be >= 0 and 'cpus_per_client' >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def fabric(resources: Resources | None = None):

@@ -10,7 +10,7 @@ from fedfuse_fedavgm import task
 
 
 def server(grid, run) -> dict:
-    cfg, n = run.config, run.cell.per_round  # every client, or a suite's participation of them
+    cfg = run.config
     classes = len(run.data.class_names) if cfg.conditional else None
     model = task.build_unet(run.data.image_shape, cfg.model, seed=derive_seed(run.cell.seed, 1), classes=classes)
     scheduler, ema = task.build_scheduler(cfg.timesteps), None
@@ -22,7 +22,9 @@ def server(grid, run) -> dict:
         ema.update(model)
         return {"eval_loss": run.held_out_loss(ema.model, scheduler, conditional=cfg.conditional)}
 
-    strategy = FedAvgM(fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n,
+    # every node the grid lists this round: all clients, or the harness's draw of those online
+    # (run.begin_round); at least 1, since with a profile's availability fewer may be online
+    strategy = FedAvgM(fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=1,
                        server_learning_rate=cfg.server_lr, server_momentum=cfg.server_momentum)
     strategy_rounds(grid, run, strategy, ArrayRecord(model.state_dict()), evaluate_fn=evaluate)
     stats = client_stats(grid, run)

@@ -24,6 +24,14 @@ LISTABLE = ("protocols", "datasets", "partitioners", "metrics", "profiles", "sui
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedfuse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (add_run_parser, add_inspect_parsers, add_check_parser, add_data_parser, add_results_parsers,
+                add_submission_parsers, add_deploy_parsers, add_profile_parser):
+        add(sub)
+    return parser
+
+
+def add_run_parser(sub) -> None:
+    """`fedfuse run`: a suite or track, where and how its cells run."""
     run = sub.add_parser("run", help="run a suite (a shipped name or a TOML path)")
     run.add_argument("suite")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default ./{DEFAULT_OUT})")
@@ -47,12 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--superlink", metavar="HOST:PORT", help="deployment: the SuperLink's API address")
     run.add_argument("--root-certificates", metavar="PATH", help="deployment: the CA that signed the SuperLink's certificate")
     run.add_argument("--insecure", action="store_true", help="deployment: the SuperLink runs without TLS")
+
+
+def add_inspect_parsers(sub) -> None:
+    """`fedfuse list`, `show protocol`: what the plugins provide."""
     lst = sub.add_parser("list", help="list what the plugins provide")
     lst.add_argument("what", choices=LISTABLE)
     lst.add_argument("-v", "--verbose", action="store_true", help="protocols: also every config field")
     show_protocol = sub.add_parser("show", help="one protocol: its config fields with type, default and help")
     show_protocol.add_argument("kind", choices=("protocol",))
     show_protocol.add_argument("name")
+
+
+def add_check_parser(sub) -> None:
+    """`fedfuse check protocol` and `fedfuse plugins`: a plugin's contract, and where each comes from."""
     check = sub.add_parser("check", help="run a protocol on a tiny cell and check the plugin contract")
     check.add_argument("kind", choices=("protocol",))
     check.add_argument("name")
@@ -65,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--keep", metavar="DIR", help="keep the runs' output folders here")
     check.add_argument("--format", choices=("table", "json"), default="table")
     sub.add_parser("plugins", help="registered plugins and where each comes from")
+
+
+def add_data_parser(sub) -> None:
+    """`fedfuse data show`: a dataset's partition."""
     data = sub.add_parser("data", help="inspect datasets and partitions")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     show = data_sub.add_parser("show", help="a partition's per-client class counts and heterogeneity")
@@ -75,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--arg", action="append", default=[], metavar="K=V", help="partitioner argument")
     show.add_argument("--data-arg", action="append", default=[], metavar="K=V", help="dataset argument")
     show.add_argument("--plot", metavar="PNG", nargs="?", const="partition.png", help="also save a heatmap")
+
+
+def add_results_parsers(sub) -> None:
+    """`leaderboard`, `site`, `publish`, `results`, `report`: what a results store shows."""
     board = sub.add_parser("leaderboard", help="configurations ranked per track, mean ± std over seeds")
     board.add_argument("--out", default=DEFAULT_OUT)
     board.add_argument("--format", choices=("md", "html", "json"),
@@ -101,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     where_to.add_argument("--into", metavar="FILE",
                           help="instead, the tables and claims between FILE's markers <!-- fedfuse report STUDY --> "
                                "and <!-- /fedfuse report STUDY --> (no figure, no grids)")
+
+
+def add_submission_parsers(sub) -> None:
+    """`submit` and `verify`: a results bundle for anyone to check."""
     subm = sub.add_parser("submit", help="bundle a results store with what produced it, for anyone to verify")
     subm.add_argument("--out", default=DEFAULT_OUT, help="the output folder of one suite or track run")
     subm.add_argument("--track", metavar="NAME", help="the shipped track (or suite) the run must be, unmodified")
@@ -108,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="check a bundle here and re-run a seeded choice of its cells")
     ver.add_argument("bundle")
     ver.add_argument("--cells", type=int, default=2, help="cells to run again (default 2: a few minutes of CPU)")
+
+
+def add_deploy_parsers(sub) -> None:
+    """`deploy local` and `worker`: Flower's deployment engine on this machine."""
     deploy = sub.add_parser("deploy", help="start Flower's deployment engine for `run --backend deployment`")
     where = deploy.add_subparsers(dest="where", required=True)
     local = where.add_parser("local", help="a SuperLink and N SuperNodes on this machine, until Ctrl-C")
@@ -123,8 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="a warm executor beside a SuperNode of your own (docs/deployment.md)")
     worker.add_argument("--supernode", required=True, metavar="HOST:PORT",
                         help="the Runtime API of a SuperNode started with --isolation process (its --port)")
-    add_profile_parser(sub)
-    return parser
 
 
 def add_profile_parser(sub) -> None:
@@ -189,6 +219,7 @@ def command(name: str):
 
     module, function = COMMANDS[name].split(":")
     return getattr(importlib.import_module(f"fedfuse.bench.cli.{module}"), function)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import torch
 
-DISCLOSURE_METRICS = ("nn_mse", "nn_ssim", "kid_to_private")
-
 
 @torch.no_grad()
 def nearest(shared: torch.Tensor, private: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,8 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-QUALITY_METRICS = ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage")
-
 
 class Precomputed(nn.Module):
     """An identity 'feature extractor': torchmetrics receives features we already computed."""

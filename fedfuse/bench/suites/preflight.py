@@ -52,10 +52,6 @@ def check_partition(cell: CellSpec) -> None:
     try:
         with warnings.catch_warnings():  # a partitioner's retries warn at length before it gives up
             warnings.simplefilter("ignore", UserWarning)
-            parts = cell_partitions(cell)
+            cell_partitions(cell)  # raises where the partitioner cannot split the data (an empty client too)
     except (ValueError, IndexError, KeyError, AssertionError) as err:
         raise ConfigError(f"{where}: cannot be built: {type(err).__name__}: {err}") from None
-    empty = [i for i, p in enumerate(parts) if len(p) == 0]
-    if empty:
-        raise ConfigError(f"{where}: client(s) {', '.join(map(str, empty[:5]))}{'…' if len(empty) > 5 else ''} get no "
-                          "images; use fewer clients or another partitioner")

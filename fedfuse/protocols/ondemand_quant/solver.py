@@ -90,13 +90,6 @@ def upload_bits(c: ClientProblem, bits: int) -> float:
     return c.params * bits + float(scale_bits(c.params, c.block, bits))
 
 
-def power_for(c: ClientProblem, bits: float, seconds: float) -> float:
-    """The least transmit power that sends ``bits`` in ``seconds`` (inverse Shannon rate)."""
-    net = c.network
-    gain = costmodel.path_gain(net, c.distance_m)
-    return (2 ** (bits / (net.bandwidth_hz * seconds)) - 1) * net.noise_psd_w_per_hz * net.bandwidth_hz / gain
-
-
 def operating_points(clients: list[ClientProblem], bit_set, deadline_s: float, iters: int = 60) -> np.ndarray:
     """The least-energy (f, p) of every (client, bit-width) within the deadline, all at once:
     a vectorised golden-section search over tau = T_cmp. Returns a (clients, bits) array of

@@ -21,6 +21,7 @@ DISCLOSURE = (("disclosure_fid_cut", False), ("disclosure_fid_approx", False), (
 COMPUTE = ("client_flops", "client_gen_flops")
 SWEEP = ("local-only", "split-diffusion")  # centralized and FedAvg are reference rows, not points of c
 VARIANTS = ("compute-matched", "re-noising")  # rows set beside the sweep, not points of it
+FID_MOVES = {"falls": "better than", "rises": "worse than", "flat": "not told apart from"}  # FID: lower is better
 
 
 def variant(row, name: str) -> bool:
@@ -44,8 +45,7 @@ def collaboration(rows: list) -> list[str]:
     if len(rows) < 2 or rows[0].mean("cut_ratio") != 0:
         return ["1. collaboration beats local-only at some c: not measured (local-only and a c > 0 needed)"]
     local = rows[0]
-    moves = {"falls": "better than", "rises": "worse than", "flat": "not told apart from"}  # FID: lower is better
-    verdicts = [moves[step(local, r, "fid")] for r in rows[1:]]
+    verdicts = [FID_MOVES[step(local, r, "fid")] for r in rows[1:]]
     lines = [f"local-only FID {mean_std(local, 'fid')}"]
     lines += [f"c = {r.mean('cut_ratio'):g}: FID {mean_std(r, 'fid')}, {v} local-only" for r, v in zip(rows[1:], verdicts)]
     return [f"1. collaboration beats local-only at some c: {'holds' if 'better than' in verdicts else 'does not hold'}", *lines]
@@ -74,8 +74,7 @@ def at_equal_compute(points: list, rows: list) -> list[str]:
     matched = next((r for r in rows if variant(r, "compute-matched")), None)
     if matched is None or len(points) < 2:
         return []
-    moves = {"falls": "better than", "rises": "worse than", "flat": "not told apart from"}
-    verdicts = [moves[step(matched, r, "fid")] for r in points[1:]]
+    verdicts = [FID_MOVES[step(matched, r, "fid")] for r in points[1:]]
     lines = [f"   at equal compute: {'holds' if 'better than' in verdicts else 'does not hold'} "
              f"(local-only, compute-matched: FID {mean_std(matched, 'fid')})"]
     return lines + [f"   c = {r.mean('cut_ratio'):g}: {v} it" for r, v in zip(points[1:], verdicts)]
@@ -87,7 +86,7 @@ def renoising(points: list, rows: list) -> list[str]:
     same = next((p for p in points if ref is not None and p.mean("cut_ratio") == ref.mean("cut_ratio")), None)
     if ref is None or same is None:
         return []
-    told = {"falls": "better than", "rises": "worse than", "flat": "not told apart from"}[step(same, ref, "fid")]
+    told = FID_MOVES[step(same, ref, "fid")]
     return [f"re-noising (the paper's marginal) at c = {ref.mean('cut_ratio'):g}: FID {mean_std(ref, 'fid')}, "
             f"{told} the exact marginal's {mean_std(same, 'fid')}"]
 

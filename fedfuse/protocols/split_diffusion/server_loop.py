@@ -76,9 +76,8 @@ def received(replies, order) -> dict:
 def add_to_pool(pool: task.Pool, shared: dict, cuts: dict, labels: dict, batch_size: int) -> None:
     """The round's x_cut of every client, with each image's cut (its label, its condition), in
     the order they would arrive: one batch of each client in turn, as clients train side by
-    side. A pool smaller than a round's receipts then keeps every client's newest batches;
-    added client after client, it kept only the last clients' (protocol version 3: with 5
-    clients of 6,400 images a round and a 20,000-image pool, client 0's never reached training)."""
+    side. A pool smaller than a round's receipts then keeps every client's newest batches (added
+    client after client, it would keep only the last clients')."""
     entries = []
     for n, (x, cond) in shared.items():
         entry = {"x_cut": x, "cut": torch.full((len(x),), cuts[n])}

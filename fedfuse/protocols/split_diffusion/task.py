@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from fedfuse.api import ClientData, ConfigError, ImageData, conditioned, drop_labels, fit
+from fedfuse.api import ClientData, ConfigError, ImageData, build_scheduler, conditioned, drop_labels, fit
 
 
 def cut_index(cut_ratio: float, timesteps: int) -> int:
@@ -50,7 +50,8 @@ class Offset(nn.Module):
 
 
 def full_schedule(timesteps: int) -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=timesteps)
+    """The whole chain's noise schedule, which every cut splits (the toolkit's DDPM schedule)."""
+    return build_scheduler(timesteps)
 
 
 def noise_to_cut(x0: torch.Tensor, timesteps: int, t_c: int, generator: torch.Generator) -> torch.Tensor:
