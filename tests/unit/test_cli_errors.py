@@ -68,7 +68,11 @@ def test_a_ray_cluster_is_joined_with_its_own_resources_and_only_in_simulation(c
     from fedfuse.toolkit.device import Resources
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert backend_config(Resources())["init_args"]["num_cpus"] >= 1
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert backend_config(Resources()) == {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                           "init_args": {"num_cpus": 8, "num_gpus": 0, "logging_level": "error",
+                                                         "log_to_driver": False}}
+    assert backend_config(Resources(cpus_per_client=16))["client_resources"]["num_cpus"] == 8  # no more than here
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     config = backend_config(Resources(cpus_per_client=2))
     assert config["init_args"] == {} and config["client_resources"] == {"num_cpus": 2, "num_gpus": 0.0}

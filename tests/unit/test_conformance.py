@@ -1,5 +1,7 @@
 """The conformance check's parts that need no run: its config, its input errors, its verdicts."""
 
+import dataclasses
+
 import pytest
 
 from fedfuse.bench.engine.conformance import TINY, tiny_config
@@ -21,8 +23,16 @@ def test_a_config_that_accepts_anything_fails_the_strict_config_rule():
         def __init__(self, **anything):
             pass
 
+    @dataclasses.dataclass
+    class Accepting:  # a dataclass that happens to take the probe key
+        no_such_key: int = 0
+
     verdict = config_rule(ProtocolSpec("lenient", "1", Lenient, server=None, client_app=None))
-    assert not verdict["ok"]
+    assert not verdict["ok"] and verdict["seen"].startswith("TypeError: ")  # not a config fedfuse can read
+    verdict = config_rule(ProtocolSpec("accepting", "1", Accepting, server=None, client_app=None))
+    assert verdict == {"rule": "config rejects unknown keys", "ok": False, "seen": "an unknown key 'no_such_key' was accepted"}
+    assert config_rule(registry().get("protocols", "fedavg")) == {"rule": "config rejects unknown keys", "ok": True,
+                                                                  "seen": "unknown key 'no_such_key'"}
 
 
 def test_check_sizes_are_options_and_errors_name_the_users_input():

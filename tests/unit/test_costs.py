@@ -43,12 +43,16 @@ def test_scaling_laws():
     faster = costmodel.client_cost(1e9, 1e6, 1e6, DEVICE, LINK, 150.0, f=1e9)
     assert faster["t_cmp_s"] == pytest.approx(base["t_cmp_s"] / 2)
     assert faster["e_cmp_j"] == pytest.approx(base["e_cmp_j"] * 4)
-    wide = NetworkProfile(**{**LINK.__dict__, "bandwidth_hz": 2e6})
-    assert costmodel.client_cost(1e9, 1e6, 1e6, DEVICE, wide, 150.0)["t_up_s"] < base["t_up_s"]
-    far = costmodel.client_cost(1e9, 1e6, 1e6, DEVICE, LINK, 300.0, f=5e8)
-    assert far["t_up_s"] > base["t_up_s"] and far["t_cmp_s"] == base["t_cmp_s"]
+    snr = 2 ** (8e6 / (LINK.bandwidth_hz * base["t_up_s"])) - 1  # read back from the base's upload time
+    assert snr == pytest.approx(0.1 * costmodel.path_gain(LINK, 150.0) / (LINK.noise_psd_w_per_hz * 1e6))
+    wide = NetworkProfile(**{**LINK.__dict__, "bandwidth_hz": 2e6})  # twice the band: half the SNR
+    assert costmodel.client_cost(1e9, 1e6, 1e6, DEVICE, wide, 150.0)["t_up_s"] == pytest.approx(8e6 / (2e6 * math.log2(1 + snr / 2)))
+    far = costmodel.client_cost(1e9, 1e6, 1e6, DEVICE, LINK, 300.0, f=5e8)  # twice as far: 2^exponent less gain
+    assert far["t_up_s"] == pytest.approx(8e6 / (1e6 * math.log2(1 + snr / 2 ** LINK.pl_exponent)))
+    assert far["t_cmp_s"] == base["t_cmp_s"]
     louder = costmodel.client_cost(1e9, 1e6, 1e6, DEVICE, LINK, 150.0, f=5e8, power_w=0.2)
-    assert louder["t_up_s"] < base["t_up_s"]
+    assert louder["t_up_s"] == pytest.approx(8e6 / (1e6 * math.log2(1 + 2 * snr)))
+    assert louder["e_up_j"] == pytest.approx(0.2 * louder["t_up_s"])  # the power it sent at, not the profile's
 
 
 def test_round_latency_is_the_slow_clients_time():

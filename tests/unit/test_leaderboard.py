@@ -100,7 +100,9 @@ def test_fronts_are_marked_per_cost():
     rows = group([record("a", 0, 10.0, 5), record("b", 0, 8.0, 9), record("c", 0, 12.0, 7)], {}, {})
     mark_fronts(rows, SPECS)
     marks = {r.label: r.pareto for r in rows}
-    assert "bytes" in marks["a"] and "bytes" in marks["b"] and "bytes" not in marks["c"]
+    # equal energy and FLOPs: b (the lowest FID) alone is on those fronts; on bytes, a (10, 5)
+    # dominates c (12, 7); the privacy and DP fronts have no points
+    assert marks == {"a": ["bytes"], "b": ["bytes", "energy", "client FLOPs"], "c": []}
 
 
 def scored(label, seed, fid, noise=200.0):

@@ -65,12 +65,20 @@ def test_inception_feature_space_loads_offline():
     assert feats.shape == (4, 2048) and torch.isfinite(feats).all()
 
 
-def test_prdc_uses_fewer_neighbours_on_a_few_real_images():
-    """A client's held-out images of its own classes can be few: the scores still come out."""
+def test_prdc_uses_fewer_neighbours_on_a_few_real_images(monkeypatch):
+    """A client's held-out images of its own classes can be few: the scores still come out, with
+    k lowered to what the smaller set allows (compute_prdc partitions at k + 1)."""
+    import prdc as prdc_package
+
     from fedfuse.bench.metrics.quality import prdc
 
     gen = torch.Generator().manual_seed(0)
     real, fake = torch.randn(5, 8, generator=gen).double(), torch.randn(40, 8, generator=gen).double()
+    # a copy of the real set: every fake image sits on a real one, inside every ball it should be
+    assert prdc(real, real.clone()) == pytest.approx({"precision": 1.0, "recall": 1.0, "density": 1.0, "coverage": 1.0})
+    asked = []
+    compute = prdc_package.compute_prdc
+    monkeypatch.setattr(prdc_package, "compute_prdc", lambda **kw: asked.append(kw["nearest_k"]) or compute(**kw))
     scores = prdc(real, fake)
-    assert 0 <= scores["recall"] <= 1 and 0 <= scores["coverage"] <= 1
+    assert asked == [3] and 0 <= scores["recall"] <= 1 and 0 <= scores["coverage"] <= 1  # min(5, 5 - 2, 40 - 2)
     assert prdc(real[:2], fake) == {}  # too few for any neighbour: no such scores, not a crash

@@ -292,8 +292,14 @@ def test_only_a_record_level_cell_hands_its_clients_the_dp_service():
     def client(dp):
         return ClientRun(tiny_cell("fedavg", {**TINY_FEDAVG, **({"dp": dp} if dp else {})}), None, 0, 2, tiny_data())
 
-    table = {"clip": 1.0, "noise_multiplier": 1.0}
-    assert isinstance(client(table).dp_sgd(1), DpSgd) and client(table).dp_share() is not None
+    from fedfuse.bench.engine.privacy import DP_SALT
+    from fedfuse.toolkit.seeding import derive_seed
+
+    table = {"clip": 0.5, "noise_multiplier": 2.0}
+    dp, share = client(table).dp_sgd(1), client(table).dp_share()
+    assert isinstance(dp, DpSgd) and (dp.clip, dp.noise_multiplier, dp.records) == (0.5, 2.0, len(tiny_data()))
+    assert dp.generator.initial_seed() == derive_seed(0, 0, DP_SALT, 1)  # the cell's seed, the client, the round
+    assert (share.noise_multiplier, share.records) == (2.0, len(tiny_data()))
     for dp in (None, {**table, "level": "client"}):  # DP-FedAvg clips and noises on the server only
         assert client(dp).dp_sgd(1) is None and client(dp).dp_share() is None
 

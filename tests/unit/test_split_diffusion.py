@@ -74,6 +74,18 @@ def test_split_sampling_hands_over_at_the_cut():
     assert x_cut.shape == x0.shape == (5, 1, 8, 8)
     assert x0.min() >= -1 and x0.max() <= 1 and torch.isfinite(x0).all()
     assert task.ddim_over(task.full_schedule(T).betas[:t_c], 6).timesteps[0] == t_c - 1  # starts at the cut
+    # a client that predicts no noise keeps x_cut's own estimate of x_0 all the way down: what it
+    # returns is x_cut rescaled at the cut, so it starts from the x_cut it is given (not fresh noise)
+    class Still(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))  # Fabric sets up a module with parameters
+
+        def forward(self, x, t, **kwargs):
+            return type("Out", (), {"sample": torch.zeros_like(x)})()
+
+    assert torch.allclose(task.client_sample(Still(), T, t_c, x_cut, 6, gen), task.naive_reconstruction(x_cut, T, t_c),
+                          atol=1e-5)
 
 
 def test_the_attacks_loss_on_the_server_targets_the_noise_added_since_the_cut():
