@@ -31,7 +31,7 @@ HARNESS_METRICS = [
                summary="simulated compute + upload time of the slowest client in the slowest round: what a "
                        "round deadline bounds (T_cmp + T_up, as on-demand quantization's deadline_s)"),
     MetricSpec("energy_j", "J", higher_is_better=False, aggregate="sum",
-               summary="simulated client energy: compute + uplink transmission"),
+               summary="simulated client energy: compute + uplink transmission + static power"),
     MetricSpec("model_params", "count", higher_is_better=False, aggregate="last",
                summary="parameters of the model the protocol trains (the size of what FedAvg sends)"),
     MetricSpec("trained_params", "count", higher_is_better=False, aggregate="last",
@@ -137,7 +137,7 @@ HARNESS_METRICS = [
     MetricSpec("client_gen_s", "s", higher_is_better=False, aggregate="last",
                summary="simulated client time to generate one image (cost model, client's device)"),
     MetricSpec("client_gen_j", "J", higher_is_better=False, aggregate="last",
-               summary="simulated client compute energy to generate one image"),
+               summary="simulated client energy to generate one image (compute, and static power for that time)"),
     # ... and what crosses the network for it (measured by the harness while clients generate)
     MetricSpec("client_gen_bytes", "B", higher_is_better=False, aggregate="last",
                summary="bytes crossing Flower per image a client generates at deployment (e.g. a split cut's x_cut)"),

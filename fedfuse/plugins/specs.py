@@ -138,7 +138,7 @@ class MetricSpec:
     into the cell's: "sum" (bytes, FLOPs, time), "last" (a loss after the last round), "mean"
     or "max" (the worst round). A value the server loop returns at the end wins over the folded
     one, except for what the harness measures itself (its sums and maxima: bytes, FLOPs,
-    latency, energy). Over seeds,
+    latency, energy; and the quality target's figures, from the FIDs it scored). Over seeds,
     the leaderboard always shows the mean and the std; ``higher_is_better`` orders ranks."""
 
     name: str

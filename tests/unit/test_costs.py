@@ -174,3 +174,17 @@ def test_round_figures_fold_into_the_cells_by_their_spec():
               {"latency_s": 4.0, "slowest_client_s": 2.0}]
     assert totals(rounds, specs) == {"latency_s": 15.0, "slowest_client_s": 7.0}
     assert {"latency_s", "slowest_client_s"} <= measured  # no protocol's final figure replaces them
+
+
+def test_a_protocols_final_figures_cannot_replace_the_harness_measured_or_target_ones():
+    from types import SimpleNamespace
+
+    from fedfuse.bench.engine.runner import final_metrics, metric_specs
+
+    specs, measured = metric_specs(registry())
+    rounds = [{"round": 1, "energy_j": 2.0, "latency_s": 1.0, "bytes_up": 10, "bytes_down": 5, "target_fid": 30.0}]
+    run = SimpleNamespace(rounds=rounds, cell=SimpleNamespace(evaluation={"target": {"fid": 40}}, dp={}))
+    claimed = {"energy_j": 0.0, "energy_to_target_j": 0.0, "rounds_to_target": 0.0, "target_reached": 1.0, "fid": 12.0}
+    metrics = final_metrics(run, claimed, specs, measured)
+    assert (metrics["energy_j"], metrics["energy_to_target_j"], metrics["rounds_to_target"]) == (2.0, 2.0, 1.0)
+    assert metrics["fid"] == 12.0  # what the harness's scoring returns with the loop's figures stands

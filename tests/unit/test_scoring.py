@@ -155,3 +155,6 @@ def test_the_quality_target_asks_each_client_for_its_share_and_scores_the_pool(t
     images = torch.cat([generate({c: r})[c] for c, r in sorted(asked.items())])
     net = run.feature_space()[0]
     assert figures["target_fid"] == pytest.approx(fid(embed(net, run.eval_subset(40)[0]), embed(net, images)))
+    # a round records the harness's score, not a figure the protocol hands round_end
+    assert run.harness_target(3, {"target_fid": 0.0, "train_loss": 1.0}) == {"train_loss": 1.0, **figures}
+    assert run.harness_target(4, {"target_fid": 0.0}) == {}  # not scored by the harness: no such figure

@@ -5,7 +5,10 @@ of the message and every object nested in it (records, arrays, array chunks). Th
 payload is the tensor data it carries (elements x item size), or the size a protocol
 declares for a packed format (``MetricRecord({"logical_bytes": n})`` under ``PAYLOAD_KEY``).
 Clients' FLOPs arrive in the harness's record ``COST_KEY`` on each reply (see flower.py).
-A protocol never counts its own traffic, so none can count in its own favour.
+A protocol never counts its own traffic, so none can count in its own favour. What it can do
+is mark traffic as evaluation (``EVAL_KEY``, ``run.uncounted()``), which is then left out of
+every figure: the harness trusts that mark, so a protocol's use of it is for its reviewers to
+read (the built-ins mark only what the harness scores).
 """
 
 from __future__ import annotations

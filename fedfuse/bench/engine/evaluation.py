@@ -223,7 +223,9 @@ class Evaluation:
 
         if not self.target_due(round):
             return {}
-        return target_quality(self, Deployment(generate, conditional, shared))
+        figures = target_quality(self, Deployment(generate, conditional, shared))
+        self.target_scores[round] = figures["target_fid"]  # what round_end records, whatever it is passed
+        return figures
 
     def target_due(self, round: int) -> bool:
         """Whether the suite's quality target is checked after ``round`` (every ``eval_every``-th

@@ -169,11 +169,11 @@ def metric_specs(registry: Registry) -> tuple[dict, set]:
 def final_metrics(run: ServerRun, metrics: dict, specs: dict, measured: set) -> dict:
     """A cell's metrics: its round records folded (each metric by its aggregate), the server
     loop's and the harness's scoring's ``metrics``, then what the harness measures (0 if nothing
-    was exchanged: the protocol cannot override it)."""
-    folded = {**totals(run.rounds, specs), **to_target(run.rounds, run.cell.evaluation.get("target", {}))}
+    was exchanged) and the quality target's figures: the protocol cannot override them."""
+    folded, target = totals(run.rounds, specs), to_target(run.rounds, run.cell.evaluation.get("target", {}))
     # the privacy budget: null where nothing is claimed (no DP, or σ = 0), never a bare ∞
     budget = {"dp_epsilon": folded.get("dp_epsilon"), "dp_delta": run.cell.dp.get("delta")}
-    return {**folded, **metrics, **{k: folded.get(k, 0) for k in measured if k != "wall_s"}, **budget}
+    return {**folded, **metrics, **{k: folded.get(k, 0) for k in measured if k != "wall_s"}, **target, **budget}
 
 
 BUDGETED = ("client_train_examples", "server_train_examples", "pretrain_examples", "late_train_examples")

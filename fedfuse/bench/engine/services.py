@@ -65,6 +65,7 @@ class ServerRun(Evaluation):
     max_update_ratio: float = 100.0  # the bound on a returned model's update (ProtocolSpec, or the suite's)
     deployment: Any = None  # how the trained clients generate (``deploy``): the harness scores it
     _points: dict = field(default_factory=dict)
+    target_scores: dict = field(default_factory=dict)  # {round: target_fid}, as the harness scored it
 
     @classmethod
     def for_cell(cls, cell: CellSpec, run_dir: Path, reg) -> "ServerRun":
@@ -191,13 +192,19 @@ class ServerRun(Evaluation):
         cost = self.hardware.client_round_cost(client, figures, self._points.get(client, (None, None)))
         return cost["latency_s"] > self.cell.deadline_s
 
+    def harness_target(self, round: int, figures: dict) -> dict:
+        """``figures`` with the round's ``target_fid`` as the harness scored it (``target_deployment``),
+        or none: a protocol passes the figure on, it cannot make one up."""
+        figures = {k: v for k, v in figures.items() if k != "target_fid"}
+        return {**figures, "target_fid": self.target_scores[round]} if round in self.target_scores else figures
+
     def round_end(self, round: int, **figures: float) -> dict:
         """Close round ``round``: its traffic, the server's FLOPs and the clients' simulated time
         and energy are taken from the meters, ``figures`` (the protocol's own, e.g. losses,
         ``target_check``'s) added, and the round record stored and shown. Returns the record.
         ``strategy_rounds`` calls it; a custom loop calls it once at the end of every round."""
         traffic, counts = self.grid.meter.take_round()
-        figures = {**figures, **(self.privacy.round_figures(traffic) if self.privacy else {})}
+        figures = {**self.harness_target(round, figures), **(self.privacy.round_figures(traffic) if self.privacy else {})}
         server_flops = sum(self.flops.take().values())
         costs = self.hardware.round_figures(traffic, server_flops, self._points, self.cell.deadline_s)
         costs["server_train_examples"] = self.flops.take_examples()
