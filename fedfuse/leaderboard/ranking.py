@@ -208,6 +208,12 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
         if r["status"] != "ok":  # an interrupted cell is a seed not yet run, a failed one a result
             row.failed += r["status"] == "failed"
             continue
+        if r["seed"] in row.seeds:  # run twice (a suite edited without a new version): its newest cell counts
+            row.seeds.remove(r["seed"])
+            for name in list(row.per_seed):
+                row.per_seed[name].pop(r["seed"], None)
+                if not row.per_seed[name]:
+                    del row.per_seed[name]
         row.seeds.append(r["seed"])
         if r.get("run_dir"):
             row.run_dirs[r["seed"]] = r["run_dir"]

@@ -188,3 +188,7 @@ def test_a_protocols_final_figures_cannot_replace_the_harness_measured_or_target
     metrics = final_metrics(run, claimed, specs, measured)
     assert (metrics["energy_j"], metrics["energy_to_target_j"], metrics["rounds_to_target"]) == (2.0, 2.0, 1.0)
     assert metrics["fid"] == 12.0  # what the harness's scoring returns with the loop's figures stands
+    run.cell.evaluation["target"]["fid"] = 20.0  # not met: the loop cannot claim it was, nor a cost to reach it
+    metrics = final_metrics(run, {**claimed, "target_fid": 10.0}, specs, measured)
+    assert metrics["target_reached"] == 0.0 and metrics["target_fid"] == 30.0
+    assert not {"energy_to_target_j", "rounds_to_target"} & set(metrics)

@@ -19,6 +19,16 @@ SPECS = {"fid": MetricSpec("fid", "", False), "bytes_up": MetricSpec("bytes_up",
          "energy_j": MetricSpec("energy_j", "J", False), "client_flops": MetricSpec("client_flops", "FLOP", False)}
 
 
+def test_a_seed_run_twice_in_one_row_counts_once_by_its_newest_cell():
+    """Records come oldest first (the store orders them by start): a row edited without a new
+    suite version and resumed into the same store holds the seed twice; n stays the seeds'."""
+    first, again = record("a", 0, 10.0, 5), record("a", 0, 20.0, 5)
+    first["metrics"]["kid"] = 0.1  # a figure only the older cell has is not mixed in
+    (row,) = group([first, record("a", 1, 14.0, 5), again], {"s": "d"}, {"s": 2})
+    assert row.seeds == [1, 0] and row.values["fid"] == [14.0, 20.0] and row.mean("fid") == 17.0
+    assert "kid" not in row.values
+
+
 def test_mean_std_and_direction():
     records = [record("a", 0, 10.0, 5), record("a", 1, 14.0, 5), record("b", 0, 8.0, 9), record("b", 1, 8.0, 9),
                record("c", 0, 30.0, 1, status="failed")]

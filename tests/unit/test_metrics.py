@@ -75,7 +75,8 @@ def test_prdc_uses_fewer_neighbours_on_a_few_real_images(monkeypatch):
     gen = torch.Generator().manual_seed(0)
     real, fake = torch.randn(5, 8, generator=gen).double(), torch.randn(40, 8, generator=gen).double()
     # a copy of the real set: every fake image sits on a real one, inside every ball it should be
-    assert prdc(real, real.clone()) == pytest.approx({"precision": 1.0, "recall": 1.0, "density": 1.0, "coverage": 1.0})
+    same = prdc(real, real.clone())  # (density compares distances for ties: not asserted exactly)
+    assert (same["precision"], same["recall"], same["coverage"]) == (1.0, 1.0, 1.0)
     asked = []
     compute = prdc_package.compute_prdc
     monkeypatch.setattr(prdc_package, "compute_prdc", lambda **kw: asked.append(kw["nearest_k"]) or compute(**kw))

@@ -22,7 +22,7 @@ from pathlib import Path
 from fedfuse.bench.engine.envinfo import environment
 from fedfuse.bench.engine.services import PARTITIONS_FILE, ServerRun
 from fedfuse.bench.metrics.dp import DpSpec, check_delta
-from fedfuse.bench.metrics.target import to_target
+from fedfuse.bench.metrics.target import FIGURES as TARGET_FIGURES, to_target
 from fedfuse.bench.suites.cells import CellSpec, cell_partitions, partition_file_key
 from fedfuse.datasets.partition import describe, save_partitions
 from fedfuse.results.store import ResultStore
@@ -170,10 +170,11 @@ def final_metrics(run: ServerRun, metrics: dict, specs: dict, measured: set) -> 
     """A cell's metrics: its round records folded (each metric by its aggregate), the server
     loop's and the harness's scoring's ``metrics``, then what the harness measures (0 if nothing
     was exchanged) and the quality target's figures: the protocol cannot override them."""
-    folded, target = totals(run.rounds, specs), to_target(run.rounds, run.cell.evaluation.get("target", {}))
+    folded = {**totals(run.rounds, specs), **to_target(run.rounds, run.cell.evaluation.get("target", {}))}
+    loops = {k: v for k, v in metrics.items() if k not in TARGET_FIGURES}
     # the privacy budget: null where nothing is claimed (no DP, or σ = 0), never a bare ∞
     budget = {"dp_epsilon": folded.get("dp_epsilon"), "dp_delta": run.cell.dp.get("delta")}
-    return {**folded, **metrics, **{k: folded.get(k, 0) for k in measured if k != "wall_s"}, **target, **budget}
+    return {**folded, **loops, **{k: folded.get(k, 0) for k in measured if k != "wall_s"}, **budget}
 
 
 BUDGETED = ("client_train_examples", "server_train_examples", "pretrain_examples", "late_train_examples")

@@ -5,6 +5,8 @@ target, and what the protocol had spent until then, summed over the round record
 from __future__ import annotations
 
 SPENT = {"energy_to_target_j": "energy_j", "latency_to_target_s": "latency_s"}
+# every figure of the target, the harness's alone (a server loop's final figures do not replace them)
+FIGURES = ("target_fid", "target_reached", "rounds_to_target", "bytes_to_target", *SPENT)
 
 
 def to_target(rounds: list[dict], target: dict) -> dict:
