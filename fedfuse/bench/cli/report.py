@@ -89,6 +89,7 @@ def cmd_report(args) -> int:
     if not records:
         raise PluginError(f"{args.out} holds no cell of suite '{study.name}': run it first (fedfuse run {study.name} --out {args.out})")
     rows, command = study_rows(records, registry()), f"fedfuse report {args.study} --out {args.out}"
+    command += f" --into {args.into}" if args.into else f" --dest {args.dest}" if args.dest else ""  # the page's own
     if args.into:
         write_between_markers(Path(args.into), study.name, page(study, records, rows, command))
         print(f"wrote the {study.name} section of {args.into}")
