@@ -66,12 +66,16 @@ class Row:
         """{metric: its values over the ok seeds, in the order the cells were read}."""
         return {name: list(by_seed.values()) for name, by_seed in self.per_seed.items()}
 
+    def of(self, metric: str) -> list[float]:
+        """``metric``'s values over the ok seeds (without building every metric's, as ``values`` does)."""
+        return list(self.per_seed.get(metric, {}).values())
+
     def mean(self, metric: str) -> float:
-        v = list(self.per_seed.get(metric, {}).values())
+        v = self.of(metric)
         return float(np.mean(v)) if v else math.nan
 
     def std(self, metric: str) -> float:
-        v = list(self.per_seed.get(metric, {}).values())
+        v = self.of(metric)
         return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
     short: bool = False  # a failed cell, or fewer seeds than its section's current rows (``rank``)
