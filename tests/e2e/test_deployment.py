@@ -332,12 +332,15 @@ def test_a_dead_executor_fails_its_cell_in_seconds_naming_the_client(deployment,
     executor.kill()
     killed = time.time()
     _, stderr = runner.communicate(timeout=300)
-    took = time.time() - killed
     (failed,) = CLI(tmp_path).results(out)
     assert runner.returncode == 1 and failed["status"] == "failed", stderr[-3000:]
-    # TASK_TTL_S (10 s) to notice, then the run unwinds; 45 s leaves room for a loaded machine (33 s
-    # seen beside a background suite) and is still short of the 60 s Flower alone waits to notice
-    assert "client 1" in failed["error"] and "stopped responding" in failed["error"] and took < 45, (took, failed["error"])
+    assert "client 1" in failed["error"] and "stopped responding" in failed["error"], failed["error"]
+    # From the kill to the cell's recorded failure (the CLI's own exit left out): TASK_TTL_S (10 s)
+    # to notice, then the ServerApp hears the error reply and fails the cell (to the CLI's exit: 33 s
+    # seen beside a background suite, 45 s on a loaded CI machine). Flower alone waits 60 s just to
+    # notice, so a failure recorded under 60 s after the kill means the short TTL did it.
+    took = failed["ended"] - killed
+    assert took < 60, took
     wait_for(lambda: deployment.info["pids"]["executor1"] != executor.pid, 30)
     time.sleep(2)
     assert not [p for p in deployment.family() if p.status() == psutil.STATUS_ZOMBIE]
