@@ -314,20 +314,34 @@ def versus(a: Row, b: Row, metric: str) -> str:
     return "below" if a.mean(metric) < b.mean(metric) else "above"
 
 
-def seeds_below(a: Row, b: Row, metric: str) -> tuple[int, int]:
-    """(k, n): on k of the n seeds both rows have, a's ``metric`` is below b's. Rows of one
-    suite share each seed's data, hardware and evaluation images, so this paired count shows
-    what a spread driven by the seeds themselves hides; verdicts still use ``versus``."""
+LEVEL = 1e-3  # two paired values within 0.1 % of each other are level: rounding, not a difference
+
+
+def paired(a: Row, b: Row, metric: str) -> list[tuple[float, float]]:
+    """(a's, b's) ``metric`` on each seed both rows have."""
     mine, theirs = a.per_seed.get(metric, {}), b.per_seed.get(metric, {})
-    shared = mine.keys() & theirs.keys()
-    return sum(mine[s] < theirs[s] for s in shared), len(shared)
+    return [(mine[s], theirs[s]) for s in sorted(mine.keys() & theirs.keys())]
+
+
+def level(x: float, y: float) -> bool:
+    return abs(x - y) <= LEVEL * max(abs(x), abs(y))
+
+
+def seeds_below(a: Row, b: Row, metric: str) -> tuple[int, int]:
+    """(k, n): on k of the n seeds both rows have, a's ``metric`` is below b's (by more than
+    ``LEVEL``). Rows of one suite share each seed's data, hardware and evaluation images, so this
+    paired count shows what a spread driven by the seeds themselves hides; verdicts still use
+    ``versus``."""
+    pairs = paired(a, b, metric)
+    return sum(x < y and not level(x, y) for x, y in pairs), len(pairs)
 
 
 def paired_count(a: Row, b: Row, metric: str, word: str = "below") -> str:
     """``seeds_below`` as a claim's line says it: "below on k of n seeds" (``word`` for
-    "below", e.g. "less" for energy)."""
+    "below", e.g. "less" for energy), and ", level on m" where m seeds are within ``LEVEL``."""
     k, n = seeds_below(a, b, metric)
-    return f"{word} on {k} of {n} seeds"
+    tied = sum(level(x, y) for x, y in paired(a, b, metric))
+    return f"{word} on {k} of {n} seeds" + (f", level on {tied}" if tied else "")
 
 
 def reference_rows(rows: list[Row]) -> dict[str, dict[str, tuple[float, float]]]:

@@ -47,7 +47,7 @@ def test_a_row_short_of_its_seeds_is_shown_but_not_ranked():
     shown with its count, never ranked beside complete rows; ``versus`` says so where a row has
     no figure, and ``seeds_below`` pairs the seeds both rows ran. A run cut short, every row on
     the same fewer seeds, still ranks them all."""
-    from fedfuse.leaderboard.ranking import seeds_below, versus
+    from fedfuse.leaderboard.ranking import paired_count, seeds_below, versus
 
     records = [record("a", 0, 10.0, 5), record("a", 1, 14.0, 5), record("a", 2, 11.0, 5),
                record("b", 0, 8.0, 9), record("b", 1, 9.0, 9), record("b", 2, 30.0, 9, status="failed"),
@@ -58,6 +58,11 @@ def test_a_row_short_of_its_seeds_is_shown_but_not_ranked():
     assert c.place == "incomplete" and not c.seeds and versus(c, a, "fid") == "not measured against"
     assert versus(b, a, "fid") == "below" and seeds_below(b, a, "fid") == (2, 2)
     assert seeds_below(a, b, "fid") == (0, 2) and seeds_below(c, a, "fid") == (0, 0)
+    # within 0.1 % is level, not below: 10.0 against 10.005 (two rows that chose the same plan)
+    twin = rank(group([record("t", 0, 10.005, 5), record("t", 1, 13.0, 5), record("t", 2, 11.0, 5)], {"s": "d"}, {"s": 3}), SPECS)[0]
+    assert seeds_below(a, twin, "fid") == (0, 3) and seeds_below(twin, a, "fid") == (1, 3)
+    assert paired_count(twin, a, "fid", "less") == "less on 1 of 3 seeds, level on 2"
+    assert paired_count(b, a, "fid") == "below on 2 of 2 seeds"
     cut_short = [r for r in records if r["seed"] < 2 and r["status"] == "ok"]
     assert [(r.label, r.place, r.n_shown) for r in rank(group(cut_short, {"s": "d"}, {"s": 3}), SPECS)] == [
         ("b", "1=", "2*"), ("a", "1=", "2*")]
