@@ -38,8 +38,24 @@ def load_protocol_config(cell: CellSpec, reg=None) -> Any:
     return build_config(spec.config, cell.config, f"cell {cell.name}")
 
 
+class OnDevice:
+    """Where a cell's models train and sample, for the server's view and a client's alike."""
+
+    cell: CellSpec
+
+    @property
+    def resources(self):
+        """The cell's ``fedfuse.toolkit.device.Resources`` (accelerator, precision, shares)."""
+        return self.cell.system
+
+    @property
+    def device(self):
+        """The torch device to train on: move what you compute outside ``fit`` there."""
+        return torch_device(self.resources)
+
+
 @dataclass
-class ServerRun(Evaluation):
+class ServerRun(Evaluation, OnDevice):
     """The server loop's view of a cell.
 
     ``grid`` counts every message; ``flops`` measures the server's own training and sampling
@@ -90,16 +106,6 @@ class ServerRun(Evaluation):
         """The dataset: ``eval_*`` for server-side evaluation, ``public`` for what any party may
         use. Training on the clients' private images happens on the clients."""
         return load(self.cell.dataset, self.cell.dataset_args)
-
-    @property
-    def resources(self):
-        """Where models train and sample (``fedfuse.toolkit.device.Resources``)."""
-        return self.cell.system
-
-    @property
-    def device(self):
-        """The torch device the cell trains on: move what you compute outside ``fit`` there."""
-        return torch_device(self.resources)
 
     def partition_of(self, node_id: int) -> int:
         """The client (partition id) a Flower node serves, as the harness's handshake found it."""
@@ -219,7 +225,7 @@ class ServerRun(Evaluation):
 
 
 @dataclass
-class ClientRun:
+class ClientRun(OnDevice):
     """A client's view of a cell: its partition, the protocol config, seeds."""
 
     cell: CellSpec
@@ -237,16 +243,6 @@ class ClientRun:
     def num_classes(self) -> int:
         """How many class labels the dataset has (a class-conditional model embeds each)."""
         return len(load(self.cell.dataset, self.cell.dataset_args).class_names)
-
-    @property
-    def resources(self):
-        """Where this client's models train and sample (``fedfuse.toolkit.device.Resources``)."""
-        return self.cell.system
-
-    @property
-    def device(self):
-        """The torch device this client trains on: move what you compute outside ``fit`` there."""
-        return torch_device(self.resources)
 
     def torch_generator(self, *salt: int) -> torch.Generator:
         """Seeded by (cell seed, partition id, *salt): pass the round so rounds differ."""
