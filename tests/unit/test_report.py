@@ -227,6 +227,7 @@ def test_the_quantization_claim_is_against_the_cheapest_row_that_met_the_demands
 
 
 LORA_V5 = ROOT / "runs" / "seed-fedavg-lora-v5"  # committed: all 42 cells
+QUANT_V4 = ROOT / "runs" / "seed-ondemand-quant-v4"  # committed: 32 of 33 cells (one seed infeasible)
 
 
 def test_the_v5_lora_study_states_the_verdicts_its_readme_states(tmp_path, capsys):
@@ -255,3 +256,20 @@ def test_the_v5_lora_study_states_the_verdicts_its_readme_states(tmp_path, capsy
     assert ("personalised adapters: FID 29.7 ± 4.5, not told apart from the global ones' (30.7 ± 12.9; below on 1 of 3 "
             "seeds)") in skewed_text
     assert "| 3 | 29.7 ± 4.5 |" in text and "[2 of" not in text  # every row has its 3 seeds
+
+
+def test_the_v4_quantization_study_states_the_verdicts_its_readme_states(tmp_path, capsys):
+    """fedfuse/protocols/ondemand_quant/README.md, *Measured*, from runs/seed-ondemand-quant-v4."""
+    dest = tmp_path / "page"
+    assert main(["report", "seed-ondemand-quant", "--out", str(QUANT_V4), "--dest", str(dest)]) == 0
+    text = (dest / "README.md").read_text()
+    claims = text[text.index("Claims, within"):]
+    assert ("1. on-demand (error 6 bits) spends less energy than the cheapest fixed configuration meeting the "
+            "same demands (fixed-6 + dvfs), at no loss of quality: not shown (within the seeds' spread)") in claims
+    assert "energy 2121 ± 393 J, not told apart from fixed-6 + dvfs's 2121 ± 393 J; less on 0 of 3 seeds, level on 3" in claims
+    assert "left out: full-precision + dvfs [2 of 3 seeds], a failed cell" in claims  # seed 1 infeasible
+    assert "left out: full-precision missed the 20 s deadline on seed(s) 1" in claims
+    assert "2. with moving clients (distances drawn anew each round), on-demand beats fixed-6 + dvfs: not shown" in claims
+    assert "energy 2147 ± 70 J, not told apart from fixed-6 + dvfs (moving clients)'s 2147 ± 70 J; less on 0 of 3 seeds, level on 3" in claims
+    assert "32 of 33 cells ok" in text and "| incomplete | full-precision + dvfs |" in text
+    assert text.count("| 1= |") == 10 and "| – | – |" not in text  # every complete row ranked, MIA filled
