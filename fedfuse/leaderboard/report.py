@@ -63,12 +63,11 @@ def figure(rows: list[Row], panels: tuple[tuple[str, str], ...], path: Path) -> 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3), squeeze=False)
-    names = titles(rows)
+    names, marks = titles(rows), {id(r): row_style(i) for i, r in enumerate(rows)}
     for ax, (x, y) in zip(axes[0], panels):
         at = x_positions(rows, x)
         for r in (r for r in rows if id(r) in at and r.values.get(y)):
-            ax.errorbar(at[id(r)], r.mean(y), xerr=r.std(x), yerr=r.std(y), fmt="o", capsize=3)
-            ax.annotate(names[id(r)], (at[id(r)], r.mean(y)), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.errorbar(at[id(r)], r.mean(y), xerr=r.std(x), yerr=r.std(y), capsize=3, label=names[id(r)], **marks[id(r)])
         if x.startswith("bytes") or x == "dp_epsilon":  # quantities over orders of magnitude: a log axis
             ax.set_xscale("log")
         if x == "dp_epsilon" and any(r.mean(x) != at[id(r)] for r in rows if id(r) in at):
@@ -78,9 +77,23 @@ def figure(rows: list[Row], panels: tuple[tuple[str, str], ...], path: Path) -> 
             ax.minorticks_off()
         ax.set(xlabel=x, ylabel=y)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    legend_below(fig, axes[0])
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def row_style(i: int) -> dict:
+    """The i-th row's colour and marker: ten colours, then the next marker shape."""
+    return {"color": f"C{i % 10}", "marker": "osD^v"[i // 10 % 5], "linestyle": "none"}
+
+
+def legend_below(fig, axes) -> None:
+    """One legend for all panels, under them: rows that measured alike sit on one another in a
+    panel, and labels written beside the points would print over each other."""
+    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.tight_layout()
+    fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(4, len(handles)) or 1, fontsize=7, frameon=False)
 
 
 def x_positions(rows: list[Row], x: str) -> dict[int, float]:
