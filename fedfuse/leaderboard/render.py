@@ -148,15 +148,28 @@ def tradeoff_plot(rows: list[Row], x: str, y: str, path, title: str = "") -> Non
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
+    for i, r in enumerate(rows):
         if math.isnan(r.mean(x)) or math.isnan(r.mean(y)):
             continue
-        ax.errorbar(r.mean(x), r.mean(y), xerr=r.std(x), yerr=r.std(y), fmt="o", capsize=3, label=r.label)
-        ax.annotate(r.label, (r.mean(x), r.mean(y)), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.errorbar(r.mean(x), r.mean(y), xerr=r.std(x), yerr=r.std(y), capsize=3, label=r.label, **row_style(i))
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    legend_below(fig, [ax])
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def row_style(i: int) -> dict:
+    """The i-th row's colour and marker: ten colours, then the next marker shape."""
+    return {"color": f"C{i % 10}", "marker": "osD^v"[i // 10 % 5], "linestyle": "none"}
+
+
+def legend_below(fig, axes) -> None:
+    """One legend for all panels, under them: rows that measured alike sit on one another in a
+    panel, and labels written beside the points would print over each other."""
+    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.tight_layout()
+    fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(4, len(handles)) or 1, fontsize=7, frameon=False)

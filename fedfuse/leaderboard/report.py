@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fedfuse.leaderboard.html import grid_of
 from fedfuse.leaderboard.ranking import Row
-from fedfuse.leaderboard.render import LEGEND, markdown
+from fedfuse.leaderboard.render import LEGEND, legend_below, markdown, row_style
 from fedfuse.leaderboard.rows import ranked_rows
 from fedfuse.plugins.config import ConfigError
 
@@ -80,20 +80,6 @@ def figure(rows: list[Row], panels: tuple[tuple[str, str], ...], path: Path) -> 
     legend_below(fig, axes[0])
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
-
-
-def row_style(i: int) -> dict:
-    """The i-th row's colour and marker: ten colours, then the next marker shape."""
-    return {"color": f"C{i % 10}", "marker": "osD^v"[i // 10 % 5], "linestyle": "none"}
-
-
-def legend_below(fig, axes) -> None:
-    """One legend for all panels, under them: rows that measured alike sit on one another in a
-    panel, and labels written beside the points would print over each other."""
-    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
-    fig.tight_layout()
-    fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(4, len(handles)) or 1, fontsize=7, frameon=False)
 
 
 def x_positions(rows: list[Row], x: str) -> dict[int, float]:
