@@ -209,31 +209,41 @@ def group(records: list[dict], shipped_digests: dict[str, str], planned_seeds: d
         row.protocol = r.get("protocol", "")
         row.verified = row.verified or bool(r.get("verified"))
         row.bound = row.protocol in bounds
-        if r["status"] != "ok":  # an interrupted cell is a seed not yet run, a failed one a result
+        if r["status"] == "ok":
+            add_result(row, r)
+        else:  # an interrupted cell is a seed not yet run, a failed one a result
             row.failed += r["status"] == "failed"
-            continue
-        if r["seed"] in row.seeds:  # run twice (a suite edited without a new version): its newest cell counts
-            row.seeds.remove(r["seed"])
-            for name in list(row.per_seed):
-                row.per_seed[name].pop(r["seed"], None)
-                if not row.per_seed[name]:
-                    del row.per_seed[name]
-        row.seeds.append(r["seed"])
-        if r.get("run_dir"):
-            row.run_dirs[r["seed"]] = r["run_dir"]
-        system = r["metrics"].get("system")
-        if system and system not in row.systems:
-            row.systems.append(system)
-        row.primary = r["evaluation"].get("primary", PRIMARY)
-        # the distribution the ranking metric was scored on: the population's for a pop_ metric
-        scored_on = "pop_eval_distribution" if row.primary.startswith("pop_") else "eval_distribution"
-        row.distribution = row.distribution or r["metrics"].get(scored_on, "")
-        for name, value in r["metrics"].items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                row.per_seed[name][r["seed"]] = float(value)
     rows = list(rows.values())
     name_legacy_distributions(rows)
     return rows
+
+
+def add_result(row: Row, r: dict) -> None:
+    """One ok cell's seed and figures into its row."""
+    forget_seed(row, r["seed"])  # run twice (a suite edited without a new version): its newest cell counts
+    row.seeds.append(r["seed"])
+    if r.get("run_dir"):
+        row.run_dirs[r["seed"]] = r["run_dir"]
+    system = r["metrics"].get("system")
+    if system and system not in row.systems:
+        row.systems.append(system)
+    row.primary = r["evaluation"].get("primary", PRIMARY)
+    # the distribution the ranking metric was scored on: the population's for a pop_ metric
+    scored_on = "pop_eval_distribution" if row.primary.startswith("pop_") else "eval_distribution"
+    row.distribution = row.distribution or r["metrics"].get(scored_on, "")
+    for name, value in r["metrics"].items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            row.per_seed[name][r["seed"]] = float(value)
+
+
+def forget_seed(row: Row, seed: int) -> None:
+    if seed not in row.seeds:
+        return
+    row.seeds.remove(seed)
+    for name in list(row.per_seed):
+        row.per_seed[name].pop(seed, None)
+        if not row.per_seed[name]:
+            del row.per_seed[name]
 
 
 def name_legacy_distributions(rows: list[Row]) -> None:
