@@ -148,10 +148,11 @@ def tradeoff_plot(rows: list[Row], x: str, y: str, path, title: str = "") -> Non
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    names = titles(rows)
     for i, r in enumerate(rows):
         if math.isnan(r.mean(x)) or math.isnan(r.mean(y)):
             continue
-        ax.errorbar(r.mean(x), r.mean(y), xerr=r.std(x), yerr=r.std(y), capsize=3, label=r.label, **row_style(i))
+        ax.errorbar(r.mean(x), r.mean(y), xerr=r.std(x), yerr=r.std(y), capsize=3, label=names[id(r)], **row_style(i))
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.set_title(title, fontsize=9)
@@ -172,4 +173,21 @@ def legend_below(fig, axes) -> None:
     handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
     fig.tight_layout()
     fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(4, len(handles)) or 1, fontsize=7, frameon=False)
+               ncol=max(1, min(4, 2 * len(axes), len(handles))), fontsize=7, frameon=False)
+
+
+def split_names(rows: list[Row]) -> dict[int, str]:
+    """{id(row): how its data split is named beside its label}: the partitioner without its
+    arguments where that tells a configuration's rows apart, else all of its data."""
+    def short(r):
+        return r.partition.split("(")[0]
+
+    clash = {(r.label, short(r)) for r in rows for o in rows
+             if o is not r and (o.label, short(o)) == (r.label, short(r)) and o.data != r.data}
+    return {id(r): r.data if (r.label, short(r)) in clash else short(r) for r in rows}
+
+
+def titles(rows: list[Row]) -> dict[int, str]:
+    """{id(row): its name in figures and grids}: the label, with its data split where a study has several."""
+    several, splits = len({r.data for r in rows}) > 1, split_names(rows)
+    return {id(r): f"{r.label}, {splits[id(r)]}" if several else r.label for r in rows}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fedfuse.leaderboard.html import grid_of
 from fedfuse.leaderboard.ranking import Row
-from fedfuse.leaderboard.render import LEGEND, legend_below, markdown, row_style
+from fedfuse.leaderboard.render import LEGEND, legend_below, markdown, row_style, titles
 from fedfuse.leaderboard.rows import ranked_rows
 from fedfuse.plugins.config import ConfigError
 
@@ -36,23 +36,6 @@ def measured_line(records: list[dict]) -> str:
     seeds = len({r["seed"] for r in records})
     return (f"Measured: {seeds} seed{'s' * (seeds > 1)}, {len(ok)} of {len(records)} cells ok, "
             f"{wall:,.0f} s of cell wall time ({wall / 3600:.2f} h), {day}.")
-
-
-def split_names(rows: list[Row]) -> dict[int, str]:
-    """{id(row): how its data split is named beside its label}: the partitioner without its
-    arguments where that tells a configuration's rows apart, else all of its data."""
-    def short(r):
-        return r.partition.split("(")[0]
-
-    clash = {(r.label, short(r)) for r in rows for o in rows
-             if o is not r and (o.label, short(o)) == (r.label, short(r)) and o.data != r.data}
-    return {id(r): r.data if (r.label, short(r)) in clash else short(r) for r in rows}
-
-
-def titles(rows: list[Row]) -> dict[int, str]:
-    """{id(row): its name in figures and grids}: the label, with its data split where a study has several."""
-    several, splits = len({r.data for r in rows}) > 1, split_names(rows)
-    return {id(r): f"{r.label}, {splits[id(r)]}" if several else r.label for r in rows}
 
 
 def figure(rows: list[Row], panels: tuple[tuple[str, str], ...], path: Path) -> None:

@@ -337,10 +337,10 @@ def test_a_dead_executor_fails_its_cell_in_seconds_naming_the_client(deployment,
     assert "client 1" in failed["error"] and "stopped responding" in failed["error"], failed["error"]
     # From the kill to the cell's recorded failure (the CLI's own exit left out): TASK_TTL_S (10 s)
     # to notice, then the ServerApp hears the error reply and fails the cell (to the CLI's exit: 33 s
-    # seen beside a background suite, 45 s on a loaded CI machine). Flower alone waits 60 s just to
-    # notice, so a failure recorded under 60 s after the kill means the short TTL did it.
+    # seen beside a background suite, 45 s on a loaded CI machine). Flower alone gives a task 60 s
+    # after its last beat, and the executor beats every 2 s: it could not notice before 58 s.
     took = failed["ended"] - killed
-    assert took < 60, took
+    assert took < 50, took
     wait_for(lambda: deployment.info["pids"]["executor1"] != executor.pid, 30)
     time.sleep(2)
     assert not [p for p in deployment.family() if p.status() == psutil.STATUS_ZOMBIE]

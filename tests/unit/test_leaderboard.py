@@ -58,14 +58,24 @@ def test_a_row_short_of_its_seeds_is_shown_but_not_ranked():
     assert c.place == "incomplete" and not c.seeds and versus(c, a, "fid") == "not measured against"
     assert versus(b, a, "fid") == "below" and seeds_below(b, a, "fid") == (2, 2)
     assert seeds_below(a, b, "fid") == (0, 2) and seeds_below(c, a, "fid") == (0, 0)
-    # within 0.1 % is level, not below: 10.0 against 10.005 (two rows that chose the same plan)
-    twin = rank(group([record("t", 0, 10.005, 5), record("t", 1, 13.0, 5), record("t", 2, 11.0, 5)], {"s": "d"}, {"s": 3}), SPECS)[0]
-    assert seeds_below(a, twin, "fid") == (0, 3) and seeds_below(twin, a, "fid") == (1, 3)
-    assert paired_count(twin, a, "fid", "less") == "less on 1 of 3 seeds, level on 2"
     assert paired_count(b, a, "fid") == "below on 2 of 2 seeds"
     cut_short = [r for r in records if r["seed"] < 2 and r["status"] == "ok"]
     assert [(r.label, r.place, r.n_shown) for r in rank(group(cut_short, {"s": "d"}, {"s": 3}), SPECS)] == [
         ("b", "1=", "2*"), ("a", "1=", "2*")]
+
+
+def test_paired_seeds_within_a_tenth_of_a_percent_are_level_not_below():
+    """Two rows that chose the same plan differ by rounding: level on that seed, counted apart
+    from "below"; just over 0.1 % is below."""
+    from fedfuse.leaderboard.ranking import paired_count, seeds_below
+
+    def row(label, fids):
+        return rank(group([record(label, s, f, 5) for s, f in enumerate(fids)], {"s": "d"}, {"s": 3}), SPECS)[0]
+
+    a, twin, close = row("a", (10.0, 14.0, 11.0)), row("t", (10.005, 13.0, 11.0)), row("c", (9.989, 14.0, 11.0))
+    assert seeds_below(a, twin, "fid") == (0, 3) and seeds_below(twin, a, "fid") == (1, 3)
+    assert paired_count(twin, a, "fid", "less") == "less on 1 of 3 seeds, level on 2"
+    assert seeds_below(close, a, "fid") == (1, 3) and paired_count(close, a, "fid") == "below on 1 of 3 seeds, level on 2"
 
 
 def test_results_of_an_older_protocol_version_get_a_row_of_their_own():
