@@ -14,6 +14,7 @@ import torch
 
 from fedfuse.bench.costs.flops import FlopMeter
 from fedfuse.bench.engine.evaluation import Evaluation
+from fedfuse.bench.metrics.target import FIGURES as TARGET_FIGURES
 from fedfuse.bench.suites.cells import CellSpec, cell_partitions
 from fedfuse.datasets import ClientData, ImageData
 from fedfuse.datasets.loading import load
@@ -200,8 +201,9 @@ class ServerRun(Evaluation, OnDevice):
 
     def harness_target(self, round: int, figures: dict) -> dict:
         """``figures`` with the round's ``target_fid`` as the harness scored it (``target_deployment``),
-        or none: a protocol passes the figure on, it cannot make one up."""
-        figures = {k: v for k, v in figures.items() if k != "target_fid"}
+        or none: a protocol passes the figure on, it cannot make up any of the target's figures
+        (the same set ``final_metrics`` keeps from a server loop's end)."""
+        figures = {k: v for k, v in figures.items() if k not in TARGET_FIGURES}
         return {**figures, "target_fid": self.target_scores[round]} if round in self.target_scores else figures
 
     def round_end(self, round: int, **figures: float) -> dict:
