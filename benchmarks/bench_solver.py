@@ -34,7 +34,7 @@ def clients(n: int) -> list[solver.ClientProblem]:
 @pytest.mark.parametrize("n, exact", [(1000 if FULL else 40, False), (12 if FULL else 4, True)])
 def test_solver(benchmark, n, exact, solve):
     problem = clients(n)
-    bound = sum(c.weight**2 * solver.error(6) for c in problem)
+    bound = solver.error_bound(problem, 6)
     plan = benchmark.pedantic(solve, args=(problem, 20.0, bound, range(1, 17), exact), rounds=3,
                               iterations=1, warmup_rounds=0)
     assert len(plan) == n and sum(c.weight**2 * solver.error(o.bits) for c, o in zip(problem, plan)) <= bound * 1.000001

@@ -57,7 +57,7 @@ def round_energy(clients, bits: int, free: bool) -> tuple[float, list[int]] | No
     """The plan's energy for one round (static energy for its length included) and its bits:
     on-demand (``free``) within the error bound of ``bits``, or every device at ``bits``; None
     where no plan meets the deadline."""
-    bound = sum(c.weight**2 * solver.error(bits) for c in clients)
+    bound = solver.error_bound(clients, bits)
     try:
         plan = solver.solve(clients, DEADLINE_S, bound) if free else solver.solve(clients, DEADLINE_S, float("inf"), [bits])
     except solver.Infeasible:

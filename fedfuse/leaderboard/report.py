@@ -49,7 +49,7 @@ def figure(rows: list[Row], panels: tuple[tuple[str, str], ...], path: Path) -> 
     names, marks = titles(rows), {id(r): row_style(i) for i, r in enumerate(rows)}
     for ax, (x, y) in zip(axes[0], panels):
         at = x_positions(rows, x)
-        for r in (r for r in rows if id(r) in at and r.values.get(y)):
+        for r in (r for r in rows if id(r) in at and r.of(y)):
             ax.errorbar(at[id(r)], r.mean(y), xerr=r.std(x), yerr=r.std(y), capsize=3, label=names[id(r)], **marks[id(r)])
         if x.startswith("bytes") or x == "dp_epsilon":  # quantities over orders of magnitude: a log axis
             ax.set_xscale("log")
@@ -68,10 +68,10 @@ def figure(rows: list[Row], panels: tuple[tuple[str, str], ...], path: Path) -> 
 def x_positions(rows: list[Row], x: str) -> dict[int, float]:
     """{id(row): where it sits on the x axis}: its mean; for ε, a row without DP (no bound)
     at the far right, 4 x the largest ε measured."""
-    at = {id(r): r.mean(x) for r in rows if r.values.get(x)}
+    at = {id(r): r.mean(x) for r in rows if r.of(x)}
     if x == "dp_epsilon":
         right = 4 * max(at.values(), default=1.0)
-        at.update({id(r): right for r in rows if not r.values.get(x)})
+        at.update({id(r): right for r in rows if not r.of(x)})
     return at
 
 

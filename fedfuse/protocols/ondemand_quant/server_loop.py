@@ -85,8 +85,7 @@ def plan_round(run, cfg, weights: dict, flops: float, params: int, active: list[
                for k, c in ((k, hw.clients[k]) for k in active)]
     if not ondemand:  # the bits are fixed (each client's the least it may send): only f, p and the round length are chosen
         return dict(zip(active, solver.solve(clients, cfg.deadline_s, np.inf, sorted({c.min_bits for c in clients}))))
-    bound = sum(c.weight**2 * solver.error(cfg.error_bits) for c in clients)
-    return dict(zip(active, solver.solve(clients, cfg.deadline_s, bound)))
+    return dict(zip(active, solver.solve(clients, cfg.deadline_s, solver.error_bound(clients, cfg.error_bits))))
 
 
 class Downlink:

@@ -81,6 +81,12 @@ def error(bits: int) -> float:
     return 1.0 / (4 * (2**bits - 1) ** 2)
 
 
+def error_bound(clients, bits: int) -> float:
+    """The aggregate error bound of ``bits`` bits (config ``error_bits``): ``Σ_k w_k² V(bits)``,
+    what every device at ``bits`` reaches."""
+    return sum(c.weight**2 * error(bits) for c in clients)
+
+
 def scale_bits(params: int, block: int, bits) -> float:
     """The per-block scales of a quantized update; full precision (32 bits) sends none."""
     return np.where(np.asarray(bits) == FULL_PRECISION, 0, SCALE_BITS * -(-params // block))
