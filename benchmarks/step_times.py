@@ -5,6 +5,10 @@ The suites' expected times (docs/quality.md, each suite file's header) are steps
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/step_times.py --side 8 --side 28
     .venv/bin/python benchmarks/step_times.py --accelerator cuda --precision bf16-mixed --json out.json
+    .venv/bin/python benchmarks/step_times.py --accelerator cuda --compile cudagraphs --side 28
+
+With ``--compile`` the step is ``torch.compile``d as ``[resources] compile`` does it; a preset
+whose compiled gradients differ from eager mode's is reported (``compile_refused``), not timed.
 
 Random images stand in for data: a step's cost does not depend on what the pixels show.
 ``fedfuse profile measure`` times the same step to write a device profile.
@@ -19,6 +23,7 @@ import torch
 
 from fedfuse.bench.costs.steptime import TrainStep
 from fedfuse.toolkit import models
+from fedfuse.toolkit.compiling import CompileMismatch
 from fedfuse.toolkit.device import Resources, describe
 
 
@@ -30,22 +35,32 @@ def main() -> None:
     p.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--compile", nargs="?", const=True, default=False, metavar="BACKEND",
+                   help="torch.compile the step (inductor, or this backend), checked against eager first")
     p.add_argument("--json", help="append one JSON line per measurement to this file")
     args = p.parse_args()
-    resources = Resources(accelerator=args.accelerator, precision=args.precision)
+    resources = Resources(accelerator=args.accelerator, precision=args.precision, compile=args.compile)
     system = describe(resources)
     for side in args.side or [8, 28]:
-        for preset in args.preset or list(models.PRESETS):
-            step = TrainStep(preset, side, args.batch_size, resources)
-            step.warm_up(max(3, args.steps // 10))
-            s = step.seconds_per_step(args.steps)
-            row = {"preset": preset, "side": side, "batch_size": args.batch_size, "s_per_step": round(s, 5),
-                   "flops_per_step": step.flops_per_step,
+        for preset in dict.fromkeys(args.preset or models.PRESETS):  # each once, in order
+            row = {"preset": preset, "side": side, "batch_size": args.batch_size,
+                   **measure(TrainStep(preset, side, args.batch_size, resources), args.steps),
                    "threads": torch.get_num_threads(), **system}
             print(json.dumps(row), flush=True)
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row) + "\n")
+
+
+def measure(step: TrainStep, steps: int) -> dict:
+    """Seconds per step and FLOPs, after a warm-up (which compiles, where compiling)."""
+    try:
+        step.warm_up(max(3, steps // 10))
+    except CompileMismatch as refused:
+        return {"compile_refused": str(refused)}
+    s = step.seconds_per_step(steps)
+    return {"s_per_step": round(s, 5), "images_per_s": round(step.recipe.batch_size / s, 1),
+            "flops_per_step": step.flops_per_step}
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ Groups:
   (custom messages), ``check_replies``, ``ClientFailure``.
 - **toolkit**: UNet presets, the DDPM recipe (``DdpmConfig``, ``train`` with an
   ``extra_loss`` hook, ``fit`` for any batch loss, ``Ema``), sampling, the quantization codec,
-  ``write_atomic`` for cache files that concurrent cells share.
+  ``to_device`` (a CPU draw onto the training device without stopping the host: use it in a
+  batch loss of your own), ``write_atomic`` for cache files that concurrent cells share.
 - **accounting**: ``FlopMeter`` and the record keys the harness reads (``PAYLOAD_KEY`` for a
   packed payload's logical size, ``EVAL_KEY`` for evaluation-only traffic), the cost model.
 - **studies**: ``StudySpec`` (a suite ``fedfuse report`` turns into a page); for its claims,
@@ -63,7 +64,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         fit,
         train,
     )
-    from fedfuse.toolkit.device import Resources
+    from fedfuse.toolkit.device import Resources, to_device
     from fedfuse.toolkit.models import build_unet
     from fedfuse.toolkit.recipe import PRESETS, DdpmConfig, Recipe, check_preset
     from fedfuse.bench.engine.rounds import (
@@ -107,6 +108,7 @@ _EXPORTS = {
     "fit": ("fedfuse.toolkit.ddpm", "fit"),
     "train": ("fedfuse.toolkit.ddpm", "train"),
     "Resources": ("fedfuse.toolkit.device", "Resources"),
+    "to_device": ("fedfuse.toolkit.device", "to_device"),
     "PRESETS": ("fedfuse.toolkit.recipe", "PRESETS"),
     "build_unet": ("fedfuse.toolkit.models", "build_unet"),
     "check_preset": ("fedfuse.toolkit.recipe", "check_preset"),

@@ -2,7 +2,9 @@
 # One lent card, one call: what fedfuse measures on a GPU, within LIMIT seconds (default 480),
 # cheapest and surest first, each step cut off in time for the next:
 #   1. one model's throughput: each preset's training step at 28 px, batch 128, fp32 and
-#      bf16-mixed (benchmarks/step_times.py with THROUGHPUT) -> $OUT/step_times.jsonl;
+#      bf16-mixed, then the -gpu tiers' preset (COMPILE_PRESET, base) compiled in bf16 with each
+#      of COMPILERS (inductor, cudagraphs: checked against eager first, a refusal is recorded)
+#      (benchmarks/step_times.py with THROUGHPUT) -> $OUT/step_times.jsonl;
 #   2. the -gpu-quick tiers (TIERS, default all three: 1 seed, 2 rows each) on Flower's
 #      deployment engine, each run cut off after QUICK_LIMIT seconds (default 200) or at the
 #      session's end: a cut-off keeps the cells that finished (the first row's, as a rule);
@@ -34,10 +36,14 @@ if [ -f "$STORE/results.sqlite" ] && [ ! -e "$OUT/$SUITE" ]; then  # the suite r
 fi
 
 echo "== one model's throughput ($SECONDS s)"
-for precision in 32-true bf16-mixed; do
-  [ "$(left)" -ge 10 ] || { echo "skipped (no time left): $precision"; continue; }
-  timeout -s INT "$(( $(left) < 60 ? $(left) : 60 ))" $PY benchmarks/step_times.py $THROUGHPUT --precision "$precision" \
+step_times() {  # one step_times.py run, at most 60 s
+  [ "$(left)" -ge 10 ] || { echo "skipped (no time left): $*"; return; }
+  timeout -s INT "$(( $(left) < 60 ? $(left) : 60 ))" $PY benchmarks/step_times.py $THROUGHPUT "$@" \
     --json "$OUT/step_times.jsonl" >> "$OUT/step_times.log" 2>&1; ran $?
+}
+for precision in 32-true bf16-mixed; do step_times --precision "$precision"; done
+for backend in ${COMPILERS:-inductor cudagraphs}; do
+  step_times --precision bf16-mixed --preset "${COMPILE_PRESET:-base}" --compile "$backend"
 done
 
 for tier in ${TIERS:-$QUICK_TIERS}; do

@@ -10,6 +10,7 @@ Protocols say *what* to train (the model, which parameters, the loss of a batch,
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from typing import Callable
 
@@ -18,7 +19,8 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch.optim.swa_utils import AveragedModel
 
-from fedfuse.toolkit.device import Resources, fabric
+from fedfuse.toolkit import compiling
+from fedfuse.toolkit.device import Resources, fabric, to_device
 from fedfuse.toolkit.privacy import DpSgd
 from fedfuse.toolkit.recipe import DdpmConfig, Recipe  # noqa: F401  (re-exported: ddpm.Recipe)
 
@@ -53,10 +55,11 @@ def diffusion_loss(model, scheduler, images: torch.Tensor, generator: torch.Gene
     low, high = t_range or (0, scheduler.config.num_train_timesteps)
     t = torch.randint(low, high, (len(images),), generator=generator)
     noise = torch.randn(images.shape, generator=generator)
-    noisy = scheduler.add_noise(images, noise, t).to(device)
-    kwargs = {"class_labels": labels.to(device)} if labels is not None else {}
+    device = torch.device(device)
+    noisy = to_device(scheduler.add_noise(images, noise, t), device)
+    kwargs = {"class_labels": to_device(labels, device)} if labels is not None else {}
     target = training_target(scheduler, images, noise, t)
-    return F.mse_loss(model(noisy, t.to(device), **kwargs).sample, target.to(device))
+    return F.mse_loss(model(noisy, to_device(t, device), **kwargs).sample, to_device(target, device))
 
 
 def drop_labels(labels: torch.Tensor, p: float, null_label: int, generator: torch.Generator) -> torch.Tensor:
@@ -93,11 +96,11 @@ def _fit(model, trained, batch_loss, steps, recipe, resources, flops, start_step
     """``fit``'s loop; ``trained`` is ``model`` or its per-sample-gradient wrapper."""
     fab = fabric(resources)
     params = [p for p in model.parameters() if p.requires_grad]
-    module, optimizer = fab.setup(trained, recipe.make_optimizer(params))
+    module, optimizer = fab.setup(stepped(trained, resources, fab, dry_loss, dp), recipe.make_optimizer(params))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup(start_step + s, recipe.warmup_steps))
     module.train()
     if ema is not None:
-        ema.averaged.to(fab.device)
+        ema.to(fab.device)
     if flops is not None:  # what a track's budget counts: optimizer steps x batch size
         flops.count_examples(steps * batch_size_of(shape_of()))
     if flops is not None and dry_loss is not None:
@@ -105,30 +108,51 @@ def _fit(model, trained, batch_loss, steps, recipe, resources, flops, start_step
             with dp.plain_pass(trained) if dp is not None else contextlib.nullcontext():
                 dry_backward(module, dry_loss, fab, params)
 
-        flops.dry_step("train", (shape_of(), parameter_layout(model)), steps, dry)
+        with torch.compiler.set_stance("force_eager"):  # torch's FLOP counter sees eager ops only
+            flops.dry_step("train", (shape_of(), parameter_layout(model)), steps, dry)
         flops = None  # counted: the real steps run uncounted
-    total = 0.0
+    total = torch.zeros((), dtype=torch.float64, device=fab.device)  # the losses' sum, where they are
     try:
         for _ in range(steps):
             with flops.step("train", shape_of()) if flops else contextlib.nullcontext():
                 loss = batch_loss(module, fab.device)
                 optimizer.zero_grad(set_to_none=True)
                 fab.backward(loss)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(f"training loss became {value}; lower the learning rate")
+            total += loss.detach().double()
+            if fab.device.type == "cpu":  # free here; on a GPU it would stop the host every step
+                check_finite(total)
             if dp is not None:
                 dp.privatize(params)
             optimizer.step()
             schedule.step()
             if ema is not None:
                 ema.update(model)
-            total += value
+        check_finite(total)
     finally:  # back on the CPU however the loop ends: a kept model never holds GPU memory
         model.to("cpu")
         if ema is not None:
-            ema.averaged.to("cpu")
-    return total / steps
+            ema.to("cpu")
+    return total.item() / steps
+
+
+def check_finite(total: torch.Tensor) -> None:
+    """The non-finite guard, on the sum of the losses so far: a NaN or inf loss makes it
+    non-finite. On the CPU it runs every step, before the optimizer applies that loss's
+    gradients; on a GPU once at the end of the loop (the update is then refused as the
+    loss is, and no step waits for the card)."""
+    value = total.item()
+    if not math.isfinite(value):
+        raise FloatingPointError(f"training loss became {value}; lower the learning rate")
+
+
+def stepped(model, resources: Resources | None, fab, dry_loss, dp):
+    """What the loop steps: ``model``, or with ``compile = true`` its compiled form once checked
+    (``compiling.compiled``). DP-SGD's per-sample gradients hook eager autograd: it stays eager."""
+    if resources is None or resources.compile_backend is None:
+        return model
+    if dp is not None:
+        raise ValueError("'compile' does not apply to DP-SGD training (per-sample gradients need eager mode)")
+    return compiling.compiled(model, fab, resources.precision, resources.compile_backend, dry_loss)
 
 
 def batch_size_of(shape) -> int:
@@ -196,36 +220,54 @@ def evaluate(model, scheduler, images: torch.Tensor, batch_size: int, generator:
 
 
 class Ema:
-    """An exponential moving average of a model's weights (torch's ``AveragedModel``): the
-    weights that sample and evaluate. Each ``update`` stands for ``steps_per_update``
-    optimizer steps (1 in a training loop; a round's local steps for a server averaging the
-    global model once a round). The decay warms up as in diffusers' EMAModel,
-    ``min(decay, (1 + k) / (10 + k))`` after k steps, so a short run is not stuck near its
-    initial weights. ``decay = 0`` follows the raw weights. Its state (weights and update
+    """An exponential moving average of a model's weights (kept in torch's ``AveragedModel``, whose
+    state dict it is): the weights that sample and evaluate. Each ``update`` stands for
+    ``steps_per_update`` optimizer steps (1 in a training loop; a round's local steps for a
+    server averaging the global model once a round). The decay warms up as in diffusers'
+    EMAModel, ``min(decay, (1 + k) / (10 + k))`` after k steps, so a short run is not stuck near
+    its initial weights. ``decay = 0`` follows the raw weights. Its state (weights and update
     count) is a plain state dict: a client keeps it in Flower's ``context.state``."""
 
     def __init__(self, model, decay: float, state: dict | None = None, steps_per_update: int = 1):
         self.decay, self.steps_per_update = decay, steps_per_update
-        self.averaged = AveragedModel(model, device=torch.device("cpu"), multi_avg_fn=self._average, use_buffers=True)
+        self.averaged = AveragedModel(model, device=torch.device("cpu"), use_buffers=True)
         if state is not None:
             self.averaged.load_state_dict(state)
 
-    def _average(self, averaged: list, current: list, updates: torch.Tensor) -> None:
-        """One fused (foreach) update per device and dtype, on the EMA's device: no copy of the
-        weights to the CPU each step when training runs on a GPU, one host sync per update."""
-        if not averaged[0].is_floating_point():  # counters (e.g. BatchNorm's) follow the model
-            torch._foreach_copy_(averaged, current)
-            return
-        k = int(updates) * self.steps_per_update  # optimizer steps averaged so far
-        diff = torch._foreach_sub(current, averaged)  # ema += (weights - ema) * (1 - decay)
-        torch._foreach_mul_(diff, 1 - min(self.decay, (1 + k) / (10 + k)) ** self.steps_per_update)
-        torch._foreach_add_(averaged, diff)
-
     def update(self, model) -> None:
+        """One fused (foreach) update on the EMA's device. The count stays on the CPU (``to``),
+        so a GPU step never waits for the card to read it, as ``AveragedModel``'s own would."""
         if self.decay <= 0:
             self.averaged.module.load_state_dict(model.state_dict())
+            return
+        averaged = [t.detach() for t in itertools.chain(self.model.parameters(), self.model.buffers())]
+        current = [t.detach().to(a.device) for t, a in
+                   zip(itertools.chain(model.parameters(), model.buffers()), averaged, strict=True)]
+        count = int(self.averaged.n_averaged)
+        if count == 0:
+            torch._foreach_copy_(averaged, current)
         else:
-            self.averaged.update_parameters(model)
+            self._average(averaged, current, count)
+        self.averaged.n_averaged += 1
+
+    def _average(self, averaged: list, current: list, count: int) -> None:
+        """ema += (weights - ema) * (1 - decay) for floating tensors; counters (e.g.
+        BatchNorm's) follow the model."""
+        k = count * self.steps_per_update  # optimizer steps averaged so far
+        weight = 1 - min(self.decay, (1 + k) / (10 + k)) ** self.steps_per_update
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        counters = [(a, c) for a, c in zip(averaged, current) if not a.is_floating_point()]
+        if counters:
+            torch._foreach_copy_(*map(list, zip(*counters)))
+        ema, weights = map(list, zip(*floats))
+        diff = torch._foreach_sub(weights, ema)
+        torch._foreach_mul_(diff, weight)
+        torch._foreach_add_(ema, diff)
+
+    def to(self, device) -> "Ema":
+        """The averaged weights on ``device``; the update count stays on the CPU."""
+        self.averaged.module.to(device)
+        return self
 
     @property
     def model(self):
@@ -233,5 +275,3 @@ class Ema:
 
     def state_dict(self) -> dict:
         return self.averaged.state_dict()
-
-

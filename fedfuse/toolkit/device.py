@@ -2,7 +2,8 @@
 
 One Fabric per process and setting. Random draws (batches, timesteps, noise) stay on the
 CPU's seeded generators and are moved to the device, so a CPU run is bit-reproducible and a
-GPU run draws the same numbers.
+GPU run draws the same numbers. The moves go through pinned memory without waiting
+(``to_device``): a training step on a GPU never stops the host to wait for the card.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Resources:
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     gpus_per_client: float = 0.0  # Ray's num_gpus per ClientApp (fractional: clients share a GPU)
     cpus_per_client: int = 1  # Ray's num_cpus per ClientApp, and its torch threads
+    compile: bool | str = False  # torch.compile what fit steps: true (inductor) or a backend name (toolkit.compiling)
 
     def __post_init__(self):
         if self.accelerator not in ACCELERATORS:
@@ -31,6 +33,15 @@ class Resources:
             raise ValueError(f"'precision' must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.gpus_per_client < 0 or self.cpus_per_client < 1:
             raise ValueError("'gpus_per_client' must be >= 0 and 'cpus_per_client' >= 1")
+        if isinstance(self.compile, str):
+            from fedfuse.toolkit.compiling import check_backend
+
+            check_backend(self.compile)
+
+    @property
+    def compile_backend(self) -> str | None:
+        """torch.compile's backend for ``compile``: None when off, ``inductor`` for true."""
+        return "inductor" if self.compile is True else (self.compile or None)
 
 
 def fabric(resources: Resources | None = None):
@@ -54,17 +65,28 @@ def _fabric(accelerator: str, precision: str):
     return Fabric(accelerator=accelerator, devices=1, precision=precision)
 
 
+def to_device(tensor, device):
+    """``tensor`` (on the CPU) on ``device``. To a GPU through pinned memory, asynchronously: a
+    plain copy from pageable memory waits for everything queued on the card first."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def torch_device(resources: Resources | None = None):
     """The torch device these resources train on (``run.device``: for work outside ``fit``)."""
     return fabric(resources).device
 
 
 def describe(resources: Resources | None = None) -> dict:
-    """The system a cell ran on: device kind, name, count and memory, precision (MLPerf-style)."""
+    """The system a cell ran on: device kind, name, count and memory, precision, the compile
+    backend where one is on (MLPerf-style)."""
     import torch
 
-    f = fabric(resources)
-    out = {"device": f.device.type, "precision": (resources or Resources()).precision}
+    f, r = fabric(resources), resources or Resources()
+    out = {"device": f.device.type, "precision": r.precision}
+    if r.compile_backend:
+        out["compile"] = r.compile_backend
     if f.device.type == "cuda":
         props = torch.cuda.get_device_properties(f.device)
         out.update(device_name=props.name, device_count=torch.cuda.device_count(),

@@ -63,16 +63,16 @@ def denoise(model, scheduler, x: torch.Tensor, timesteps, generator: torch.Gener
             flops=None, resources=None, **model_kwargs) -> torch.Tensor:
     """Run ``scheduler.step`` for each of ``timesteps`` (descending) starting from ``x``, on
     the device of ``resources`` (Fabric's, at its precision); the result is on the CPU."""
-    from fedfuse.toolkit.device import fabric
+    from fedfuse.toolkit.device import fabric, to_device
 
     fab = fabric(resources)
     module = fab.setup_module(model)
     module.eval()
-    x = x.to(fab.device)
-    model_kwargs = {k: v.to(fab.device) for k, v in model_kwargs.items()}
+    x = to_device(x, fab.device)
+    model_kwargs = {k: to_device(v, fab.device) for k, v in model_kwargs.items()}
     for t in timesteps:
         with flops.step("sample", (tuple(x.shape), id(model))) if flops else contextlib.nullcontext():
-            eps = module(x, t, **model_kwargs).sample.float()
+            eps = module(x, to_device(torch.as_tensor(t), fab.device), **model_kwargs).sample.float()
         x = scheduler.step(eps, t, x, generator=generator).prev_sample
     model.to("cpu")
     return x.cpu()

@@ -410,7 +410,8 @@ def test_a_gpu_session_runs_its_tiers_where_ray_is_absent_and_resumes_a_cut_off_
     card resumes the first one's store: its cut-off tier (QUICK_LIMIT=1) says 124, and the
     suite finds every cell done."""
     tier = "seed-split-diffusion-gpu-quick"
-    session = {"TIERS": tier, "SUITE": tier, "THROUGHPUT": "--accelerator cpu --side 8 --preset tiny --steps 2"}
+    session = {"TIERS": tier, "SUITE": tier, "THROUGHPUT": "--accelerator cpu --side 8 --preset tiny --steps 2",
+               "COMPILE_PRESET": "tiny", "COMPILERS": "aot_eager"}
     first = gpu_script("scripts/gpu_session.sh", {**session, "OUT": str(tmp_path / "out"), "QUICK_LIMIT": "900",
                                                   "LIMIT": "1500"}, tmp_path)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
@@ -421,7 +422,8 @@ def test_a_gpu_session_runs_its_tiers_where_ray_is_absent_and_resumes_a_cut_off_
     assert all(r["status"] == "ok" and r["metrics"]["fid"] > 0 and r["metrics"]["backend"] == "deployment"
                for r in records), [r.get("error") for r in records]
     steps = [json.loads(line) for line in (tmp_path / "out" / "step_times.jsonl").read_text().splitlines()]
-    assert [s["preset"] for s in steps] == ["tiny", "tiny"] and all(s["s_per_step"] > 0 for s in steps)
+    assert [s["preset"] for s in steps] == ["tiny"] * 3 and all(s["s_per_step"] > 0 for s in steps)
+    assert [s.get("compile") for s in steps] == [None, None, "aot_eager"]
     throughput = [line.split("\t") for line in (tmp_path / "out" / "summary.tsv").read_text().splitlines()
                   if line.startswith(tier + "\t") and "\tok\t" in line]
     assert len(throughput) == 2 and all(float(cells[7]) > 0 and float(cells[9]) > 0 for cells in throughput)

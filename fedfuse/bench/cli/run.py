@@ -73,7 +73,7 @@ def check_system(resources: dict) -> None:
 
 
 def resource_flags(args) -> dict:
-    names = ("accelerator", "precision", "gpus_per_client", "cpus_per_client")
+    names = ("accelerator", "precision", "gpus_per_client", "cpus_per_client", "compile")
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 

@@ -229,9 +229,11 @@ def aside(run_dir: Path) -> Path:
 
 
 def system_label(system: dict) -> str:
-    """What the leaderboard shows of a cell's system: ``cuda NVIDIA H100 (80 GB) bf16-mixed``."""
+    """What the leaderboard shows of a cell's system: ``cuda NVIDIA H100 (80 GB) bf16-mixed``
+    (and ``compile=inductor`` where training was compiled)."""
     memory = f" ({system['device_memory_gb']:.0f} GB)" if system.get("device_memory_gb") else ""
-    return f"{system['device']} {system.get('device_name', '')}{memory} {system['precision']}".replace("  ", " ")
+    compiled = f" compile={system['compile']}" if system.get("compile") else ""
+    return f"{system['device']} {system.get('device_name', '')}{memory} {system['precision']}{compiled}".replace("  ", " ")
 
 
 ROUND_AGGREGATES = {

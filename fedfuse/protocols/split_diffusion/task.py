@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from fedfuse.api import ClientData, ConfigError, ImageData, build_scheduler, conditioned, drop_labels, fit
+from fedfuse.api import ClientData, ConfigError, ImageData, build_scheduler, conditioned, drop_labels, fit, to_device
 
 
 def cut_index(cut_ratio: float, timesteps: int) -> int:
@@ -101,9 +101,10 @@ def server_loss(model, x_cut, cuts, labels, timesteps: int, marginal: str, gener
     CPU generator, computes on ``device``."""
     t = cuts + (torch.rand(len(cuts), generator=generator) * (timesteps - cuts)).long()
     noise = torch.randn(x_cut.shape, generator=generator)
-    kwargs = {} if labels is None else {"class_labels": labels.to(device)}
-    noisy = noise_from_cut(x_cut, cuts, t, timesteps, marginal, noise).to(device)
-    return F.mse_loss(model(noisy, t.to(device), **kwargs).sample, noise.to(device))
+    device = torch.device(device)
+    kwargs = {} if labels is None else {"class_labels": to_device(labels, device)}
+    noisy = to_device(noise_from_cut(x_cut, cuts, t, timesteps, marginal, noise), device)
+    return F.mse_loss(model(noisy, to_device(t, device), **kwargs).sample, to_device(noise, device))
 
 
 def cut_step_loss(timesteps: int, t_c: int):

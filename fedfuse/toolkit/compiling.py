@@ -1,0 +1,72 @@
+"""``[resources] compile``: the training loop steps ``torch.compile(model)``, checked first.
+
+``compile = true`` compiles with inductor (fused kernels); a backend name chooses another of
+torch's: ``"cudagraphs"`` replays CUDA graphs of the eager kernels, ``"aot_eager"`` only traces.
+
+A small UNet on a GPU waits on the host's kernel launches; compiling fuses them. But a compiler
+can be wrong, and a benchmark must not train on wrong gradients: before its first use in a
+process, the compiled model's gradients on one fixed batch (the loop's ``dry_loss``) are
+compared with eager mode's, on the same device and precision. A model they disagree on is
+refused, the error giving the gap. (Measured with torch 2.13 on the CPU: inductor's backward of
+diffusers' UNet2DModel differs from eager by tens of percent, in float64 too, while its forward
+agrees to 1e-6; ``benchmarks/compile_check.py`` reproduces it.)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+# the gap allowed, relative to the gradients' norm: rounding, not a different function
+TOLERANCE = {"32-true": 1e-3, "bf16-mixed": 5e-2, "16-mixed": 5e-2}
+_checked: dict = {}  # (parameter layout, device, precision, backend) -> gap: checked once per process
+
+
+class CompileMismatch(RuntimeError):
+    """``torch.compile`` changes this model's gradients: train it without ``compile``."""
+
+
+def check_backend(name: str) -> None:
+    """A ``compile`` backend torch has (``torch._dynamo.list_backends``, debug ones included)."""
+    import torch._dynamo
+
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if name not in known:
+        raise ValueError(f"'compile' must be true, false or one of torch's backends ({', '.join(known)}), got {name!r}")
+
+
+def compiled(model, fab, precision: str, backend: str, dry_loss: Callable | None):
+    """``torch.compile(model, backend=backend)`` once its gradients match eager mode's
+    (``gradient_gap``)."""
+    from fedfuse.toolkit.ddpm import parameter_layout
+
+    if dry_loss is None:
+        raise ValueError("'compile' needs the loop's dry_loss: a fixed batch to check the compiled gradients on")
+    fast = torch.compile(model, backend=backend)
+    key = (parameter_layout(model), str(fab.device), precision, backend)
+    if key not in _checked:
+        _checked[key] = gradient_gap(model, fast, fab, dry_loss)
+    if _checked[key] > TOLERANCE[precision]:
+        raise CompileMismatch(f"torch.compile ({backend}) changes this model's gradients by {_checked[key]:.1%} "
+                              f"(relative to their norm) on {fab.device}, {precision}, torch {torch.__version__}: "
+                              "train it without 'compile'")
+    return fast
+
+
+def gradient_gap(model, fast, fab, dry_loss: Callable) -> float:
+    """‖g_compiled − g_eager‖ / ‖g_eager‖ over the trainable parameters, on one fixed batch."""
+    eager = gradients(fab.setup_module(model), model, fab, dry_loss)
+    compiled_ = gradients(fab.setup_module(fast), model, fab, dry_loss)
+    gap = torch.linalg.vector_norm(compiled_ - eager) / torch.linalg.vector_norm(eager).clamp_min(1e-30)
+    return float(gap)
+
+
+def gradients(module, model, fab, dry_loss: Callable) -> torch.Tensor:
+    """The trainable parameters' gradients of ``dry_loss`` through ``module``, flattened (float64,
+    on the CPU); the parameters' ``.grad`` and the global RNG are left as they were."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    with torch.random.fork_rng(devices=[]):
+        grads = torch.autograd.grad(dry_loss(module, fab.device), params, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).detach().double().flatten().cpu()
+                      for g, p in zip(grads, params)])
