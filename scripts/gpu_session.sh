@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One lent card, one call: what fedfuse measures on a GPU, within LIMIT seconds (default 480),
 # cheapest and surest first, each step cut off in time for the next:
+#   0. the `gpu` tests (the step never waits for the card; compiled steps checked), at most 90 s
+#      -> $OUT/gpu_tests.log;
 #   1. one model's throughput: each preset's training step at 28 px, batch 128, fp32 and
 #      bf16-mixed, then the -gpu tiers' preset (COMPILE_PRESET, base) compiled in bf16 with each
 #      of COMPILERS (inductor, cudagraphs: checked against eager first, a refusal is recorded)
@@ -34,6 +36,10 @@ nvidia-smi -L 2>/dev/null
 if [ -f "$STORE/results.sqlite" ] && [ ! -e "$OUT/$SUITE" ]; then  # the suite resumes where the last card left it
   mkdir -p "$OUT/$SUITE" && cp "$STORE/results.sqlite" "$OUT/$SUITE/"
 fi
+
+echo "== the gpu tests ($SECONDS s)"
+timeout -s INT 90 $PY -m pytest -m gpu -q -p no:cacheprovider tests/unit/test_toolkit.py \
+  tests/unit/test_compiling.py > "$OUT/gpu_tests.log" 2>&1; echo "gpu tests: exit $?"; tail -3 "$OUT/gpu_tests.log"
 
 echo "== one model's throughput ($SECONDS s)"
 step_times() {  # one step_times.py run, at most 60 s
