@@ -64,10 +64,17 @@ def gradient_gap(model, fast, fab, dry_loss: Callable) -> float:
 
 
 def gradients(module, model, fab, dry_loss: Callable) -> torch.Tensor:
-    """The trainable parameters' gradients of ``dry_loss`` through ``module``, flattened (float64,
-    on the CPU); the parameters' ``.grad`` and the global RNG are left as they were."""
+    """The trainable parameters' gradients of ``dry_loss`` through ``module`` (Fabric's
+    backward, as the loop's), flattened (float64, on the CPU); the parameters' ``.grad`` and
+    the global RNG are left as they were."""
     params = [p for p in model.parameters() if p.requires_grad]
+    kept = [p.grad for p in params]
+    for p in params:
+        p.grad = None
     with torch.random.fork_rng(devices=[]):
-        grads = torch.autograd.grad(dry_loss(module, fab.device), params, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).detach().double().flatten().cpu()
-                      for g, p in zip(grads, params)])
+        fab.backward(dry_loss(module, fab.device))
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().double().flatten().cpu()
+                      for p in params])
+    for p, grad in zip(params, kept):
+        p.grad = grad
+    return flat

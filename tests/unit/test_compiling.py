@@ -23,10 +23,11 @@ def trained(resources=None, steps: int = 4, flops=None, dp=None):
     return loss, torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def test_a_compiled_model_that_passes_the_check_trains_what_eager_trains_and_counts_the_same_flops():
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16: Fabric's own backward
+def test_a_compiled_model_that_passes_the_check_trains_what_eager_trains_and_counts_the_same_flops(precision):
     eager_flops, compiled_flops = FlopMeter(), FlopMeter()
-    eager_loss, eager = trained(flops=eager_flops)
-    loss, weights = trained(Resources(compile="aot_eager"), flops=compiled_flops)
+    eager_loss, eager = trained(Resources(precision=precision), flops=eager_flops)
+    loss, weights = trained(Resources(precision=precision, compile="aot_eager"), flops=compiled_flops)
     assert loss == pytest.approx(eager_loss, rel=1e-5)
     assert torch.allclose(weights, eager, atol=1e-5) and not torch.equal(weights, trained(steps=1)[1])
     assert compiled_flops.per_step == eager_flops.per_step and sum(eager_flops.per_step.values()) > 0
