@@ -8,7 +8,8 @@ The suites' expected times (docs/quality.md, each suite file's header) are steps
     .venv/bin/python benchmarks/step_times.py --accelerator cuda --compile cudagraphs --side 28
 
 With ``--compile`` the step is ``torch.compile``d as ``[resources] compile`` does it; a preset
-whose compiled gradients differ from eager mode's is reported (``compile_refused``), not timed.
+whose compiled gradients differ from eager mode's is reported (``compile_refused``), one whose
+compiler fails too (``compile_failed``), not timed.
 
 Random images stand in for data: a step's cost does not depend on what the pixels show.
 ``fedfuse profile measure`` times the same step to write a device profile.
@@ -35,8 +36,8 @@ def main() -> None:
     p.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--compile", nargs="?", const=True, default=False, metavar="BACKEND",
-                   help="torch.compile the step (inductor, or this backend), checked against eager first")
+    p.add_argument("--compile", default="false", metavar="true|false|BACKEND",
+                   help="torch.compile the step (true: inductor), checked against eager first")
     p.add_argument("--json", help="append one JSON line per measurement to this file")
     args = p.parse_args()
     resources = Resources(accelerator=args.accelerator, precision=args.precision, compile=args.compile)
@@ -58,6 +59,10 @@ def measure(step: TrainStep, steps: int) -> dict:
         step.warm_up(max(3, steps // 10))
     except CompileMismatch as refused:
         return {"compile_refused": str(refused)}
+    except Exception as failed:  # noqa: BLE001  (a compiler's crash is a result here, not the end of the run)
+        if not step.resources.compile_backend:
+            raise
+        return {"compile_failed": f"{type(failed).__name__}: {failed}"[:500]}
     s = step.seconds_per_step(steps)
     return {"s_per_step": round(s, 5), "images_per_s": round(step.recipe.batch_size / s, 1),
             "flops_per_step": step.flops_per_step}

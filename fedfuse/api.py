@@ -16,8 +16,8 @@ Groups:
   (custom messages), ``check_replies``, ``ClientFailure``.
 - **toolkit**: UNet presets, the DDPM recipe (``DdpmConfig``, ``train`` with an
   ``extra_loss`` hook, ``fit`` for any batch loss, ``Ema``), sampling, the quantization codec,
-  ``to_device`` (a CPU draw onto the training device without stopping the host: use it in a
-  batch loss of your own), ``write_atomic`` for cache files that concurrent cells share.
+  ``to_device`` (a CPU draw onto the training device without making the host wait for a GPU:
+  use it in a batch loss of your own), ``write_atomic`` for cache files that concurrent cells share.
 - **accounting**: ``FlopMeter`` and the record keys the harness reads (``PAYLOAD_KEY`` for a
   packed payload's logical size, ``EVAL_KEY`` for evaluation-only traffic), the cost model.
 - **studies**: ``StudySpec`` (a suite ``fedfuse report`` turns into a page); for its claims,

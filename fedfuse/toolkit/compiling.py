@@ -21,34 +21,42 @@ import torch
 
 # the gap allowed, relative to the gradients' norm: rounding, not a different function
 TOLERANCE = {"32-true": 1e-3, "bf16-mixed": 5e-2, "16-mixed": 5e-2}
-_checked: dict = {}  # (parameter layout, device, precision, backend) -> gap: checked once per process
+_checked: dict = {}  # (model, batch shape, device, precision, backend) -> gap: once per process
 
 
 class CompileMismatch(RuntimeError):
     """``torch.compile`` changes this model's gradients: train it without ``compile``."""
 
 
-def check_backend(name: str) -> None:
-    """A ``compile`` backend torch has (``torch._dynamo.list_backends``, debug ones included)."""
+def backend_of(value) -> str | None:
+    """torch.compile's backend for a ``compile`` setting: None (false), ``inductor`` (true) or
+    the backend named (``"true"``/``"false"`` as on a command line)."""
+    value = {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
+    if value is True:
+        return "inductor"
+    if not value:
+        return None
     import torch._dynamo
 
     known = torch._dynamo.list_backends(exclude_tags=())
-    if name not in known:
-        raise ValueError(f"'compile' must be true, false or one of torch's backends ({', '.join(known)}), got {name!r}")
+    if value not in known:
+        raise ValueError(f"'compile' must be true, false or one of torch's backends ({', '.join(known)}), got {value!r}")
+    return value
 
 
-def compiled(model, fab, precision: str, backend: str, dry_loss: Callable | None):
+def compiled(model, fab, precision: str, backend: str, dry_loss: Callable | None, key: tuple):
     """``torch.compile(model, backend=backend)`` once its gradients match eager mode's
-    (``gradient_gap``)."""
-    from fedfuse.toolkit.ddpm import parameter_layout
-
+    (``gradient_gap``) in training mode; ``key`` (the model's layout and batch shape) says
+    when the check must run again in this process."""
     if dry_loss is None:
-        raise ValueError("'compile' needs the loop's dry_loss: a fixed batch to check the compiled gradients on")
+        raise ValueError("'compile' needs fit's dry_loss (a fixed batch of the real one's shapes) to check "
+                         "the compiled gradients on")
     fast = torch.compile(model, backend=backend)
-    key = (parameter_layout(model), str(fab.device), precision, backend)
+    key = (type(model).__name__, *key, str(fab.device), precision, backend)
     if key not in _checked:
+        model.train()  # the mode the loop trains in: a graph of eval mode would be another graph
         _checked[key] = gradient_gap(model, fast, fab, dry_loss)
-    if _checked[key] > TOLERANCE[precision]:
+    if not _checked[key] <= TOLERANCE[precision]:  # NaN fails too
         raise CompileMismatch(f"torch.compile ({backend}) changes this model's gradients by {_checked[key]:.1%} "
                               f"(relative to their norm) on {fab.device}, {precision}, torch {torch.__version__}: "
                               "train it without 'compile'")
@@ -56,25 +64,29 @@ def compiled(model, fab, precision: str, backend: str, dry_loss: Callable | None
 
 
 def gradient_gap(model, fast, fab, dry_loss: Callable) -> float:
-    """‖g_compiled − g_eager‖ / ‖g_eager‖ over the trainable parameters, on one fixed batch."""
+    """‖g_compiled − g_eager‖ / ‖g_eager‖ over the trainable parameters, on one fixed batch;
+    NaN where the eager gradients are not finite (nothing to compare against)."""
     eager = gradients(fab.setup_module(model), model, fab, dry_loss)
-    compiled_ = gradients(fab.setup_module(fast), model, fab, dry_loss)
-    gap = torch.linalg.vector_norm(compiled_ - eager) / torch.linalg.vector_norm(eager).clamp_min(1e-30)
+    if not torch.isfinite(eager).all():
+        return float("nan")
+    fast_grads = gradients(fab.setup_module(fast), model, fab, dry_loss)
+    gap = torch.linalg.vector_norm(fast_grads - eager) / torch.linalg.vector_norm(eager).clamp_min(1e-30)
     return float(gap)
 
 
 def gradients(module, model, fab, dry_loss: Callable) -> torch.Tensor:
     """The trainable parameters' gradients of ``dry_loss`` through ``module`` (Fabric's
     backward, as the loop's), flattened (float64, on the CPU); the parameters' ``.grad`` and
-    the global RNG are left as they were."""
+    the CPU's RNG are left as they were."""
     params = [p for p in model.parameters() if p.requires_grad]
     kept = [p.grad for p in params]
-    for p in params:
-        p.grad = None
-    with torch.random.fork_rng(devices=[]):
-        fab.backward(dry_loss(module, fab.device))
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().double().flatten().cpu()
-                      for p in params])
-    for p, grad in zip(params, kept):
-        p.grad = grad
-    return flat
+    try:
+        for p in params:
+            p.grad = None
+        with torch.random.fork_rng(devices=[]):
+            fab.backward(dry_loss(module, fab.device))
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().double().flatten().cpu()
+                          for p in params])
+    finally:
+        for p, grad in zip(params, kept):
+            p.grad = grad

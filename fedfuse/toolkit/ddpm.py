@@ -55,7 +55,6 @@ def diffusion_loss(model, scheduler, images: torch.Tensor, generator: torch.Gene
     low, high = t_range or (0, scheduler.config.num_train_timesteps)
     t = torch.randint(low, high, (len(images),), generator=generator)
     noise = torch.randn(images.shape, generator=generator)
-    device = torch.device(device)
     noisy = to_device(scheduler.add_noise(images, noise, t), device)
     kwargs = {"class_labels": to_device(labels, device)} if labels is not None else {}
     target = training_target(scheduler, images, noise, t)
@@ -83,10 +82,11 @@ def fit(model, batch_loss: Callable, steps: int, recipe: Recipe, resources: Reso
     updated after each step. ``flops`` (a harness FlopMeter) counts each step under the key
     ``shape_of()``; given ``dry_loss(module, device)``, a loss on fixed inputs of a batch's
     shapes that draws no random numbers, it counts one throwaway step of that instead (FlopMeter's
-    ``dry_step``) and no real step runs under the counter. ``dp`` (a ``DpSgd``, which the
+    ``dry_step``) and no real step runs under the counter; with ``compile`` on (``resources``)
+    it is also the batch the compiled gradients are checked on. ``dp`` (a ``DpSgd``, which the
     harness hands a client as ``run.dp_sgd(round)``) makes every step a DP-SGD step: the batch
-    loss must then be a mean of per-image losses. Returns the mean loss; the model is back on
-    the CPU afterwards."""
+    loss must then be a mean of per-image losses. Returns the mean loss (a non-finite one raises
+    ``FloatingPointError``: ``checked_sum``); the model is back on the CPU afterwards."""
     with dp.per_sample(model) if dp is not None else contextlib.nullcontext(model) as trained:
         return _fit(model, trained, batch_loss, steps, recipe, resources, flops, start_step, ema, shape_of,
                     dry_loss, dp)
@@ -96,63 +96,82 @@ def _fit(model, trained, batch_loss, steps, recipe, resources, flops, start_step
     """``fit``'s loop; ``trained`` is ``model`` or its per-sample-gradient wrapper."""
     fab = fabric(resources)
     params = [p for p in model.parameters() if p.requires_grad]
-    module, optimizer = fab.setup(stepped(trained, resources, fab, dry_loss, dp), recipe.make_optimizer(params))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup(start_step + s, recipe.warmup_steps))
-    module.train()
-    if ema is not None:
-        ema.to(fab.device)
-    if flops is not None:  # what a track's budget counts: optimizer steps x batch size
-        flops.count_examples(steps * batch_size_of(shape_of()))
-    if flops is not None and dry_loss is not None:
-        def dry():  # a DP-SGD step is counted as a plain one (DpSgd.plain_pass says why)
-            with dp.plain_pass(trained) if dp is not None else contextlib.nullcontext():
-                dry_backward(module, dry_loss, fab, params)
-
-        with torch.compiler.set_stance("force_eager"):  # torch's FLOP counter sees eager ops only
-            flops.dry_step("train", (shape_of(), parameter_layout(model)), steps, dry)
-        flops = None  # counted: the real steps run uncounted
-    total = torch.zeros((), dtype=torch.float64, device=fab.device)  # the losses' sum, where they are
     try:
-        for _ in range(steps):
-            with flops.step("train", shape_of()) if flops else contextlib.nullcontext():
-                loss = batch_loss(module, fab.device)
-                optimizer.zero_grad(set_to_none=True)
-                fab.backward(loss)
-            total += loss.detach().double()
-            if fab.device.type == "cpu":  # free here; on a GPU it would stop the host every step
-                check_finite(total)
-            if dp is not None:
-                dp.privatize(params)
-            optimizer.step()
-            schedule.step()
-            if ema is not None:
-                ema.update(model)
-        check_finite(total)
+        module, optimizer = fab.setup(maybe_compiled(trained, resources, fab, dry_loss, dp, shape_of),
+                                      recipe.make_optimizer(params))
+        module.train()
+        if ema is not None:
+            ema.to(fab.device)
+        count_flops(module, model, trained, fab, params, flops, steps, shape_of, dry_loss, dp)
+        if flops is not None and dry_loss is not None:
+            flops = None  # counted: the real steps run uncounted
+        return _steps(module, model, optimizer, batch_loss, steps, recipe, start_step, ema, shape_of, flops,
+                      params, fab, dp)
     finally:  # back on the CPU however the loop ends: a kept model never holds GPU memory
         model.to("cpu")
         if ema is not None:
             ema.to("cpu")
-    return total.item() / steps
 
 
-def check_finite(total: torch.Tensor) -> None:
-    """The non-finite guard, on the sum of the losses so far: a NaN or inf loss makes it
-    non-finite. On the CPU it runs every step, before the optimizer applies that loss's
-    gradients; on a GPU once at the end of the loop (the update is then refused as the
-    loss is, and no step waits for the card)."""
+def count_flops(module, model, trained, fab, params, flops, steps, shape_of, dry_loss, dp) -> None:
+    """What a track's budget counts (optimizer steps x batch size) and, given ``dry_loss``, the
+    FLOPs of ``steps`` steps from one throwaway step (FlopMeter's ``dry_step``)."""
+    if flops is None:
+        return
+    flops.count_examples(steps * batch_size_of(shape_of()))
+    if dry_loss is None:
+        return
+
+    def dry():  # a DP-SGD step is counted as a plain one (DpSgd.plain_pass says why)
+        with dp.plain_pass(trained) if dp is not None else contextlib.nullcontext():
+            dry_backward(module, dry_loss, fab, params)
+
+    with torch.compiler.set_stance("force_eager"):  # torch's FLOP counter sees eager ops only
+        flops.dry_step("train", (shape_of(), parameter_layout(model)), steps, dry)
+
+
+def _steps(module, model, optimizer, batch_loss, steps, recipe, start_step, ema, shape_of, flops, params, fab, dp):
+    """The optimizer steps; returns the mean loss. The losses' sum stays where they are: on a
+    GPU, reading it each step would stop the host every step."""
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup(start_step + s, recipe.warmup_steps))
+    total = torch.zeros((), dtype=torch.float64, device=fab.device)
+    for _ in range(steps):
+        with flops.step("train", shape_of()) if flops else contextlib.nullcontext():
+            loss = batch_loss(module, fab.device)
+            optimizer.zero_grad(set_to_none=True)
+            fab.backward(loss)
+        total += loss.detach().double()
+        if fab.device.type == "cpu":  # free here: a NaN stops the run before its update
+            checked_sum(total)
+        if dp is not None:
+            dp.privatize(params)
+        optimizer.step()
+        schedule.step()
+        if ema is not None:
+            ema.update(model)
+    return checked_sum(total) / steps
+
+
+def checked_sum(total: torch.Tensor) -> float:
+    """The losses' sum so far, which a NaN or inf loss makes non-finite: the non-finite guard.
+    On the CPU it runs every step, before the optimizer applies that loss's gradients; on a GPU
+    once, after the loop (the model and EMA then hold the non-finite steps' updates, and the
+    error refuses them as a CPU run's would)."""
     value = total.item()
     if not math.isfinite(value):
         raise FloatingPointError(f"training loss became {value}; lower the learning rate")
+    return value
 
 
-def stepped(model, resources: Resources | None, fab, dry_loss, dp):
-    """What the loop steps: ``model``, or with ``compile = true`` its compiled form once checked
+def maybe_compiled(model, resources: Resources | None, fab, dry_loss, dp, shape_of):
+    """What the loop steps: ``model``, or with ``compile`` on its compiled form once checked
     (``compiling.compiled``). DP-SGD's per-sample gradients hook eager autograd: it stays eager."""
     if resources is None or resources.compile_backend is None:
         return model
     if dp is not None:
         raise ValueError("'compile' does not apply to DP-SGD training (per-sample gradients need eager mode)")
-    return compiling.compiled(model, fab, resources.precision, resources.compile_backend, dry_loss)
+    return compiling.compiled(model, fab, resources.precision, resources.compile_backend, dry_loss,
+                              (shape_of(), parameter_layout(model)))
 
 
 def batch_size_of(shape) -> int:
@@ -259,6 +278,8 @@ class Ema:
         counters = [(a, c) for a, c in zip(averaged, current) if not a.is_floating_point()]
         if counters:
             torch._foreach_copy_(*map(list, zip(*counters)))
+        if not floats:
+            return
         ema, weights = map(list, zip(*floats))
         diff = torch._foreach_sub(weights, ema)
         torch._foreach_mul_(diff, weight)

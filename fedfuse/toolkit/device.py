@@ -3,7 +3,8 @@
 One Fabric per process and setting. Random draws (batches, timesteps, noise) stay on the
 CPU's seeded generators and are moved to the device, so a CPU run is bit-reproducible and a
 GPU run draws the same numbers. The moves go through pinned memory without waiting
-(``to_device``): a training step on a GPU never stops the host to wait for the card.
+(``to_device``): the shared recipe's step (fp32 or bf16, without DP-SGD) never stops the host
+to wait for the card.
 """
 
 from __future__ import annotations
@@ -34,14 +35,16 @@ class Resources:
         if self.gpus_per_client < 0 or self.cpus_per_client < 1:
             raise ValueError("'gpus_per_client' must be >= 0 and 'cpus_per_client' >= 1")
         if isinstance(self.compile, str):
-            from fedfuse.toolkit.compiling import check_backend
+            from fedfuse.toolkit.compiling import backend_of
 
-            check_backend(self.compile)
+            backend_of(self.compile)  # a backend torch has, or the error naming them
 
     @property
     def compile_backend(self) -> str | None:
         """torch.compile's backend for ``compile``: None when off, ``inductor`` for true."""
-        return "inductor" if self.compile is True else (self.compile or None)
+        from fedfuse.toolkit.compiling import backend_of
+
+        return backend_of(self.compile)
 
 
 def fabric(resources: Resources | None = None):
@@ -66,9 +69,13 @@ def _fabric(accelerator: str, precision: str):
 
 
 def to_device(tensor, device):
-    """``tensor`` (on the CPU) on ``device``. To a GPU through pinned memory, asynchronously: a
-    plain copy from pageable memory waits for everything queued on the card first."""
-    if device.type != "cuda":
+    """``tensor`` on ``device``. From the CPU to a GPU through a pinned copy, asynchronously: a
+    plain copy from pageable memory waits for everything queued on the card first. (The pinned
+    copy is the allocator's until the transfer ends; pass a fresh tensor, as a draw is.)"""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or tensor.device.type != "cpu":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
 

@@ -28,6 +28,7 @@ def test_a_compiled_model_that_passes_the_check_trains_what_eager_trains_and_cou
     eager_flops, compiled_flops = FlopMeter(), FlopMeter()
     eager_loss, eager = trained(Resources(precision=precision), flops=eager_flops)
     loss, weights = trained(Resources(precision=precision, compile="aot_eager"), flops=compiled_flops)
+    assert any("aot_eager" in key and precision in key for key in compiling._checked)  # it did compile, checked
     assert loss == pytest.approx(eager_loss, rel=1e-5)
     assert torch.allclose(weights, eager, atol=1e-5) and not torch.equal(weights, trained(steps=1)[1])
     assert compiled_flops.per_step == eager_flops.per_step and sum(eager_flops.per_step.values()) > 0
@@ -51,9 +52,49 @@ def test_the_gradient_gap_is_zero_for_the_same_function_and_large_for_another():
         x = torch.linspace(-1, 1, 8 * 64).view(8, 1, 8, 8)
         return torch.nn.functional.mse_loss(module(x, torch.arange(8) * 6).sample, x)
 
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)  # a gradient the caller holds
+    rng = torch.get_rng_state()
     assert compiling.gradient_gap(model, model, fabric(), dry_loss) == 0
     assert compiling.gradient_gap(model, Doubled(model), fabric(), dry_loss) > 0.5
-    assert all(p.grad is None for p in model.parameters())  # measured without touching .grad
+    assert all(torch.equal(p.grad, torch.full_like(p, 7.0)) for p in model.parameters())  # left as they were
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def wrong_compiler(scale: float):
+    """A torch.compile backend that runs the traced graph and scales its outputs: a compiler
+    whose result is another function (``nan``: one whose gradients are not numbers)."""
+    def compile_graph(graph, example_inputs):
+        def run(*args):
+            out = graph(*args)
+            return type(out)(o * scale if isinstance(o, torch.Tensor) and o.is_floating_point() else o for o in out)
+        return run
+    return compile_graph
+
+
+if "fedfuse_test_scaled" not in torch._dynamo.list_backends(exclude_tags=()):
+    torch._dynamo.register_backend(wrong_compiler(1.5), "fedfuse_test_scaled")
+    torch._dynamo.register_backend(wrong_compiler(float("nan")), "fedfuse_test_nan")
+
+
+@pytest.mark.parametrize("backend, gap", [("fedfuse_test_scaled", r"\d+\.\d%"), ("fedfuse_test_nan", "nan%")])
+def test_a_compiler_that_changes_the_gradients_is_refused_with_the_gap_and_leaves_the_model_on_the_cpu(backend, gap):
+    model = models.build_unet((1, 8, 8), "tiny", 0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(compiling.CompileMismatch, match=rf"\({backend}\) changes this model's gradients by {gap}"):
+        ddpm.train(model, ddpm.build_scheduler(50), DATA, 2, ddpm.Recipe(batch_size=8), torch.Generator().manual_seed(0),
+                   Resources(compile=backend))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # refused before any step
+
+
+def test_the_split_servers_training_compiles_too():
+    from fedfuse.protocols.split_diffusion import task
+
+    model = models.build_unet((1, 8, 8), "tiny", 0)
+    pool = {"x_cut": DATA.images[:16], "cut": torch.arange(16)}
+    loss = task.train_server(model, pool, 50, "exact", 2, ddpm.Recipe(batch_size=4), torch.Generator().manual_seed(0),
+                             Resources(compile="aot_eager"))
+    assert loss > 0 and any("aot_eager" in key and (4, 1, 8, 8) in key for key in compiling._checked)
 
 
 def test_compile_settings_are_checked_when_the_suite_is_read():
@@ -118,5 +159,7 @@ def test_the_compile_flag_overrides_the_suite_key():
     def flags(*argv):
         return resource_flags(build_parser().parse_args(["run", "track-edge-quick", "--out", "o", *argv]))
 
-    assert flags() == {} and flags("--compile") == {"compile": True}
+    assert flags() == {} and flags("--compile", "true") == {"compile": "true"}
     assert flags("--compile", "cudagraphs") == {"compile": "cudagraphs"}
+    assert [Resources(compile=v).compile_backend for v in ("true", "false", "cudagraphs")] == [
+        "inductor", None, "cudagraphs"]

@@ -48,8 +48,8 @@ def add_run_parser(sub) -> None:
     run.add_argument("--precision", choices=("32-true", "bf16-mixed", "16-mixed"), help="Fabric precision")
     run.add_argument("--gpus-per-client", type=float, help="Ray's num_gpus per ClientApp (fractional: shared GPU)")
     run.add_argument("--cpus-per-client", type=int, help="Ray's num_cpus per ClientApp (and its torch threads)")
-    run.add_argument("--compile", nargs="?", const=True, metavar="BACKEND",
-                     help="torch.compile what clients train, checked against eager first (inductor, or a backend)")
+    run.add_argument("--compile", metavar="true|false|BACKEND",
+                     help="torch.compile what clients train, checked against eager first (true: inductor)")
     run.add_argument("--ray-address", metavar="HOST:PORT",
                      help="simulation: join this running Ray cluster (default: $RAY_ADDRESS, else start Ray here)")
     run.add_argument("--backend", choices=("simulation", "deployment"), default="simulation",

@@ -101,7 +101,6 @@ def server_loss(model, x_cut, cuts, labels, timesteps: int, marginal: str, gener
     CPU generator, computes on ``device``."""
     t = cuts + (torch.rand(len(cuts), generator=generator) * (timesteps - cuts)).long()
     noise = torch.randn(x_cut.shape, generator=generator)
-    device = torch.device(device)
     kwargs = {} if labels is None else {"class_labels": to_device(labels, device)}
     noisy = to_device(noise_from_cut(x_cut, cuts, t, timesteps, marginal, noise), device)
     return F.mse_loss(model(noisy, to_device(t, device), **kwargs).sample, to_device(noise, device))
@@ -133,14 +132,20 @@ def train_server(model, pool: dict, timesteps: int, marginal: str, steps: int, r
     (one of ``n_cond`` values, dropped to none with probability ``cond_dropout``)."""
     shape = (recipe.batch_size, *pool["x_cut"].shape[1:])
 
-    def batch_loss(module, device):
-        pick = torch.randint(len(pool["x_cut"]), (recipe.batch_size,), generator=generator)
+    def loss_of(module, device, pick, gen):
         cut_label = pool["cut_label"][pick] if "cut_label" in pool else None
-        cond = drop_labels(pool["cond"][pick], cond_dropout, n_cond, generator) if "cond" in pool else None
+        cond = drop_labels(pool["cond"][pick], cond_dropout, n_cond, gen) if "cond" in pool else None
         return server_loss(module, pool["x_cut"][pick], pool["cut"][pick], joint_label(cut_label, cond, n_cond),
-                           timesteps, marginal, generator, device)
+                           timesteps, marginal, gen, device)
 
-    return fit(model, batch_loss, steps, recipe, resources, flops, start_step, ema, lambda: shape)
+    def batch_loss(module, device):
+        return loss_of(module, device, torch.randint(len(pool["x_cut"]), (recipe.batch_size,), generator=generator),
+                       generator)
+
+    def dry_loss(module, device):  # a batch's shapes (the first image, repeated), no RNG of the run's
+        return loss_of(module, device, torch.zeros(recipe.batch_size, dtype=torch.long), torch.Generator().manual_seed(0))
+
+    return fit(model, batch_loss, steps, recipe, resources, flops, start_step, ema, lambda: shape, dry_loss)
 
 
 # --- conditioning ------------------------------------------------------------------------------
