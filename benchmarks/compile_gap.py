@@ -4,9 +4,10 @@ inductor, and what ``[resources] compile``'s check (``fedfuse.toolkit.compiling`
 
     .venv/bin/python benchmarks/compile_gap.py      # 30 s, or 2-3 minutes where inductor has not yet compiled its C++ here
 
-One fixed batch (8 images, 8 px, seeded), the loss of the training recipe (MSE to the input);
-``forward``: the largest absolute difference of the outputs; ``gradients``: the gradients'
-difference relative to their norm, as the check measures it.
+One fixed batch (8 images, 8 px, seeded) and a plain loss (MSE of the output to the input; the
+recipe's loss targets the noise, which changes nothing here); ``forward``: the largest absolute
+difference of the outputs; ``gradients``: the gradients' difference relative to their norm, the
+check's measure (the check itself runs fedfuse's loss through Fabric).
 """
 
 from __future__ import annotations

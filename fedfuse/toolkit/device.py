@@ -34,6 +34,8 @@ class Resources:
             raise ValueError(f"'precision' must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.gpus_per_client < 0 or self.cpus_per_client < 1:
             raise ValueError("'gpus_per_client' must be >= 0 and 'cpus_per_client' >= 1")
+        if self.compile in ("true", "false"):  # as a command line gives it: stored as the suite's TOML would
+            object.__setattr__(self, "compile", self.compile == "true")
         if isinstance(self.compile, str):
             from fedfuse.toolkit.compiling import backend_of
 
@@ -70,8 +72,9 @@ def _fabric(accelerator: str, precision: str):
 
 def to_device(tensor, device):
     """``tensor`` on ``device``. From the CPU to a GPU through a pinned copy, asynchronously: a
-    plain copy from pageable memory waits for everything queued on the card first. (The pinned
-    copy is the allocator's until the transfer ends; pass a fresh tensor, as a draw is.)"""
+    plain copy from pageable memory waits for everything queued on the card first. Pass a fresh
+    tensor, as a draw is: a tensor already pinned is copied from in place, so changing it before
+    the card has read it would change what arrives."""
     import torch
 
     device = torch.device(device)
