@@ -24,6 +24,7 @@ def trained(resources=None, steps: int = 4, flops=None, dp=None):
 
 
 CALLS = []  # each call of a graph compiled by the counting backend
+COUNTING = f"fedfuse_test_counting_{id(CALLS)}"  # this module object's own, however often it is imported
 
 
 def counting_compiler(graph, example_inputs):
@@ -39,10 +40,10 @@ def test_a_compiled_model_that_passes_the_check_trains_what_eager_trains_and_cou
     eager_flops, compiled_flops = FlopMeter(), FlopMeter()
     eager_loss, eager = trained(Resources(precision=precision), flops=eager_flops)
     CALLS.clear()
-    loss, weights = trained(Resources(precision=precision, compile="fedfuse_test_counting"), flops=compiled_flops)
+    loss, weights = trained(Resources(precision=precision, compile=COUNTING), flops=compiled_flops)
     assert len(CALLS) >= 4 + 1  # the 4 steps and the check ran the compiled graph (the FLOP step did not)
     assert ("UNet2DModel", (8, 1, 8, 8)) == next(k[:2] for k in compiling._checked if precision in k
-                                                 and "fedfuse_test_counting" in k)
+                                                 and COUNTING in k)
     assert loss == pytest.approx(eager_loss, rel=1e-5)
     assert torch.allclose(weights, eager, atol=1e-5) and not torch.equal(weights, trained(steps=1)[1])
     assert compiled_flops.per_step == eager_flops.per_step and sum(eager_flops.per_step.values()) > 0
@@ -88,8 +89,8 @@ def wrong_compiler(scale: float):
     return compile_graph
 
 
+torch._dynamo.register_backend(counting_compiler, COUNTING)
 if "fedfuse_test_scaled" not in torch._dynamo.list_backends(exclude_tags=()):  # once per process
-    torch._dynamo.register_backend(counting_compiler, "fedfuse_test_counting")
     torch._dynamo.register_backend(wrong_compiler(1.5), "fedfuse_test_scaled")
     torch._dynamo.register_backend(wrong_compiler(float("nan")), "fedfuse_test_nan")
 
