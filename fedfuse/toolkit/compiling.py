@@ -28,20 +28,13 @@ class CompileMismatch(RuntimeError):
     """``torch.compile`` changes this model's gradients: train it without ``compile``."""
 
 
-def backend_of(value) -> str | None:
-    """torch.compile's backend for a ``compile`` setting: None (false), ``inductor`` (true) or
-    the backend named (``"true"``/``"false"`` as on a command line)."""
-    value = {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
-    if value is True:
-        return "inductor"
-    if not value:
-        return None
+def check_backend(name: str) -> None:
+    """A ``compile`` backend torch has (``torch._dynamo.list_backends``, debug ones included)."""
     import torch._dynamo
 
     known = torch._dynamo.list_backends(exclude_tags=())
-    if value not in known:
-        raise ValueError(f"'compile' must be true, false or one of torch's backends ({', '.join(known)}), got {value!r}")
-    return value
+    if name not in known:
+        raise ValueError(f"'compile' must be true, false or one of torch's backends ({', '.join(known)}), got {name!r}")
 
 
 def compiled(model, fab, precision: str, backend: str, dry_loss: Callable | None, key: tuple):

@@ -102,9 +102,7 @@ def _fit(model, trained, batch_loss, steps, recipe, resources, flops, start_step
         module.train()
         if ema is not None:
             ema.to(fab.device)
-        count_flops(module, model, trained, fab, params, flops, steps, shape_of, dry_loss, dp)
-        if flops is not None and dry_loss is not None:
-            flops = None  # counted: the real steps run uncounted
+        flops = count_flops(module, model, trained, fab, params, flops, steps, shape_of, dry_loss, dp)
         return _steps(module, model, optimizer, batch_loss, steps, recipe, start_step, ema, shape_of, flops,
                       params, fab, dp)
     finally:  # back on the CPU however the loop ends: a kept model never holds GPU memory
@@ -113,14 +111,15 @@ def _fit(model, trained, batch_loss, steps, recipe, resources, flops, start_step
             ema.to("cpu")
 
 
-def count_flops(module, model, trained, fab, params, flops, steps, shape_of, dry_loss, dp) -> None:
+def count_flops(module, model, trained, fab, params, flops, steps, shape_of, dry_loss, dp):
     """What a track's budget counts (optimizer steps x batch size) and, given ``dry_loss``, the
-    FLOPs of ``steps`` steps from one throwaway step (FlopMeter's ``dry_step``)."""
+    FLOPs of ``steps`` steps from one throwaway step (FlopMeter's ``dry_step``). Returns the
+    meter the real steps count under: None once the throwaway step has counted them."""
     if flops is None:
-        return
+        return None
     flops.count_examples(steps * batch_size_of(shape_of()))
     if dry_loss is None:
-        return
+        return flops
 
     def dry():  # a DP-SGD step is counted as a plain one (DpSgd.plain_pass says why)
         with dp.plain_pass(trained) if dp is not None else contextlib.nullcontext():
@@ -128,6 +127,7 @@ def count_flops(module, model, trained, fab, params, flops, steps, shape_of, dry
 
     with torch.compiler.set_stance("force_eager"):  # torch's FLOP counter sees eager ops only
         flops.dry_step("train", (shape_of(), parameter_layout(model)), steps, dry)
+    return None
 
 
 def _steps(module, model, optimizer, batch_loss, steps, recipe, start_step, ema, shape_of, flops, params, fab, dp):

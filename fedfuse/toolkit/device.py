@@ -36,17 +36,15 @@ class Resources:
             raise ValueError("'gpus_per_client' must be >= 0 and 'cpus_per_client' >= 1")
         if self.compile in ("true", "false"):  # as a command line gives it: stored as the suite's TOML would
             object.__setattr__(self, "compile", self.compile == "true")
-        if isinstance(self.compile, str):
-            from fedfuse.toolkit.compiling import backend_of
+        if isinstance(self.compile, str) and self.compile:  # checked once, here: the backend torch has
+            from fedfuse.toolkit.compiling import check_backend
 
-            backend_of(self.compile)  # a backend torch has, or the error naming them
+            check_backend(self.compile)
 
     @property
     def compile_backend(self) -> str | None:
         """torch.compile's backend for ``compile``: None when off, ``inductor`` for true."""
-        from fedfuse.toolkit.compiling import backend_of
-
-        return backend_of(self.compile)
+        return "inductor" if self.compile is True else (self.compile or None)
 
 
 def fabric(resources: Resources | None = None):
